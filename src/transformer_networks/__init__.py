@@ -1,0 +1,17 @@
+"""transformer-networks: Transformer networks (Vaswani et al. 2017) on PyTorch.
+
+    import transformer_networks as tn
+    cfg = tn.TransformerConfig.from_preset("paper-base", vocab_size=37000)
+    model = tn.Seq2SeqTransformer(cfg)          # also tn.TransformerLM, tn.TransformerClassifier
+"""
+
+from .config import PRESETS, TransformerConfig
+from .errors import ConfigError, UserError
+from .models import Seq2SeqTransformer, TransformerClassifier, TransformerLM, TransformerOutput
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PRESETS", "ConfigError", "Seq2SeqTransformer", "TransformerClassifier", "TransformerConfig", "TransformerLM",
+    "TransformerOutput", "UserError", "__version__",
+]

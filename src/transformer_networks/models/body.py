@@ -1,0 +1,141 @@
+"""`TransformerBody`: embeddings + positions + a stack of layers, built from a `TransformerConfig`.
+
+The same class is the encoder of an encoder-decoder and of a classifier (bidirectional), the decoder of an
+encoder-decoder (causal, with cross-attention) and the decoder-only language model (causal). It owns what the
+three share: turning token ids into vectors, positions, the attention masks, and the KV cache bookkeeping.
+
+Shape legend: B batch, T length of `ids`, L tokens seen so far (with a cache), S source length, C model dim.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..config import TransformerConfig
+from ..nn.cache import DecoderCache
+from ..nn.embedding import Embeddings
+from ..nn.layers import StackOutput, TransformerLayer, TransformerStack
+from ..nn.masks import as_attention_mask, causal_mask, padding_mask
+from ..nn.norm import make_norm
+from ..nn.positional import RotaryEmbedding
+
+
+class TransformerBody(nn.Module):
+    def __init__(self, cfg: TransformerConfig, vocab_size: int, n_layers: int, *, causal: bool,
+                 cross_attention: bool = False) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.causal = causal
+        self.embeddings = Embeddings(
+            vocab_size, cfg.d_model, positional=cfg.positional, max_len=cfg.max_seq_len,
+            scale=cfg.scale_embeddings, dropout=cfg.dropout,
+        )
+        self.rotary = (
+            RotaryEmbedding(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta) if cfg.positional == "rope" else None
+        )
+        layers = [
+            TransformerLayer(
+                cfg.d_model, cfg.n_heads, cfg.d_ff, n_kv_heads=cfg.kv_heads, dropout=cfg.dropout,
+                attention_dropout=cfg.attention_dropout, activation=cfg.activation, norm=cfg.norm,
+                norm_eps=cfg.norm_eps, norm_first=cfg.norm_first, bias=cfg.bias, cross_attention=cross_attention,
+            )
+            for _ in range(n_layers)
+        ]
+        final_norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias) if cfg.norm_first else None
+        self.stack = TransformerStack(layers, final_norm)
+
+    def init_cache(self, batch_size: int | None = None, max_len: int | None = None,
+                   dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> DecoderCache:
+        """An empty cache: growing by default, preallocated for `max_len` tokens (and `batch_size` rows)."""
+        if not self.causal:
+            raise ValueError("only a causal (decoder) stack can decode incrementally with a cache")
+        if max_len is not None and max_len > self.cfg.max_seq_len:
+            raise ValueError(f"cache max_len={max_len} exceeds the model's max_seq_len={self.cfg.max_seq_len}")
+        param = self.embeddings.token.weight
+        return DecoderCache(
+            len(self.stack.layers), batch_size, self.cfg.kv_heads, self.cfg.head_dim, max_len,
+            dtype=dtype or param.dtype, device=device or param.device,
+        )
+
+    def forward(
+        self,
+        ids: Tensor,
+        *,
+        attention_mask: Tensor | None = None,
+        memory: Tensor | None = None,
+        memory_mask: Tensor | None = None,
+        cache: DecoderCache | None = None,
+        need_weights: bool = False,
+        output_hidden_states: bool = False,
+    ) -> StackOutput:
+        """ids: (B, T). attention_mask: boolean, True = may attend: (B, T) marks real tokens; (B, T, T) or
+        (B, 1|H, T, T) is a full mask (no cache). Default: padding derived from `cfg.pad_id`. A causal stack adds
+        the causal mask itself. With a cache, ids are the new tokens only and positions continue from
+        `cache.length`."""
+        B, T = ids.shape
+        start = 0 if cache is None else cache.length
+        if start + T > self.cfg.max_seq_len:
+            raise ValueError(f"sequence of {start + T} tokens exceeds max_seq_len={self.cfg.max_seq_len}")
+        positions = torch.arange(start, start + T, device=ids.device)  # (T,)
+        x = self.embeddings(ids, positions)  # (B, T, C)
+        rotary = self.rotary(positions) if self.rotary is not None else None
+
+        if cache is None:
+            mask = as_attention_mask(attention_mask) if attention_mask is not None else padding_mask(ids, self.cfg.pad_id)
+            is_causal = self.causal
+        else:
+            if not self.causal:
+                raise ValueError("only a causal (decoder) stack can decode incrementally with a cache")
+            if attention_mask is not None and attention_mask.shape != ids.shape:
+                raise ValueError(f"with a cache, attention_mask marks the new tokens: expected shape "
+                                 f"{tuple(ids.shape)}, got {tuple(attention_mask.shape)}")
+            if attention_mask is not None:
+                new_keys = attention_mask
+            elif self.cfg.pad_id is not None:
+                new_keys = ids != self.cfg.pad_id
+            else:
+                new_keys = torch.ones_like(ids, dtype=torch.bool)
+            keys = cache.update_key_mask(positions, new_keys)  # (B, L)
+            mask = keys[:, None, None, :] & causal_mask(positions, keys.size(1))  # (B, 1, T, L)
+            is_causal = False
+
+        out = self.stack(
+            x, mask=mask, is_causal=is_causal, rotary=rotary, memory=memory, memory_mask=memory_mask,
+            caches=None if cache is None else cache.layers, positions=positions, need_weights=need_weights,
+            output_hidden_states=output_hidden_states,
+        )
+        if cache is not None:
+            cache.length += T
+        return out
+
+
+def init_weights(model: nn.Module, cfg: TransformerConfig) -> None:
+    """Initialise a freshly built model.
+
+    Linear layers: Xavier/Glorot uniform with zero biases (as `torch.nn.Transformer` and the Annotated Transformer
+    do). Token embeddings: normal with std d_model^-0.5 when they are scaled by sqrt(d_model), so the scaled
+    vectors have unit variance (as fairseq does), else std 0.02 (GPT-2, BERT). Learned positions: std 0.02.
+    Norms keep their ones/zeros. Call it before tying weights or after: tied weights are embeddings and get the
+    embedding rule last.
+    """
+    token_std = cfg.d_model**-0.5 if cfg.scale_embeddings else 0.02
+    token_tables = {id(m.token) for m in model.modules() if isinstance(m, Embeddings)}
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    for m in model.modules():  # after the linear layers: a tied output projection is an embedding
+        if isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, std=token_std if id(m) in token_tables else 0.02)
+
+
+class ModelBase(nn.Module):
+    """What the three model families share besides their bodies."""
+
+    cfg: TransformerConfig
+
+    def num_parameters(self) -> int:
+        """The number of parameters, each shared (tied) tensor counted once."""
+        return sum(p.numel() for p in self.parameters())

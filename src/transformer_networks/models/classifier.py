@@ -1,0 +1,60 @@
+"""The encoder-only Transformer classifier (BERT-style): a bidirectional stack, pooled, then a linear head.
+
+    ids (B, T) -> encoder -> hidden states (B, T, C) -> pool -> (B, C) -> dropout -> linear -> logits (B, n_classes)
+
+Pooling "cls" takes the first position's state (put a CLS token there); "mean" averages the states of the real
+(non-padding) tokens.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from ..config import TransformerConfig
+from .body import ModelBase, TransformerBody, init_weights
+from .outputs import TransformerOutput
+
+
+class TransformerClassifier(ModelBase):
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = TransformerBody(cfg, cfg.vocab_size, cfg.encoder_layers, causal=False)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.head = nn.Linear(cfg.d_model, cfg.n_classes)
+        init_weights(self, cfg)
+
+    def encode(self, ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """Hidden states (B, T, C). attention_mask: (B, T) True = real token (default: from pad_id)."""
+        return self.encoder(ids, attention_mask=attention_mask).last_hidden_state
+
+    def pool(self, hidden: Tensor, key_mask: Tensor | None) -> Tensor:
+        """(B, T, C) -> (B, C). key_mask: (B, T), True = real token, or None (all real)."""
+        if self.cfg.pooling == "cls":
+            return hidden[:, 0]
+        if key_mask is None:
+            return hidden.mean(dim=1)
+        weights = key_mask.to(hidden.dtype)[:, :, None]  # (B, T, 1)
+        return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+    def forward(
+        self,
+        ids: Tensor,
+        *,
+        attention_mask: Tensor | None = None,
+        return_attentions: bool = False,
+        return_hidden_states: bool = False,
+        return_dict: bool = False,
+    ) -> Tensor | TransformerOutput:
+        """Logits (B, n_classes), or a `TransformerOutput` when return_dict / return_attentions /
+        return_hidden_states. attention_mask: (B, T) True = real token (default: from pad_id)."""
+        out = self.encoder(ids, attention_mask=attention_mask, need_weights=return_attentions,
+                           output_hidden_states=return_hidden_states)
+        key_mask = None
+        if out.mask is not None and out.mask.size(-2) == 1:  # a key mask (B, 1, 1, T)
+            key_mask = out.mask[:, 0, 0, :]
+        logits = self.head(self.dropout(self.pool(out.last_hidden_state, key_mask)))
+        if not (return_dict or return_attentions or return_hidden_states):
+            return logits
+        return TransformerOutput(logits=logits, last_hidden_state=out.last_hidden_state,
+                                 hidden_states=out.hidden_states, attentions=out.attentions)

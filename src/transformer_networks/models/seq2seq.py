@@ -1,0 +1,96 @@
+"""The encoder-decoder Transformer of the paper (Figure 1), for sequence-to-sequence tasks such as translation.
+
+    src_ids (B, S) -> encoder -> memory (B, S, C)
+    tgt_ids (B, T) -> decoder (masked self-attention, cross-attention over memory) -> logits (B, T, V)
+
+Teacher forcing: `tgt_ids` are the target tokens shifted right (starting with BOS); logits at position t predict
+token t+1. For step-by-step decoding pass a cache from `init_cache()`: the encoder then runs on the first call
+only, and each decoder layer's cross-attention keys/values are computed once.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from ..config import TransformerConfig
+from ..nn.cache import DecoderCache
+from ..nn.masks import as_attention_mask
+from .body import ModelBase, TransformerBody, init_weights
+from .outputs import TransformerOutput
+
+
+class Seq2SeqTransformer(ModelBase):
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = TransformerBody(cfg, cfg.source_vocab_size, cfg.encoder_layers, causal=False)
+        self.decoder = TransformerBody(
+            cfg, cfg.target_vocab_size, cfg.decoder_layers, causal=True, cross_attention=True
+        )
+        self.lm_head = nn.Linear(cfg.d_model, cfg.target_vocab_size, bias=False)
+        init_weights(self, cfg)
+        if cfg.tie_embeddings:  # Section 3.4: one matrix for both embeddings and the pre-softmax projection
+            self.lm_head.weight = self.decoder.embeddings.token.weight
+            if cfg.source_vocab_size == cfg.target_vocab_size:
+                self.encoder.embeddings.token.weight = self.decoder.embeddings.token.weight
+
+    def init_cache(self, batch_size: int | None = None, max_len: int | None = None, **kwargs) -> DecoderCache:
+        """An empty decoder cache (see `TransformerBody.init_cache`)."""
+        return self.decoder.init_cache(batch_size, max_len, **kwargs)
+
+    def encode(self, src_ids: Tensor, src_mask: Tensor | None = None) -> Tensor:
+        """The encoder output ("memory"), (B, S, C). src_mask: (B, S), True = real token; default from pad_id."""
+        return self.encoder(src_ids, attention_mask=src_mask).last_hidden_state
+
+    def decode(
+        self, tgt_ids: Tensor, memory: Tensor, memory_mask: Tensor | None = None, *,
+        tgt_mask: Tensor | None = None, cache: DecoderCache | None = None,
+    ) -> Tensor:
+        """Logits (B, T, V) of the decoder over an encoder output. memory_mask: (B, S), True = real token."""
+        out = self.decoder(tgt_ids, attention_mask=tgt_mask, memory=memory, memory_mask=as_attention_mask(memory_mask),
+                           cache=cache)
+        return self.lm_head(out.last_hidden_state)
+
+    def forward(
+        self,
+        src_ids: Tensor,
+        tgt_ids: Tensor,
+        *,
+        src_mask: Tensor | None = None,
+        tgt_mask: Tensor | None = None,
+        cache: DecoderCache | None = None,
+        return_attentions: bool = False,
+        return_hidden_states: bool = False,
+        return_dict: bool = False,
+    ) -> Tensor | TransformerOutput:
+        """Logits (B, T, V), or a `TransformerOutput` when return_dict / return_attentions / return_hidden_states.
+
+        src_mask: (B, S) True = real source token (default: from pad_id). tgt_mask: (B, T) or a full boolean mask
+        for the decoder's self-attention (the causal mask is always added). cache: see `init_cache`.
+        """
+        encoder = None
+        if cache is not None and cache.memory is not None:
+            memory, memory_mask = cache.memory, cache.memory_mask
+        else:
+            encoder = self.encoder(src_ids, attention_mask=src_mask, need_weights=return_attentions,
+                                   output_hidden_states=return_hidden_states)
+            memory, memory_mask = encoder.last_hidden_state, encoder.mask
+            if memory_mask is not None and memory_mask.size(-2) != 1:
+                raise ValueError("src_mask of an encoder-decoder marks real source tokens: shape (B, S)")
+            if cache is not None:
+                cache.memory, cache.memory_mask = memory, memory_mask
+        decoder = self.decoder(tgt_ids, attention_mask=tgt_mask, memory=memory, memory_mask=memory_mask, cache=cache,
+                               need_weights=return_attentions, output_hidden_states=return_hidden_states)
+        logits = self.lm_head(decoder.last_hidden_state)
+        if not (return_dict or return_attentions or return_hidden_states):
+            return logits
+        return TransformerOutput(
+            logits=logits,
+            last_hidden_state=decoder.last_hidden_state,
+            hidden_states=decoder.hidden_states,
+            attentions=decoder.attentions,
+            cross_attentions=decoder.cross_attentions,
+            encoder_last_hidden_state=memory,
+            encoder_hidden_states=None if encoder is None else encoder.hidden_states,
+            encoder_attentions=None if encoder is None else encoder.attentions,
+        )

@@ -1,0 +1,154 @@
+"""Scaled dot-product attention and multi-head attention (self and cross); the KV cache is in `cache.py`.
+
+Shape legend:
+    B batch, Tq query length, Tk key length, C model dim (d_model),
+    H query heads, G key/value heads (G divides H; G = H is ordinary multi-head attention), D head dim (C / H).
+
+Masks are boolean, True = may attend (see `masks.py`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .cache import KVCache
+from .masks import causal_mask, combine
+from .positional import apply_rotary
+
+
+def scaled_dot_product_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Tensor | None = None,
+    *,
+    is_causal: bool = False,
+    dropout_p: float = 0.0,
+    need_weights: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """softmax(q k^T / sqrt(D)) v, the paper's equation (1).
+
+    q: (B, H, Tq, D); k, v: (B, G, Tk, D) with G dividing H (grouped-query attention shares each key/value head
+    between H/G query heads). mask: boolean, True = may attend, broadcastable to (B, H, Tq, Tk). is_causal: query i
+    may also only see keys up to its own position, the queries being the last Tq of the Tk positions.
+
+    Returns (output (B, H, Tq, D), weights (B, H, Tq, Tk) or None). Without `need_weights` this calls
+    `F.scaled_dot_product_attention`, whose fused kernels never build the Tq x Tk matrix on GPU; with it, the
+    plain "math" formula runs and the weights (after dropout) are returned.
+
+    A query row whose keys are all masked (a padding query that only sees padding) would give NaN; such rows
+    attend to every key instead, so their (meaningless) outputs stay finite and cannot poison gradients.
+    """
+    Tq, Tk = q.size(-2), k.size(-2)
+    if is_causal and (mask is not None or Tq != Tk or need_weights):
+        # Build the causal part explicitly; SDPA's own is_causal flag is kept for the mask-free fast path.
+        q_positions = torch.arange(Tk - Tq, Tk, device=q.device)
+        mask = combine(mask, causal_mask(q_positions, Tk))
+        is_causal = False
+    if mask is not None:
+        mask = mask | ~mask.any(dim=-1, keepdim=True)
+
+    n_rep = q.size(1) // k.size(1)
+    if not need_weights:
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal, enable_gqa=n_rep > 1
+        )
+        return out, None
+
+    if n_rep > 1:
+        k = k.repeat_interleave(n_rep, dim=1)  # (B, G, Tk, D) -> (B, H, Tk, D)
+        v = v.repeat_interleave(n_rep, dim=1)
+    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))  # (B, H, Tq, Tk)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = scores.softmax(dim=-1)
+    if dropout_p > 0.0:
+        weights = F.dropout(weights, p=dropout_p)
+    return weights @ v, weights  # (B, H, Tq, D), (B, H, Tq, Tk)
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention (Section 3.2.2), one class for self- and cross-attention.
+
+    Self-attention (`context=None`) projects queries, keys and values with one fused matrix multiply. Cross-
+    attention uses the same weights split in two: queries from `x`, keys and values from `context` (the encoder
+    output), which `project_kv` can compute once per source and pass back in as `kv`.
+    `n_kv_heads` < `n_heads` gives grouped-query attention (1 = multi-query).
+
+    The weight layout matches `torch.nn.MultiheadAttention`: `in_proj.weight` stacks W_q, W_k, W_v by rows.
+    """
+
+    def __init__(
+        self, d_model: int, n_heads: int, n_kv_heads: int | None = None, bias: bool = True, dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
+        if d_model % n_heads or n_heads % n_kv_heads:
+            raise ValueError(f"need d_model % n_heads == 0 and n_heads % n_kv_heads == 0, got "
+                             f"d_model={d_model}, n_heads={n_heads}, n_kv_heads={n_kv_heads}")
+        self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
+        self.head_dim = d_model // n_heads
+        self.q_dim = n_heads * self.head_dim
+        self.kv_dim = n_kv_heads * self.head_dim
+        self.dropout = dropout
+        self.in_proj = nn.Linear(d_model, self.q_dim + 2 * self.kv_dim, bias=bias)  # [W_q; W_k; W_v]
+        self.out_proj = nn.Linear(self.q_dim, d_model, bias=bias)
+
+    def _heads(self, x: Tensor, n_heads: int) -> Tensor:
+        B, T, _ = x.shape
+        return x.view(B, T, n_heads, self.head_dim).transpose(1, 2)  # (B, T, n*D) -> (B, n, T, D)
+
+    def project_kv(self, context: Tensor) -> tuple[Tensor, Tensor]:
+        """Keys and values of `context` (B, Tk, C) for cross-attention: two (B, G, Tk, D) tensors."""
+        w = self.in_proj.weight[self.q_dim:]
+        b = None if self.in_proj.bias is None else self.in_proj.bias[self.q_dim:]
+        k, v = F.linear(context, w, b).split(self.kv_dim, dim=-1)  # (B, Tk, G*D) each
+        return self._heads(k, self.n_kv_heads), self._heads(v, self.n_kv_heads)
+
+    def forward(
+        self,
+        x: Tensor,
+        context: Tensor | None = None,
+        *,
+        mask: Tensor | None = None,
+        is_causal: bool = False,
+        rotary: tuple[Tensor, Tensor] | None = None,
+        cache: KVCache | None = None,
+        positions: Tensor | None = None,
+        kv: tuple[Tensor, Tensor] | None = None,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """x: (B, Tq, C) queries. context: (B, Tk, C) for cross-attention (None = self-attention).
+
+        mask: boolean, True = may attend, broadcastable to (B, H, Tq, Tk). is_causal: see
+        `scaled_dot_product_attention`. rotary: (cos, sin) from `RotaryEmbedding`, applied to the queries and keys
+        of self-attention. cache, positions: store this step's keys/values at `positions` (Tq,) and attend over
+        all cached ones. kv: precomputed `project_kv(context)` for cross-attention.
+
+        Returns (output (B, Tq, C), weights (B, H, Tq, Tk) if need_weights else None).
+        """
+        B, Tq, _ = x.shape
+        if context is None and kv is None:
+            q, k, v = self.in_proj(x).split([self.q_dim, self.kv_dim, self.kv_dim], dim=-1)
+            q, k, v = self._heads(q, self.n_heads), self._heads(k, self.n_kv_heads), self._heads(v, self.n_kv_heads)
+            if rotary is not None:
+                q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+            if cache is not None:
+                if positions is None:
+                    raise ValueError("a KV cache needs the positions of the new tokens")
+                k, v = cache.update(positions, k, v)
+        else:
+            b = None if self.in_proj.bias is None else self.in_proj.bias[: self.q_dim]
+            q = self._heads(F.linear(x, self.in_proj.weight[: self.q_dim], b), self.n_heads)
+            k, v = kv if kv is not None else self.project_kv(context)
+
+        out, weights = scaled_dot_product_attention(
+            q, k, v, mask, is_causal=is_causal, dropout_p=self.dropout if self.training else 0.0,
+            need_weights=need_weights,
+        )
+        out = out.transpose(1, 2).reshape(B, Tq, self.q_dim)  # (B, H, Tq, D) -> (B, Tq, H*D)
+        return self.out_proj(out), weights

@@ -1,0 +1,130 @@
+"""Caches for incremental decoding: a `KVCache` per self-attention layer, and a `DecoderCache` for a whole model.
+
+During generation each step feeds only the new token(s); the keys and values of earlier tokens are kept here
+instead of being recomputed. For an encoder-decoder the cache also keeps the encoder output, its padding mask and
+every decoder layer's cross-attention keys/values, all computed once per source.
+
+Shape legend: B batch, G key/value heads, L cached length, T new tokens, D head dim, S source length, C model dim.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+class KVCache:
+    """Keys and values of the tokens seen so far by one self-attention layer, for incremental decoding.
+
+    Dynamic (default): the tensors grow by concatenation, so `positions` must continue where the last update
+    stopped. Preallocated (`max_len` given): fixed (B, G, max_len, D) buffers written in place at `positions`;
+    `update` then returns all max_len slots and the caller's causal mask (built from positions) hides the slots
+    not written yet. The preallocated form keeps shapes static, which `torch.compile` and CUDA graphs like.
+    """
+
+    def __init__(
+        self,
+        batch_size: int | None = None,
+        n_kv_heads: int | None = None,
+        head_dim: int | None = None,
+        max_len: int | None = None,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        self.max_len = max_len
+        self.k: Tensor | None = None
+        self.v: Tensor | None = None
+        if max_len is not None:
+            if None in (batch_size, n_kv_heads, head_dim):
+                raise ValueError("a preallocated KVCache needs batch_size, n_kv_heads and head_dim")
+            shape = (batch_size, n_kv_heads, max_len, head_dim)  # (B, G, max_len, D)
+            self.k = torch.zeros(shape, dtype=dtype, device=device)
+            self.v = torch.zeros(shape, dtype=dtype, device=device)
+
+    @property
+    def preallocated(self) -> bool:
+        return self.max_len is not None
+
+    def update(self, positions: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Store k, v (B, G, T, D) for the T tokens at `positions` (T,); return every key and value so far."""
+        if self.preallocated:
+            assert self.k is not None and self.v is not None
+            self.k.index_copy_(2, positions, k.to(self.k.dtype))
+            self.v.index_copy_(2, positions, v.to(self.v.dtype))
+        elif self.k is None:
+            self.k, self.v = k, v
+        else:
+            self.k = torch.cat([self.k, k], dim=2)  # (B, G, L + T, D)
+            self.v = torch.cat([self.v, v], dim=2)
+        return self.k, self.v
+
+    def reorder(self, indices: Tensor) -> None:
+        """Select batch rows (beam search keeps the rows of the surviving hypotheses)."""
+        if self.k is not None:
+            self.k = self.k.index_select(0, indices)
+            self.v = self.v.index_select(0, indices)
+
+
+@dataclass
+class LayerCache:
+    """What one decoder layer keeps between steps."""
+
+    self_attn: KVCache
+    cross_kv: tuple[Tensor, Tensor] | None = None  # cross-attention (k, v), each (B, G, S, D), computed once
+
+
+class DecoderCache:
+    """The caches of every decoder layer, plus what the model needs to build masks and positions for later steps.
+
+    Create one with the model's `init_cache(...)`, pass it to every forward call of a generation, and it is
+    updated in place. `length` is the number of tokens seen so far: the next token's position.
+    """
+
+    def __init__(
+        self,
+        n_layers: int,
+        batch_size: int | None = None,
+        n_kv_heads: int | None = None,
+        head_dim: int | None = None,
+        max_len: int | None = None,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        self.layers = [
+            LayerCache(KVCache(batch_size, n_kv_heads, head_dim, max_len, dtype, device)) for _ in range(n_layers)
+        ]
+        self.max_len = max_len
+        self.length = 0
+        # Which cached keys are real tokens (True) rather than padding: (B, L), or (B, max_len) preallocated.
+        self.key_mask: Tensor | None = None
+        if max_len is not None:
+            self.key_mask = torch.ones(batch_size, max_len, dtype=torch.bool, device=device)
+        # Encoder-decoder only: the encoder output (B, S, C) and its key mask (B, 1, 1, S) or None.
+        self.memory: Tensor | None = None
+        self.memory_mask: Tensor | None = None
+
+    def update_key_mask(self, positions: Tensor, key_mask: Tensor) -> Tensor:
+        """Record which of the new tokens (B, T) are real; return the mask of every cached key, (B, L)."""
+        if self.max_len is not None:
+            assert self.key_mask is not None
+            self.key_mask[:, positions] = key_mask
+        elif self.key_mask is None:
+            self.key_mask = key_mask
+        else:
+            self.key_mask = torch.cat([self.key_mask, key_mask], dim=1)
+        return self.key_mask
+
+    def reorder(self, indices: Tensor) -> None:
+        """Keep batch rows `indices` (in that order) of everything cached, e.g. the surviving beams."""
+        for layer in self.layers:
+            layer.self_attn.reorder(indices)
+            if layer.cross_kv is not None:
+                layer.cross_kv = tuple(t.index_select(0, indices) for t in layer.cross_kv)
+        if self.key_mask is not None:
+            self.key_mask = self.key_mask.index_select(0, indices)
+        if self.memory is not None:
+            self.memory = self.memory.index_select(0, indices)
+        if self.memory_mask is not None:
+            self.memory_mask = self.memory_mask.index_select(0, indices)

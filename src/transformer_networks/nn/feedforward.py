@@ -1,0 +1,39 @@
+"""The position-wise feed-forward network (Section 3.3): the same two-layer MLP applied at every position.
+
+    relu / gelu:  FFN(x) = W2 act(W1 x + b1) + b2           (the paper uses ReLU; GPT-2 and BERT use GELU)
+    swiglu:       FFN(x) = W2 (silu(W1 x) * (W3 x))          (Shazeer 2020, "GLU Variants Improve Transformer")
+
+Shapes: (B, T, C) -> (B, T, d_ff) -> (B, T, C).
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class FeedForward(nn.Module):
+    """Position-wise feed-forward network. `dropout` acts on the hidden activations (off by default: the paper
+    applies dropout to the sub-layer output, which the residual wrapper does)."""
+
+    def __init__(
+        self, d_model: int, d_ff: int, activation: str = "relu", bias: bool = True, dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        if activation not in ("relu", "gelu", "swiglu"):
+            raise ValueError(f"activation must be 'relu', 'gelu' or 'swiglu', got {activation!r}")
+        self.activation = activation
+        self.fc1 = nn.Linear(d_model, d_ff, bias=bias)
+        self.gate = nn.Linear(d_model, d_ff, bias=bias) if activation == "swiglu" else None  # W3 of SwiGLU
+        self.fc2 = nn.Linear(d_ff, d_model, bias=bias)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.fc1(x)  # (B, T, d_ff)
+        if self.activation == "relu":
+            h = F.relu(h)
+        elif self.activation == "gelu":
+            h = F.gelu(h)
+        else:
+            h = F.silu(h) * self.gate(x)
+        return self.fc2(self.dropout(h))  # (B, T, C)

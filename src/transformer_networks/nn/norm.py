@@ -1,0 +1,34 @@
+"""Normalization layers: LayerNorm (Ba et al. 2016, the paper's choice) and RMSNorm (Zhang & Sennrich 2019).
+
+LayerNorm normalizes each position's vector to zero mean and unit variance over its C features, then applies a
+learned gain and bias: y = (x - mean(x)) / sqrt(var(x) + eps) * g + b. RMSNorm skips the centring and the bias:
+y = x / sqrt(mean(x^2) + eps) * g. Both act on the last dimension only; nothing is mixed across positions.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square normalization over the last dimension, computed in float32 for low-precision inputs."""
+
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x32 = x.float()
+        y = x32 * torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + self.eps)
+        return y.to(x.dtype) * self.weight
+
+
+def make_norm(kind: str, dim: int, eps: float = 1e-5, bias: bool = True) -> nn.Module:
+    """'layernorm' -> `nn.LayerNorm` (with or without its bias), 'rmsnorm' -> `RMSNorm`."""
+    if kind == "layernorm":
+        return nn.LayerNorm(dim, eps=eps, bias=bias)
+    if kind == "rmsnorm":
+        return RMSNorm(dim, eps=eps)
+    raise ValueError(f"norm must be 'layernorm' or 'rmsnorm', got {kind!r}")
