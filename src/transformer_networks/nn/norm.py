@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 
 class RMSNorm(nn.Module):
-    """Root-mean-square normalization over the last dimension, computed in float32 for low-precision inputs."""
+    """Root-mean-square normalization over the last dimension; computed in float32, returned in the input dtype."""
 
     def __init__(self, dim: int, eps: float = 1e-6) -> None:
         super().__init__()
@@ -22,7 +22,7 @@ class RMSNorm(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x32 = x.float()
         y = x32 * torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + self.eps)
-        return y.to(x.dtype) * self.weight
+        return (y * self.weight).to(x.dtype)
 
 
 def make_norm(kind: str, dim: int, eps: float = 1e-5, bias: bool = True) -> nn.Module:

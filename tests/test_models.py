@@ -1,0 +1,235 @@
+"""The three model families: causality, padding invariance, KV-cache decoding, named outputs, tied weights."""
+
+import pytest
+import torch
+
+import transformer_networks as tn
+
+V = 40
+PAD = 0
+
+
+def config(**overrides) -> tn.TransformerConfig:
+    values = dict(vocab_size=V, d_model=32, n_heads=4, n_layers=2, d_ff=64, dropout=0.0, max_seq_len=64, pad_id=PAD)
+    return tn.TransformerConfig(**{**values, **overrides})
+
+
+def tokens(*shape) -> torch.Tensor:
+    return torch.randint(1, V, shape)  # never the padding id
+
+
+VARIANTS = {
+    "paper": {},
+    "pre-ln-learned": dict(norm_first=True, positional="learned", activation="gelu"),
+    "rope-gqa": dict(positional="rope", n_kv_heads=2, norm="rmsnorm", activation="swiglu", bias=False),
+    "rope-mqa": dict(positional="rope", n_kv_heads=1, norm_first=True),
+    "learned-gqa": dict(positional="learned", n_kv_heads=2, norm_first=True, tie_embeddings=False),
+}
+
+
+@pytest.fixture(params=sorted(VARIANTS))
+def cfg(request):
+    return config(**VARIANTS[request.param])
+
+
+# --- causality ------------------------------------------------------------------------------------------------
+def test_lm_outputs_ignore_later_tokens(cfg):
+    lm = tn.TransformerLM(cfg).eval()
+    ids = tokens(2, 10)
+    base = lm(ids)
+    for t in (0, 4, 8):
+        changed = ids.clone()
+        changed[:, t + 1:] = tokens(2, 10 - t - 1)
+        out = lm(changed)
+        torch.testing.assert_close(out[:, : t + 1], base[:, : t + 1], atol=1e-5, rtol=0)
+        assert not torch.allclose(out[:, t + 1:], base[:, t + 1:])
+
+
+def test_seq2seq_decoder_outputs_ignore_later_target_tokens(cfg):
+    mt = tn.Seq2SeqTransformer(cfg).eval()
+    src, tgt = tokens(2, 7), tokens(2, 9)
+    base = mt(src, tgt)
+    for t in (0, 3, 7):
+        changed = tgt.clone()
+        changed[:, t + 1:] = tokens(2, 9 - t - 1)
+        torch.testing.assert_close(mt(src, changed)[:, : t + 1], base[:, : t + 1], atol=1e-5, rtol=0)
+    # ...but every target position sees the whole source.
+    other_src = src.clone()
+    other_src[:, -1] = (src[:, -1] % (V - 1)) + 1
+    assert not torch.allclose(mt(other_src, tgt)[:, 0], base[:, 0])
+
+
+# --- padding --------------------------------------------------------------------------------------------------
+def right_padded(rows: list[torch.Tensor]) -> torch.Tensor:
+    width = max(len(r) for r in rows) + 2  # always some padding
+    out = torch.full((len(rows), width), PAD)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return out
+
+
+def test_lm_padding_invariance(cfg):
+    lm = tn.TransformerLM(cfg).eval()
+    rows = [tokens(9), tokens(4), tokens(1)]
+    batch = lm(right_padded(rows))
+    for i, r in enumerate(rows):
+        torch.testing.assert_close(batch[i, : len(r)], lm(r[None])[0], atol=1e-5, rtol=0)
+
+
+def test_seq2seq_padding_invariance(cfg):
+    mt = tn.Seq2SeqTransformer(cfg).eval()
+    srcs, tgts = [tokens(8), tokens(3), tokens(5)], [tokens(2), tokens(7), tokens(4)]
+    batch = mt(right_padded(srcs), right_padded(tgts))
+    for i, (s, t) in enumerate(zip(srcs, tgts, strict=True)):
+        torch.testing.assert_close(batch[i, : len(t)], mt(s[None], t[None])[0], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_classifier_padding_invariance(cfg, pooling):
+    clf = tn.TransformerClassifier(tn.TransformerConfig.from_dict({**cfg.to_dict(), "pooling": pooling})).eval()
+    rows = [tokens(6), tokens(2), tokens(11)]
+    ids = right_padded(rows)
+    logits, hidden = clf(ids), clf.encode(ids)
+    assert logits.shape == (3, 2) and hidden.shape == (3, ids.size(1), 32)
+    for i, r in enumerate(rows):
+        torch.testing.assert_close(logits[i], clf(r[None])[0], atol=1e-5, rtol=0)
+        torch.testing.assert_close(hidden[i, : len(r)], clf.encode(r[None])[0], atol=1e-5, rtol=0)
+
+
+def test_classifier_mean_pooling_averages_real_tokens():
+    clf = tn.TransformerClassifier(config(pooling="mean")).eval()
+    ids = right_padded([tokens(5), tokens(3)])
+    hidden = clf.encode(ids)
+    pooled = torch.stack([hidden[0, :5].mean(0), hidden[1, :3].mean(0)])
+    torch.testing.assert_close(clf(ids), clf.head(pooled))
+
+
+def test_explicit_attention_mask_equals_pad_derived_mask():
+    lm = tn.TransformerLM(config(pad_id=None)).eval()  # no padding id: the mask must come from the caller
+    ids = right_padded([tokens(6), tokens(3)])
+    keep = torch.tensor([[True] * 6 + [False] * 2, [True] * 3 + [False] * 5])
+    masked = lm(ids, attention_mask=keep)
+    torch.testing.assert_close(masked[1, :3], lm(ids[1:, :3])[0], atol=1e-5, rtol=0)
+
+
+# --- KV cache -------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("preallocate", [False, True])
+def test_lm_cache_matches_full_forward(cfg, preallocate):
+    lm = tn.TransformerLM(cfg).eval()
+    ids = tokens(2, 12)
+    full = lm(ids)
+    cache = lm.init_cache(batch_size=2, max_len=20 if preallocate else None)
+    steps = [lm(ids[:, :5], cache=cache)]  # prefill 5 tokens, then one token a step
+    steps += [lm(ids[:, t:t + 1], cache=cache) for t in range(5, 12)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=0)
+    assert cache.length == 12
+
+
+@pytest.mark.parametrize("preallocate", [False, True])
+def test_seq2seq_cache_matches_full_forward(cfg, preallocate):
+    mt = tn.Seq2SeqTransformer(cfg).eval()
+    src = right_padded([tokens(9), tokens(4)])  # the source mask must follow the cache too
+    tgt = tokens(2, 8)
+    full = mt(src, tgt)
+    encoder_calls = []
+    mt.encoder.register_forward_hook(lambda *args: encoder_calls.append(1))
+    cache = mt.init_cache(batch_size=2, max_len=16 if preallocate else None)
+    steps = [mt(src, tgt[:, t:t + 1], cache=cache) for t in range(8)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=0)
+    assert len(encoder_calls) == 1  # the source is encoded once, on the first step
+    assert all(layer.cross_kv is not None for layer in cache.layers)
+
+
+def test_cache_with_padded_prompts_matches_full_forward():
+    lm = tn.TransformerLM(config(positional="rope", n_kv_heads=2)).eval()
+    ids = right_padded([tokens(6), tokens(3)])
+    full = lm(ids)
+    cache = lm.init_cache()
+    steps = torch.cat([lm(ids[:, t:t + 1], cache=cache) for t in range(ids.size(1))], dim=1)
+    keep = ids != PAD
+    torch.testing.assert_close(steps[keep], full[keep], atol=1e-5, rtol=0)
+
+
+def test_cache_reorder_follows_the_batch_rows():
+    lm = tn.TransformerLM(config()).eval()
+    ids = tokens(3, 6)
+    cache = lm.init_cache()
+    lm(ids[:, :5], cache=cache)
+    order = torch.tensor([2, 0, 0])
+    cache.reorder(order)
+    step = lm(ids[order, 5:6], cache=cache)
+    torch.testing.assert_close(step[:, 0], lm(ids[order])[:, 5], atol=1e-5, rtol=0)
+
+
+def test_sequence_longer_than_max_seq_len_is_refused():
+    lm = tn.TransformerLM(config(max_seq_len=8)).eval()
+    with pytest.raises(ValueError, match="max_seq_len=8"):
+        lm(tokens(1, 9))
+    cache = lm.init_cache()
+    lm(tokens(1, 8), cache=cache)
+    with pytest.raises(ValueError, match="max_seq_len=8"):
+        lm(tokens(1, 1), cache=cache)
+
+
+# --- named outputs, weights, training mode ----------------------------------------------------------------------
+def test_named_outputs_carry_attention_maps_and_hidden_states():
+    cfg = config(n_encoder_layers=2, n_decoder_layers=3)
+    mt = tn.Seq2SeqTransformer(cfg).eval()
+    src, tgt = right_padded([tokens(5), tokens(2)]), tokens(2, 4)
+    out = mt(src, tgt, return_attentions=True, return_hidden_states=True)
+    assert isinstance(out, tn.TransformerOutput)
+    torch.testing.assert_close(out.logits, mt(src, tgt))
+    assert len(out.attentions) == 3 and len(out.cross_attentions) == 3 and len(out.encoder_attentions) == 2
+    assert out.attentions[0].shape == (2, 4, 4, 4) and out.cross_attentions[0].shape == (2, 4, 4, src.size(1))
+    assert len(out.hidden_states) == 4 and len(out.encoder_hidden_states) == 3
+    assert (out.attentions[1].triu(1) == 0).all()  # causal
+    assert (out.cross_attentions[2][1, :, :, 2:] == 0).all()  # source padding is never attended
+    torch.testing.assert_close(out.cross_attentions[0].sum(-1), torch.ones(2, 4, 4))
+    assert torch.equal(out.hidden_states[-1], out.last_hidden_state)
+    plain = mt(src, tgt, return_dict=True)
+    assert plain.attentions is None and plain.hidden_states is None
+
+
+def test_tied_embeddings():
+    mt = tn.Seq2SeqTransformer(config())
+    shared = mt.decoder.embeddings.token.weight
+    assert mt.lm_head.weight is shared and mt.encoder.embeddings.token.weight is shared
+    separate = tn.Seq2SeqTransformer(config(src_vocab_size=30))
+    assert separate.lm_head.weight is separate.decoder.embeddings.token.weight
+    assert separate.encoder.embeddings.token.weight.shape == (30, 32)
+    untied = tn.TransformerLM(config(tie_embeddings=False))
+    assert untied.lm_head.weight is not untied.decoder.embeddings.token.weight
+
+
+def test_embeddings_are_scaled_by_sqrt_d_model():
+    for scale in (True, False):
+        lm = tn.TransformerLM(config(scale_embeddings=scale, positional="rope"))
+        ids = tokens(1, 3)
+        expected = lm.decoder.embeddings.token(ids) * (32**0.5 if scale else 1.0)
+        torch.testing.assert_close(lm.decoder.embeddings(ids, torch.arange(3)), expected)
+
+
+@pytest.mark.parametrize("family", ["seq2seq", "lm", "classifier"])
+def test_every_parameter_gets_a_gradient(family):
+    cfg = config(dropout=0.1, attention_dropout=0.1)
+    src, tgt = tokens(2, 6), tokens(2, 5)
+    if family == "seq2seq":
+        model = tn.Seq2SeqTransformer(cfg)
+        logits = model(src, tgt)
+    elif family == "lm":
+        model = tn.TransformerLM(cfg)
+        logits = model(tgt)
+    else:
+        model = tn.TransformerClassifier(cfg)
+        logits = model(src)
+    logits.float().pow(2).mean().backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_dropout_only_in_training():
+    lm = tn.TransformerLM(config(dropout=0.3))
+    ids = tokens(2, 6)
+    assert not torch.allclose(lm(ids), lm(ids))
+    lm.eval()
+    torch.testing.assert_close(lm(ids), lm(ids))
