@@ -45,7 +45,8 @@ def map_state_dict(
         else:
             unused.append(key)
     if unused:
-        raise WeightMappingError(f"weights with no place in the model: {', '.join(unused)}" + (f" ({hint})" if hint else ""))
+        message = f"weights with no place in the model: {', '.join(unused)}"
+        raise WeightMappingError(message + (f" ({hint})" if hint else ""))
     return out
 
 

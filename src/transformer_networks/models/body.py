@@ -82,7 +82,10 @@ class TransformerBody(nn.Module):
         rotary = self.rotary(positions) if self.rotary is not None else None
 
         if cache is None:
-            mask = as_attention_mask(attention_mask) if attention_mask is not None else padding_mask(ids, self.cfg.pad_id)
+            if attention_mask is not None:
+                mask = as_attention_mask(attention_mask)
+            else:
+                mask = padding_mask(ids, self.cfg.pad_id)
             is_causal = self.causal
         else:
             if not self.causal:
