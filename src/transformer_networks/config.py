@@ -136,7 +136,17 @@ class TransformerConfig:
     # --- presets and serialization ---------------------------------------------------------------------------
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> TransformerConfig:
-        """A named preset (see `PRESETS`) with any field overridden by keyword."""
+        """A named preset with any field overridden by keyword.
+
+        Presets (sources cited beside each in `PRESETS`); parameter counts are exact, for the model named:
+            paper-base  Vaswani et al. 2017 base, Seq2SeqTransformer, vocab 37000:   63,082,496 (paper: 65M)
+            paper-big   Vaswani et al. 2017 big,  Seq2SeqTransformer, vocab 37000:  214,245,376 (paper: 213M)
+            gpt2-small  GPT-2 124M, TransformerLM, vocab 50257:                      124,439,808
+            bert-base   BERT-base encoder, TransformerClassifier, vocab 30522:        108,890,114
+                        (BertModel's 109,482,240 without its pooler, token-type embeddings and embedding
+                        LayerNorm, plus a 2-class head)
+            tiny        64-dim, 2-layer model for tests and CPU demos
+        """
         if name not in PRESETS:
             raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(sorted(PRESETS))}")
         return cls.from_dict({**PRESETS[name], **overrides})

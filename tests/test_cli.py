@@ -1,0 +1,66 @@
+"""The command line: real subprocesses, exit codes and messages as a user sees them."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from transformer_networks import cli
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "transformer_networks", *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_demo_builds_paper_base_and_prints_its_size():
+    result = run("demo", "--seq-len", "8")
+    assert result.returncode == 0, result.stderr
+    assert "parameters: 63,082,496" in result.stdout
+    assert "logits (2, 8, 37000)" in result.stdout
+
+
+def test_info_prints_the_resolved_config_as_json():
+    result = run("info", "--family", "lm", "--preset", "tiny", "--set", "positional=rope", "--set", "n_kv_heads=2",
+                 "--json")
+    assert result.returncode == 0, result.stderr
+    values = json.loads(result.stdout)
+    assert values["positional"] == "rope" and values["n_kv_heads"] == 2 and values["d_model"] == 64
+
+
+def test_info_reads_a_config_file(tmp_path):
+    path = tmp_path / "model.json"
+    path.write_text(json.dumps({"vocab_size": 100, "d_model": 16, "n_heads": 2, "n_layers": 1, "d_ff": 32}))
+    result = run("info", "--family", "classifier", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "TransformerClassifier" in result.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["info", "--set", "d_model=30"], "d_model must be divisible by n_heads"),
+    (["info", "--set", "activation=tanh"], "activation must be one of"),
+    (["info", "--set", "oops"], "--set expects FIELD=VALUE"),
+    (["info", "--config", "/nonexistent/model.json"], "/nonexistent/model.json: cannot read config"),
+])
+def test_bad_input_gives_one_line_and_exit_code_2(args, message):
+    result = run(*args)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr
+
+
+def test_bad_json_file_names_the_line(tmp_path):
+    path = tmp_path / "model.json"
+    path.write_text('{"d_model": 64,\n "n_heads": }\n')
+    result = run("info", "--config", str(path))
+    assert result.returncode == 2
+    assert f"{path}: line 2" in result.stderr
+
+
+def test_functions_behind_the_commands():
+    summary = cli.info("lm", "tiny", overrides={"n_layers": 1})
+    assert summary.config.n_layers == 1 and summary.parameters > 0
+    assert cli.parse_overrides(["norm_first=true", "positional=rope", "dropout=0.2"]) == {
+        "norm_first": True, "positional": "rope", "dropout": 0.2}
