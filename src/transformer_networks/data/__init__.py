@@ -1,0 +1,1 @@
+"""Data: readers, tokenizers, batching and built-in datasets."""
