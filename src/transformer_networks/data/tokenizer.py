@@ -1,0 +1,94 @@
+"""Tokenizers: character-level, word-level, and subword BPE / Unigram trained on the user's data.
+
+All four are Hugging Face `tokenizers` objects underneath, so every kind saves to and loads from one
+`tokenizer.json`. The special tokens come first, in this order, so their ids are the same for every tokenizer:
+    0 <pad>   1 <unk>   2 <bos>   3 <eos>   4 <cls>
+(`TransformerConfig.pad_id` defaults to 0.) `decode` drops special tokens and gives back readable text:
+characters joined as they were, words joined by single spaces, subwords with their spaces restored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+from ..errors import UserError
+
+SPECIAL_TOKENS = ("<pad>", "<unk>", "<bos>", "<eos>", "<cls>")
+PAD_ID, UNK_ID, BOS_ID, EOS_ID, CLS_ID = range(len(SPECIAL_TOKENS))
+KINDS = ("char", "word", "bpe", "unigram")
+
+
+class TextTokenizer:
+    """Text <-> token ids. Build one with `train_tokenizer`, or `TextTokenizer.load(path)`."""
+
+    pad_id, unk_id, bos_id, eos_id, cls_id = PAD_ID, UNK_ID, BOS_ID, EOS_ID, CLS_ID
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        for i, token in enumerate(SPECIAL_TOKENS):
+            if tokenizer.token_to_id(token) != i:
+                raise UserError(f"tokenizer has {token} at id {tokenizer.token_to_id(token)}, expected {i}")
+        self.tokenizer = tokenizer
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size()
+
+    def encode(self, text: str, *, bos: bool = False, eos: bool = False, cls: bool = False) -> list[int]:
+        ids = self.tokenizer.encode(text, add_special_tokens=False).ids
+        return [CLS_ID] * cls + [BOS_ID] * bos + ids + [EOS_ID] * eos
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text of `ids`, special tokens dropped; stops at the first <eos>."""
+        ids = list(ids)
+        if EOS_ID in ids:
+            ids = ids[: ids.index(EOS_ID)]
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def tokens(self, text: str) -> list[str]:
+        return self.tokenizer.encode(text, add_special_tokens=False).tokens
+
+    def save(self, path: str | Path) -> None:
+        self.tokenizer.save(str(path))
+
+    @classmethod
+    def load(cls, path: str | Path) -> TextTokenizer:
+        try:
+            return cls(Tokenizer.from_file(str(path)))
+        except Exception as e:  # the Rust library raises plain Exceptions with its own message
+            raise UserError(f"{path}: cannot load tokenizer: {e}") from None
+
+
+def train_tokenizer(texts: Iterable[str], kind: str = "bpe", vocab_size: int = 8000) -> TextTokenizer:
+    """Learn a vocabulary from `texts`. `vocab_size` bounds subword vocabularies (char and word keep every
+    symbol seen). Unknown symbols at encoding time become <unk>."""
+    if kind == "char":
+        tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+        tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")  # every character, "\n" too
+        tok.decoder = decoders.Fuse()  # join without separators
+        trainer = trainers.WordLevelTrainer(special_tokens=list(SPECIAL_TOKENS))
+    elif kind == "word":
+        tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+        tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+        trainer = trainers.WordLevelTrainer(special_tokens=list(SPECIAL_TOKENS))
+    elif kind in ("bpe", "unigram"):
+        # SentencePiece-style: spaces become "▁" and are put back on decoding, so text round-trips.
+        if kind == "bpe":
+            tok = Tokenizer(models.BPE(unk_token="<unk>"))
+            trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS))
+        else:
+            tok = Tokenizer(models.Unigram())
+            trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
+                                              unk_token="<unk>")
+        tok.normalizer = normalizers.NFKC()
+        tok.pre_tokenizer = pre_tokenizers.Metaspace()
+        tok.decoder = decoders.Metaspace()
+    else:
+        raise UserError(f"unknown tokenizer {kind!r}; choose one of {', '.join(KINDS)}")
+    tok.train_from_iterator(texts, trainer)
+    return TextTokenizer(tok)
