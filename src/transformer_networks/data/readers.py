@@ -1,0 +1,169 @@
+"""Readers for the three tasks' files. UTF-8 text, optionally gzip-compressed (`.gz`).
+
+    language modeling:  read_lm_text(paths)              plain text: files, or directories of them
+    translation:        read_translation_tsv(path)       "source<TAB>target" lines
+                        read_parallel(src, tgt)          two line-aligned files
+    classification:     read_classification(path)        TSV / CSV with a header, or JSONL
+
+Every problem is a `DataError` naming the file and, where there is one, the line.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from ..errors import UserError
+
+
+class DataError(UserError):
+    """A data file is missing, unreadable or malformed (the message names the file and line)."""
+
+
+def _open_binary(path: Path) -> io.BufferedIOBase:
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    if not path.is_file():
+        raise DataError(f"{path}: not a file")
+    try:
+        return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
+    except OSError as e:
+        raise DataError(f"{path}: cannot read: {e.strerror}") from None
+
+
+def read_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """(line number, line without its newline) for each line of a UTF-8 (or .gz) file.
+
+    Lines are decoded one by one, so an encoding error names the exact line."""
+    path = Path(path)
+    with _open_binary(path) as f:
+        number = 0
+        try:
+            for number, raw in enumerate(f, start=1):  # noqa: B007 (number names the line on errors)
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise DataError(f"{path}: line {number}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+                if number == 1:
+                    line = line.removeprefix("\ufeff")  # a byte-order mark is not text
+                yield number, line.rstrip("\r\n")
+        except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
+            raise DataError(f"{path}: line {number + 1}: cannot read: {e}") from None
+
+
+def read_text(path: str | Path) -> str:
+    return "\n".join(line for _, line in read_lines(path))
+
+
+def _expand(paths: Sequence[str | Path]) -> list[Path]:
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
+            if not found:
+                raise DataError(f"{p}: directory holds no files")
+            files.extend(found)
+        else:
+            files.append(p)
+    return files
+
+
+def read_lm_text(paths: Sequence[str | Path] | str | Path) -> list[str]:
+    """The text of each file (directories are read recursively, in name order). Empty input is an error."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    texts = []
+    for path in _expand(paths):
+        text = read_text(path)
+        if text.strip():
+            texts.append(text + "\n")
+    if not texts:
+        raise DataError(f"{', '.join(map(str, paths))}: no text")
+    return texts
+
+
+def read_translation_tsv(path: str | Path) -> list[tuple[str, str]]:
+    """Pairs from "source<TAB>target" lines; blank lines are skipped."""
+    pairs = []
+    for number, line in read_lines(path):
+        if not line.strip():
+            continue
+        if "\t" not in line:
+            raise DataError(f"{path}: line {number}: expected 'source<TAB>target', found no tab")
+        source, target = line.split("\t", 1)
+        if "\t" in target:
+            raise DataError(f"{path}: line {number}: expected one tab, found {line.count(chr(9))}")
+        pairs.append((source.strip(), target.strip()))
+    if not pairs:
+        raise DataError(f"{path}: empty file")
+    return pairs
+
+
+def read_parallel(source_path: str | Path, target_path: str | Path) -> list[tuple[str, str]]:
+    """Pairs from two line-aligned files (line i of one translates line i of the other)."""
+    sources = [line for _, line in read_lines(source_path)]
+    targets = [line for _, line in read_lines(target_path)]
+    if len(sources) != len(targets):
+        raise DataError(f"{source_path} has {len(sources)} lines but {target_path} has {len(targets)}: "
+                        f"parallel files must be line-aligned")
+    pairs = [(s.strip(), t.strip()) for s, t in zip(sources, targets, strict=True) if s.strip() or t.strip()]
+    if not pairs:
+        raise DataError(f"{source_path}: empty file")
+    return pairs
+
+
+TEXT_COLUMNS = ("text", "sentence")
+
+
+def read_classification(
+    path: str | Path, text_column: str | None = None, label_column: str = "label"
+) -> list[tuple[str, str]]:
+    """(text, label) pairs from a TSV/CSV with a header, or from JSONL (".jsonl"/".json" before any ".gz").
+    The text column defaults to "text", else "sentence". Labels are kept as strings."""
+    path = Path(path)
+    name = path.name.removesuffix(".gz")
+    text_columns = (text_column,) if text_column else TEXT_COLUMNS
+    rows: list[tuple[str, str]] = []
+    if name.endswith((".jsonl", ".json")):
+        for number, line in read_lines(path):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}: line {number}: invalid JSON: {e.msg}") from None
+            if not isinstance(record, dict):
+                raise DataError(f"{path}: line {number}: expected a JSON object")
+            text_key = next((c for c in text_columns if c in record), None)
+            if text_key is None or label_column not in record:
+                missing = label_column if text_key else " or ".join(text_columns)
+                raise DataError(f"{path}: line {number}: no {missing!r} key")
+            rows.append((str(record[text_key]), str(record[label_column])))
+    else:
+        delimiter = "," if name.endswith(".csv") else "\t"
+        lines = read_lines(path)
+        header_line = next(lines, None)
+        if header_line is None:
+            raise DataError(f"{path}: empty file")
+        header = next(csv.reader([header_line[1]], delimiter=delimiter))
+        text_key = next((c for c in text_columns if c in header), None)
+        if text_key is None:
+            raise DataError(f"{path}: line 1: no text column ({' or '.join(text_columns)}) in header {header}")
+        if label_column not in header:
+            raise DataError(f"{path}: line 1: no label column {label_column!r} in header {header}")
+        ti, li = header.index(text_key), header.index(label_column)
+        quoting = csv.QUOTE_MINIMAL if delimiter == "," else csv.QUOTE_NONE
+        for number, line in lines:
+            if not line.strip():
+                continue
+            fields = next(csv.reader([line], delimiter=delimiter, quoting=quoting))
+            if len(fields) != len(header):
+                raise DataError(f"{path}: line {number}: expected {len(header)} fields, found {len(fields)}")
+            rows.append((fields[ti], fields[li]))
+    if not rows:
+        raise DataError(f"{path}: no examples")
+    return rows
