@@ -111,15 +111,31 @@ def test_grouped_query_attention_equals_attention_with_repeated_kv_heads():
     assert gqa.in_proj.weight.shape == (E + 2 * n_kv_heads * D, E)
 
 
-def test_fully_masked_query_rows_stay_finite():
+def test_fully_masked_query_rows_output_zeros_and_finite_gradients():
     ours = MultiHeadAttention(E, H)
     x = torch.randn(1, T, E, requires_grad=True)
     mask = torch.zeros(1, 1, T, T, dtype=torch.bool)
     mask[..., :2, :2] = True  # rows 2.. see nothing
     for need_weights in (False, True):
-        out, _ = ours(x, mask=mask, need_weights=need_weights)
+        out, w = ours(x, mask=mask, need_weights=need_weights)
         out.sum().backward()
         assert torch.isfinite(out).all() and torch.isfinite(x.grad).all()
+        torch.testing.assert_close(out[0, 2:], ours.out_proj.bias.expand(T - 2, E))  # zero attention, then bias
+        if need_weights:
+            assert (w[..., 2:, :] == 0).all()
+
+
+@pytest.mark.parametrize("preallocate", [False, True])
+def test_standalone_attention_with_a_cache_matches_the_full_pass(preallocate):
+    from transformer_networks.nn import KVCache
+
+    attn = MultiHeadAttention(E, H, n_kv_heads=2).eval()
+    x = torch.randn(2, T, E)
+    full, _ = attn(x, is_causal=True)
+    cache = KVCache(2, 2, E // H, max_len=T + 3) if preallocate else KVCache()
+    steps = [attn(x[:, :2], is_causal=True, cache=cache, positions=torch.arange(2))[0]]
+    steps += [attn(x[:, t:t + 1], is_causal=True, cache=cache, positions=torch.tensor([t]))[0] for t in range(2, T)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=0)
 
 
 def test_attention_dropout_acts_only_in_training():

@@ -42,6 +42,11 @@ def test_info_reads_a_config_file(tmp_path):
     (["info", "--set", "activation=tanh"], "activation must be one of"),
     (["info", "--set", "oops"], "--set expects FIELD=VALUE"),
     (["info", "--config", "/nonexistent/model.json"], "/nonexistent/model.json: cannot read config"),
+    (["info", "--set", "dropout=abc"], "dropout must be a number, got 'abc'"),
+    (["info", "--family", "bogus"], "invalid choice: 'bogus'"),
+    (["demo", "--seq-len", "5000"], "exceeds max_seq_len=1024"),
+    (["demo", "--batch-size", "-1"], "expected a positive integer"),
+    (["bogus"], "invalid choice"),
 ])
 def test_bad_input_gives_one_line_and_exit_code_2(args, message):
     result = run(*args)
@@ -62,5 +67,5 @@ def test_bad_json_file_names_the_line(tmp_path):
 def test_functions_behind_the_commands():
     summary = cli.info("lm", "tiny", overrides={"n_layers": 1})
     assert summary.config.n_layers == 1 and summary.parameters > 0
-    assert cli.parse_overrides(["norm_first=true", "positional=rope", "dropout=0.2"]) == {
-        "norm_first": True, "positional": "rope", "dropout": 0.2}
+    assert cli.parse_overrides(["norm_first=true", "positional=rope", "dropout=0.2", "bias=False"]) == {
+        "norm_first": True, "positional": "rope", "dropout": 0.2, "bias": False}

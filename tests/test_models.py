@@ -105,11 +105,16 @@ def test_classifier_mean_pooling_averages_real_tokens():
 
 
 def test_explicit_attention_mask_equals_pad_derived_mask():
-    lm = tn.TransformerLM(config(pad_id=None)).eval()  # no padding id: the mask must come from the caller
     ids = right_padded([tokens(6), tokens(3)])
-    keep = torch.tensor([[True] * 6 + [False] * 2, [True] * 3 + [False] * 5])
-    masked = lm(ids, attention_mask=keep)
-    torch.testing.assert_close(masked[1, :3], lm(ids[1:, :3])[0], atol=1e-5, rtol=0)
+    keep = ids != PAD
+    clf = tn.TransformerClassifier(config(pooling="mean")).eval()
+    no_pad_id = tn.TransformerClassifier(config(pooling="mean", pad_id=None)).eval()
+    no_pad_id.load_state_dict(clf.state_dict())
+    torch.testing.assert_close(no_pad_id(ids, attention_mask=keep), clf(ids), atol=1e-6, rtol=0)
+    assert not torch.allclose(no_pad_id(ids), clf(ids))  # without any mask the padding is seen
+    # A full (B, T, T) mask built from the same padding gives the same result, pooling included.
+    full = keep[:, None, :].expand(-1, ids.size(1), -1)
+    torch.testing.assert_close(clf(ids, attention_mask=full), clf(ids), atol=1e-6, rtol=0)
 
 
 # --- KV cache -------------------------------------------------------------------------------------------------
@@ -148,6 +153,45 @@ def test_cache_with_padded_prompts_matches_full_forward():
     steps = torch.cat([lm(ids[:, t:t + 1], cache=cache) for t in range(ids.size(1))], dim=1)
     keep = ids != PAD
     torch.testing.assert_close(steps[keep], full[keep], atol=1e-5, rtol=0)
+
+
+def test_decode_over_encode_respects_source_padding():
+    mt = tn.Seq2SeqTransformer(config()).eval()
+    src, tgt = right_padded([tokens(7), tokens(2)]), tokens(2, 4)
+    memory = mt.encode(src)
+    torch.testing.assert_close(mt.decode(tgt, memory, src), mt(src, tgt), atol=1e-6, rtol=0)
+    torch.testing.assert_close(mt.decode(tgt, memory, memory_mask=src != PAD), mt(src, tgt), atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="src_ids or memory_mask"):
+        mt.decode(tgt, memory)
+
+
+def test_cache_limits_are_named():
+    lm = tn.TransformerLM(config()).eval()
+    cache = lm.init_cache(batch_size=2, max_len=4)
+    with pytest.raises(ValueError, match="holds 4 tokens"):
+        lm(tokens(2, 5), cache=cache)
+    with pytest.raises(ValueError, match="2 rows, the input 3"):
+        lm(tokens(3, 1), cache=cache)
+    with pytest.raises(ValueError, match="needs batch_size"):
+        lm.init_cache(max_len=4)
+    out = lm(tokens(2, 3), cache=cache, return_dict=True)
+    assert out.cache is cache and cache.length == 3
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_gradcheck_float64_through_the_layer_stacks(variant):
+    cfg = config(d_model=8, n_heads=2, d_ff=16, n_layers=1, **VARIANTS[variant])
+    mt = tn.Seq2SeqTransformer(cfg).double()
+    positions = torch.arange(3)
+    rotary = mt.decoder.rotary(positions) if mt.decoder.rotary is not None else None
+    x = torch.randn(2, 3, 8, dtype=torch.float64, requires_grad=True)
+    memory = torch.randn(2, 4, 8, dtype=torch.float64, requires_grad=True)
+    keep = torch.tensor([[True] * 4, [True, True, False, False]])[:, None, None, :]
+
+    def decoder(x, memory):
+        return mt.decoder.stack(x, is_causal=True, rotary=rotary, memory=memory, memory_mask=keep).last_hidden_state
+
+    assert torch.autograd.gradcheck(decoder, (x, memory))
 
 
 def test_cache_reorder_follows_the_batch_rows():

@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
@@ -32,6 +32,9 @@ def build_config(preset: str | None = None, config_file: str | None = None,
     return TransformerConfig.from_preset(preset or "tiny", **overrides)
 
 
+_PYTHON_LITERALS = {"True": True, "False": False, "None": None}
+
+
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     """["d_model=256", "norm_first=true", "positional=rope"] -> {"d_model": 256, "norm_first": True, ...}."""
     out: dict[str, Any] = {}
@@ -39,6 +42,9 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise UserError(f"--set expects FIELD=VALUE, got {item!r}")
+        if text in _PYTHON_LITERALS:  # people write True/False/None as often as true/false/null
+            out[key] = _PYTHON_LITERALS[text]
+            continue
         try:
             out[key] = json.loads(text)
         except json.JSONDecodeError:
@@ -90,15 +96,32 @@ def _print_summary(s: ModelSummary) -> None:
         print(f"forward:    logits {s.output_shape} in {s.seconds:.3f}s")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line on stderr (exit code 2), like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="transformer-networks", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="transformer-networks", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("demo", help="build the paper-base model, run a forward pass, print its size")
     p.add_argument("--preset", default="paper-base", choices=sorted(PRESETS))
-    p.add_argument("--batch-size", type=int, default=2)
-    p.add_argument("--seq-len", type=int, default=32)
+    p.add_argument("--batch-size", type=_positive_int, default=2)
+    p.add_argument("--seq-len", type=_positive_int, default=32)
 
     p = sub.add_parser("info", help="build a model from a preset or config file and print its size")
     p.add_argument("--family", default="seq2seq", choices=sorted(FAMILIES))

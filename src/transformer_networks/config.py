@@ -65,9 +65,23 @@ class TransformerConfig:
     pooling: str = "cls"  # classifier: "cls" = first token's state, "mean" = mean over non-padding tokens
 
     def __post_init__(self) -> None:
+        # Types first: a JSON file or a command line can hand us "false" or "0.1" as strings.
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            allowed = _FIELD_TYPES[f.name]
+            if value is None and "None" in f.type:
+                continue
+            ok = isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
+            if not ok:
+                kind = _TYPE_NAMES[allowed]
+                raise ConfigError(f"{f.name} must be {kind}" + (" or null" if "None" in f.type else "") +
+                                  f", got {value!r}")
+            if allowed == (int, float):
+                setattr(self, f.name, float(value))
+
         def positive(name: str) -> None:
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
 
         def choice(name: str, allowed: tuple[str, ...]) -> None:
@@ -188,6 +202,14 @@ class TransformerConfig:
             raise ConfigError(f"{source}: a config must be a JSON object")
         return cls.from_dict(values)
 
+
+# The Python types each field accepts (checked in __post_init__; bool is never taken for an int).
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    f.name: {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}[f.type.split(" ")[0]]
+    for f in dataclasses.fields(TransformerConfig)
+}
+
+_TYPE_NAMES = {(bool,): "true or false", (int,): "an integer", (int, float): "a number", (str,): "a string"}
 
 # Named presets. Sizes from the papers named; `vocab_size` is the paper's where it has one.
 PRESETS: dict[str, dict[str, Any]] = {

@@ -8,5 +8,9 @@ class UserError(Exception):
     """Base class for errors caused by the user's input: a bad config, a bad file, a bad flag."""
 
 
+class InputError(UserError, ValueError):
+    """A model was called with inputs it cannot take: too long a sequence, a mask of the wrong shape, a full cache."""
+
+
 class ConfigError(UserError, ValueError):
     """A configuration value is invalid. The message names the field and what is allowed."""

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import TransformerConfig
+from ..errors import InputError
 from ..nn.cache import DecoderCache
 from ..nn.embedding import Embeddings
 from ..nn.layers import StackOutput, TransformerLayer, TransformerStack
@@ -49,9 +50,11 @@ class TransformerBody(nn.Module):
                    dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> DecoderCache:
         """An empty cache: growing by default, preallocated for `max_len` tokens (and `batch_size` rows)."""
         if not self.causal:
-            raise ValueError("only a causal (decoder) stack can decode incrementally with a cache")
+            raise InputError("only a causal (decoder) stack can decode incrementally with a cache")
+        if max_len is not None and batch_size is None:
+            raise InputError("a preallocated cache (max_len) needs batch_size")
         if max_len is not None and max_len > self.cfg.max_seq_len:
-            raise ValueError(f"cache max_len={max_len} exceeds the model's max_seq_len={self.cfg.max_seq_len}")
+            raise InputError(f"cache max_len={max_len} exceeds the model's max_seq_len={self.cfg.max_seq_len}")
         param = self.embeddings.token.weight
         return DecoderCache(
             len(self.stack.layers), batch_size, self.cfg.kv_heads, self.cfg.head_dim, max_len,
@@ -72,11 +75,20 @@ class TransformerBody(nn.Module):
         """ids: (B, T). attention_mask: boolean, True = may attend: (B, T) marks real tokens; (B, T, T) or
         (B, 1|H, T, T) is a full mask (no cache). Default: padding derived from `cfg.pad_id`. A causal stack adds
         the causal mask itself. With a cache, ids are the new tokens only and positions continue from
-        `cache.length`."""
+        `cache.length`.
+
+        Positions are 0..T-1 in every row, so pad on the right: a left-padded row's tokens would sit at shifted
+        positions (harmless with RoPE, which only sees relative distances, but not with absolute encodings).
+        """
         B, T = ids.shape
         start = 0 if cache is None else cache.length
         if start + T > self.cfg.max_seq_len:
-            raise ValueError(f"sequence of {start + T} tokens exceeds max_seq_len={self.cfg.max_seq_len}")
+            raise InputError(f"sequence of {start + T} tokens exceeds max_seq_len={self.cfg.max_seq_len}")
+        if cache is not None and cache.max_len is not None:
+            if start + T > cache.max_len:
+                raise InputError(f"the preallocated cache holds {cache.max_len} tokens; {start + T} do not fit")
+            if B != cache.batch_size:
+                raise InputError(f"the preallocated cache has {cache.batch_size} rows, the input {B}")
         positions = torch.arange(start, start + T, device=ids.device)  # (T,)
         x = self.embeddings(ids, positions)  # (B, T, C)
         rotary = self.rotary(positions) if self.rotary is not None else None
@@ -89,9 +101,9 @@ class TransformerBody(nn.Module):
             is_causal = self.causal
         else:
             if not self.causal:
-                raise ValueError("only a causal (decoder) stack can decode incrementally with a cache")
+                raise InputError("only a causal (decoder) stack can decode incrementally with a cache")
             if attention_mask is not None and attention_mask.shape != ids.shape:
-                raise ValueError(f"with a cache, attention_mask marks the new tokens: expected shape "
+                raise InputError(f"with a cache, attention_mask marks the new tokens: expected shape "
                                  f"{tuple(ids.shape)}, got {tuple(attention_mask.shape)}")
             if attention_mask is not None:
                 new_keys = attention_mask

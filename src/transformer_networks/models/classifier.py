@@ -50,9 +50,13 @@ class TransformerClassifier(ModelBase):
         return_hidden_states. attention_mask: (B, T) True = real token (default: from pad_id)."""
         out = self.encoder(ids, attention_mask=attention_mask, need_weights=return_attentions,
                            output_hidden_states=return_hidden_states)
-        key_mask = None
-        if out.mask is not None and out.mask.size(-2) == 1:  # a key mask (B, 1, 1, T)
-            key_mask = out.mask[:, 0, 0, :]
+        # Which tokens are real, for mean pooling: the caller's (B, T) mask, else the padding of `ids`.
+        if attention_mask is not None and attention_mask.dim() == 2:
+            key_mask = attention_mask
+        elif self.cfg.pad_id is not None:
+            key_mask = ids != self.cfg.pad_id
+        else:
+            key_mask = None
         logits = self.head(self.dropout(self.pool(out.last_hidden_state, key_mask)))
         if not (return_dict or return_attentions or return_hidden_states):
             return logits

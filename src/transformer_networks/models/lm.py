@@ -51,4 +51,4 @@ class TransformerLM(ModelBase):
         if not (return_dict or return_attentions or return_hidden_states):
             return logits
         return TransformerOutput(logits=logits, last_hidden_state=out.last_hidden_state,
-                                 hidden_states=out.hidden_states, attentions=out.attentions)
+                                 hidden_states=out.hidden_states, attentions=out.attentions, cache=cache)

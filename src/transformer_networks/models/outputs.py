@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from ..nn.cache import DecoderCache
+
 
 @dataclass
 class TransformerOutput:
@@ -20,3 +22,4 @@ class TransformerOutput:
     encoder_last_hidden_state: Tensor | None = None  # encoder-decoder: (B, S, C)
     encoder_hidden_states: list[Tensor] | None = None
     encoder_attentions: list[Tensor] | None = None  # per layer, (B, H, S, S)
+    cache: DecoderCache | None = None  # the cache passed in, now holding this call's tokens too

@@ -13,8 +13,9 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ..config import TransformerConfig
+from ..errors import InputError
 from ..nn.cache import DecoderCache
-from ..nn.masks import as_attention_mask
+from ..nn.masks import as_attention_mask, padding_mask
 from .body import ModelBase, TransformerBody, init_weights
 from .outputs import TransformerOutput
 
@@ -43,10 +44,18 @@ class Seq2SeqTransformer(ModelBase):
         return self.encoder(src_ids, attention_mask=src_mask).last_hidden_state
 
     def decode(
-        self, tgt_ids: Tensor, memory: Tensor, memory_mask: Tensor | None = None, *,
-        tgt_mask: Tensor | None = None, cache: DecoderCache | None = None,
+        self, tgt_ids: Tensor, memory: Tensor, src_ids: Tensor | None = None, *,
+        memory_mask: Tensor | None = None, tgt_mask: Tensor | None = None, cache: DecoderCache | None = None,
     ) -> Tensor:
-        """Logits (B, T, V) of the decoder over an encoder output. memory_mask: (B, S), True = real token."""
+        """Logits (B, T, V) of the decoder over an encoder output `memory` (B, S, C).
+
+        Which source positions are padding comes from `src_ids` (B, S) through pad_id, or from `memory_mask`
+        (B, S), True = real token. With a pad_id one of the two is required: attending to padding is a silent bug.
+        """
+        if memory_mask is None and src_ids is not None:
+            memory_mask = padding_mask(src_ids, self.cfg.pad_id)
+        elif memory_mask is None and self.cfg.pad_id is not None:
+            raise InputError("decode needs src_ids or memory_mask to know which source positions are padding")
         out = self.decoder(tgt_ids, attention_mask=tgt_mask, memory=memory, memory_mask=as_attention_mask(memory_mask),
                            cache=cache)
         return self.lm_head(out.last_hidden_state)
@@ -76,7 +85,7 @@ class Seq2SeqTransformer(ModelBase):
                                    output_hidden_states=return_hidden_states)
             memory, memory_mask = encoder.last_hidden_state, encoder.mask
             if memory_mask is not None and memory_mask.size(-2) != 1:
-                raise ValueError("src_mask of an encoder-decoder marks real source tokens: shape (B, S)")
+                raise InputError("src_mask of an encoder-decoder marks real source tokens: shape (B, S)")
             if cache is not None:
                 cache.memory, cache.memory_mask = memory, memory_mask
         decoder = self.decoder(tgt_ids, attention_mask=tgt_mask, memory=memory, memory_mask=memory_mask, cache=cache,
@@ -93,4 +102,5 @@ class Seq2SeqTransformer(ModelBase):
             encoder_last_hidden_state=memory,
             encoder_hidden_states=None if encoder is None else encoder.hidden_states,
             encoder_attentions=None if encoder is None else encoder.attentions,
+            cache=cache,
         )

@@ -41,7 +41,7 @@ def scaled_dot_product_attention(
     plain "math" formula runs and the weights (after dropout) are returned.
 
     A query row whose keys are all masked (a padding query that only sees padding) would give NaN; such rows
-    attend to every key instead, so their (meaningless) outputs stay finite and cannot poison gradients.
+    output zeros instead (and zero weights), so they stay finite and cannot poison gradients.
     """
     Tq, Tk = q.size(-2), k.size(-2)
     if is_causal and (mask is not None or Tq != Tk or need_weights):
@@ -49,15 +49,17 @@ def scaled_dot_product_attention(
         q_positions = torch.arange(Tk - Tq, Tk, device=q.device)
         mask = combine(mask, causal_mask(q_positions, Tk))
         is_causal = False
+    has_key = None
     if mask is not None:
-        mask = mask | ~mask.any(dim=-1, keepdim=True)
+        has_key = mask.any(dim=-1, keepdim=True)  # (B|1, H|1, Tq, 1): False for rows that may see nothing
+        mask = mask | ~has_key  # let such rows attend somewhere (no NaN), then zero their output below
 
     n_rep = q.size(1) // k.size(1)
     if not need_weights:
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal, enable_gqa=n_rep > 1
         )
-        return out, None
+        return (out if has_key is None else out * has_key), None
 
     if n_rep > 1:
         k = k.repeat_interleave(n_rep, dim=1)  # (B, G, Tk, D) -> (B, H, Tk, D)
@@ -66,6 +68,8 @@ def scaled_dot_product_attention(
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     weights = scores.softmax(dim=-1)
+    if has_key is not None:
+        weights = weights * has_key
     if dropout_p > 0.0:
         weights = F.dropout(weights, p=dropout_p)
     return weights @ v, weights  # (B, H, Tq, D), (B, H, Tq, Tk)
@@ -94,7 +98,7 @@ class MultiHeadAttention(nn.Module):
         self.head_dim = d_model // n_heads
         self.q_dim = n_heads * self.head_dim
         self.kv_dim = n_kv_heads * self.head_dim
-        self.dropout = dropout
+        self.dropout_p = dropout  # on the attention weights, in training only
         self.in_proj = nn.Linear(d_model, self.q_dim + 2 * self.kv_dim, bias=bias)  # [W_q; W_k; W_v]
         self.out_proj = nn.Linear(self.q_dim, d_model, bias=bias)
 
@@ -127,7 +131,8 @@ class MultiHeadAttention(nn.Module):
         mask: boolean, True = may attend, broadcastable to (B, H, Tq, Tk). is_causal: see
         `scaled_dot_product_attention`. rotary: (cos, sin) from `RotaryEmbedding`, applied to the queries and keys
         of self-attention. cache, positions: store this step's keys/values at `positions` (Tq,) and attend over
-        all cached ones. kv: precomputed `project_kv(context)` for cross-attention.
+        all cached ones (with is_causal, each query sees the cache slots up to its own position).
+        kv: precomputed `project_kv(context)` for cross-attention.
 
         Returns (output (B, Tq, C), weights (B, H, Tq, Tk) if need_weights else None).
         """
@@ -141,13 +146,16 @@ class MultiHeadAttention(nn.Module):
                 if positions is None:
                     raise ValueError("a KV cache needs the positions of the new tokens")
                 k, v = cache.update(positions, k, v)
+                if is_causal:  # the queries sit at `positions`, not necessarily at the end of the cache
+                    mask = combine(mask, causal_mask(positions, k.size(2)))
+                    is_causal = False
         else:
             b = None if self.in_proj.bias is None else self.in_proj.bias[: self.q_dim]
             q = self._heads(F.linear(x, self.in_proj.weight[: self.q_dim], b), self.n_heads)
             k, v = kv if kv is not None else self.project_kv(context)
 
         out, weights = scaled_dot_product_attention(
-            q, k, v, mask, is_causal=is_causal, dropout_p=self.dropout if self.training else 0.0,
+            q, k, v, mask, is_causal=is_causal, dropout_p=self.dropout_p if self.training else 0.0,
             need_weights=need_weights,
         )
         out = out.transpose(1, 2).reshape(B, Tq, self.q_dim)  # (B, H, Tq, D) -> (B, Tq, H*D)

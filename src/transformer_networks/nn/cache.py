@@ -48,7 +48,9 @@ class KVCache:
         return self.max_len is not None
 
     def update(self, positions: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Store k, v (B, G, T, D) for the T tokens at `positions` (T,); return every key and value so far."""
+        """Store k, v (B, G, T, D) for the T tokens at `positions` (T,); return the cached keys and values:
+        (B, G, L, D) with L the tokens so far, or all max_len slots of a preallocated cache (unwritten ones are
+        zeros, for the caller's causal mask to hide)."""
         if self.preallocated:
             assert self.k is not None and self.v is not None
             self.k.index_copy_(2, positions, k.to(self.k.dtype))
@@ -96,6 +98,7 @@ class DecoderCache:
             LayerCache(KVCache(batch_size, n_kv_heads, head_dim, max_len, dtype, device)) for _ in range(n_layers)
         ]
         self.max_len = max_len
+        self.batch_size = batch_size
         self.length = 0
         # Which cached keys are real tokens (True) rather than padding: (B, L), or (B, max_len) preallocated.
         self.key_mask: Tensor | None = None

@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..errors import InputError
+
 
 def padding_mask(ids: Tensor, pad_id: int | None) -> Tensor | None:
     """Key mask from token ids: (B, T) -> (B, 1, 1, T), False at padding. None when `pad_id` is None."""
@@ -35,14 +37,14 @@ def as_attention_mask(mask: Tensor | None) -> Tensor | None:
     if mask is None:
         return None
     if mask.dtype != torch.bool:
-        raise ValueError(f"attention masks are boolean (True = may attend), got dtype {mask.dtype}")
+        raise InputError(f"attention masks are boolean (True = may attend), got dtype {mask.dtype}")
     if mask.dim() == 2:
         return mask[:, None, None, :]
     if mask.dim() == 3:
         return mask[:, None, :, :]
     if mask.dim() == 4:
         return mask
-    raise ValueError(f"an attention mask has 2, 3 or 4 dimensions, got shape {tuple(mask.shape)}")
+    raise InputError(f"an attention mask has 2, 3 or 4 dimensions, got shape {tuple(mask.shape)}")
 
 
 def combine(*masks: Tensor | None) -> Tensor | None:

@@ -12,7 +12,8 @@ from torch import Tensor, nn
 
 
 class RMSNorm(nn.Module):
-    """Root-mean-square normalization over the last dimension; computed in float32, returned in the input dtype."""
+    """Root-mean-square normalization over the last dimension; computed in at least float32, returned in the input
+    dtype."""
 
     def __init__(self, dim: int, eps: float = 1e-6) -> None:
         super().__init__()
@@ -20,8 +21,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        x32 = x.float()
-        y = x32 * torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + self.eps)
+        xf = x.to(torch.promote_types(x.dtype, torch.float32))  # float16/bfloat16 -> float32; float64 stays
+        y = xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + self.eps)
         return (y * self.weight).to(x.dtype)
 
 
