@@ -1,0 +1,81 @@
+"""Turning tokenized examples into padded batches.
+
+    translation:     token_budget_batches  groups examples of similar length so that no batch holds more than
+                     `max_tokens` tokens, padding included (as fairseq's --max-tokens does)
+    language model:  pack_blocks           cuts one long token stream into contiguous (block_size + 1)-token chunks
+    classification:  pad_batch             pads each batch to its own longest example
+
+Padding goes on the right with `pad_id` (the models derive their masks from it).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from ..errors import UserError
+
+
+def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int = 0) -> Tensor:
+    """(B, longest) LongTensor, each row right-padded with pad_id."""
+    if not sequences:
+        raise ValueError("cannot pad an empty batch")
+    width = max(len(s) for s in sequences)
+    out = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    for i, s in enumerate(sequences):
+        out[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
+    return out
+
+
+def token_budget_batches(
+    lengths: Sequence[int], max_tokens: int, *, shuffle: bool = False, seed: int = 0
+) -> list[list[int]]:
+    """Indices of examples grouped into batches of at most `max_tokens` padded tokens.
+
+    `lengths[i]` is the padded size example i needs (for a translation pair, the longer of its source and
+    target). Examples are sorted by length so each batch pads little; with `shuffle`, ties are broken randomly
+    and the batch order is shuffled (seeded), so every epoch sees different neighbours.
+    """
+    if max_tokens < 1:
+        raise UserError(f"--max-tokens must be positive, got {max_tokens}")
+    too_long = [i for i, n in enumerate(lengths) if n > max_tokens]
+    if too_long:
+        raise UserError(f"{len(too_long)} example(s) are longer than --max-tokens={max_tokens} "
+                        f"(the longest has {max(lengths)} tokens)")
+    rng = random.Random(seed)
+    tiebreak = [rng.random() for _ in lengths] if shuffle else list(range(len(lengths)))
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], tiebreak[i]))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for i in order:
+        new_longest = max(longest, lengths[i])
+        if current and new_longest * (len(current) + 1) > max_tokens:
+            batches.append(current)
+            current, new_longest = [], lengths[i]
+        current.append(i)
+        longest = new_longest
+    if current:
+        batches.append(current)
+    if shuffle:
+        rng.shuffle(batches)
+    return batches
+
+
+def pack_blocks(ids: Sequence[int] | Tensor, block_size: int) -> tuple[Tensor, Tensor]:
+    """Inputs and next-token targets, each (N, block_size), from consecutive non-overlapping chunks of the stream.
+
+    Chunk n covers tokens [n * block_size, (n + 1) * block_size + 1): inputs are its first block_size tokens,
+    targets the same shifted by one, so every token of the stream except the first is predicted once. A tail too
+    short for a whole block is dropped.
+    """
+    stream = torch.as_tensor(ids, dtype=torch.long)
+    n = (len(stream) - 1) // block_size
+    if n < 1:
+        raise UserError(f"the text has {len(stream)} tokens: too short for one block of {block_size} + 1")
+    inputs = stream[: n * block_size].view(n, block_size)
+    targets = stream[1 : n * block_size + 1].view(n, block_size)
+    return inputs, targets

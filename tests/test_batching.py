@@ -1,0 +1,43 @@
+import random
+
+import pytest
+import torch
+
+from transformer_networks.data.batching import pack_blocks, pad_batch, token_budget_batches
+from transformer_networks.errors import UserError
+
+
+def test_pad_batch():
+    out = pad_batch([[5, 6, 7], [8]], pad_id=0)
+    assert out.tolist() == [[5, 6, 7], [8, 0, 0]] and out.dtype == torch.long
+
+
+def test_token_budget_batches_respect_the_budget_and_cover_every_example():
+    rng = random.Random(0)
+    lengths = [rng.randint(1, 40) for _ in range(500)]
+    for shuffle in (False, True):
+        batches = token_budget_batches(lengths, max_tokens=200, shuffle=shuffle, seed=3)
+        assert sorted(i for b in batches for i in b) == list(range(500))
+        for b in batches:
+            assert max(lengths[i] for i in b) * len(b) <= 200
+        # Bucketing keeps padding low: at most 15% of the padded tokens are padding.
+        padded = sum(max(lengths[i] for i in b) * len(b) for b in batches)
+        assert sum(lengths) / padded > 0.85
+    assert token_budget_batches(lengths, 200, shuffle=True, seed=3) == token_budget_batches(lengths, 200, shuffle=True,
+                                                                                           seed=3)
+    assert token_budget_batches(lengths, 200, shuffle=True, seed=4) != token_budget_batches(lengths, 200, shuffle=True,
+                                                                                           seed=3)
+
+
+def test_token_budget_refuses_examples_that_never_fit():
+    with pytest.raises(UserError, match="longer than --max-tokens=10"):
+        token_budget_batches([3, 12], max_tokens=10)
+
+
+def test_pack_blocks_predicts_the_next_token():
+    inputs, targets = pack_blocks(list(range(23)), block_size=5)
+    assert inputs.shape == targets.shape == (4, 5)
+    assert inputs[1].tolist() == [5, 6, 7, 8, 9] and targets[1].tolist() == [6, 7, 8, 9, 10]
+    assert torch.equal(targets[:, :-1], inputs[:, 1:])
+    with pytest.raises(UserError, match="too short"):
+        pack_blocks([1, 2, 3], block_size=5)
