@@ -15,8 +15,10 @@ import torch
 
 from . import __version__
 from .config import PRESETS, TransformerConfig
-from .errors import UserError
+from .errors import ConfigError, UserError
 from .models import Seq2SeqTransformer, TransformerClassifier, TransformerLM
+from .training.config import FIELDS as TRAIN_FIELDS
+from .training.config import TrainConfig
 
 FAMILIES = {"seq2seq": Seq2SeqTransformer, "lm": TransformerLM, "classifier": TransformerClassifier}
 
@@ -50,6 +52,64 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
         except json.JSONDecodeError:
             out[key] = text  # a bare string such as rope
     return out
+
+
+MODEL_FIELDS = tuple(TransformerConfig.__dataclass_fields__)
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """A YAML or JSON file of settings: flat, or with "model" and "train" sections (and an optional "preset")."""
+    import yaml  # JSON is YAML too, so one parser reads both
+
+    try:
+        text = open(path, encoding="utf-8").read()
+    except OSError as e:
+        raise UserError(f"--config {path}: cannot read: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"--config {path}: not UTF-8 text") from None
+    try:
+        values = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        raise UserError(f"--config {path}: {where}invalid YAML/JSON: {getattr(e, 'problem', e)}") from None
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise UserError(f"--config {path}: expected a mapping of settings")
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in ("model", "train") and isinstance(value, dict):
+            flat.update(value)
+        else:
+            flat[key] = value
+    return flat
+
+
+def split_settings(settings: dict[str, Any], origin: dict[str, str], preset: str) -> tuple[dict, dict]:
+    """Route each setting to the training config or the model config, checking its name and type one by one so
+    that an error names the option it came from (`origin[key]`, e.g. "--set lr=abc"). A name in both configs
+    (vocab_size) is the tokenizer's: the model's vocabulary always comes from the tokenizer."""
+    train: dict[str, Any] = {}
+    model: dict[str, Any] = {}
+    for key, value in settings.items():
+        where = origin.get(key, key)
+        if key in TRAIN_FIELDS:
+            try:
+                TrainConfig.from_dict({key: value})
+            except ConfigError as e:
+                raise UserError(f"{where}: {e}") from None
+            train[key] = value
+        elif key in MODEL_FIELDS:
+            try:
+                TransformerConfig.from_preset(preset, **{key: value})
+            except ConfigError as e:
+                raise UserError(f"{where}: {e}") from None
+            model[key] = value
+        else:
+            raise UserError(f"{where}: unknown setting {key!r}; training settings: {', '.join(TRAIN_FIELDS)}; "
+                            f"model settings: {', '.join(f for f in MODEL_FIELDS if f not in TRAIN_FIELDS)}")
+    return model, train
 
 
 @dataclass
@@ -96,6 +156,80 @@ def _print_summary(s: ModelSummary) -> None:
         print(f"forward:    logits {s.output_shape} in {s.seconds:.3f}s")
 
 
+# Flags of `train` that are shorthands for a training setting (the same as --set NAME=VALUE).
+TRAIN_FLAGS = ("tokenizer", "vocab_size", "max_len", "truncate", "batch_size", "max_tokens", "block_size",
+               "max_steps", "max_epochs", "max_minutes", "eval_every", "patience", "lr", "device", "seed",
+               "precision", "compile", "text_column", "label_column")
+
+
+def train_command(args: argparse.Namespace) -> int:
+    """`transformer-networks train TASK ...`: resolve the configs, train, print the best validation metrics."""
+    from .training.tasks import DataSpec
+    from .training.trainer import train
+
+    settings: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    preset = args.preset
+    if args.config_file:
+        values = read_config_file(args.config_file)
+        preset = preset or values.pop("preset", None)
+        settings.update(values)
+        origin.update({k: f"--config {args.config_file}: {k}" for k in values})
+    preset = preset or "small"
+    if preset not in PRESETS:
+        raise UserError(f"--preset: unknown preset {preset!r}; choose one of {', '.join(sorted(PRESETS))}")
+    for name in TRAIN_FLAGS:
+        value = getattr(args, name)
+        if value is not None and value is not False:
+            settings[name] = value
+            origin[name] = f"--{name.replace('_', '-')}"
+    for key, value in parse_overrides(args.overrides).items():
+        settings[key] = value
+        origin[key] = f"--set {key}"
+    model_settings, train_settings = split_settings(settings, origin, preset)
+    model_config = TransformerConfig.from_preset(preset, **model_settings)
+    train_config = TrainConfig.from_dict(train_settings)
+    spec = DataSpec(data=args.data or [], valid=args.valid or [], source_file=args.source_file,
+                    target_file=args.target_file, valid_source_file=args.valid_source_file,
+                    valid_target_file=args.valid_target_file)
+    result = train(args.task, args.out, data=spec, model_config=model_config, train_config=train_config,
+                   model_fields_set=set(model_settings), overwrite=args.overwrite, quiet=args.quiet)
+    shown = ", ".join(f"{k} {v:.4g}" for k, v in result.best.items())
+    print(f"best validation: {shown}")
+    print(f"checkpoint: {result.out / 'best'}")
+    return 0
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    """`transformer-networks evaluate CHECKPOINT`: print the task's metrics (one JSON object with --json)."""
+    from .training.evaluation import evaluate
+    from .training.tasks import DataSpec
+
+    spec = DataSpec(data=args.data or [], source_file=args.source_file, target_file=args.target_file)
+    log = None if args.json or args.quiet else (lambda message: print(message, file=sys.stderr))
+    result = evaluate(args.checkpoint, spec, split=args.split, device=args.device, samples=args.examples, log=log)
+    if args.json:
+        print(json.dumps({"task": result.task, "data": result.data, "examples": result.examples, **result.metrics}))
+        return 0
+    print(f"checkpoint: {result.checkpoint}")
+    print(f"data:       {result.data} ({result.examples:,} {'characters' if result.task == 'lm' else 'examples'})")
+    for name, value in result.metrics.items():
+        print(f"{name + ':':<20}{value:.4f}")
+    for sample in result.samples:
+        print()
+        for key, value in sample.items():
+            print(f"  {key + ':':<11} {value}")
+    return 0
+
+
+def plot_command(args: argparse.Namespace) -> int:
+    """`transformer-networks plot RUN_DIR`: learning curves to a PNG."""
+    from .viz.curves import plot_curves
+
+    print(plot_curves(args.run_dir, args.out))
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage mistake is one line on stderr (exit code 2), like every other error."""
 
@@ -130,6 +264,61 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a config field (repeatable), e.g. --set positional=rope")
     p.add_argument("--json", action="store_true", help="print the resolved config as JSON")
+
+    p = sub.add_parser("train", help="train a language model, translator or classifier; write a run directory",
+                       description="Train on files or on built-in data (builtin:scan, builtin:scan-length, "
+                       "builtin:stdlib-docs, builtin:stdlib-topics; the default when no data is given).")
+    p.add_argument("task", choices=["lm", "translation", "classification"])
+    p.add_argument("--data", nargs="+", metavar="PATH", help="training files (lm: files or directories; "
+                   "translation: a source<TAB>target TSV; classification: TSV/CSV/JSONL), or builtin:NAME")
+    p.add_argument("--valid", nargs="+", metavar="PATH", help="validation data (default: a held-out part of --data)")
+    p.add_argument("--source-file", help="translation: source side, line-aligned with --target-file")
+    p.add_argument("--target-file")
+    p.add_argument("--valid-source-file")
+    p.add_argument("--valid-target-file")
+    p.add_argument("--out", required=True, metavar="DIR", help="the run directory (refused if it holds files)")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    p.add_argument("--preset", help=f"model preset: {', '.join(sorted(PRESETS))} (default small)")
+    p.add_argument("--config", dest="config_file", metavar="FILE",
+                   help="YAML or JSON settings (model and training fields, flat or under model:/train:)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                   help="set any model or training field (repeatable), e.g. --set d_model=128 --set lr=5e-4")
+    p.add_argument("--tokenizer", choices=["char", "word", "bpe", "unigram"])
+    p.add_argument("--vocab-size", type=_positive_int, help="bpe/unigram vocabulary size (default 8000)")
+    p.add_argument("--max-len", type=_positive_int, help="longest example in tokens (default 256)")
+    p.add_argument("--truncate", action="store_true", help="cut over-long examples instead of dropping them")
+    p.add_argument("--batch-size", type=_positive_int, help="sequences per batch (lm, classification)")
+    p.add_argument("--max-tokens", type=_positive_int, help="translation: tokens per batch (default 4096)")
+    p.add_argument("--block-size", type=_positive_int, help="lm: tokens per sequence (default 128)")
+    p.add_argument("--max-steps", type=_positive_int)
+    p.add_argument("--max-epochs", type=float)
+    p.add_argument("--max-minutes", type=float)
+    p.add_argument("--eval-every", type=_positive_int, help="steps between evaluations and checkpoints")
+    p.add_argument("--patience", type=_positive_int, help="early stopping after N evaluations without progress")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N, mps")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--text-column", help="classification: the text column (default text, else sentence)")
+    p.add_argument("--label-column", help="classification: the label column (default label)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+    p = sub.add_parser("evaluate", help="print a checkpoint's metrics on its test or validation data, or on files")
+    p.add_argument("checkpoint", help="a checkpoint directory, or a run directory (its best checkpoint)")
+    p.add_argument("--data", nargs="+", metavar="PATH", help="files in the task's format, or builtin:NAME")
+    p.add_argument("--source-file")
+    p.add_argument("--target-file")
+    p.add_argument("--split", default="test", choices=["train", "valid", "test"],
+                   help="without --data: which part of the run's data (test falls back to valid)")
+    p.add_argument("--examples", type=int, default=0, metavar="N", help="also print N predictions")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("plot", help="draw a run's learning curves (loss, metric, learning rate) to a PNG")
+    p.add_argument("run_dir")
+    p.add_argument("--out", help="the PNG (default RUN_DIR/curves.png)")
     return parser
 
 
@@ -138,6 +327,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "demo":
             _print_summary(demo(args.preset, args.batch_size, args.seq_len))
+        elif args.command == "train":
+            return train_command(args)
+        elif args.command == "evaluate":
+            return evaluate_command(args)
+        elif args.command == "plot":
+            return plot_command(args)
         elif args.command == "info":
             summary = info(args.family, args.preset, args.config_file, parse_overrides(args.overrides))
             if args.json:
@@ -147,6 +342,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as e:
         print(f"transformer-networks: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("transformer-networks: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

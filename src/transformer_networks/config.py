@@ -159,6 +159,7 @@ class TransformerConfig:
             bert-base   BERT-base encoder, TransformerClassifier, vocab 30522:        108,890,114
                         (BertModel's 109,482,240 without its pooler, token-type embeddings and embedding
                         LayerNorm, plus a 2-class head)
+            small       256-dim, 3-layer model, the default of `train`
             tiny        64-dim, 2-layer model for tests and CPU demos
         """
         if name not in PRESETS:
@@ -242,6 +243,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         vocab_size=30522, d_model=768, n_heads=12, n_layers=12, d_ff=3072, dropout=0.1,
         positional="learned", norm="layernorm", norm_eps=1e-12, norm_first=False, activation="gelu",
         tie_embeddings=True, scale_embeddings=False, max_seq_len=512, pooling="cls",
+    ),
+    # The default model of `transformer-networks train`: the size of the 3-layer, 256-dim Transformer often
+    # trained on Multi30k (about 9M parameters with its vocabularies); pre-LN, which trains stably without a long
+    # warmup. Our own choice of the remaining settings.
+    "small": dict(
+        vocab_size=8000, d_model=256, n_heads=4, n_layers=3, d_ff=1024, dropout=0.1,
+        positional="sinusoidal", norm="layernorm", norm_first=True, activation="relu",
+        tie_embeddings=True, scale_embeddings=True, max_seq_len=512,
     ),
     # A small model for tests and CPU demos (our own choice, not from a paper).
     "tiny": dict(

@@ -43,7 +43,8 @@ def constant(step: int, warmup: int = 0) -> float:
 
 
 def make_scheduler(
-    optimizer: Optimizer, name: str, *, warmup: int = 4000, total_steps: int | None = None, d_model: int = 512
+    optimizer: Optimizer, name: str, *, warmup: int = 4000, total_steps: int | None = None, d_model: int = 512,
+    min_ratio: float = 0.0,
 ) -> LambdaLR:
     """A LambdaLR for one of `SCHEDULES`. For "noam" the optimizer's base learning rate is a factor on the
     paper's formula (set it to 1.0 for the paper's exact rates)."""
@@ -54,7 +55,7 @@ def make_scheduler(
     elif name == "cosine":
         if total_steps is None:
             raise ConfigError("the cosine schedule needs the total number of steps (max_steps)")
-        fn = lambda step: cosine(step + 1, warmup, total_steps)  # noqa: E731
+        fn = lambda step: cosine(step + 1, warmup, total_steps, min_ratio)  # noqa: E731
     elif name == "constant":
         fn = lambda step: constant(step + 1, warmup)  # noqa: E731
     else:

@@ -1,0 +1,97 @@
+"""Evaluating a checkpoint on data: its training run's own splits, or files given now.
+
+    evaluate(checkpoint)                          the test split of built-in data, else the validation data
+    evaluate(checkpoint, split="valid")           the run's validation data (given, or its seeded held-out part)
+    evaluate(checkpoint, DataSpec(data=[path]))   every example of a file in the task's format
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data.builtin import load_builtin
+from ..errors import UserError
+from .checkpoint import load_checkpoint
+from .tasks import ClassificationTask, DataSpec, TranslationTask, describe_filtering, holdout, read_examples
+from .trainer import load_task, pick_device
+
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass
+class Evaluation:
+    checkpoint: Path
+    task: str
+    data: str  # what was evaluated, in words
+    examples: int
+    metrics: dict[str, float]
+    samples: list[dict[str, Any]] = field(default_factory=list)  # a few predictions next to their references
+
+
+def run_split(task: str, spec: DataSpec, train_config: Any, split: str) -> tuple[list, str]:
+    """The raw examples of one split of a run's data, and a description."""
+    if split not in SPLITS:
+        raise UserError(f"--split must be one of {', '.join(SPLITS)}; got {split!r}")
+    if spec.builtin is not None:
+        ds = load_builtin(spec.builtin, seed=0)
+        if split == "test":
+            return list(ds.test), f"builtin:{ds.name} test split"
+        train = list(ds.train)
+    elif split == "test" or split == "valid":
+        if spec.valid or spec.valid_source_file:
+            examples = read_examples(task, spec.valid, train_config, spec.valid_source_file, spec.valid_target_file)
+            return examples, "the run's validation data"
+        train = read_examples(task, spec.data, train_config, spec.source_file, spec.target_file)
+    else:
+        train = read_examples(task, spec.data, train_config, spec.source_file, spec.target_file)
+    if split == "train" and (spec.valid or spec.valid_source_file):
+        return train, "the run's training data"
+    rest, held = holdout(task, train, train_config.valid_fraction, train_config.seed)
+    if split == "train":
+        return rest, "the run's training data (less its held-out validation part)"
+    return held, f"the run's held-out validation data ({train_config.valid_fraction:.0%}, seed {train_config.seed})"
+
+
+def evaluate(checkpoint: str | Path, data: DataSpec | None = None, *, split: str = "test", device: str = "auto",
+             samples: int = 0, log: Any = None) -> Evaluation:
+    """The task's metrics for a checkpoint (or a run directory's best checkpoint)."""
+    dev = pick_device(device)
+    ckpt = load_checkpoint(checkpoint, dev)
+    task = load_task(ckpt)
+    if data is not None and (data.data or data.source_file):
+        if data.builtin is not None:
+            ds = load_builtin(data.builtin, seed=0)
+            if ds.task != ckpt.task:
+                raise UserError(f"builtin:{ds.name} is a {ds.task} dataset; this checkpoint is {ckpt.task}")
+            raw = list(ds.test) if split == "test" else list(ds.train)
+            description = f"builtin:{ds.name} {split if split == 'test' else 'train'} split"
+        else:
+            raw = read_examples(ckpt.task, data.data, ckpt.train_config, data.source_file, data.target_file)
+            description = " ".join(data.data) or f"{data.source_file} + {data.target_file}"
+    else:
+        raw, description = run_split(ckpt.task, DataSpec.from_dict(ckpt.data), ckpt.train_config, split)
+    if log is not None and ckpt.task != "lm":
+        describe_filtering(description, task.encode(raw), ckpt.train_config.max_len, log)
+    metrics = task.evaluate(ckpt.model, raw, dev)
+    n = len(raw) if ckpt.task != "lm" else sum(len(t) for t in raw)
+    return Evaluation(ckpt.path, ckpt.task, description, n, metrics, _samples(task, ckpt.model, raw, samples, dev))
+
+
+def _samples(task: Any, model: torch.nn.Module, raw: list, n: int, device: torch.device) -> list[dict[str, Any]]:
+    if n <= 0 or not raw:
+        return []
+    if isinstance(task, TranslationTask):
+        encoded = task.encode(raw[:n])
+        hypotheses = task.translate(model, [s for s, _ in encoded.examples], device)
+        return [{"source": s, "prediction": h, "reference": t}
+                for (s, t), h in zip(encoded.kept_raw, hypotheses, strict=True)]
+    if isinstance(task, ClassificationTask):
+        encoded = task.encode(raw[:n])
+        predictions, _ = task.predict(model, encoded, device)
+        return [{"text": text, "prediction": task.labels[p], "reference": label}
+                for (text, label), p in zip(encoded.kept_raw, predictions, strict=True)]
+    return []

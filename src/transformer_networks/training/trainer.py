@@ -1,0 +1,321 @@
+"""One training loop for the three tasks.
+
+    train(task, out, data=..., model_config=..., train_config=...)
+        read the data -> train tokenizers -> encode -> build the model -> loop:
+            batches of the epoch -> (accumulated) forward/backward -> clip -> optimizer and schedule step
+            every eval_every steps: the task's metrics on the validation data -> metrics.jsonl,
+                                    last/ checkpoint, best/ when the metric improved, early stopping
+        until max_steps, max_epochs, max_minutes or the patience runs out.
+
+Nothing is written to `out` until the data has been read and the model built, so bad input never touches an
+existing directory; a directory that already holds files is refused unless `overwrite=True`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import __version__
+from ..config import TransformerConfig
+from ..errors import ConfigError, UserError
+from .checkpoint import MODEL_CLASSES, pack_training_state, save_checkpoint
+from .config import TrainConfig
+from .progress import Progress, format_duration
+from .schedules import make_scheduler
+from .tasks import DataSpec, Task, build_tokenizers, describe_filtering, make_task, read_splits, sort_labels
+
+RUN_FILES = ("run.json", "metrics.jsonl", "curves.png", "best", "last", "best.tmp", "last.tmp", "best.old", "last.old")
+
+
+class TrainingError(UserError):
+    """Training cannot go on (for example the loss stopped being a finite number)."""
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    task: str
+    steps: int
+    stop_reason: str
+    seconds: float
+    best: dict[str, float] = field(default_factory=dict)  # validation metrics of the best checkpoint
+    last: dict[str, float] = field(default_factory=dict)  # validation metrics at the end
+    parameters: int = 0
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """auto: cuda, then mps, then cpu. A named device that is not there is an error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps; got {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r}: CUDA is not available on this machine")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {name!r}: MPS is not available on this machine")
+    return device
+
+
+def pick_precision(name: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for float32. auto: bf16 on a CUDA device that supports it, else float32."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    if name == "fp32":
+        return None
+    if name == "fp16" and device.type != "cuda":
+        raise ConfigError(f"precision fp16 needs a CUDA device (this run is on {device.type}); use bf16 or fp32")
+    return torch.bfloat16 if name == "bf16" else torch.float16
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam, AdamW (weight decay on matrices only, not on biases and norm gains), or the paper's Adam."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "paper":  # Section 5.3: beta1 0.9, beta2 0.98, epsilon 1e-9
+        return torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-9)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def prepare_output(out: Path, overwrite: bool) -> None:
+    """Refuse a directory that already holds files unless overwriting; then clear our own files from it."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a directory")
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            what = "a training run" if (out / "run.json").exists() else "files"
+            raise UserError(f"--out {out}: already holds {what}; choose another directory or pass --overwrite")
+        for name in RUN_FILES:
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def resolve_model_config(base: TransformerConfig, settings: dict[str, Any], user_set: set[str]) -> TransformerConfig:
+    """`base` with the fields the data decides. The user's max_seq_len is kept when it is long enough."""
+    values = base.to_dict()
+    for name, value in settings.items():
+        if name == "max_seq_len" and name in user_set:
+            if values[name] < value:
+                raise ConfigError(f"max_seq_len={values[name]} is shorter than the data needs ({value}); "
+                                  f"raise it or lower max_len / block_size")
+            continue
+        values[name] = value
+    return TransformerConfig.from_dict(values)
+
+
+def _tokens_in(batch: dict[str, torch.Tensor], pad_id: int | None) -> int:
+    ids = batch.get("ids", batch.get("src"))
+    n = int((ids != pad_id).sum()) if pad_id is not None else ids.numel()
+    if "tgt_out" in batch:
+        n += int((batch["tgt_out"] != pad_id).sum())
+    return n
+
+
+def train(
+    task_name: str,
+    out: str | Path,
+    *,
+    data: DataSpec | None = None,
+    model_config: TransformerConfig | None = None,
+    train_config: TrainConfig | None = None,
+    model_fields_set: set[str] | None = None,
+    overwrite: bool = False,
+    quiet: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Train a model for `task_name` ("lm", "translation" or "classification") and write the run to `out`.
+
+    `model_config` gives the architecture (default: the "small" preset); its vocabulary sizes, number of classes
+    and max_seq_len are set from the data, except a max_seq_len named in `model_fields_set`.
+    """
+    if task_name not in MODEL_CLASSES:
+        raise UserError(f"unknown task {task_name!r}; choose one of {', '.join(MODEL_CLASSES)}")
+    cfg = train_config or TrainConfig()
+    cfg.check_stopping()
+    spec = data or DataSpec()
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a directory")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        prepare_output(out, overwrite)  # raises the refusal before any work is done
+    progress_log = log or (lambda message: None if quiet else print(message, file=sys.stderr, flush=True))
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = pick_device(cfg.device)
+    amp_dtype = pick_precision(cfg.precision, device)
+
+    # --- data and tokenizers ---
+    splits = read_splits(task_name, spec, cfg)
+    kind = cfg.tokenizer or splits.default_tokenizer
+    cfg = cfg.replace(tokenizer=kind)
+    tokenizer, source_tokenizer = build_tokenizers(task_name, splits.train, kind, cfg)
+    labels = sort_labels({y for _, y in splits.train}) if task_name == "classification" else None
+    task = make_task(task_name, cfg, tokenizer, source_tokenizer, labels, char_level=kind == "char")
+    train_enc = task.encode(splits.train)
+    describe_filtering("training data", train_enc, cfg.max_len, progress_log)
+    if not train_enc.examples:
+        raise UserError("no training example fits max_len; raise max_len or pass --truncate")
+    n_train = len(train_enc.examples) if task_name != "lm" else len(train_enc.examples[0])
+    n_valid = len(splits.valid) if task_name != "lm" else len(splits.valid[0])
+    unit = "tokens" if task_name == "lm" else "examples"
+    vocab = f"{tokenizer.vocab_size:,}" + (f" target, {source_tokenizer.vocab_size:,} source"
+                                           if source_tokenizer is not tokenizer else "")
+    progress_log(f"data: {n_train:,} training {unit}, validation {n_valid:,} "
+                 f"{'characters' if task_name == 'lm' else 'examples'} from {splits.valid_source}; "
+                 f"{kind} tokenizer, vocabulary {vocab}" + (f", {len(labels)} classes" if labels else ""))
+
+    # --- model, optimizer, schedule ---
+    seed_everything(cfg.seed)
+    model_cfg = resolve_model_config(model_config or TransformerConfig.from_preset("small"), task.model_settings(),
+                                     model_fields_set or set())
+    model = MODEL_CLASSES[task_name](model_cfg).to(device)
+    train_model = torch.compile(model) if cfg.compile else model
+    steps_per_epoch = max(1, math.ceil(len(task.batches(train_enc, epoch=0)) / cfg.grad_accum))
+    limits = [n for n in (cfg.max_steps, cfg.max_epochs and math.ceil(cfg.max_epochs * steps_per_epoch)) if n]
+    step_limit = min(limits) if limits else None
+    if cfg.schedule == "cosine" and step_limit is None:
+        raise ConfigError("the cosine schedule needs max_steps or max_epochs to know where it ends")
+    optimizer = make_optimizer(model, cfg)
+    scheduler = make_scheduler(optimizer, cfg.schedule, warmup=cfg.warmup, total_steps=step_limit,
+                               d_model=model_cfg.d_model, min_ratio=cfg.min_lr_ratio)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
+    progress_log(f"model: {type(model).__name__}, {model.num_parameters():,} parameters, on {device}"
+                 f"{' ' + str(amp_dtype).removeprefix('torch.') if amp_dtype else ''}; "
+                 f"{steps_per_epoch:,} steps per epoch" + (f", {step_limit:,} steps" if step_limit else ""))
+
+    # --- the run directory ---
+    prepare_output(out, overwrite)
+    run_info = {"version": __version__, "task": task_name, "data": spec.to_dict(), "model": model_cfg.to_dict(),
+                "train": cfg.to_dict(), "labels": labels or []}
+    (out / "run.json").write_text(json.dumps(run_info, indent=2) + "\n", encoding="utf-8")
+    metrics_path = out / "metrics.jsonl"
+    metrics_path.write_text("", encoding="utf-8")
+
+    def record(entry: dict[str, Any]) -> None:
+        with open(metrics_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(entry) + "\n")
+
+    def checkpoint(name: str, step: int, counters: dict[str, Any] | None = None) -> None:
+        state = pack_training_state(optimizer, scheduler, counters, scaler) if counters is not None else None
+        save_checkpoint(out / name, model, task=task_name, config=model_cfg, train_config=cfg, tokenizer=tokenizer,
+                        source_tokenizer=source_tokenizer, labels=labels, data=spec.to_dict(), step=step,
+                        training_state=state)
+
+    valid_raw = splits.valid if task_name == "lm" or cfg.eval_examples is None else splits.valid[: cfg.eval_examples]
+    progress = Progress(step_limit, quiet=quiet, every=cfg.log_every,
+                        max_seconds=cfg.max_minutes * 60 if cfg.max_minutes else None)
+    start = time.perf_counter()
+    step, epoch, best_value, best, last, stale = 0, 0, None, {}, {}, 0
+    interval_loss, interval_steps = 0.0, 0
+    stop_reason = None
+
+    def evaluate(step: int) -> None:
+        nonlocal best_value, best, last, stale, stop_reason
+        model.eval()
+        with autocast():
+            values = task.evaluate(model, valid_raw, device)
+        model.train()
+        last = values
+        record({"step": step, "epoch": round(step / steps_per_epoch, 3), "split": "valid",
+                "seconds": round(time.perf_counter() - start, 2), **values})
+        improved = task.better(values[task.metric], best_value)
+        if improved:
+            best_value, best, stale = values[task.metric], values, 0
+        else:
+            stale += 1
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in values.items())
+        progress.log(f"eval step {step}: {shown}" + (" (best)" if improved else ""))
+        checkpoint("last", step, {"step": step, "epoch": epoch, "best_value": best_value, "stale": stale})
+        if improved:
+            checkpoint("best", step)
+        elif cfg.patience is not None and stale >= cfg.patience:
+            stop_reason = f"no better {task.metric} in {stale} evaluations (patience)"
+
+    model.train()
+    evaluated_at = -1
+    while stop_reason is None:
+        batches = task.batches(train_enc, epoch=epoch)
+        for first in range(0, len(batches), cfg.grad_accum):
+            group = batches[first : first + cfg.grad_accum]
+            optimizer.zero_grad(set_to_none=True)
+            step_loss, tokens = 0.0, 0
+            for batch in group:
+                tokens += _tokens_in(batch, tokenizer.pad_id)
+                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+                with autocast():
+                    loss = task.loss(train_model, batch) / len(group)
+                scaler.scale(loss).backward()
+                step_loss += float(loss.detach())
+            if not math.isfinite(step_loss):
+                saved = f"the last checkpoint is {out / 'last'}" if evaluated_at >= 0 else "no checkpoint was saved"
+                raise TrainingError(f"step {step + 1}: the loss is {step_loss}; stopping ({saved}); "
+                                    f"try a lower lr, more warmup or clip_norm")
+            if cfg.clip_norm is not None:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
+            scaler.step(optimizer)
+            scaler.update()
+            lr = optimizer.param_groups[0]["lr"]
+            scheduler.step()
+            step += 1
+            interval_loss, interval_steps = interval_loss + step_loss, interval_steps + 1
+            progress.update(step, loss=step_loss, lr=lr, tokens=tokens)
+            if step % cfg.log_every == 0:
+                record({"step": step, "split": "train", "loss": interval_loss / interval_steps, "lr": lr,
+                        "seconds": round(time.perf_counter() - start, 2)})
+                interval_loss, interval_steps = 0.0, 0
+            if step_limit is not None and step >= step_limit:
+                stop_reason = f"reached {step} steps"
+            elif cfg.max_minutes is not None and time.perf_counter() - start >= cfg.max_minutes * 60:
+                stop_reason = f"reached the time limit of {cfg.max_minutes:g} minutes"
+            if step % cfg.eval_every == 0 or stop_reason:
+                evaluate(step)
+                evaluated_at = step
+            if stop_reason:
+                break
+        epoch += 1
+    progress.close()
+    seconds = time.perf_counter() - start
+    progress_log(f"stopped: {stop_reason} after {format_duration(seconds)}; best {task.metric} "
+                 f"{best_value:.4g}; checkpoints in {out}/best and {out}/last")
+    return TrainResult(out, task_name, step, stop_reason, seconds, best, last, model.num_parameters())
+
+
+def load_task(checkpoint: Any) -> Task:
+    """The `Task` of a loaded checkpoint (same tokenizers, labels and settings as its training run)."""
+    kind = checkpoint.train_config.tokenizer
+    return make_task(checkpoint.task, checkpoint.train_config, checkpoint.tokenizer, checkpoint.source_tokenizer,
+                     checkpoint.labels, char_level=kind == "char")

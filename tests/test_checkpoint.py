@@ -1,0 +1,111 @@
+"""Checkpoints: exact round trips of weights and training state, tied weights stored once, and no pickle ever
+executed on load."""
+
+import json
+import pickle
+
+import pytest
+import torch
+
+from transformer_networks.config import TransformerConfig
+from transformer_networks.data.tokenizer import train_tokenizer
+from transformer_networks.models import Seq2SeqTransformer
+from transformer_networks.training.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_training_state,
+    pack_training_state,
+    resolve_checkpoint,
+    restore_training_state,
+    save_checkpoint,
+)
+from transformer_networks.training.config import TrainConfig
+from transformer_networks.training.schedules import make_scheduler
+
+
+@pytest.fixture
+def saved(tmp_path):
+    tok = train_tokenizer(["a b c d e f"], "word")
+    cfg = TransformerConfig.from_preset("tiny", vocab_size=tok.vocab_size, d_model=16, n_heads=2, n_layers=1, d_ff=32)
+    model = Seq2SeqTransformer(cfg).eval()
+    path = save_checkpoint(tmp_path / "run" / "best", model, task="translation", config=cfg,
+                           train_config=TrainConfig(lr=5e-4), tokenizer=tok, step=7, data={"data": ["x.tsv"]})
+    return path, model, tok
+
+
+def test_round_trip_gives_identical_outputs(saved):
+    path, model, tok = saved
+    ckpt = load_checkpoint(path)
+    src = torch.tensor([tok.encode("a b c", eos=True)])
+    tgt = torch.tensor([tok.encode("d e", bos=True)])
+    torch.testing.assert_close(ckpt.model(src, tgt), model(src, tgt), rtol=0, atol=0)
+    assert ckpt.step == 7 and ckpt.train_config.lr == 5e-4 and ckpt.data == {"data": ["x.tsv"]}
+    # tied embeddings stay tied after loading
+    assert ckpt.model.lm_head.weight is ckpt.model.decoder.embeddings.token.weight
+    assert not list(path.parent.glob("*.tmp")) and not list(path.parent.glob("*.old"))
+
+
+def test_a_run_directory_means_its_best_checkpoint(saved):
+    path, _, _ = saved
+    assert resolve_checkpoint(path.parent) == path
+    with pytest.raises(CheckpointError, match="not a checkpoint"):
+        resolve_checkpoint(path.parent.parent)
+
+
+def test_a_pickle_is_never_executed(saved, tmp_path):
+    path, _, _ = saved
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    (path / "model.safetensors").write_bytes(pickle.dumps({"weights": Payload()}))
+    with pytest.raises(CheckpointError, match="model.safetensors: cannot load weights"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_truncated_weights_are_a_clear_error(saved):
+    path, _, _ = saved
+    data = (path / "model.safetensors").read_bytes()
+    (path / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="cannot load weights"):
+        load_checkpoint(path)
+
+
+def test_config_mismatch_is_a_clear_error(saved):
+    path, _, _ = saved
+    values = json.loads((path / "config.json").read_text())
+    values["n_layers"] = 2
+    (path / "config.json").write_text(json.dumps(values))
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path)
+
+
+def test_training_state_round_trip(tmp_path, saved):
+    path, model, tok = saved
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    sched = make_scheduler(opt, "cosine", warmup=2, total_steps=10)
+    for _ in range(3):
+        loss = model(torch.tensor([[4, 5, 3]]), torch.tensor([[2, 6]])).sum()
+        loss.backward()
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+    state = pack_training_state(opt, sched, {"step": 3})
+    save_checkpoint(tmp_path / "last", model, task="translation", config=model.cfg, train_config=TrainConfig(),
+                    tokenizer=tok, training_state=state)
+    expected_rng = torch.rand(3)
+
+    opt2 = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    sched2 = make_scheduler(opt2, "cosine", warmup=2, total_steps=10)
+    torch.manual_seed(123)
+    counters = restore_training_state(load_training_state(tmp_path / "last"), opt2, sched2)
+    assert counters == {"step": 3}
+    torch.testing.assert_close(torch.rand(3), expected_rng, rtol=0, atol=0)  # the RNG continues where it was
+    assert sched2.last_epoch == 3 and opt2.param_groups[0]["lr"] == opt.param_groups[0]["lr"]
+    for p in model.parameters():
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            torch.testing.assert_close(opt2.state[p][key], opt.state[p][key], rtol=0, atol=0)

@@ -1,0 +1,161 @@
+"""`train`, `evaluate` and `plot` on the command line, and every bad input the training issue lists: one line on
+stderr naming the file and line (or the option), exit code 2, no traceback, nothing existing overwritten."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from transformer_networks import cli
+
+TINY = ["--preset", "tiny", "--set", "d_model=32", "--set", "n_heads=2", "--set", "n_layers=1", "--set", "d_ff=64",
+        "--device", "cpu"]
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "transformer_networks", *map(str, args)], capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_train_evaluate_plot_end_to_end(tmp_path):
+    data = tmp_path / "train.tsv"
+    data.write_text("".join(f"{a} {b}\t{b} {a}\n" for a in "abcdefg" for b in "hijklmn"), encoding="utf-8")
+    out = tmp_path / "run"
+    result = run("train", "translation", "--data", data, "--out", out, *TINY, "--tokenizer", "word",
+                 "--max-steps", "6", "--eval-every", "3", "--set", "lr=3e-3")
+    assert result.returncode == 0, result.stderr
+    assert "best validation:" in result.stdout and "Traceback" not in result.stderr
+    assert "step 6/6" in result.stderr  # plain progress lines when stderr is not a terminal
+    run_info = json.loads((out / "run.json").read_text())
+    assert run_info["train"]["lr"] == 0.003 and run_info["model"]["d_model"] == 32
+    assert run_info["train"]["tokenizer"] == "word"
+
+    result = run("evaluate", out, "--json")
+    assert result.returncode == 0, result.stderr
+    values = json.loads(result.stdout)
+    assert {"loss", "perplexity", "bleu", "chrf", "exact_match", "token_accuracy"} <= set(values)
+    assert values["task"] == "translation" and values["examples"] == 2  # 5% of 49 pairs held out
+
+    result = run("evaluate", out / "last", "--data", data)
+    assert result.returncode == 0, result.stderr
+    assert "bleu:" in result.stdout and "(49 examples)" in result.stdout
+
+    result = run("plot", out)
+    assert result.returncode == 0, result.stderr
+    png = out / "curves.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_quiet_prints_no_progress(tmp_path, capsys):
+    data = tmp_path / "t.txt"
+    data.write_text("hello world\n" * 50, encoding="utf-8")
+    code = cli.main(["train", "lm", "--data", str(data), "--out", str(tmp_path / "r"), *TINY, "--max-steps", "2",
+                     "--block-size", "8", "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 0 and captured.err == ""
+    assert captured.out.startswith("best validation: loss ")
+
+
+def test_config_file_yaml_sets_model_and_training_fields(tmp_path, capsys):
+    data = tmp_path / "t.txt"
+    data.write_text("hello world\n" * 50, encoding="utf-8")
+    config = tmp_path / "run.yaml"
+    config.write_text("preset: tiny\nmodel:\n  d_model: 16\n  n_heads: 2\n  n_layers: 1\ntrain:\n  max_steps: 2\n"
+                      "  block_size: 8\n  lr: 0.002\n", encoding="utf-8")
+    out = tmp_path / "r"
+    code = cli.main(["train", "lm", "--data", str(data), "--out", str(out), "--config", str(config), "--quiet",
+                     "--set", "lr=0.004"])
+    assert code == 0, capsys.readouterr().err
+    info = json.loads((out / "run.json").read_text())
+    assert info["model"]["d_model"] == 16 and info["model"]["n_layers"] == 1
+    assert info["train"]["lr"] == 0.004 and info["train"]["block_size"] == 8  # --set wins over the file
+
+
+def bad_input_cases(tmp):
+    good = tmp / "good.tsv"
+    good.write_text("a b\tb a\nc d\td c\n", encoding="utf-8")
+    latin1 = tmp / "latin1.txt"
+    latin1.write_bytes("line one\ncaf\xe9\n".encode("latin-1"))
+    empty = tmp / "empty.txt"
+    empty.write_text("", encoding="utf-8")
+    notab = tmp / "notab.tsv"
+    notab.write_text("a b\tb a\nno tab here\n", encoding="utf-8")
+    nolabel = tmp / "nolabel.tsv"
+    nolabel.write_text("sentence\tscore\ngood\t1\n", encoding="utf-8")
+    out = str(tmp / "out")
+    return [
+        (["train", "lm", "--data", str(tmp / "missing.txt"), "--out", out], "missing.txt: no such file"),
+        (["train", "translation", "--data", str(tmp), "--out", out], f"{tmp}: not a file"),
+        (["train", "lm", "--data", str(latin1), "--out", out], "latin1.txt: line 2: not UTF-8"),
+        (["train", "lm", "--data", str(empty), "--out", out], "empty.txt: no text"),
+        (["train", "translation", "--data", str(notab), "--out", out], "notab.tsv: line 2: expected 'source<TAB>"),
+        (["train", "classification", "--data", str(nolabel), "--out", out], "nolabel.tsv: line 1: no label column"),
+        (["train", "lm", "--data", "builtin:nope", "--out", out], "unknown built-in dataset builtin:nope"),
+        (["train", "lm", "--data", "builtin:scan", "--out", out], "builtin:scan is a translation dataset"),
+        (["train", "translation", "--data", str(good), "--out", out, "--set", "d_modle=4"],
+         "--set d_modle: unknown setting 'd_modle'"),
+        (["train", "translation", "--data", str(good), "--out", out, "--set", "lr=fast"],
+         "--set lr: lr must be a number, got 'fast'"),
+        (["train", "translation", "--data", str(good), "--out", out, "--set", "n_layers=2.5"],
+         "--set n_layers: n_layers must be an integer"),
+        (["train", "translation", "--data", str(good), "--out", out, "--set", "optimizer=sgd"],
+         "--set optimizer: optimizer must be one of"),
+        (["train", "translation", "--data", str(good), "--out", out, "--preset", "huge"], "unknown preset 'huge'"),
+        (["evaluate", str(tmp / "nowhere")], "nowhere: no such checkpoint or run directory"),
+    ]
+
+
+def test_every_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys):
+    for argv, message in bad_input_cases(tmp_path):
+        code = cli.main(argv)
+        err = capsys.readouterr().err
+        assert code == 2, (argv, err)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("transformer-networks: error: "), (argv, err)
+        assert message in lines[0], (argv, lines[0])
+        assert not (tmp_path / "out").exists(), argv
+
+
+def test_bad_input_through_a_real_process_has_no_traceback(tmp_path):
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("one\ttwo\nthree\n", encoding="utf-8")
+    result = run("train", "translation", "--data", bad, "--out", tmp_path / "out")
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"transformer-networks: error: {bad}: line 2: expected 'source<TAB>target', " \
+                                    "found no tab"
+
+
+def test_an_existing_run_is_refused_unless_overwrite(tmp_path, capsys):
+    data = tmp_path / "t.txt"
+    data.write_text("hello world\n" * 50, encoding="utf-8")
+    out = tmp_path / "run"
+    argv = ["train", "lm", "--data", str(data), "--out", str(out), *TINY, "--max-steps", "2", "--block-size", "8",
+            "--quiet"]
+    assert cli.main(argv) == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert cli.main([*argv[:-1], "--seed", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {out}: already holds a training run" in err and "--overwrite" in err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # untouched
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "mine.txt").write_text("keep me")
+    assert cli.main(["train", "lm", "--data", str(data), "--out", str(other), "--quiet"]) == 2
+    assert "already holds files" in capsys.readouterr().err
+    assert cli.main([*argv, "--overwrite", "--seed", "1"]) == 0
+    assert json.loads((out / "run.json").read_text())["train"]["seed"] == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "lm", "--out", "x", "--max-steps", "0"], "--max-steps: expected a positive integer"),
+    (["train", "poetry", "--out", "x"], "invalid choice: 'poetry'"),
+    (["train", "lm"], "the following arguments are required: --out"),
+])
+def test_argument_errors_are_one_line(args, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(args)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err

@@ -1,0 +1,153 @@
+"""Each task trains a tiny model on small files the test writes, through the same `train` the CLI calls; the
+loss falls, the run directory holds what it promises, and `evaluate` reads the checkpoint back."""
+
+import json
+import random
+
+import pytest
+import torch
+
+from transformer_networks.config import TransformerConfig
+from transformer_networks.training.checkpoint import load_checkpoint
+from transformer_networks.training.config import TrainConfig
+from transformer_networks.training.evaluation import evaluate
+from transformer_networks.training.tasks import DataSpec
+from transformer_networks.training.trainer import load_task, train
+
+TINY = dict(d_model=32, n_heads=2, n_layers=1, d_ff=64, dropout=0.0)
+
+
+def tiny_model(**overrides):
+    return TransformerConfig.from_preset("tiny", **{**TINY, **overrides})
+
+
+def quick(**overrides):
+    values = dict(max_steps=40, eval_every=20, log_every=5, lr=3e-3, warmup=5, seed=0, device="cpu")
+    return TrainConfig(**{**values, **overrides})
+
+
+def train_losses(run_dir):
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in records if r["split"] == "train"], [r for r in records if r["split"] == "valid"]
+
+
+def write_reversal_tsv(path, n, seed):
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(n):
+        words = [rng.choice("abcdefgh") for _ in range(rng.randint(2, 6))]
+        lines.append(" ".join(words) + "\t" + " ".join(reversed(words)))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def write_sentiment_tsv(path, n, seed):
+    rng = random.Random(seed)
+    filler = ["the", "film", "was", "plot", "actors", "a", "story", "really"]
+    lines = ["sentence\tlabel"]
+    for _ in range(n):
+        label = rng.randint(0, 1)
+        words = rng.sample(filler, 4) + [rng.choice(["great", "wonderful"] if label else ["awful", "boring"])]
+        rng.shuffle(words)
+        lines.append(" ".join(words) + f"\t{label}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def test_language_model_trains_and_evaluates(tmp_path):
+    text = tmp_path / "text.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog.\n" * 200, encoding="utf-8")
+    out = tmp_path / "run"
+    result = train("lm", out, data=DataSpec(data=[str(text)]), model_config=tiny_model(),
+                   train_config=quick(block_size=32, batch_size=8), quiet=True)
+    losses, evals = train_losses(out)
+    assert losses[-1] < 0.5 * losses[0]
+    assert [e["step"] for e in evals] == [20, 40]
+    assert {"loss", "perplexity", "bits_per_character", "token_accuracy"} <= set(result.best)
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "task.json", "train_config.json"):
+        assert (out / "best" / name).exists()
+    assert (out / "last" / "training_state.safetensors").exists()
+    # evaluate on the run's own validation data reproduces the best checkpoint's validation loss
+    ev = evaluate(out, split="valid", device="cpu")
+    assert ev.metrics["loss"] == pytest.approx(result.best["loss"], rel=1e-5)
+
+
+def test_translation_trains_and_decodes(tmp_path):
+    data = tmp_path / "train.tsv"
+    write_reversal_tsv(data, 400, seed=1)
+    valid = tmp_path / "valid.tsv"
+    write_reversal_tsv(valid, 40, seed=2)
+    out = tmp_path / "run"
+    result = train("translation", out, data=DataSpec(data=[str(data)], valid=[str(valid)]),
+                   model_config=tiny_model(positional="rope"),
+                   train_config=quick(tokenizer="word", max_tokens=512, max_steps=100, eval_every=50), quiet=True)
+    losses, _ = train_losses(out)
+    assert losses[-1] < 0.5 * losses[0]
+    assert {"bleu", "chrf", "exact_match", "token_accuracy"} <= set(result.best)
+    ev = evaluate(out, device="cpu", samples=3)  # no test split for files: the validation data
+    assert ev.examples == 40 and ev.data == "the run's validation data"
+    assert ev.metrics["bleu"] == pytest.approx(result.best["bleu"])
+    assert len(ev.samples) == 3 and set(ev.samples[0]) == {"source", "prediction", "reference"}
+
+
+def test_translation_with_separate_vocabularies(tmp_path):
+    data = tmp_path / "train.tsv"
+    data.write_text("".join(f"{w}\t{w.upper()}\n" for w in ["ab", "cd", "ef", "gh"] * 20), encoding="utf-8")
+    out = tmp_path / "run"
+    train("translation", out, data=DataSpec(data=[str(data)]), model_config=tiny_model(),
+          train_config=quick(tokenizer="char", shared_vocab=False, max_steps=4, eval_every=4), quiet=True)
+    ckpt = load_checkpoint(out)
+    assert (ckpt.path / "source_tokenizer.json").exists()
+    assert ckpt.source_tokenizer.tokens("ab") == ["a", "b"]
+    assert ckpt.tokenizer.tokens("AB") == ["A", "B"] and ckpt.tokenizer.tokens("ab") == ["<unk>", "<unk>"]
+
+
+def test_classification_trains_to_high_accuracy(tmp_path):
+    data = tmp_path / "train.tsv"
+    write_sentiment_tsv(data, 300, seed=1)
+    out = tmp_path / "run"
+    result = train("classification", out, data=DataSpec(data=[str(data)]),
+                   model_config=tiny_model(pooling="mean"),
+                   train_config=quick(tokenizer="word", batch_size=16, valid_fraction=0.2, max_steps=60), quiet=True)
+    losses, _ = train_losses(out)
+    assert losses[-1] < 0.5 * losses[0]
+    assert result.best["accuracy"] >= 0.9
+    ckpt = load_checkpoint(out)
+    assert ckpt.labels == ["0", "1"] and ckpt.config.n_classes == 2
+
+
+def test_checkpoint_reloads_with_identical_outputs(tmp_path):
+    data = tmp_path / "train.tsv"
+    write_sentiment_tsv(data, 100, seed=3)
+    out = tmp_path / "run"
+    train("classification", out, data=DataSpec(data=[str(data)]), model_config=tiny_model(),
+          train_config=quick(tokenizer="word", max_steps=5, eval_every=5), quiet=True)
+    a, b = load_checkpoint(out / "best"), load_checkpoint(out)
+    ids = torch.tensor([a.tokenizer.encode("the film was great", cls=True)])
+    torch.testing.assert_close(a.model(ids), b.model(ids), rtol=0, atol=0)
+    task = load_task(a)
+    assert task.labels == a.labels
+
+
+def test_same_seed_same_run(tmp_path):
+    text = tmp_path / "text.txt"
+    text.write_text("abcdefg hijklmn\n" * 100, encoding="utf-8")
+    runs = []
+    for name in ("a", "b"):
+        train("lm", tmp_path / name, data=DataSpec(data=[str(text)]), model_config=tiny_model(dropout=0.1),
+              train_config=quick(block_size=16, batch_size=4, max_steps=10, eval_every=10), quiet=True)
+        runs.append(train_losses(tmp_path / name)[0])
+    assert runs[0] == runs[1]
+
+
+def test_max_epochs_and_patience_stop_the_run(tmp_path):
+    text = tmp_path / "text.txt"
+    text.write_text("abcdefg hijklmn\n" * 100, encoding="utf-8")
+    result = train("lm", tmp_path / "epochs", data=DataSpec(data=[str(text)]), model_config=tiny_model(),
+                   train_config=quick(block_size=16, batch_size=4, max_steps=None, max_epochs=1.0), quiet=True)
+    # 1520 training characters (95% of 1600) -> 94 blocks of 16 (+1 target) at any offset < 16 -> 24 batches of 4
+    assert result.steps == 24 and "24 steps" in result.stop_reason
+    result = train("lm", tmp_path / "patience", data=DataSpec(data=[str(text)]), model_config=tiny_model(),
+                   train_config=quick(block_size=16, batch_size=4, max_steps=1000, eval_every=1, patience=1,
+                                      lr=1e-12, schedule="constant", warmup=0),
+                   quiet=True)
+    # updates of 1e-12 do not move float32 weights: the second evaluation is no better, and patience 1 stops
+    assert "patience" in result.stop_reason and result.steps == 2
