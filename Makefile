@@ -1,10 +1,12 @@
 # Two jobs, each of which sets up .venv first when it is missing or out of date:
-#   make demo   builds the paper-base model, runs a forward pass and prints its size
+#   make demo   trains an encoder-decoder on built-in SCAN (about 5 minutes on 2 CPU cores), prints its test exact
+#               match and a few translations, leaves a checkpoint and curves.png in $(DEMO_RUN)
 #   make test   runs the test suite
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+DEMO_RUN ?= runs/scan-demo
 
 .PHONY: demo test lint clean
 
@@ -15,7 +17,10 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/transformer-networks demo
+	$(BIN)/transformer-networks train translation --data builtin:scan --config configs/scan-demo.yaml \
+		--out $(DEMO_RUN) --overwrite
+	$(BIN)/transformer-networks evaluate $(DEMO_RUN) --examples 3
+	$(BIN)/transformer-networks plot $(DEMO_RUN)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q; status=$$?; \
