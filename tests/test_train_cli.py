@@ -159,3 +159,14 @@ def test_argument_errors_are_one_line(args, message, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err
+
+
+def test_model_settings_are_checked_together_then_blamed_one_by_one():
+    origin = {"d_model": "--set d_model", "n_heads": "--set n_heads", "lr": "--set lr"}
+    # d_model=128 alone does not divide into gpt2-small's 12 heads; with n_heads=4 it does
+    model, train = cli.split_settings({"d_model": 128, "n_heads": 4, "lr": 0.01}, origin, "gpt2-small")
+    assert model == {"d_model": 128, "n_heads": 4} and train == {"lr": 0.01}
+    with pytest.raises(cli.UserError, match="--set d_model, --set n_heads: d_model must be divisible by n_heads"):
+        cli.split_settings({"d_model": 100, "n_heads": 3}, origin, "gpt2-small")
+    with pytest.raises(cli.UserError, match="^--set n_heads: n_heads must be a positive integer"):
+        cli.split_settings({"d_model": 128, "n_heads": 0}, origin, "gpt2-small")

@@ -151,3 +151,18 @@ def test_max_epochs_and_patience_stop_the_run(tmp_path):
                    quiet=True)
     # updates of 1e-12 do not move float32 weights: the second evaluation is no better, and patience 1 stops
     assert "patience" in result.stop_reason and result.steps == 2
+
+
+def test_gradient_accumulation_equals_one_big_batch(tmp_path):
+    # Language-model batches hold equal token counts, so the mean of two half-batch losses is the full batch's loss
+    # and two accumulated half batches must take the same optimizer steps as one batch of twice the size.
+    text = tmp_path / "text.txt"
+    text.write_text("".join(f"line {i} of some text, {i * 7 % 13}\n" for i in range(150)), encoding="utf-8")
+    losses = {}
+    for name, batch_size, accum in (("big", 8, 1), ("accumulated", 4, 2)):
+        train("lm", tmp_path / name, data=DataSpec(data=[str(text)]), model_config=tiny_model(),
+              train_config=quick(block_size=16, batch_size=batch_size, grad_accum=accum, max_steps=8, eval_every=8,
+                                 log_every=1), quiet=True)
+        losses[name] = train_losses(tmp_path / name)[0]
+    assert losses["big"] == pytest.approx(losses["accumulated"], rel=1e-5)
+    assert len(losses["big"]) == 8

@@ -101,14 +101,19 @@ def split_settings(settings: dict[str, Any], origin: dict[str, str], preset: str
                 raise UserError(f"{where}: {e}") from None
             train[key] = value
         elif key in MODEL_FIELDS:
-            try:
-                TransformerConfig.from_preset(preset, **{key: value})
-            except ConfigError as e:
-                raise UserError(f"{where}: {e}") from None
             model[key] = value
         else:
             raise UserError(f"{where}: unknown setting {key!r}; training settings: {', '.join(TRAIN_FIELDS)}; "
                             f"model settings: {', '.join(f for f in MODEL_FIELDS if f not in TRAIN_FIELDS)}")
+    try:  # model fields depend on each other (d_model and n_heads): check them together, then blame one
+        TransformerConfig.from_preset(preset, **model)
+    except ConfigError as e:
+        for key, value in model.items():
+            try:
+                TransformerConfig.from_preset(preset, **{key: value})
+            except ConfigError as single:
+                raise UserError(f"{origin.get(key, key)}: {single}") from None
+        raise UserError(f"{', '.join(sorted({origin.get(k, k).split(':')[0] for k in model}))}: {e}") from None
     return model, train
 
 
