@@ -167,6 +167,6 @@ def test_model_settings_are_checked_together_then_blamed_one_by_one():
     model, train = cli.split_settings({"d_model": 128, "n_heads": 4, "lr": 0.01}, origin, "gpt2-small")
     assert model == {"d_model": 128, "n_heads": 4} and train == {"lr": 0.01}
     with pytest.raises(cli.UserError, match="--set d_model, --set n_heads: d_model must be divisible by n_heads"):
-        cli.split_settings({"d_model": 100, "n_heads": 3}, origin, "gpt2-small")
+        cli.split_settings({"d_model": 36, "n_heads": 8}, origin, "gpt2-small")  # each alone fits 768 / 12
     with pytest.raises(cli.UserError, match="^--set n_heads: n_heads must be a positive integer"):
-        cli.split_settings({"d_model": 128, "n_heads": 0}, origin, "gpt2-small")
+        cli.split_settings({"d_model": 768, "n_heads": 0}, origin, "gpt2-small")

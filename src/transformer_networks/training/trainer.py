@@ -105,14 +105,19 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def prepare_output(out: Path, overwrite: bool) -> None:
-    """Refuse a directory that already holds files unless overwriting; then clear our own files from it."""
+def check_output(out: Path, overwrite: bool) -> None:
+    """Refuse an output path that is a file, or a directory that already holds files unless overwriting."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a directory")
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            what = "a training run" if (out / "run.json").exists() else "files"
-            raise UserError(f"--out {out}: already holds {what}; choose another directory or pass --overwrite")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        what = "a training run" if (out / "run.json").exists() else "files"
+        raise UserError(f"--out {out}: already holds {what}; choose another directory or pass --overwrite")
+
+
+def prepare_output(out: Path, overwrite: bool) -> None:
+    """Check the output directory, then clear a previous run's files from it (other files stay)."""
+    check_output(out, overwrite)
+    if out.exists():
         for name in RUN_FILES:
             target = out / name
             if target.is_dir():
@@ -166,10 +171,7 @@ def train(
     cfg.check_stopping()
     spec = data or DataSpec()
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: exists and is not a directory")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        prepare_output(out, overwrite)  # raises the refusal before any work is done
+    check_output(out, overwrite)  # refuse before any work is done
     progress_log = log or (lambda message: None if quiet else print(message, file=sys.stderr, flush=True))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
