@@ -84,7 +84,7 @@ def test_seq2seq_padding_invariance(cfg):
         torch.testing.assert_close(batch[i, : len(t)], mt(s[None], t[None])[0], atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("pooling", ["cls", "mean"])
+@pytest.mark.parametrize("pooling", ["cls", "mean", "max"])
 def test_classifier_padding_invariance(cfg, pooling):
     clf = tn.TransformerClassifier(tn.TransformerConfig.from_dict({**cfg.to_dict(), "pooling": pooling})).eval()
     rows = [tokens(6), tokens(2), tokens(11)]
@@ -101,6 +101,14 @@ def test_classifier_mean_pooling_averages_real_tokens():
     ids = right_padded([tokens(5), tokens(3)])
     hidden = clf.encode(ids)
     pooled = torch.stack([hidden[0, :5].mean(0), hidden[1, :3].mean(0)])
+    torch.testing.assert_close(clf(ids), clf.head(pooled))
+
+
+def test_classifier_max_pooling_takes_each_features_maximum_over_real_tokens():
+    clf = tn.TransformerClassifier(config(pooling="max")).eval()
+    ids = right_padded([tokens(5), tokens(3)])
+    hidden = clf.encode(ids)
+    pooled = torch.stack([hidden[0, :5].max(0).values, hidden[1, :3].max(0).values])
     torch.testing.assert_close(clf(ids), clf.head(pooled))
 
 

@@ -22,7 +22,7 @@ from .errors import ConfigError
 POSITIONAL = ("sinusoidal", "learned", "rope")
 NORMS = ("layernorm", "rmsnorm")
 ACTIVATIONS = ("relu", "gelu", "swiglu")
-POOLINGS = ("cls", "mean")
+POOLINGS = ("cls", "mean", "max")
 
 
 @dataclass
@@ -62,7 +62,7 @@ class TransformerConfig:
 
     pad_id: int | None = 0  # padding token; attention never looks at it. None = no padding mask
     n_classes: int = 2  # classifier outputs
-    pooling: str = "cls"  # classifier: "cls" = first token's state, "mean" = mean over non-padding tokens
+    pooling: str = "cls"  # classifier: "cls" = first token's state, "mean" / "max" over non-padding tokens
 
     def __post_init__(self) -> None:
         # Types first: a JSON file or a command line can hand us "false" or "0.1" as strings.

@@ -3,7 +3,7 @@
     ids (B, T) -> encoder -> hidden states (B, T, C) -> pool -> (B, C) -> dropout -> linear -> logits (B, n_classes)
 
 Pooling "cls" takes the first position's state (put a CLS token there); "mean" averages the states of the real
-(non-padding) tokens.
+(non-padding) tokens; "max" takes each feature's maximum over the real tokens.
 """
 
 from __future__ import annotations
@@ -32,6 +32,10 @@ class TransformerClassifier(ModelBase):
         """(B, T, C) -> (B, C). key_mask: (B, T), True = real token, or None (all real)."""
         if self.cfg.pooling == "cls":
             return hidden[:, 0]
+        if self.cfg.pooling == "max":  # each feature's largest value over the real tokens (as a text CNN pools)
+            if key_mask is None:
+                return hidden.amax(dim=1)
+            return hidden.masked_fill(~key_mask[:, :, None], float("-inf")).amax(dim=1)
         if key_mask is None:
             return hidden.mean(dim=1)
         weights = key_mask.to(hidden.dtype)[:, :, None]  # (B, T, 1)
