@@ -40,6 +40,8 @@ def test_train_evaluate_plot_end_to_end(tmp_path):
     result = run("evaluate", out / "last", "--data", data)
     assert result.returncode == 0, result.stderr
     assert "bleu:" in result.stdout and "(49 examples)" in result.stdout
+    result = run("evaluate", out, "--data", data, "--split", "valid")
+    assert result.returncode == 2 and "--split applies to the run's own data" in result.stderr
 
     result = run("plot", out)
     assert result.returncode == 0, result.stderr
@@ -61,15 +63,17 @@ def test_config_file_yaml_sets_model_and_training_fields(tmp_path, capsys):
     data = tmp_path / "t.txt"
     data.write_text("hello world\n" * 50, encoding="utf-8")
     config = tmp_path / "run.yaml"
-    config.write_text("preset: tiny\nmodel:\n  d_model: 16\n  n_heads: 2\n  n_layers: 1\ntrain:\n  max_steps: 2\n"
-                      "  block_size: 8\n  lr: 0.002\n", encoding="utf-8")
+    config.write_text("preset: gpt2-small\nmodel:\n  d_model: 16\n  n_heads: 2\n  n_layers: 1\ntrain:\n"
+                      "  max_steps: 2\n  block_size: 8\n  lr: 2e-3\n  weight_decay: 1e-2\n", encoding="utf-8")
     out = tmp_path / "r"
     code = cli.main(["train", "lm", "--data", str(data), "--out", str(out), "--config", str(config), "--quiet",
-                     "--set", "lr=0.004"])
+                     "--set", "lr=0.004", "--preset", "tiny"])
     assert code == 0, capsys.readouterr().err
     info = json.loads((out / "run.json").read_text())
     assert info["model"]["d_model"] == 16 and info["model"]["n_layers"] == 1
+    assert info["model"]["d_ff"] == 256  # from tiny: --preset wins over the file's preset
     assert info["train"]["lr"] == 0.004 and info["train"]["block_size"] == 8  # --set wins over the file
+    assert info["train"]["weight_decay"] == 0.01  # YAML 1.1 reads "1e-2" as text; it is taken as the number
 
 
 def bad_input_cases(tmp):
@@ -83,6 +87,10 @@ def bad_input_cases(tmp):
     notab.write_text("a b\tb a\nno tab here\n", encoding="utf-8")
     nolabel = tmp / "nolabel.tsv"
     nolabel.write_text("sentence\tscore\ngood\t1\n", encoding="utf-8")
+    short = tmp / "short.txt"  # its 5% validation part is 30 characters, too few for one block of 128 + 1
+    short.write_text("hello world\n" * 50, encoding="utf-8")
+    one_label = tmp / "one.tsv"
+    one_label.write_text("text\tlabel\n" + "".join(f"text {i}\tpos\n" for i in range(20)), encoding="utf-8")
     out = str(tmp / "out")
     return [
         (["train", "lm", "--data", str(tmp / "missing.txt"), "--out", out], "missing.txt: no such file"),
@@ -103,6 +111,12 @@ def bad_input_cases(tmp):
          "--set optimizer: optimizer must be one of"),
         (["train", "translation", "--data", str(good), "--out", out, "--preset", "huge"], "unknown preset 'huge'"),
         (["evaluate", str(tmp / "nowhere")], "nowhere: no such checkpoint or run directory"),
+        (["train", "lm", "--data", str(short), "--out", out], "too short for one block of 128"),
+        (["train", "classification", "--data", str(one_label), "--out", out], "needs at least 2 labels"),
+        (["train", "lm", "--data", str(short), "--out", out, "--seed", "-1"], "seed must be in [0, 2**32)"),
+        (["train", "lm", "--data", str(short), "--out", out, "--set", "lr=Infinity"], "lr must be a finite number"),
+        (["train", "lm", "--data", str(short), "--out", out, "--set", "schedule=noam", "--set", "warmup=0"],
+         "warmup must be at least 1 with the noam schedule"),
     ]
 
 

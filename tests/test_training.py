@@ -5,14 +5,12 @@ import json
 import random
 
 import pytest
-import torch
-
 from transformer_networks.config import TransformerConfig
 from transformer_networks.training.checkpoint import load_checkpoint
 from transformer_networks.training.config import TrainConfig
 from transformer_networks.training.evaluation import evaluate
 from transformer_networks.training.tasks import DataSpec
-from transformer_networks.training.trainer import load_task, train
+from transformer_networks.training.trainer import train
 
 TINY = dict(d_model=32, n_heads=2, n_layers=1, d_ff=64, dropout=0.0)
 
@@ -114,19 +112,6 @@ def test_classification_trains_to_high_accuracy(tmp_path):
     assert ckpt.labels == ["0", "1"] and ckpt.config.n_classes == 2
 
 
-def test_checkpoint_reloads_with_identical_outputs(tmp_path):
-    data = tmp_path / "train.tsv"
-    write_sentiment_tsv(data, 100, seed=3)
-    out = tmp_path / "run"
-    train("classification", out, data=DataSpec(data=[str(data)]), model_config=tiny_model(),
-          train_config=quick(tokenizer="word", max_steps=5, eval_every=5), quiet=True)
-    a, b = load_checkpoint(out / "best"), load_checkpoint(out)
-    ids = torch.tensor([a.tokenizer.encode("the film was great", cls=True)])
-    torch.testing.assert_close(a.model(ids), b.model(ids), rtol=0, atol=0)
-    task = load_task(a)
-    assert task.labels == a.labels
-
-
 def test_same_seed_same_run(tmp_path):
     text = tmp_path / "text.txt"
     text.write_text("abcdefg hijklmn\n" * 100, encoding="utf-8")
@@ -166,3 +151,21 @@ def test_gradient_accumulation_equals_one_big_batch(tmp_path):
         losses[name] = train_losses(tmp_path / name)[0]
     assert losses["big"] == pytest.approx(losses["accumulated"], rel=1e-5)
     assert len(losses["big"]) == 8
+
+
+def test_evaluate_uses_the_runs_own_splits(tmp_path):
+    from transformer_networks.training.evaluation import run_split
+
+    valid = tmp_path / "valid.tsv"
+    valid.write_text("walk\tI_WALK\n", encoding="utf-8")
+    cfg = TrainConfig()
+    # built-in data with a validation file: "valid" is that file, "train" all of the built-in train split
+    spec = DataSpec(data=["builtin:scan"], valid=[str(valid)])
+    assert run_split("translation", spec, cfg, "valid") == ([("walk", "I_WALK")], "the run's validation data")
+    assert len(run_split("translation", spec, cfg, "train")[0]) == 16_728
+    # without one: the same seeded hold-out the trainer used, disjoint from what it trained on
+    spec = DataSpec(data=["builtin:scan"])
+    held, _ = run_split("translation", spec, cfg, "valid")
+    rest, _ = run_split("translation", spec, cfg, "train")
+    assert len(held) == round(0.05 * 16_728) and len(rest) + len(held) == 16_728 and not set(held) & set(rest)
+    assert run_split("translation", spec, cfg, "test")[1] == "builtin:scan test split"

@@ -83,6 +83,15 @@ def read_config_file(path: str) -> dict[str, Any]:
             flat.update(value)
         else:
             flat[key] = value
+    # YAML 1.1 reads 1e-3 (no dot) as a string; take such strings as the numbers they spell.
+    for key, value in flat.items():
+        if isinstance(value, str):
+            try:
+                number = json.loads(value)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(number, (int, float)) and not isinstance(number, bool):
+                flat[key] = number
     return flat
 
 
@@ -177,7 +186,8 @@ def train_command(args: argparse.Namespace) -> int:
     preset = args.preset
     if args.config_file:
         values = read_config_file(args.config_file)
-        preset = preset or values.pop("preset", None)
+        file_preset = values.pop("preset", None)
+        preset = preset or file_preset  # --preset on the command line wins over the file's
         settings.update(values)
         origin.update({k: f"--config {args.config_file}: {k}" for k in values})
     preset = preset or "small"
@@ -214,10 +224,13 @@ def evaluate_command(args: argparse.Namespace) -> int:
     log = None if args.json or args.quiet else (lambda message: print(message, file=sys.stderr))
     result = evaluate(args.checkpoint, spec, split=args.split, device=args.device, samples=args.examples, log=log)
     if args.json:
-        print(json.dumps({"task": result.task, "data": result.data, "examples": result.examples, **result.metrics}))
+        print(json.dumps({"task": result.task, "data": result.data, "examples": result.examples,
+                          "dropped": result.dropped, **result.metrics}))
         return 0
+    unit = "characters" if result.task == "lm" else "examples"
+    dropped = f", {result.dropped:,} too long or empty and left out" if result.dropped else ""
     print(f"checkpoint: {result.checkpoint}")
-    print(f"data:       {result.data} ({result.examples:,} {'characters' if result.task == 'lm' else 'examples'})")
+    print(f"data:       {result.data} ({result.examples:,} {unit}{dropped})")
     for name, value in result.metrics.items():
         print(f"{name + ':':<20}{value:.4f}")
     for sample in result.samples:
@@ -314,8 +327,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data", nargs="+", metavar="PATH", help="files in the task's format, or builtin:NAME")
     p.add_argument("--source-file")
     p.add_argument("--target-file")
-    p.add_argument("--split", default="test", choices=["train", "valid", "test"],
-                   help="without --data: which part of the run's data (test falls back to valid)")
+    p.add_argument("--split", choices=["train", "valid", "test"],
+                   help="which part of the run's data (default test; test falls back to the validation data when "
+                   "the run had no test split); with --data builtin:NAME, test or train")
     p.add_argument("--examples", type=int, default=0, metavar="N", help="also print N predictions")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print one JSON object")

@@ -83,6 +83,11 @@ def stdlib_topics(seed: int = 0, test_fraction: float = 0.2) -> tuple[list[tuple
     """(docstring with whitespace collapsed, package) for the packages in TOPICS; seeded 80/20 split."""
     examples = [(" ".join(doc.split()), module.split("/")[0]) for module, doc in stdlib_docstrings()
                 if "/" in module and module.split("/")[0] in TOPICS]
+    examples = list(dict.fromkeys(examples))  # a docstring repeated in a package (overrides) counts once
+    seen: dict[str, str] = {}
+    for text, label in examples:  # the same text under two packages is ambiguous: keep neither
+        seen[text] = label if seen.get(text, label) == label else ""
+    examples = [(text, label) for text, label in examples if seen[text]]
     random.Random(seed).shuffle(examples)
     n_test = int(test_fraction * len(examples))
     return examples[n_test:], examples[:n_test]

@@ -214,7 +214,8 @@ def restore_training_state(state: dict[str, Any], optimizer: torch.optim.Optimiz
     if scaler is not None and meta.get("scaler"):
         scaler.load_state_dict(meta["scaler"])
     torch.set_rng_state(tensors["rng.torch"])
-    cuda_states = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
+    cuda_keys = sorted((k for k in tensors if k.startswith("rng.cuda.")), key=lambda k: int(k.rsplit(".", 1)[1]))
+    cuda_states = [tensors[k] for k in cuda_keys]
     if cuda_states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda_states)
     py = meta["rng"]["python"]

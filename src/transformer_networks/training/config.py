@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +64,7 @@ class TrainConfig:
     patience: int | None = None  # stop after this many evaluations without a better best metric
     # --- evaluation and logging -----------------------------------------------------------------------------
     eval_every: int = 500  # steps between evaluations on the validation data (and checkpoints)
-    eval_examples: int | None = None  # translation: decode at most this many validation examples while training
+    eval_examples: int | None = None  # evaluate on at most this many validation examples while training (not lm)
     log_every: int = 50  # steps between progress lines when stderr is not a terminal
     # --- machine --------------------------------------------------------------------------------------------
     device: str = "auto"  # auto: cuda, then mps, then cpu
@@ -83,6 +84,11 @@ class TrainConfig:
             if float in allowed and isinstance(value, int) and not isinstance(value, bool):
                 setattr(self, f.name, float(value))
 
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{f.name} must be a finite number, got {value!r}")
+
         def check(name: str, ok: bool, what: str) -> None:
             if getattr(self, name) is not None and not ok:
                 raise ConfigError(f"{name} must be {what}, got {getattr(self, name)!r}")
@@ -92,6 +98,8 @@ class TrainConfig:
             value = getattr(self, name)
             check(name, value is None or value >= 1, "a positive integer")
         check("warmup", self.warmup >= 0, "zero or a positive integer")
+        check("warmup", self.warmup >= 1 or self.schedule != "noam", "at least 1 with the noam schedule")
+        check("seed", 0 <= self.seed < 2**32, "in [0, 2**32)")
         check("lr", self.lr > 0, "positive")
         check("eps", self.eps > 0, "positive")
         check("weight_decay", self.weight_decay >= 0, "zero or positive")

@@ -27,28 +27,34 @@ class Evaluation:
     checkpoint: Path
     task: str
     data: str  # what was evaluated, in words
-    examples: int
+    examples: int  # how many were scored (characters for a language model)
     metrics: dict[str, float]
     samples: list[dict[str, Any]] = field(default_factory=list)  # a few predictions next to their references
+    dropped: int = 0  # examples left out: empty, or longer than the run's max_len
 
 
 def run_split(task: str, spec: DataSpec, train_config: Any, split: str) -> tuple[list, str]:
-    """The raw examples of one split of a run's data, and a description."""
+    """The raw examples of one split of a run's data, and a description. The held-out validation part is
+    re-derived exactly as training derived it (same fraction and seed)."""
     if split not in SPLITS:
         raise UserError(f"--split must be one of {', '.join(SPLITS)}; got {split!r}")
+    has_valid = bool(spec.valid or spec.valid_source_file)
+    if split == "valid" and has_valid:
+        examples = read_examples(task, spec.valid, train_config, spec.valid_source_file, spec.valid_target_file,
+                                 "valid-")
+        return examples, "the run's validation data"
     if spec.builtin is not None:
         ds = load_builtin(spec.builtin, seed=0)
         if split == "test":
             return list(ds.test), f"builtin:{ds.name} test split"
         train = list(ds.train)
-    elif split == "test" or split == "valid":
-        if spec.valid or spec.valid_source_file:
-            examples = read_examples(task, spec.valid, train_config, spec.valid_source_file, spec.valid_target_file)
-            return examples, "the run's validation data"
-        train = read_examples(task, spec.data, train_config, spec.source_file, spec.target_file)
+    elif split == "test" and has_valid:  # no test split: the validation data
+        examples = read_examples(task, spec.valid, train_config, spec.valid_source_file, spec.valid_target_file,
+                                 "valid-")
+        return examples, "the run's validation data"
     else:
         train = read_examples(task, spec.data, train_config, spec.source_file, spec.target_file)
-    if split == "train" and (spec.valid or spec.valid_source_file):
+    if split == "train" and has_valid:
         return train, "the run's training data"
     rest, held = holdout(task, train, train_config.valid_fraction, train_config.seed)
     if split == "train":
@@ -56,29 +62,44 @@ def run_split(task: str, spec: DataSpec, train_config: Any, split: str) -> tuple
     return held, f"the run's held-out validation data ({train_config.valid_fraction:.0%}, seed {train_config.seed})"
 
 
-def evaluate(checkpoint: str | Path, data: DataSpec | None = None, *, split: str = "test", device: str = "auto",
-             samples: int = 0, log: Any = None) -> Evaluation:
-    """The task's metrics for a checkpoint (or a run directory's best checkpoint)."""
+def evaluate(checkpoint: str | Path, data: DataSpec | None = None, *, split: str | None = None,
+             device: str = "auto", samples: int = 0, log: Any = None) -> Evaluation:
+    """The task's metrics for a checkpoint (or a run directory's best checkpoint).
+
+    Without `data`: `split` ("test" by default, "valid" or "train") of the run's own data. With `data` files:
+    every example in them (no split applies). With `data` = builtin:NAME: its "test" (default) or "train" split.
+    """
     dev = pick_device(device)
     ckpt = load_checkpoint(checkpoint, dev)
     task = load_task(ckpt)
-    if data is not None and (data.data or data.source_file):
+    if data is not None and (data.data or data.source_file or data.target_file):
         if data.builtin is not None:
             ds = load_builtin(data.builtin, seed=0)
             if ds.task != ckpt.task:
                 raise UserError(f"builtin:{ds.name} is a {ds.task} dataset; this checkpoint is {ckpt.task}")
-            raw = list(ds.test) if split == "test" else list(ds.train)
-            description = f"builtin:{ds.name} {split if split == 'test' else 'train'} split"
+            if split not in (None, "test", "train"):
+                raise UserError(f"builtin:{ds.name} has train and test splits; for the run's own validation "
+                                f"data leave out --data")
+            raw = list(ds.train) if split == "train" else list(ds.test)
+            description = f"builtin:{ds.name} {split or 'test'} split"
         else:
+            if split not in (None, "test"):
+                raise UserError("--split applies to the run's own data or built-in data, not to files given "
+                                "with --data (all of a file is evaluated)")
             raw = read_examples(ckpt.task, data.data, ckpt.train_config, data.source_file, data.target_file)
             description = " ".join(data.data) or f"{data.source_file} + {data.target_file}"
     else:
-        raw, description = run_split(ckpt.task, DataSpec.from_dict(ckpt.data), ckpt.train_config, split)
-    if log is not None and ckpt.task != "lm":
-        describe_filtering(description, task.encode(raw), ckpt.train_config.max_len, log)
+        raw, description = run_split(ckpt.task, DataSpec.from_dict(ckpt.data), ckpt.train_config, split or "test")
+    if ckpt.task == "lm":
+        n, dropped = sum(len(t) for t in raw), 0
+    else:
+        encoded = task.encode(raw)
+        n, dropped = len(encoded.examples), encoded.dropped
+        if log is not None:
+            describe_filtering(description, encoded, ckpt.train_config.max_len, log)
     metrics = task.evaluate(ckpt.model, raw, dev)
-    n = len(raw) if ckpt.task != "lm" else sum(len(t) for t in raw)
-    return Evaluation(ckpt.path, ckpt.task, description, n, metrics, _samples(task, ckpt.model, raw, samples, dev))
+    return Evaluation(ckpt.path, ckpt.task, description, n, metrics, _samples(task, ckpt.model, raw, samples, dev),
+                      dropped=dropped)
 
 
 def _samples(task: Any, model: torch.nn.Module, raw: list, n: int, device: torch.device) -> list[dict[str, Any]]:

@@ -43,7 +43,7 @@ def label_smoothed_cross_entropy(
             loss = (1 - smoothing) * nll + smoothing * others
     else:
         loss = nll
-    loss = loss * keep
+    loss = torch.where(keep, loss, torch.zeros_like(loss))  # an ignored position's value never leaks in
     if reduction == "sum":
         return loss.sum()
     if reduction == "mean":

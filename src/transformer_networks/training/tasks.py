@@ -15,7 +15,6 @@ All three also report loss and token accuracy.
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -99,11 +98,13 @@ def holdout(task: str, examples: list, fraction: float, seed: int) -> tuple[list
 
 
 def read_examples(task: str, paths: Sequence[str], cfg: TrainConfig, source_file: str | None = None,
-                  target_file: str | None = None) -> list:
-    """Raw examples of one task from files (not built-in data)."""
-    if task == "translation" and (source_file or target_file):
+                  target_file: str | None = None, option: str = "") -> list:
+    """Raw examples of one task from files (not built-in data). `option` is "" or "valid-", for messages."""
+    if source_file or target_file:
+        if task != "translation":
+            raise UserError(f"--{option}source-file/--{option}target-file are for translation, not {task}")
         if not (source_file and target_file):
-            raise UserError("give both --source-file and --target-file")
+            raise UserError(f"give both --{option}source-file and --{option}target-file")
         return read_parallel(source_file, target_file)
     if not paths:
         raise UserError("no data given")
@@ -134,7 +135,7 @@ def read_splits(task: str, spec: DataSpec, cfg: TrainConfig) -> Splits:
         train = read_examples(task, spec.data, cfg, spec.source_file, spec.target_file)
         default_tokenizer = DEFAULT_TOKENIZER[task]
     if spec.valid or spec.valid_source_file:
-        valid = read_examples(task, spec.valid, cfg, spec.valid_source_file, spec.valid_target_file)
+        valid = read_examples(task, spec.valid, cfg, spec.valid_source_file, spec.valid_target_file, "valid-")
         source = " ".join(spec.valid) or f"{spec.valid_source_file} + {spec.valid_target_file}"
     else:
         train, valid = holdout(task, train, cfg.valid_fraction, cfg.seed)
@@ -256,7 +257,7 @@ class TranslationTask(Task):
 
     def model_settings(self) -> dict[str, Any]:
         # Room for decoding up to 50 tokens past the longest input (the paper's max output length).
-        settings: dict[str, Any] = {"max_seq_len": self.cfg.max_len + 50}
+        settings: dict[str, Any] = {"max_seq_len": self.cfg.max_len + 50, "pad_id": self.pad_id}
         if self.source_tokenizer is self.tokenizer:
             settings.update(vocab_size=self.tokenizer.vocab_size, src_vocab_size=None, tgt_vocab_size=None)
         else:
@@ -352,8 +353,8 @@ class ClassificationTask(Task):
         self.pad_id = tokenizer.pad_id
 
     def model_settings(self) -> dict[str, Any]:
-        return {"vocab_size": self.tokenizer.vocab_size, "n_classes": max(2, len(self.labels)),
-                "max_seq_len": self.cfg.max_len}
+        return {"vocab_size": self.tokenizer.vocab_size, "n_classes": len(self.labels),
+                "max_seq_len": self.cfg.max_len, "pad_id": self.pad_id}
 
     def encode(self, raw: list[tuple[str, str]]) -> Encoded:
         """([CLS] + text ids, class index)."""
@@ -437,10 +438,14 @@ def make_task(task: str, cfg: TrainConfig, tokenizer: TextTokenizer, source_toke
 
 
 def sort_labels(labels: set[str]) -> list[str]:
-    """Class order: numerically when every label is an integer (so "10" follows "9"), else alphabetically."""
-    if all(label.lstrip("-").isdigit() for label in labels):
+    """Class order: numerically when every label is an integer (so "10" follows "9"), else alphabetically.
+    Fewer than two labels is an error: there is nothing to classify."""
+    if len(labels) < 2:
+        raise DataError(f"classification needs at least 2 labels; the training data has {sorted(labels)}")
+    try:
         return sorted(labels, key=int)
-    return sorted(labels)
+    except ValueError:
+        return sorted(labels)
 
 
 def describe_filtering(what: str, encoded: Encoded, limit: int, log: Callable[[str], None]) -> None:
@@ -449,7 +454,3 @@ def describe_filtering(what: str, encoded: Encoded, limit: int, log: Callable[[s
             f"(--truncate keeps them, cut)")
     if encoded.truncated:
         log(f"{what}: truncated {encoded.truncated} example(s) to max_len={limit} tokens")
-
-
-def rough_steps_per_epoch(task: Task, encoded: Encoded) -> int:
-    return max(1, math.ceil(len(task.batches(encoded)) / task.cfg.grad_accum))

@@ -71,6 +71,8 @@ def pick_device(name: str = "auto") -> torch.device:
         raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps; got {name!r}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r}: CUDA is not available on this machine")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"device {name!r}: MPS is not available on this machine")
     return device
@@ -140,6 +142,15 @@ def resolve_model_config(base: TransformerConfig, settings: dict[str, Any], user
     return TransformerConfig.from_dict(values)
 
 
+def _absolute(value: Any) -> Any:
+    """Paths in a DataSpec made absolute (built-in names and None stay as they are)."""
+    if isinstance(value, list):
+        return [_absolute(v) for v in value]
+    if isinstance(value, str) and not value.startswith("builtin:"):
+        return str(Path(value).resolve())
+    return value
+
+
 def _tokens_in(batch: dict[str, torch.Tensor], pad_id: int | None) -> int:
     ids = batch.get("ids", batch.get("src"))
     n = int((ids != pad_id).sum()) if pad_id is not None else ids.numel()
@@ -179,6 +190,7 @@ def train(
     amp_dtype = pick_precision(cfg.precision, device)
 
     # --- data and tokenizers ---
+    spec = DataSpec.from_dict({k: _absolute(v) for k, v in spec.to_dict().items()})  # evaluate runs from anywhere
     splits = read_splits(task_name, spec, cfg)
     kind = cfg.tokenizer or splits.default_tokenizer
     cfg = cfg.replace(tokenizer=kind)
@@ -189,8 +201,14 @@ def train(
     describe_filtering("training data", train_enc, cfg.max_len, progress_log)
     if not train_enc.examples:
         raise UserError("no training example fits max_len; raise max_len or pass --truncate")
+    valid_raw = splits.valid if task_name == "lm" or cfg.eval_examples is None else splits.valid[: cfg.eval_examples]
+    valid_enc = task.encode(valid_raw)  # checked now, not at the first evaluation: bad data must fail early
+    describe_filtering("validation data", valid_enc, cfg.max_len, progress_log)
+    if not valid_enc.examples:
+        raise UserError(f"no validation example from {splits.valid_source} fits max_len={cfg.max_len}")
+    task.batches(valid_enc)  # raises when the text is too short for a block or an example exceeds --max-tokens
     n_train = len(train_enc.examples) if task_name != "lm" else len(train_enc.examples[0])
-    n_valid = len(splits.valid) if task_name != "lm" else len(splits.valid[0])
+    n_valid = len(splits.valid) if task_name != "lm" else sum(map(len, splits.valid))
     unit = "tokens" if task_name == "lm" else "examples"
     vocab = f"{tokenizer.vocab_size:,}" + (f" target, {source_tokenizer.vocab_size:,} source"
                                            if source_tokenizer is not tokenizer else "")
@@ -218,8 +236,16 @@ def train(
                  f"{' ' + str(amp_dtype).removeprefix('torch.') if amp_dtype else ''}; "
                  f"{steps_per_epoch:,} steps per epoch" + (f", {step_limit:,} steps" if step_limit else ""))
 
+    if cfg.schedule == "noam":
+        peak = cfg.lr * model_cfg.d_model**-0.5 * cfg.warmup**-0.5
+        progress_log(f"schedule noam: lr={cfg.lr:g} multiplies the paper's formula (1.0 = the paper's rates); "
+                     f"peak learning rate {peak:.2e} at step {cfg.warmup}")
+
     # --- the run directory ---
-    prepare_output(out, overwrite)
+    try:
+        prepare_output(out, overwrite)
+    except OSError as e:
+        raise UserError(f"--out {out}: cannot write: {e.strerror}") from None
     run_info = {"version": __version__, "task": task_name, "data": spec.to_dict(), "model": model_cfg.to_dict(),
                 "train": cfg.to_dict(), "labels": labels or []}
     (out / "run.json").write_text(json.dumps(run_info, indent=2) + "\n", encoding="utf-8")
@@ -236,7 +262,6 @@ def train(
                         source_tokenizer=source_tokenizer, labels=labels, data=spec.to_dict(), step=step,
                         training_state=state)
 
-    valid_raw = splits.valid if task_name == "lm" or cfg.eval_examples is None else splits.valid[: cfg.eval_examples]
     progress = Progress(step_limit, quiet=quiet, every=cfg.log_every,
                         max_seconds=cfg.max_minutes * 60 if cfg.max_minutes else None)
     start = time.perf_counter()

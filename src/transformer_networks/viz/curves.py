@@ -46,8 +46,8 @@ def plot_curves(run_dir: str | Path, out: str | Path | None = None) -> Path:
 
     records = read_metrics(run_dir)
     out = Path(out) if out is not None else Path(run_dir) / "curves.png"
-    train = [r for r in records if r["split"] == "train"]
-    valid = [r for r in records if r["split"] == "valid"]
+    train = [r for r in records if r["split"] == "train" and "loss" in r and "lr" in r]
+    valid = [r for r in records if r["split"] == "valid" and "loss" in r]
     metric = next((m for m in METRICS if any(m in r for r in valid)), None)
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
