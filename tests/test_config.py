@@ -62,7 +62,7 @@ def test_json_round_trip(name, tmp_path):
         (dict(positional="absolute"), ["positional", "'sinusoidal'", "'learned'", "'rope'"]),
         (dict(activation="tanh"), ["activation", "'relu'", "'gelu'", "'swiglu'"]),
         (dict(norm="batchnorm"), ["norm", "'layernorm'", "'rmsnorm'"]),
-        (dict(pooling="max"), ["pooling", "'cls'", "'mean'"]),
+        (dict(pooling="attention"), ["pooling", "'cls'", "'mean'", "'max'"]),
         (dict(d_model=-8), ["d_model", "positive"]),
         (dict(n_layers=0), ["n_layers", "positive"]),
         (dict(vocab_size=-1), ["vocab_size"]),
