@@ -5,6 +5,7 @@ import json
 import random
 
 import pytest
+
 from transformer_networks.config import TransformerConfig
 from transformer_networks.training.checkpoint import load_checkpoint
 from transformer_networks.training.config import TrainConfig
