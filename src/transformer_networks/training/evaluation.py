@@ -90,14 +90,14 @@ def evaluate(checkpoint: str | Path, data: DataSpec | None = None, *, split: str
             description = " ".join(data.data) or f"{data.source_file} + {data.target_file}"
     else:
         raw, description = run_split(ckpt.task, DataSpec.from_dict(ckpt.data), ckpt.train_config, split or "test")
+    encoded = task.encode(raw)
     if ckpt.task == "lm":
         n, dropped = sum(len(t) for t in raw), 0
     else:
-        encoded = task.encode(raw)
         n, dropped = len(encoded.examples), encoded.dropped
         if log is not None:
             describe_filtering(description, encoded, ckpt.train_config.max_len, log)
-    metrics = task.evaluate(ckpt.model, raw, dev)
+    metrics = task.evaluate(ckpt.model, encoded, dev)
     return Evaluation(ckpt.path, ckpt.task, description, n, metrics, _samples(task, ckpt.model, raw, samples, dev),
                       dropped=dropped)
 

@@ -4,7 +4,7 @@
     Task.encode(raw)              raw examples -> token ids, over-long ones dropped or truncated (and counted)
     Task.batches(examples)        the batches of one epoch (dicts of tensors)
     Task.loss(model, batch)       the training loss of one batch
-    Task.evaluate(model, raw)     the task's metrics on raw examples
+    Task.evaluate(model, encoded) the task's metrics on encoded examples (references are the raw texts kept)
 
     task            raw example             model                   batches                  metrics
     lm              a text                  TransformerLM           contiguous blocks        loss, perplexity, bpc
@@ -177,7 +177,8 @@ class Task:
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         raise NotImplementedError
 
-    def evaluate(self, model: nn.Module, raw: list, device: torch.device) -> dict[str, float]:
+    def evaluate(self, model: nn.Module, encoded: Encoded, device: torch.device) -> dict[str, float]:
+        """Metrics on `encoded` (from `encode`, so the caller tokenizes once however often it evaluates)."""
         raise NotImplementedError
 
     def better(self, new: float, old: float | None) -> bool:
@@ -232,9 +233,9 @@ class LanguageModelingTask(Task):
         return label_smoothed_cross_entropy(logits, batch["targets"], smoothing=self.cfg.label_smoothing)
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, raw: list[str], device: torch.device) -> dict[str, float]:
+    def evaluate(self, model: nn.Module, encoded: Encoded, device: torch.device) -> dict[str, float]:
         total, count, correct = 0.0, 0, 0
-        for batch in self.batches(self.encode(raw)):
+        for batch in self.batches(encoded):
             ids, targets = batch["ids"].to(device), batch["targets"].to(device)
             logits = model(ids)
             total += float(label_smoothed_cross_entropy(logits, targets, reduction="sum"))
@@ -321,8 +322,7 @@ class TranslationTask(Task):
         return out
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, raw: list[tuple[str, str]], device: torch.device) -> dict[str, float]:
-        encoded = self.encode(raw)
+    def evaluate(self, model: nn.Module, encoded: Encoded, device: torch.device) -> dict[str, float]:
         if not encoded.examples:
             raise DataError("no evaluation example fits max_len")
         total, correct, count = 0.0, 0, 0
@@ -397,8 +397,7 @@ class ClassificationTask(Task):
         return predictions, total
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, raw: list[tuple[str, str]], device: torch.device) -> dict[str, float]:
-        encoded = self.encode(raw)
+    def evaluate(self, model: nn.Module, encoded: Encoded, device: torch.device) -> dict[str, float]:
         if not encoded.examples:
             raise DataError("no evaluation example fits max_len")
         predictions, total = self.predict(model, encoded, device)

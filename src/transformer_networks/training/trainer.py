@@ -202,7 +202,7 @@ def train(
     if not train_enc.examples:
         raise UserError("no training example fits max_len; raise max_len or pass --truncate")
     valid_raw = splits.valid if task_name == "lm" or cfg.eval_examples is None else splits.valid[: cfg.eval_examples]
-    valid_enc = task.encode(valid_raw)  # checked now, not at the first evaluation: bad data must fail early
+    valid_enc = task.encode(valid_raw)  # once for every evaluation, and checked now: bad data must fail early
     describe_filtering("validation data", valid_enc, cfg.max_len, progress_log)
     if not valid_enc.examples:
         raise UserError(f"no validation example from {splits.valid_source} fits max_len={cfg.max_len}")
@@ -222,7 +222,8 @@ def train(
                                      model_fields_set or set())
     model = MODEL_CLASSES[task_name](model_cfg).to(device)
     train_model = torch.compile(model) if cfg.compile else model
-    steps_per_epoch = max(1, math.ceil(len(task.batches(train_enc, epoch=0)) / cfg.grad_accum))
+    first_epoch = task.batches(train_enc, epoch=0)  # built once: counted here, trained on in the loop
+    steps_per_epoch = max(1, math.ceil(len(first_epoch) / cfg.grad_accum))
     limits = [n for n in (cfg.max_steps, cfg.max_epochs and math.ceil(cfg.max_epochs * steps_per_epoch)) if n]
     step_limit = min(limits) if limits else None
     if cfg.schedule == "cosine" and step_limit is None:
@@ -273,7 +274,7 @@ def train(
         nonlocal best_value, best, last, stale, stop_reason
         model.eval()
         with autocast():
-            values = task.evaluate(model, valid_raw, device)
+            values = task.evaluate(model, valid_enc, device)
         model.train()
         last = values
         record({"step": step, "epoch": round(step / steps_per_epoch, 3), "split": "valid",
@@ -294,7 +295,7 @@ def train(
     model.train()
     evaluated_at = -1
     while stop_reason is None:
-        batches = task.batches(train_enc, epoch=epoch)
+        batches = first_epoch if epoch == 0 else task.batches(train_enc, epoch=epoch)
         for first in range(0, len(batches), cfg.grad_accum):
             group = batches[first : first + cfg.grad_accum]
             optimizer.zero_grad(set_to_none=True)
