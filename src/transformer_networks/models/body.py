@@ -69,6 +69,7 @@ class TransformerBody(nn.Module):
         memory: Tensor | None = None,
         memory_mask: Tensor | None = None,
         cache: DecoderCache | None = None,
+        positions: Tensor | None = None,
         need_weights: bool = False,
         output_hidden_states: bool = False,
     ) -> StackOutput:
@@ -77,8 +78,10 @@ class TransformerBody(nn.Module):
         the causal mask itself. With a cache, ids are the new tokens only and positions continue from
         `cache.length`.
 
-        Positions are 0..T-1 in every row, so pad on the right: a left-padded row's tokens would sit at shifted
-        positions (harmless with RoPE, which only sees relative distances, but not with absolute encodings).
+        positions: (B, T) or (T,) the positions the encodings use; default 0..T-1 (continuing from the cache), the
+        same in every row. Left-padded rows (batched prompts of different lengths) pass their own, counting from
+        each row's first real token (see `generation.left_padded_positions`). Cache slots and the causal mask
+        always follow the slot order, so padding slots are hidden by the key mask alone.
         """
         B, T = ids.shape
         start = 0 if cache is None else cache.length
@@ -89,7 +92,13 @@ class TransformerBody(nn.Module):
                 raise InputError(f"the preallocated cache holds {cache.max_len} tokens; {start + T} do not fit")
             if B != cache.batch_size:
                 raise InputError(f"the preallocated cache has {cache.batch_size} rows, the input {B}")
-        positions = torch.arange(start, start + T, device=ids.device)  # (T,)
+        slots = torch.arange(start, start + T, device=ids.device)  # (T,) where these tokens sit in the sequence
+        if positions is None:
+            positions = slots
+        elif positions.shape[-1] != T or (positions.dim() == 2 and positions.size(0) != B):
+            raise InputError(f"positions must have shape ({T},) or ({B}, {T}); got {tuple(positions.shape)}")
+        elif int(positions.max()) >= self.cfg.max_seq_len:
+            raise InputError(f"position {int(positions.max())} exceeds max_seq_len={self.cfg.max_seq_len}")
         x = self.embeddings(ids, positions)  # (B, T, C)
         rotary = self.rotary(positions) if self.rotary is not None else None
 
@@ -111,13 +120,13 @@ class TransformerBody(nn.Module):
                 new_keys = ids != self.cfg.pad_id
             else:
                 new_keys = torch.ones_like(ids, dtype=torch.bool)
-            keys = cache.update_key_mask(positions, new_keys)  # (B, L)
-            mask = keys[:, None, None, :] & causal_mask(positions, keys.size(1))  # (B, 1, T, L)
+            keys = cache.update_key_mask(slots, new_keys)  # (B, L)
+            mask = keys[:, None, None, :] & causal_mask(slots, keys.size(1))  # (B, 1, T, L)
             is_causal = False
 
         out = self.stack(
             x, mask=mask, is_causal=is_causal, rotary=rotary, memory=memory, memory_mask=memory_mask,
-            caches=None if cache is None else cache.layers, positions=positions, need_weights=need_weights,
+            caches=None if cache is None else cache.layers, positions=slots, need_weights=need_weights,
             output_hidden_states=output_hidden_states,
         )
         if cache is not None:

@@ -8,6 +8,8 @@ from `init_cache()` and feed only the new tokens each call.
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor, nn
 
 from ..config import TransformerConfig
@@ -36,6 +38,7 @@ class TransformerLM(ModelBase):
         *,
         attention_mask: Tensor | None = None,
         cache: DecoderCache | None = None,
+        positions: Tensor | None = None,
         return_attentions: bool = False,
         return_hidden_states: bool = False,
         return_dict: bool = False,
@@ -43,12 +46,22 @@ class TransformerLM(ModelBase):
         """Logits (B, T, V), or a `TransformerOutput` when return_dict / return_attentions / return_hidden_states.
 
         attention_mask: (B, T) True = real token (default: from pad_id), or a full boolean mask without a cache;
-        the causal mask is always added. cache: see `init_cache`.
+        the causal mask is always added. cache: see `init_cache`. positions: (B, T) per-row positions for
+        left-padded batches (default 0..T-1 after the cached tokens).
         """
-        out = self.decoder(ids, attention_mask=attention_mask, cache=cache, need_weights=return_attentions,
-                           output_hidden_states=return_hidden_states)
+        out = self.decoder(ids, attention_mask=attention_mask, cache=cache, positions=positions,
+                           need_weights=return_attentions, output_hidden_states=return_hidden_states)
         logits = self.lm_head(out.last_hidden_state)
         if not (return_dict or return_attentions or return_hidden_states):
             return logits
         return TransformerOutput(logits=logits, last_hidden_state=out.last_hidden_state,
                                  hidden_states=out.hidden_states, attentions=out.attentions, cache=cache)
+
+    def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, **kwargs: Any) -> Any:
+        """Continue prompts (B, P) (left-padded when of different lengths, with `attention_mask`): greedy, sampling
+        or beam search. Returns prompt + new tokens; see `transformer_networks.generation.generate` for every
+        argument (max_new_tokens, do_sample, temperature, top_k, top_p, num_beams, length_penalty, eos_id,
+        use_cache, seed, ...)."""
+        from ..generation import generate  # the generation package builds on the models
+
+        return generate(self, input_ids, attention_mask=attention_mask, **kwargs)

@@ -10,6 +10,8 @@ only, and each decoder layer's cross-attention keys/values are computed once.
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor, nn
 
 from ..config import TransformerConfig
@@ -104,3 +106,10 @@ class Seq2SeqTransformer(ModelBase):
             encoder_attentions=None if encoder is None else encoder.attentions,
             cache=cache,
         )
+
+    def generate(self, src_ids: Tensor, src_mask: Tensor | None = None, **kwargs: Any) -> Any:
+        """Translate sources (B, S): greedy, sampling or beam search (the paper: num_beams=4, length_penalty=0.6).
+        Returns the new tokens, BOS excluded; see `transformer_networks.generation.generate` for every argument."""
+        from ..generation import generate  # the generation package builds on the models
+
+        return generate(self, src_ids, attention_mask=src_mask, **kwargs)

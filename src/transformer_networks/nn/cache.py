@@ -119,14 +119,20 @@ class DecoderCache:
             self.key_mask = torch.cat([self.key_mask, key_mask], dim=1)
         return self.key_mask
 
-    def reorder(self, indices: Tensor) -> None:
-        """Keep batch rows `indices` (in that order) of everything cached, e.g. the surviving beams."""
+    def reorder(self, indices: Tensor, *, cross: bool = True) -> None:
+        """Keep batch rows `indices` (in that order) of everything cached, e.g. the surviving beams.
+
+        cross=False leaves the encoder side (memory, its mask, cross-attention keys/values) as it is: correct,
+        and cheaper, when rows only move among copies of the same source, as beams of one sentence do.
+        """
         for layer in self.layers:
             layer.self_attn.reorder(indices)
-            if layer.cross_kv is not None:
+            if cross and layer.cross_kv is not None:
                 layer.cross_kv = tuple(t.index_select(0, indices) for t in layer.cross_kv)
         if self.key_mask is not None:
             self.key_mask = self.key_mask.index_select(0, indices)
+        if not cross:
+            return
         if self.memory is not None:
             self.memory = self.memory.index_select(0, indices)
         if self.memory_mask is not None:

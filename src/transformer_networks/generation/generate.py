@@ -1,0 +1,144 @@
+"""`generate`: one entry point for greedy decoding, sampling and beam search, for both model families.
+
+    lm.generate(input_ids, max_new_tokens=100, do_sample=True, top_p=0.9, seed=0)
+    mt.generate(src_ids, num_beams=4, length_penalty=0.6)          # the paper's translation setting
+
+(`TransformerLM.generate` and `Seq2SeqTransformer.generate` call this function.) The argument names follow Hugging
+Face `generate`. A language model returns its prompt followed by the new tokens (left-padded prompts stay as
+given); a seq2seq model returns the new tokens only, without the BOS the decoder starts from. Rows that stop
+early are filled with `pad_id` (the model's, else EOS).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..data.tokenizer import BOS_ID, EOS_ID
+from ..errors import InputError
+from ..models import Seq2SeqTransformer, TransformerLM
+from .search import Hypothesis, beam_search, greedy_or_sample
+from .steps import LMSteps, Seq2SeqSteps
+
+EXTRA_SOURCE_TOKENS = 50  # the paper's maximum output length: input length + 50 (Section 6.1)
+
+
+@dataclass
+class GenerationOutput:
+    sequences: Tensor  # (B * num_return_sequences, T): the n outputs of input 0, then those of input 1, ...
+    scores: Tensor  # (B * num_return_sequences,) beam: log p / length penalty; otherwise log p of the new tokens
+    hypotheses: list[list[Hypothesis]]  # per input, its n outputs (new tokens only), best first for beams
+
+
+@torch.no_grad()
+def generate(
+    model: TransformerLM | Seq2SeqTransformer,
+    input_ids: Tensor,
+    *,
+    attention_mask: Tensor | None = None,
+    max_new_tokens: int | None = None,
+    min_new_tokens: int = 0,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    num_beams: int = 1,
+    length_penalty: float = 1.0,
+    num_return_sequences: int = 1,
+    bos_id: int | None = None,
+    eos_id: int | None = None,
+    pad_id: int | None = None,
+    use_cache: bool = True,
+    static_cache: bool = False,
+    seed: int | None = None,
+    return_dict_in_generate: bool = False,
+) -> Tensor | GenerationOutput:
+    """Generate from a batch of prompts (language model) or sources (seq2seq), (B, P) token ids.
+
+    attention_mask: (B, P), True = real token; default from the model's pad_id. Language-model prompts of
+        different lengths are padded on the left (`steps.left_pad` builds such a batch).
+    max_new_tokens: default 100 for a language model; for seq2seq the source length + 50 (the paper). Always
+        capped by the model's max_seq_len. min_new_tokens: EOS is forbidden before this many new tokens.
+    do_sample, temperature, top_k, top_p, seed: sampling (see `logits.py`); greedy when do_sample is False.
+    num_beams > 1: beam search with the GNMT length penalty `length_penalty` (alpha).
+    num_return_sequences: beams give their n best; sampling draws n samples per input.
+    eos_id: stops a row (seq2seq default: the tokenizer's EOS; a language model runs to max_new_tokens unless
+        given one). bos_id: the seq2seq decoder's first token (default: the tokenizer's BOS).
+    use_cache: the KV cache (prefill once, then one token per step); static_cache: preallocate it.
+    Returns the sequences, or a `GenerationOutput` with their scores when return_dict_in_generate.
+    """
+    if input_ids.dim() != 2 or input_ids.size(0) == 0:
+        raise InputError(f"input_ids must have shape (batch, length) with at least one row, got "
+                         f"{tuple(input_ids.shape)}")
+    if num_beams < 1 or num_return_sequences < 1:
+        raise InputError("num_beams and num_return_sequences must be >= 1")
+    if num_beams > 1 and do_sample:
+        raise InputError("choose beam search (num_beams > 1) or sampling (do_sample=True), not both")
+    if num_beams > 1 and num_return_sequences > num_beams:
+        raise InputError(f"num_return_sequences={num_return_sequences} exceeds num_beams={num_beams}")
+    if num_beams == 1 and not do_sample and num_return_sequences > 1:
+        raise InputError("greedy decoding gives one sequence per input; use num_beams or do_sample for more")
+    cfg = model.cfg
+    B, P = input_ids.shape
+    if attention_mask is None:
+        attention_mask = input_ids != cfg.pad_id if cfg.pad_id is not None else torch.ones_like(
+            input_ids, dtype=torch.bool)
+    elif attention_mask.shape != input_ids.shape or attention_mask.dtype != torch.bool:
+        raise InputError(f"attention_mask must be a boolean tensor of shape {tuple(input_ids.shape)}")
+    copies = num_beams if num_beams > 1 else num_return_sequences
+    fill = pad_id if pad_id is not None else cfg.pad_id if cfg.pad_id is not None else eos_id or 0
+
+    if isinstance(model, Seq2SeqTransformer):
+        eos_id = EOS_ID if eos_id is None else eos_id
+        limit = cfg.max_seq_len - 1  # the decoder's BOS takes one position
+        if max_new_tokens is None:
+            max_new_tokens = P + EXTRA_SOURCE_TOKENS
+        max_new_tokens = min(max_new_tokens, limit)
+        steps = Seq2SeqSteps(model, input_ids, attention_mask, bos_id=BOS_ID if bos_id is None else bos_id,
+                             copies=copies, use_cache=use_cache,
+                             static_len=max_new_tokens + 1 if static_cache else None)
+    elif isinstance(model, TransformerLM):
+        if P >= cfg.max_seq_len:
+            raise InputError(f"a prompt of {P} tokens leaves no room in the model's context of "
+                             f"max_seq_len={cfg.max_seq_len} tokens")
+        max_new_tokens = min(100 if max_new_tokens is None else max_new_tokens, cfg.max_seq_len - P)
+        steps = LMSteps(model, input_ids, attention_mask, copies=copies, use_cache=use_cache,
+                        static_len=P + max_new_tokens if static_cache else None)
+    else:
+        raise InputError(f"generate needs a TransformerLM or a Seq2SeqTransformer, got {type(model).__name__}")
+    if max_new_tokens < 0 or min_new_tokens < 0:
+        raise InputError("max_new_tokens and min_new_tokens must be >= 0")
+
+    if num_beams > 1:
+        found = beam_search(steps, B, num_beams, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+                            eos_id=eos_id, length_penalty=length_penalty)
+        # Fewer than n finished hypotheses only happens when the vocabulary or max_new_tokens leaves fewer
+        # distinct outputs than beams; the best one then fills the remaining places.
+        hypotheses = [(hyps or [Hypothesis([], 0.0)])[:num_return_sequences] for hyps in found]
+        hypotheses = [hyps + hyps[:1] * (num_return_sequences - len(hyps)) for hyps in hypotheses]
+    else:
+        generator = None
+        if seed is not None:
+            generator = torch.Generator(device=input_ids.device).manual_seed(seed)
+        rows = greedy_or_sample(steps, B * copies, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+                                eos_id=eos_id, do_sample=do_sample, temperature=temperature, top_k=top_k,
+                                top_p=top_p, generator=generator)
+        hypotheses = [rows[b * copies : (b + 1) * copies] for b in range(B)]
+
+    flat = [h for hyps in hypotheses for h in hyps]
+    width = max(len(h.tokens) for h in flat)
+    new = torch.full((len(flat), width), fill, dtype=torch.long)
+    for i, h in enumerate(flat):
+        new[i, : len(h.tokens)] = torch.tensor(h.tokens, dtype=torch.long)
+    new = new.to(input_ids.device)
+    if isinstance(model, TransformerLM):
+        n = len(flat) // B
+        sequences = torch.cat([input_ids.repeat_interleave(n, dim=0), new], dim=1)
+    else:
+        sequences = new
+    if not return_dict_in_generate:
+        return sequences
+    scores = torch.tensor([h.score for h in flat], dtype=torch.float64)
+    return GenerationOutput(sequences, scores, hypotheses)

@@ -1,0 +1,122 @@
+"""Feeding a model one step at a time: what every decoding strategy needs from a language model or a translator.
+
+A `Steps` object hides the difference between the two model families and between cached and uncached decoding:
+
+    logits = steps.first()        # (N, V) the next-token logits after the prompt (LM) or after BOS (seq2seq)
+    logits = steps.next(tokens)   # (N, V) after appending tokens (N,) to every row
+    steps.reorder(rows)           # keep rows `rows` (N,), e.g. the surviving beams
+
+With the KV cache the prompt is run once (prefill) and each `next` feeds one token; without it every `next` runs
+the whole sequence again (the reference the cached path is tested against). Each input row is repeated
+`copies` times (beams, or several samples per prompt); for a seq2seq model the encoder runs once per source and
+its output is repeated.
+
+Language-model prompts of different lengths are padded on the left, so every row's next token is at the end;
+each row's positions count from its own first real token, so the padding changes nothing.
+Shapes: B inputs, N = B * copies rows, P prompt length, S source length, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..errors import InputError
+from ..models import Seq2SeqTransformer, TransformerLM
+from ..nn.masks import as_attention_mask
+
+
+def left_padded_positions(attention_mask: Tensor) -> Tensor:
+    """Positions of a left-padded batch: (B, P) mask, True = real token -> (B, P), 0 at each row's first real
+    token (padding gets 0 too; it is never attended to)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def left_pad(rows: list[list[int]], pad_id: int, device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
+    """Token-id lists of different lengths -> (ids, attention_mask), both (B, P), padded on the left."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(rows), width, dtype=torch.bool)
+    for i, r in enumerate(rows):
+        if r:
+            ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+            mask[i, width - len(r):] = True
+    return ids.to(device), mask.to(device)
+
+
+class LMSteps:
+    def __init__(self, model: TransformerLM, ids: Tensor, attention_mask: Tensor, *, copies: int = 1,
+                 use_cache: bool = True, static_len: int | None = None) -> None:
+        if not bool(attention_mask[:, -1].all()):
+            raise InputError("pad batched prompts on the left: every row's last token must be a real token")
+        self.model = model
+        self.ids = ids.repeat_interleave(copies, dim=0)  # (N, P)
+        self.mask = attention_mask.repeat_interleave(copies, dim=0)  # (N, P)
+        self.positions = left_padded_positions(self.mask)  # (N, P)
+        self.next_position = self.positions[:, -1] + 1  # (N,)
+        self.cache = None
+        if use_cache:
+            n = self.ids.size(0)
+            self.cache = model.init_cache(n, static_len) if static_len is not None else model.init_cache()
+
+    def first(self) -> Tensor:
+        return self.model(self.ids, attention_mask=self.mask, cache=self.cache, positions=self.positions)[:, -1]
+
+    def next(self, tokens: Tensor) -> Tensor:
+        tokens, positions = tokens[:, None], self.next_position[:, None]  # (N, 1)
+        real = torch.ones_like(tokens, dtype=torch.bool)
+        self.next_position = self.next_position + 1
+        if self.cache is not None:
+            return self.model(tokens, attention_mask=real, cache=self.cache, positions=positions)[:, -1]
+        self.ids = torch.cat([self.ids, tokens], dim=1)
+        self.mask = torch.cat([self.mask, real], dim=1)
+        self.positions = torch.cat([self.positions, positions], dim=1)
+        return self.model(self.ids, attention_mask=self.mask, positions=self.positions)[:, -1]
+
+    def reorder(self, rows: Tensor) -> None:
+        self.next_position = self.next_position[rows]
+        if self.cache is not None:
+            self.cache.reorder(rows)
+        else:
+            self.ids, self.mask, self.positions = self.ids[rows], self.mask[rows], self.positions[rows]
+
+
+class Seq2SeqSteps:
+    def __init__(self, model: Seq2SeqTransformer, src_ids: Tensor, src_mask: Tensor | None, *, bos_id: int,
+                 copies: int = 1, use_cache: bool = True, static_len: int | None = None) -> None:
+        self.model = model
+        if src_mask is None:
+            src_mask = src_ids != model.cfg.pad_id if model.cfg.pad_id is not None else torch.ones_like(
+                src_ids, dtype=torch.bool)
+        memory = model.encode(src_ids, src_mask)  # (B, S, C): once per source, not per beam
+        self.memory = memory.repeat_interleave(copies, dim=0)  # (N, S, C)
+        self.memory_mask = src_mask.repeat_interleave(copies, dim=0)  # (N, S)
+        n = self.memory.size(0)
+        self.tokens = torch.full((n, 1), bos_id, dtype=torch.long, device=src_ids.device)  # (N, 1) BOS
+        self.cache = None
+        if use_cache:
+            self.cache = model.init_cache(n, static_len) if static_len is not None else model.init_cache()
+            self.cache.memory = self.memory
+            self.cache.memory_mask = as_attention_mask(self.memory_mask)
+
+    def _run(self, tokens: Tensor) -> Tensor:
+        real = torch.ones_like(tokens, dtype=torch.bool)
+        return self.model.decode(tokens, self.memory, memory_mask=self.memory_mask, tgt_mask=real,
+                                 cache=self.cache)[:, -1]
+
+    def first(self) -> Tensor:
+        return self._run(self.tokens)
+
+    def next(self, tokens: Tensor) -> Tensor:
+        if self.cache is not None:
+            return self._run(tokens[:, None])
+        self.tokens = torch.cat([self.tokens, tokens[:, None]], dim=1)
+        return self._run(self.tokens)
+
+    def reorder(self, rows: Tensor) -> None:
+        # Rows only ever move among the copies of the same source, whose encoder output, source mask and
+        # cross-attention keys/values are identical: only the decoder's own state needs reordering.
+        if self.cache is not None:
+            self.cache.reorder(rows, cross=False)
+        else:
+            self.tokens = self.tokens[rows]

@@ -1,0 +1,305 @@
+"""Decoding: cached = uncached, left padding = unpadded, beam search = exhaustive search, sampling controls."""
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from transformer_networks.config import TransformerConfig
+from transformer_networks.data.batching import pad_batch
+from transformer_networks.errors import InputError
+from transformer_networks.generation import (
+    generate,
+    gnmt_length_penalty,
+    left_pad,
+    process_logits,
+    top_k_filter,
+    top_p_filter,
+)
+from transformer_networks.generation.logits import sample
+from transformer_networks.models import Seq2SeqTransformer, TransformerLM
+
+VARIANTS = {
+    "sinusoidal": {},
+    "learned": {"positional": "learned"},
+    "rope": {"positional": "rope"},
+    "gqa": {"n_kv_heads": 2, "positional": "rope"},
+    "post-ln": {"norm_first": False, "activation": "relu"},
+}
+
+
+def make(cls, seed=0, sharpen=4.0, **overrides):
+    """A random tiny model in float64 (so that ties between tokens cannot flip between two exact computations),
+    with its output projection scaled up so that its next-token distributions are far from uniform."""
+    settings = {"vocab_size": 24, "dropout": 0.0, "max_seq_len": 64, "tie_embeddings": False} | overrides
+    torch.manual_seed(seed)
+    model = cls(TransformerConfig.from_preset("tiny", **settings)).double().eval()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(sharpen)
+    return model
+
+
+def prompts(lengths, low=5, high=24, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(low, high, (n,), generator=g).tolist() for n in lengths]
+
+
+# --- the KV cache and left padding ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_lm_cached_equals_uncached_with_batched_prompts_of_different_lengths(variant):
+    lm = make(TransformerLM, **VARIANTS[variant])
+    rows = prompts([3, 7, 1, 5])
+    ids, mask = left_pad(rows, pad_id=0)
+    cached = generate(lm, ids, attention_mask=mask, max_new_tokens=12)
+    uncached = generate(lm, ids, attention_mask=mask, max_new_tokens=12, use_cache=False)
+    static = generate(lm, ids, attention_mask=mask, max_new_tokens=12, static_cache=True)
+    assert torch.equal(cached, uncached)
+    assert torch.equal(cached, static)
+    # Each left-padded row continues exactly as its prompt does alone, without padding.
+    for i, row in enumerate(rows):
+        alone = generate(lm, torch.tensor([row]), max_new_tokens=12)
+        assert cached[i, -12:].tolist() == alone[0, -12:].tolist()
+
+
+def test_left_padded_logits_match_unpadded_logits():
+    lm = make(TransformerLM, positional="learned")
+    rows = prompts([2, 6])
+    ids, mask = left_pad(rows, pad_id=0)
+    from transformer_networks.generation import left_padded_positions
+
+    batched = lm(ids, attention_mask=mask, positions=left_padded_positions(mask))
+    alone = lm(torch.tensor([rows[0]]))
+    torch.testing.assert_close(batched[0, -2:], alone[0], rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_seq2seq_cached_equals_uncached(variant):
+    mt = make(Seq2SeqTransformer, **VARIANTS[variant])
+    src, _ = left_pad([r + [3] for r in prompts([4, 9, 2])], pad_id=0)  # sources padded on either side work
+    for beams in (1, 3):
+        cached = generate(mt, src, num_beams=beams, max_new_tokens=10)
+        uncached = generate(mt, src, num_beams=beams, max_new_tokens=10, use_cache=False)
+        static = generate(mt, src, num_beams=beams, max_new_tokens=10, static_cache=True)
+        assert torch.equal(cached, uncached)
+        assert torch.equal(cached, static)
+
+
+def test_lm_rejects_right_padded_prompts_and_full_context():
+    lm = make(TransformerLM)
+    ids = torch.tensor([[5, 6, 0], [5, 6, 7]])
+    with pytest.raises(InputError, match="left"):
+        generate(lm, ids, attention_mask=ids != 0)
+    with pytest.raises(InputError, match="max_seq_len"):
+        generate(lm, torch.full((1, 64), 5))
+    out = generate(lm, torch.full((1, 60), 5), max_new_tokens=100)  # capped at the context
+    assert out.shape == (1, 64)
+
+
+# --- greedy, sampling and their controls ------------------------------------------------------------------------
+
+
+def test_beam_width_one_and_top_k_one_equal_greedy():
+    lm = make(TransformerLM)
+    ids = torch.tensor(prompts([4, 4]))
+    greedy = generate(lm, ids, max_new_tokens=15)
+    assert torch.equal(generate(lm, ids, max_new_tokens=15, num_beams=1), greedy)
+    assert torch.equal(generate(lm, ids, max_new_tokens=15, do_sample=True, top_k=1, seed=3), greedy)
+    mt = make(Seq2SeqTransformer)
+    greedy = generate(mt, ids, max_new_tokens=15)
+    assert torch.equal(generate(mt, ids, max_new_tokens=15, do_sample=True, top_k=1, temperature=0.5), greedy)
+
+
+def test_seed_makes_sampling_reproducible():
+    lm = make(TransformerLM, sharpen=1.0)
+    ids = torch.tensor(prompts([3]))
+    a = generate(lm, ids, max_new_tokens=30, do_sample=True, seed=7, num_return_sequences=3)
+    b = generate(lm, ids, max_new_tokens=30, do_sample=True, seed=7, num_return_sequences=3)
+    c = generate(lm, ids, max_new_tokens=30, do_sample=True, seed=8, num_return_sequences=3)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    assert not torch.equal(a[0], a[1])  # several samples per prompt differ from one another
+
+
+def test_eos_stops_a_row_and_max_new_tokens_is_respected():
+    mt = make(Seq2SeqTransformer)
+    src = torch.tensor(prompts([5, 5, 5]))
+    free = generate(mt, src, max_new_tokens=6, eos_id=None, return_dict_in_generate=True)
+    assert free.sequences.shape == (3, 6)
+    # Declare the token the first row produces third to be EOS: that row stops there, padding follows.
+    eos = int(free.sequences[0, 2])
+    out = generate(mt, src, max_new_tokens=6, eos_id=eos, pad_id=0, return_dict_in_generate=True)
+    first = out.hypotheses[0][0].tokens
+    assert first[-1] == eos and eos not in first[:-1] and len(first) <= 3
+    assert out.sequences[0, len(first):].eq(0).all()
+    # min_new_tokens forbids EOS before that many tokens
+    longer = generate(mt, src, max_new_tokens=6, min_new_tokens=4, eos_id=eos, return_dict_in_generate=True)
+    assert all(len(h[0].tokens) >= 4 for h in longer.hypotheses)
+
+
+def test_greedy_score_is_the_log_probability_of_its_tokens():
+    lm = make(TransformerLM)
+    ids = torch.tensor(prompts([3]))
+    out = generate(lm, ids, max_new_tokens=5, return_dict_in_generate=True)
+    with torch.no_grad():
+        logp = lm(out.sequences[:, :-1]).log_softmax(-1)[0, 2:]  # predictions of the 5 new tokens
+    expected = logp.gather(1, out.sequences[0, 3:, None]).sum()
+    assert float(out.scores[0]) == pytest.approx(float(expected), abs=1e-9)
+
+
+def test_top_k_and_top_p_filters():
+    logits = torch.log(torch.tensor([[0.05, 0.5, 0.15, 0.3]]))
+    kept = lambda x: torch.isfinite(x[0]).nonzero().flatten().tolist()  # noqa: E731
+    assert kept(top_k_filter(logits, 2)) == [1, 3]
+    assert kept(top_p_filter(logits, 0.75)) == [1, 3]  # 0.5 + 0.3 >= 0.75
+    assert kept(top_p_filter(logits, 0.85)) == [1, 2, 3]
+    assert kept(top_p_filter(logits, 0.1)) == [1]  # the most likely token always stays
+    assert kept(top_p_filter(logits, 1.0)) == [0, 1, 2, 3]
+    # Filtering keeps the survivors' relative odds; temperature divides the logits.
+    probs = process_logits(logits, top_k=3).softmax(-1)[0]
+    torch.testing.assert_close(probs[[1, 2, 3]], torch.tensor([0.5, 0.15, 0.3]) / 0.95)
+    torch.testing.assert_close(process_logits(logits, temperature=0.5), logits * 2)
+    with pytest.raises(InputError):
+        process_logits(logits, temperature=0.0)
+
+
+def test_sampling_follows_the_distribution():
+    probs = torch.tensor([0.1, 0.6, 0.3])
+    draws = sample(probs.log().expand(20000, 3), torch.Generator().manual_seed(0))
+    freq = torch.bincount(draws, minlength=3).double() / draws.numel()
+    torch.testing.assert_close(freq, probs.double(), rtol=0, atol=0.015)
+
+
+# --- beam search ------------------------------------------------------------------------------------------------
+
+
+def exhaustive_best(score_fn, vocab, eos, max_len, alpha, min_len=0):
+    """The best-scoring output among every sequence of up to max_len tokens: those ending in EOS, and those of
+    max_len tokens without EOS (cut by max_new_tokens), each scored log p / GNMT penalty."""
+    best = None
+    words = [t for t in range(vocab) if t != eos]
+    for n in range(max_len + 1):
+        for body in itertools.product(words, repeat=n):
+            seqs = [list(body) + [eos]] if n < max_len else []
+            if n == max_len:
+                seqs.append(list(body))
+            for seq in seqs:
+                if len(seq) < min_len or (eos in seq and len(seq) - 1 < min_len):
+                    continue
+                score = score_fn(seq) / gnmt_length_penalty(len(seq), alpha)
+                if best is None or score > best[0]:
+                    best = (score, seq)
+    return best
+
+
+def lm_log_prob(lm, prompt, seq):
+    ids = torch.tensor([prompt + seq])
+    with torch.no_grad():
+        logp = lm(ids).log_softmax(-1)[0, len(prompt) - 1 : -1]
+    return float(logp.gather(1, torch.tensor(seq)[:, None]).sum())
+
+
+def mt_log_prob(mt, src, seq):
+    with torch.no_grad():
+        logits = mt(torch.tensor([src]), torch.tensor([[2] + seq[:-1]]) if seq else torch.tensor([[2]]))
+    logp = logits.log_softmax(-1)[0]
+    return float(logp.gather(1, torch.tensor(seq)[:, None]).sum())
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.6, 2.0])
+def test_beam_search_finds_the_exhaustive_optimum_lm(alpha):
+    vocab, eos, max_len = 4, 3, 4
+    lm = make(TransformerLM, vocab_size=vocab, pad_id=None, sharpen=2.0)
+    prompt = [0, 1]
+    best = exhaustive_best(lambda s: lm_log_prob(lm, prompt, s), vocab, eos, max_len, alpha)
+    # With as many beams as there are live prefixes (3^3), beam search must find the optimum.
+    out = generate(lm, torch.tensor([prompt]), num_beams=27, max_new_tokens=max_len, eos_id=eos,
+                   length_penalty=alpha, return_dict_in_generate=True)
+    top = out.hypotheses[0][0]
+    assert top.tokens == best[1]
+    assert top.score == pytest.approx(best[0], abs=1e-9)
+
+
+@pytest.mark.parametrize(("alpha", "min_len"), [(0.0, 0), (0.6, 0), (1.0, 2)])
+def test_beam_search_finds_the_exhaustive_optimum_seq2seq(alpha, min_len):
+    vocab, eos, max_len = 5, 3, 3
+    mt = make(Seq2SeqTransformer, vocab_size=vocab, pad_id=None, sharpen=2.0, seed=2)
+    src = [4, 1, 0, eos]
+    best = exhaustive_best(lambda s: mt_log_prob(mt, src, s), vocab, eos, max_len, alpha, min_len)
+    out = generate(mt, torch.tensor([src]), num_beams=16, max_new_tokens=max_len, min_new_tokens=min_len,
+                   eos_id=eos, length_penalty=alpha, return_dict_in_generate=True)
+    top = out.hypotheses[0][0]
+    assert top.tokens == best[1]
+    assert top.score == pytest.approx(best[0], abs=1e-9)
+
+
+def test_beam_search_n_best_is_sorted_and_scored_batched():
+    mt = make(Seq2SeqTransformer, seed=3, sharpen=1.5)
+    src = pad_batch(prompts([6, 3, 8]), 0)  # sources are padded on the right: positions 0..S-1
+    out = generate(mt, src, num_beams=5, num_return_sequences=5, length_penalty=0.6, max_new_tokens=8,
+                   return_dict_in_generate=True)
+    assert out.sequences.shape[0] == 15
+    for b, hyps in enumerate(out.hypotheses):
+        scores = [h.score for h in hyps]
+        assert scores == sorted(scores, reverse=True)
+        assert len({tuple(h.tokens) for h in hyps}) == 5  # five different outputs
+        for h in hyps:  # each score is the hypothesis's own log-probability over the penalty
+            expected = mt_log_prob(mt, src[b][src[b] != 0].tolist(), h.tokens)
+            assert h.score == pytest.approx(expected / gnmt_length_penalty(len(h.tokens), 0.6), abs=1e-9)
+    # Batched beams equal each source decoded alone.
+    for b in range(3):
+        alone = generate(mt, src[b : b + 1, : len(src[b].nonzero())], num_beams=5, num_return_sequences=5,
+                         length_penalty=0.6, max_new_tokens=8, return_dict_in_generate=True)
+        assert [h.tokens for h in alone.hypotheses[0]] == [h.tokens for h in out.hypotheses[b]]
+
+
+def test_gnmt_length_penalty():
+    assert gnmt_length_penalty(1, 0.6) == 1.0
+    assert gnmt_length_penalty(7, 0.6) == pytest.approx(2**0.6)
+    assert gnmt_length_penalty(10, 0.0) == 1.0
+    assert math.isclose(gnmt_length_penalty(13, 1.0), 3.0)
+
+
+def test_bad_arguments_are_input_errors():
+    lm = make(TransformerLM)
+    ids = torch.tensor([[5, 6]])
+    for kwargs in ({"num_beams": 2, "do_sample": True}, {"num_beams": 2, "num_return_sequences": 3},
+                   {"num_return_sequences": 2}, {"do_sample": True, "top_p": 1.5}, {"do_sample": True, "top_k": 0}):
+        with pytest.raises(InputError):
+            generate(lm, ids, max_new_tokens=3, **kwargs)
+
+
+def reference_beam_search(log_prob, vocab, eos, beams, max_len, alpha):
+    """Textbook beam search, one input, no early stopping: it always runs to max_len, so the implementation's
+    stopping rule may only end a search when nothing left could change the answer."""
+    live, finished = [([], 0.0)], []
+    for _ in range(max_len):
+        candidates = sorted(((seq + [tok], log_prob(seq + [tok])) for seq, _ in live for tok in range(vocab)),
+                            key=lambda c: -c[1])
+        live = []
+        for seq, score in candidates:
+            if len(live) == beams:
+                break
+            if seq[-1] == eos:
+                finished.append((seq, score / gnmt_length_penalty(len(seq), alpha)))
+            else:
+                live.append((seq, score))
+    finished += [(seq, score / gnmt_length_penalty(len(seq), alpha)) for seq, score in live]
+    return max(finished, key=lambda f: f[1])
+
+
+@pytest.mark.parametrize(("vocab", "seed"), [(4, 16), (5, 3), (5, 10), (6, 0)])
+def test_beam_search_stopping_rule_changes_nothing(vocab, seed):
+    # These seeds give searches where two hypotheses finish early and a longer one, favoured by a large alpha,
+    # still wins later: stopping as soon as the live beams cannot beat them at their current length would miss it.
+    eos, max_len = 3, 7
+    mt = make(Seq2SeqTransformer, vocab_size=vocab, pad_id=None, sharpen=1.5, seed=seed)
+    src = [1, 0, 2, eos]
+    for alpha in (0.0, 1.0, 3.0):
+        expected = reference_beam_search(lambda s: mt_log_prob(mt, src, s), vocab, eos, 2, max_len, alpha)
+        out = generate(mt, torch.tensor([src]), num_beams=2, max_new_tokens=max_len, eos_id=eos,
+                       length_penalty=alpha, return_dict_in_generate=True)
+        assert out.hypotheses[0][0].tokens == expected[0]
+        assert out.hypotheses[0][0].score == pytest.approx(expected[1], abs=1e-9)
