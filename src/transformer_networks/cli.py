@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -222,7 +222,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
     spec = DataSpec(data=args.data or [], source_file=args.source_file, target_file=args.target_file)
     log = None if args.json or args.quiet else (lambda message: print(message, file=sys.stderr))
-    result = evaluate(args.checkpoint, spec, split=args.split, device=args.device, samples=args.examples, log=log)
+    result = evaluate(args.checkpoint, spec, split=args.split, device=args.device, samples=args.examples, log=log,
+                      num_beams=args.beam, length_penalty=args.length_penalty)
     if args.json:
         print(json.dumps({"task": result.task, "data": result.data, "examples": result.examples,
                           "dropped": result.dropped, **result.metrics}))
@@ -245,6 +246,128 @@ def plot_command(args: argparse.Namespace) -> int:
     from .viz.curves import plot_curves
 
     print(plot_curves(args.run_dir, args.out))
+    return 0
+
+
+def read_lines(stream: Any, chunk: int) -> Iterator[tuple[int, list[str]]]:
+    """(number of the first line, lines) from a binary stream, `chunk` lines at a time, without line endings.
+    A line that is not UTF-8 is an error naming it."""
+    lines: list[str] = []
+    first = 1
+    for number, raw in enumerate(stream, start=1):
+        try:
+            lines.append(raw.decode("utf-8").rstrip("\r\n"))
+        except UnicodeDecodeError:
+            raise UserError(f"stdin: line {number}: not valid UTF-8") from None
+        if len(lines) == chunk:
+            yield first, lines
+            first, lines = number + 1, []
+    if lines:
+        yield first, lines
+
+
+def _stdin() -> Any:
+    return sys.stdin.buffer
+
+
+def _line_progress(quiet: bool) -> Any:
+    """A tqdm bar counting input lines on stderr when it is a terminal; None otherwise."""
+    if quiet or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(file=sys.stderr, unit="line", dynamic_ncols=True)
+
+
+def translate_command(args: argparse.Namespace) -> int:
+    """`transformer-networks translate CHECKPOINT`: source lines on stdin, one translation per line on stdout
+    (with --n-best N: N lines per input, `LINE<TAB>SCORE<TAB>TRANSLATION`)."""
+    from .inference import load_for, translate_lines
+    from .training.trainer import pick_device
+
+    if args.n_best > args.beam:
+        raise UserError(f"--n-best {args.n_best} needs --beam of at least {args.n_best}")
+    ck = load_for("translation", args.checkpoint, pick_device(args.device))
+    bar = _line_progress(args.quiet)
+    for first, lines in read_lines(_stdin(), args.batch_size * 16):
+        results = translate_lines(ck, lines, num_beams=args.beam, length_penalty=args.length_penalty,
+                                  n_best=args.n_best, batch_size=args.batch_size, truncate=args.truncate,
+                                  first_line=first, on_batch=None if bar is None else bar.update)
+        for number, hyps in enumerate(results, start=first):
+            if args.n_best == 1:
+                print(hyps[0].text)
+            else:
+                for h in hyps:
+                    print(f"{number}\t{h.score:.4f}\t{h.text}")
+        sys.stdout.flush()
+    if bar is not None:
+        bar.close()
+    return 0
+
+
+def generate_command(args: argparse.Namespace) -> int:
+    """`transformer-networks generate CHECKPOINT`: continue a prompt (--prompt, else all of stdin)."""
+    from .inference import generate_text, load_for
+    from .training.trainer import pick_device
+
+    ck = load_for("lm", args.checkpoint, pick_device(args.device))
+    if args.prompt is not None:
+        prompt = args.prompt
+    else:
+        prompt = "\n".join(line for _, lines in read_lines(_stdin(), 1024) for line in lines)
+    room = ck.config.max_seq_len - len(ck.tokenizer.encode(prompt))
+    if 0 < room < args.max_new_tokens and not args.quiet:
+        print(f"note: the model's context is {ck.config.max_seq_len} tokens: generating {room}, not "
+              f"{args.max_new_tokens}", file=sys.stderr)
+    text = generate_text(ck, prompt, max_new_tokens=args.max_new_tokens, do_sample=not args.greedy,
+                         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                         stop=args.stop, truncate=args.truncate)
+    print(prompt + text)
+    return 0
+
+
+def classify_command(args: argparse.Namespace) -> int:
+    """`transformer-networks classify CHECKPOINT`: one text per line on stdin; `label<TAB>probability` per line
+    on stdout, or with --json one object per line with every class's probability. Empty lines stay empty."""
+    from .inference import classify_lines, load_for
+    from .training.trainer import pick_device
+
+    ck = load_for("classification", args.checkpoint, pick_device(args.device))
+    bar = _line_progress(args.quiet)
+    for first, lines in read_lines(_stdin(), args.batch_size * 16):
+        results = classify_lines(ck, lines, batch_size=args.batch_size, truncate=args.truncate, first_line=first)
+        for line, probs in zip(lines, results, strict=True):
+            if probs is None:
+                print()
+                continue
+            label = max(probs, key=probs.get)
+            if args.json:
+                print(json.dumps({"text": line, "label": label, "probabilities": probs}, ensure_ascii=False))
+            else:
+                print(f"{label}\t{probs[label]:.4f}")
+        sys.stdout.flush()
+        if bar is not None:
+            bar.update(len(lines))
+    if bar is not None:
+        bar.close()
+    return 0
+
+
+def attention_command(args: argparse.Namespace) -> int:
+    """`transformer-networks attention CHECKPOINT --text ... --out FILE.png`: draw attention heatmaps."""
+    from .inference import attention_maps
+    from .training.checkpoint import load_checkpoint
+    from .viz.attention import plot_attention
+
+    ck = load_checkpoint(args.checkpoint)
+    if args.target is not None and ck.task != "translation":
+        raise UserError(f"--target is for translation checkpoints; {ck.path} is a {ck.task} checkpoint")
+    maps = attention_maps(ck, args.text, args.target, truncate=args.truncate)
+    kind = args.kind or ("cross" if ck.task == "translation" else next(iter(maps.weights)))
+    if kind not in maps.weights:
+        raise UserError(f"--kind {kind}: a {ck.task} model has {', '.join(maps.weights)} attention")
+    print(plot_attention(maps.weights[kind], maps.queries[kind], maps.keys[kind], args.out, kind=kind,
+                         layer=args.layer, head=args.head))
     return 0
 
 
@@ -331,14 +454,69 @@ def _parser() -> argparse.ArgumentParser:
                    help="which part of the run's data (default test; test falls back to the validation data when "
                    "the run had no test split); with --data builtin:NAME, test or train")
     p.add_argument("--examples", type=int, default=0, metavar="N", help="also print N predictions")
+    p.add_argument("--beam", type=_positive_int, default=4, help="translation: beam width for BLEU (default 4)")
+    p.add_argument("--length-penalty", type=float, default=0.6, help="translation: GNMT alpha (default 0.6)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("translate", help="translate source lines from stdin to stdout, one per line",
+                       description="Reads source sentences on stdin, writes translations to stdout in the same "
+                       "order (empty lines stay empty). Beam search with the GNMT length penalty, as the paper.")
+    p.add_argument("checkpoint", help="a translation checkpoint, or a run directory (its best checkpoint)")
+    p.add_argument("--beam", type=_positive_int, default=4, help="beam width (default 4; 1 = greedy)")
+    p.add_argument("--length-penalty", type=float, default=0.6, help="GNMT alpha (default 0.6)")
+    p.add_argument("--n-best", type=_positive_int, default=1,
+                   help="print the N best per input as LINE<TAB>SCORE<TAB>TEXT")
+    p.add_argument("--batch-size", type=_positive_int, default=64, help="sentences decoded together (default 64)")
+    p.add_argument("--truncate", action="store_true", help="cut inputs longer than the model's context")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("generate", help="continue a prompt with a language model",
+                       description="Samples a continuation of --prompt (or of stdin) and prints prompt and "
+                       "continuation. Sampling by default; --greedy for the most likely tokens.")
+    p.add_argument("checkpoint", help="a language-model checkpoint, or a run directory")
+    p.add_argument("--prompt", help="the text to continue (default: all of stdin)")
+    p.add_argument("--max-new-tokens", type=_positive_int, default=200)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=_positive_int)
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--seed", type=int, help="makes sampling reproducible")
+    p.add_argument("--greedy", action="store_true", help="take the most likely token at every step")
+    p.add_argument("--stop", action="append", default=[], metavar="STR",
+                   help="end the output before this string (repeatable)")
+    p.add_argument("--truncate", action="store_true", help="keep the end of a prompt longer than the context")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("classify", help="classify text lines from stdin: label<TAB>probability per line")
+    p.add_argument("checkpoint", help="a classification checkpoint, or a run directory")
+    p.add_argument("--json", action="store_true", help="one JSON object per line with every class's probability")
+    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--truncate", action="store_true", help="cut texts longer than the model's context")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("attention", help="draw attention heatmaps (layers x heads) for a text to a PNG")
+    p.add_argument("checkpoint", help="a checkpoint of any task, or a run directory")
+    p.add_argument("--text", required=True, help="the input (a translator's source)")
+    p.add_argument("--target", help="translation: the target to force (default: the model's greedy translation)")
+    p.add_argument("--kind", choices=["encoder", "decoder", "cross"],
+                   help="which attention (default: cross for translation, else the model's self-attention)")
+    p.add_argument("--layer", type=int, help="only this layer (from 0)")
+    p.add_argument("--head", type=int, help="only this head (from 0)")
+    p.add_argument("--truncate", action="store_true")
+    p.add_argument("--out", required=True, metavar="FILE.png")
 
     p = sub.add_parser("plot", help="draw a run's learning curves (loss, metric, learning rate) to a PNG")
     p.add_argument("run_dir")
     p.add_argument("--out", help="the PNG (default RUN_DIR/curves.png)")
     return parser
+
+
+COMMANDS = {"translate": translate_command, "generate": generate_command, "classify": classify_command,
+            "attention": attention_command}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -352,6 +530,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return evaluate_command(args)
         elif args.command == "plot":
             return plot_command(args)
+        elif args.command in COMMANDS:
+            return COMMANDS[args.command](args)
         elif args.command == "info":
             summary = info(args.family, args.preset, args.config_file, parse_overrides(args.overrides))
             if args.json:

@@ -63,15 +63,20 @@ def run_split(task: str, spec: DataSpec, train_config: Any, split: str) -> tuple
 
 
 def evaluate(checkpoint: str | Path, data: DataSpec | None = None, *, split: str | None = None,
-             device: str = "auto", samples: int = 0, log: Any = None) -> Evaluation:
+             device: str = "auto", samples: int = 0, log: Any = None, num_beams: int = 4,
+             length_penalty: float = 0.6) -> Evaluation:
     """The task's metrics for a checkpoint (or a run directory's best checkpoint).
 
     Without `data`: `split` ("test" by default, "valid" or "train") of the run's own data. With `data` files:
     every example in them (no split applies). With `data` = builtin:NAME: its "test" (default) or "train" split.
+    Translations for BLEU use beam search, the paper's beam 4 and length penalty 0.6 by default (num_beams=1:
+    greedy, as during training).
     """
     dev = pick_device(device)
     ckpt = load_checkpoint(checkpoint, dev)
     task = load_task(ckpt)
+    if isinstance(task, TranslationTask):
+        task.num_beams, task.length_penalty = num_beams, length_penalty
     if data is not None and (data.data or data.source_file or data.target_file):
         if data.builtin is not None:
             ds = load_builtin(data.builtin, seed=0)

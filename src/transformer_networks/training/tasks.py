@@ -29,7 +29,7 @@ from ..data.builtin import load_builtin
 from ..data.readers import DataError, read_classification, read_lm_text, read_parallel, read_translation_tsv
 from ..data.tokenizer import TextTokenizer, train_tokenizer
 from ..errors import UserError
-from ..generation import greedy_seq2seq
+from ..generation import generate
 from .config import BEST_METRIC, TrainConfig
 from .losses import label_smoothed_cross_entropy
 
@@ -255,6 +255,9 @@ class TranslationTask(Task):
         super().__init__(cfg, tokenizer)
         self.source_tokenizer = source_tokenizer
         self.pad_id = tokenizer.pad_id
+        # Decoding for BLEU: greedy during training (fast); `evaluate` switches to the paper's beam search.
+        self.num_beams = 1
+        self.length_penalty = 1.0
 
     def model_settings(self) -> dict[str, Any]:
         # Room for decoding up to 50 tokens past the longest input (the paper's max output length).
@@ -309,14 +312,15 @@ class TranslationTask(Task):
     @torch.no_grad()
     def translate(self, model: nn.Module, sources: list[list[int]], device: torch.device,
                   batch_size: int = 128) -> list[str]:
-        """Greedy translations of encoded sources (each ending in EOS), in order, detokenized."""
+        """Translations of encoded sources (each ending in EOS), in order, detokenized: greedy, or beam search
+        when `num_beams` > 1."""
         order = sorted(range(len(sources)), key=lambda i: len(sources[i]))  # similar lengths batch well
         out: list[str] = [""] * len(sources)
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
             src = pad_batch([sources[i] for i in rows], self.pad_id).to(device)
-            ids = greedy_seq2seq(model, src, bos_id=self.tokenizer.bos_id, eos_id=self.tokenizer.eos_id,
-                                 max_new_tokens=src.size(1) + 50)
+            ids = generate(model, src, bos_id=self.tokenizer.bos_id, eos_id=self.tokenizer.eos_id,
+                           num_beams=self.num_beams, length_penalty=self.length_penalty)
             for row, hyp in zip(rows, ids.tolist(), strict=True):
                 out[row] = self.tokenizer.decode(hyp)
         return out

@@ -1,0 +1,195 @@
+"""Using a trained checkpoint on text: translate, generate, classify, and look at attention.
+
+Each function takes a loaded `Checkpoint` (see `load_for`) and plain strings, and does the batching, the
+tokenization and the length checks; the `translate`, `generate`, `classify` and `attention` commands are thin
+wrappers around them.
+
+    ck = load_for("translation", "runs/multi30k")
+    translate_lines(ck, ["ein Hund läuft .", ""], num_beams=4)     # [[Translation(text, score)], [...]]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from .data.batching import pad_batch
+from .errors import UserError
+from .generation import generate
+from .training.checkpoint import Checkpoint, load_checkpoint
+
+WHAT = {"translation": "translation", "lm": "language-model", "classification": "classification"}
+
+
+def load_for(task: str, checkpoint: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
+    """Load a checkpoint (or a run directory's best) and check that it was trained for `task`."""
+    ck = load_checkpoint(checkpoint, device)
+    if ck.task != task:
+        raise UserError(f"{ck.path} is a {WHAT[ck.task]} checkpoint; this needs a {WHAT[task]} checkpoint")
+    return ck
+
+
+def _fit(ids: list[int], limit: int, truncate: bool, where: str, keep_end: bool = False) -> list[int]:
+    """ids if they fit in `limit` tokens; cut to fit with `truncate`; else a clear error naming `where`."""
+    if len(ids) <= limit:
+        return ids
+    if not truncate:
+        raise UserError(f"{where}: {len(ids)} tokens do not fit the model's context of {limit} tokens "
+                        f"(--truncate cuts the input to fit)")
+    return ids[-limit:] if keep_end else ids[:limit]
+
+
+def _by_length(lengths: list[int], batch_size: int) -> Iterator[list[int]]:
+    """Indices in batches of similar lengths (less padding); callers put results back in input order."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size]
+
+
+# --- translation ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Translation:
+    text: str
+    score: float  # beam search: log p / length penalty; greedy: log p
+
+
+@torch.no_grad()
+def translate_lines(ck: Checkpoint, lines: list[str], *, num_beams: int = 4, length_penalty: float = 0.6,
+                    n_best: int = 1, batch_size: int = 64, truncate: bool = False, first_line: int = 1,
+                    on_batch: Callable[[int], None] | None = None) -> list[list[Translation]]:
+    """The n best translations of each line, in order. An empty line gives one empty translation.
+    `first_line` numbers the lines in error messages (for input read in chunks)."""
+    model, eos = ck.model, ck.tokenizer.eos_id
+    limit = ck.config.max_seq_len
+    sources = [_fit(ck.source_tokenizer.encode(line) + [eos], limit, truncate, f"line {first_line + i}")
+               if line.strip() else [] for i, line in enumerate(lines)]
+    out: list[list[Translation]] = [[Translation("", 0.0)] for _ in lines]
+    todo = [i for i, s in enumerate(sources) if s]
+    device = next(model.parameters()).device
+    for rows in _by_length([len(sources[i]) for i in todo], batch_size):
+        rows = [todo[r] for r in rows]
+        src = pad_batch([sources[i] for i in rows], ck.tokenizer.pad_id).to(device)
+        result = generate(model, src, num_beams=num_beams, length_penalty=length_penalty,
+                          num_return_sequences=n_best, bos_id=ck.tokenizer.bos_id, eos_id=eos,
+                          return_dict_in_generate=True)
+        for i, hyps in zip(rows, result.hypotheses, strict=True):
+            out[i] = [Translation(ck.tokenizer.decode(h.tokens), h.score) for h in hyps]
+        if on_batch is not None:
+            on_batch(len(rows))
+    return out
+
+
+# --- language models --------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def generate_text(ck: Checkpoint, prompt: str, *, max_new_tokens: int = 200, do_sample: bool = True,
+                  temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+                  seed: int | None = None, stop: Iterable[str] = (), truncate: bool = False,
+                  num_beams: int = 1) -> str:
+    """The continuation of `prompt` (without the prompt), cut before the first stop string."""
+    ids = ck.tokenizer.encode(prompt)
+    if not ids:
+        raise UserError("the prompt is empty (or has no token the model knows): give some text to continue")
+    limit = ck.config.max_seq_len
+    ids = _fit(ids, limit - 1, truncate, "the prompt", keep_end=True)  # room for at least one new token
+    device = next(ck.model.parameters()).device
+    out = generate(ck.model, torch.tensor([ids], device=device), max_new_tokens=max_new_tokens,
+                   do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                   num_beams=num_beams, eos_id=ck.tokenizer.eos_id, pad_id=ck.tokenizer.pad_id)
+    # Decode prompt and continuation together, so that a word-level tokenizer puts the space between them.
+    head, full = ck.tokenizer.decode(ids), ck.tokenizer.decode(out[0].tolist())
+    text = full[len(head):] if full.startswith(head) else ck.tokenizer.decode(out[0, len(ids):].tolist())
+    cuts = [text.find(s) for s in stop if s and s in text]
+    return text[: min(cuts)] if cuts else text
+
+
+# --- classification ---------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def classify_lines(ck: Checkpoint, lines: list[str], *, batch_size: int = 64, truncate: bool = False,
+                   first_line: int = 1) -> list[dict[str, float] | None]:
+    """Each line's probability for every class (label -> probability), in order; None for an empty line."""
+    tok = ck.tokenizer
+    limit = ck.config.max_seq_len
+    encoded = [_fit([tok.cls_id, *tok.encode(line)], limit, truncate, f"line {first_line + i}")
+               if line.strip() else [] for i, line in enumerate(lines)]
+    out: list[dict[str, float] | None] = [None] * len(lines)
+    todo = [i for i, ids in enumerate(encoded) if ids]
+    device = next(ck.model.parameters()).device
+    for rows in _by_length([len(encoded[i]) for i in todo], batch_size):
+        rows = [todo[r] for r in rows]
+        probs = ck.model(pad_batch([encoded[i] for i in rows], tok.pad_id).to(device)).float().softmax(-1)
+        for i, p in zip(rows, probs.tolist(), strict=True):
+            out[i] = dict(zip(ck.labels, p, strict=True))
+    return out
+
+
+# --- attention --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class AttentionMaps:
+    """Attention weights of one example, each (layers, heads, queries, keys), with the tokens on each axis.
+
+    kind -> weights: "encoder" (a translator's or classifier's self-attention), "decoder" (causal self-attention of
+    a translator's decoder or a language model), "cross" (decoder queries over encoder keys).
+    """
+
+    weights: dict[str, Tensor]
+    queries: dict[str, list[str]]
+    keys: dict[str, list[str]]
+
+
+def _pieces(tok, ids: list[int]) -> list[str]:
+    names = {tok.pad_id: "<pad>", tok.bos_id: "<bos>", tok.eos_id: "<eos>", tok.cls_id: "<cls>"}
+    return [names.get(i) or tok.tokenizer.id_to_token(i) or "?" for i in ids]
+
+
+@torch.no_grad()
+def attention_maps(ck: Checkpoint, text: str, target: str | None = None, *, truncate: bool = False) -> AttentionMaps:
+    """Every layer's and head's attention weights for `text` (and, for a translator, `target`; without one its
+    own greedy translation is used). The same weights the model computes, from its plain-attention path."""
+    tok, model = ck.tokenizer, ck.model
+    device = next(model.parameters()).device
+    limit = ck.config.max_seq_len
+
+    def stack(layers: list[Tensor]) -> Tensor:
+        return torch.stack([w[0] for w in layers]).float().cpu()  # (L, H, Tq, Tk)
+
+    if not text.strip():
+        raise UserError("--text is empty")
+    if ck.task == "translation":
+        src = _fit(ck.source_tokenizer.encode(text) + [tok.eos_id], limit, truncate, "--text")
+        src_t = torch.tensor([src], device=device)
+        if target is None:
+            tgt = generate(model, src_t, bos_id=tok.bos_id, eos_id=tok.eos_id)[0].tolist()
+            tgt = tgt[: tgt.index(tok.eos_id) + 1] if tok.eos_id in tgt else tgt
+        else:
+            tgt = tok.encode(target) + [tok.eos_id]
+        tgt_in = _fit([tok.bos_id, *tgt[:-1]], limit, truncate, "--target")
+        out = model(src_t, torch.tensor([tgt_in], device=device), return_attentions=True)
+        src_names, tgt_names = _pieces(ck.source_tokenizer, src), _pieces(tok, tgt_in)
+        return AttentionMaps(
+            {"encoder": stack(out.encoder_attentions), "decoder": stack(out.attentions),
+             "cross": stack(out.cross_attentions)},
+            {"encoder": src_names, "decoder": tgt_names, "cross": tgt_names},
+            {"encoder": src_names, "decoder": tgt_names, "cross": src_names},
+        )
+    if ck.task == "lm":
+        ids = _fit(tok.encode(text), limit, truncate, "--text", keep_end=True)
+        out = model(torch.tensor([ids], device=device), return_attentions=True)
+        names = _pieces(tok, ids)
+        return AttentionMaps({"decoder": stack(out.attentions)}, {"decoder": names}, {"decoder": names})
+    ids = _fit([tok.cls_id, *tok.encode(text)], limit, truncate, "--text")
+    out = model(torch.tensor([ids], device=device), return_attentions=True)
+    names = _pieces(tok, ids)
+    return AttentionMaps({"encoder": stack(out.attentions)}, {"encoder": names}, {"encoder": names})
+
