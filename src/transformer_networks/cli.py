@@ -307,9 +307,12 @@ def translate_command(args: argparse.Namespace) -> int:
 
 def generate_command(args: argparse.Namespace) -> int:
     """`transformer-networks generate CHECKPOINT`: continue a prompt (--prompt, else all of stdin)."""
+    from .generation.logits import check_sampling
     from .inference import generate_text, load_for
     from .training.trainer import pick_device
 
+    if not args.greedy:
+        check_sampling(args.temperature, args.top_k, args.top_p)
     ck = load_for("lm", args.checkpoint, pick_device(args.device))
     if args.prompt is not None:
         prompt = args.prompt

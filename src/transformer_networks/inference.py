@@ -33,14 +33,16 @@ def load_for(task: str, checkpoint: str | Path, device: str | torch.device = "cp
     return ck
 
 
-def _fit(ids: list[int], limit: int, truncate: bool, where: str, keep_end: bool = False) -> list[int]:
-    """ids if they fit in `limit` tokens; cut to fit with `truncate`; else a clear error naming `where`."""
-    if len(ids) <= limit:
+def _fit(ids: list[int], limit: int, truncate: bool, where: str, keep_end: bool = False, room: int = 0) -> list[int]:
+    """ids if they fit in `limit` tokens less `room` (kept free for new tokens); cut to fit with `truncate`
+    (keeping the end with keep_end); else a clear error naming `where`."""
+    if len(ids) <= limit - room:
         return ids
     if not truncate:
-        raise UserError(f"{where}: {len(ids)} tokens do not fit the model's context of {limit} tokens "
+        needs = ", with room for a new token" if room else ""
+        raise UserError(f"{where}: {len(ids)} tokens do not fit the model's context of {limit} tokens{needs} "
                         f"(--truncate cuts the input to fit)")
-    return ids[-limit:] if keep_end else ids[:limit]
+    return ids[len(ids) - (limit - room):] if keep_end else ids[: limit - room]
 
 
 def _by_length(lengths: list[int], batch_size: int) -> Iterator[list[int]]:
@@ -98,7 +100,7 @@ def generate_text(ck: Checkpoint, prompt: str, *, max_new_tokens: int = 200, do_
     if not ids:
         raise UserError("the prompt is empty (or has no token the model knows): give some text to continue")
     limit = ck.config.max_seq_len
-    ids = _fit(ids, limit - 1, truncate, "the prompt", keep_end=True)  # room for at least one new token
+    ids = _fit(ids, limit, truncate, "the prompt", keep_end=True, room=1)
     device = next(ck.model.parameters()).device
     out = generate(ck.model, torch.tensor([ids], device=device), max_new_tokens=max_new_tokens,
                    do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,

@@ -19,6 +19,7 @@ from torch import Tensor
 from ..data.tokenizer import BOS_ID, EOS_ID
 from ..errors import InputError
 from ..models import Seq2SeqTransformer, TransformerLM
+from .logits import check_sampling
 from .search import Hypothesis, beam_search, greedy_or_sample
 from .steps import LMSteps, Seq2SeqSteps
 
@@ -80,6 +81,8 @@ def generate(
         raise InputError(f"num_return_sequences={num_return_sequences} exceeds num_beams={num_beams}")
     if num_beams == 1 and not do_sample and num_return_sequences > 1:
         raise InputError("greedy decoding gives one sequence per input; use num_beams or do_sample for more")
+    if do_sample:
+        check_sampling(temperature, top_k, top_p)
     cfg = model.cfg
     B, P = input_ids.shape
     if attention_mask is None:

@@ -44,6 +44,16 @@ def top_p_filter(logits: Tensor, p: float) -> Tensor:
     return logits.masked_fill(remove, float("-inf"))
 
 
+def check_sampling(temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None) -> None:
+    """Refuse out-of-range settings before any work is done (the filters check them again)."""
+    if not temperature > 0:
+        raise InputError(f"temperature must be > 0, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise InputError(f"top_k must be >= 1, got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise InputError(f"top_p must be in (0, 1], got {top_p}")
+
+
 def process_logits(logits: Tensor, *, temperature: float = 1.0, top_k: int | None = None,
                    top_p: float | None = None) -> Tensor:
     """Temperature, then top-k, then top-p; None leaves a step out."""
