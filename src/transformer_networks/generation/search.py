@@ -79,7 +79,12 @@ def beam_search(steps: Steps, batch_size: int, num_beams: int, *, max_new_tokens
     """
     B, K = batch_size, num_beams
     n = B * K
-    beam_scores = torch.full((B, K), float("-inf"), dtype=torch.float64)
+    logits = steps.first() if max_new_tokens > 0 else None
+    if logits is None:
+        return [[] for _ in range(B)]
+    device, dtype = logits.device, _at_least_float32(logits).dtype
+    # Scores stay on the model's device; only the 2K best candidates per input come back to the CPU each step.
+    beam_scores = torch.full((B, K), float("-inf"), dtype=dtype, device=device)
     beam_scores[:, 0] = 0.0  # all K rows start identical: only one of them may spread, or the beams would repeat
     beam_scores = beam_scores.view(n)
     history = torch.empty(n, 0, dtype=torch.long)  # (N, t) tokens of each live beam
@@ -95,20 +100,20 @@ def beam_search(steps: Steps, batch_size: int, num_beams: int, *, max_new_tokens
         hyps.sort(key=lambda h: -h.score)
         del hyps[K:]
 
-    logits = steps.first() if max_new_tokens > 0 else None
     for t in range(max_new_tokens):
-        logp = _at_least_float32(logits).log_softmax(dim=-1).cpu().double()  # (N, V)
+        logp = logits.to(dtype).log_softmax(dim=-1)  # (N, V)
         V = logp.size(1)
         if eos_id is not None and t < min_new_tokens:
             logp[:, eos_id] = float("-inf")
         candidates = (beam_scores[:, None] + logp).view(B, K * V)
         top_scores, top_index = candidates.topk(min(2 * K, K * V), dim=1)  # (B, 2K): enough for K non-EOS
+        top_scores, top_index = top_scores.tolist(), top_index.tolist()
         rows, tokens, scores = [], [], []
         last = t == max_new_tokens - 1
         for b in range(B):
             chosen = 0
             if not done[b]:
-                for s, index in zip(top_scores[b].tolist(), top_index[b].tolist(), strict=True):
+                for s, index in zip(top_scores[b], top_index[b], strict=True):
                     if s == float("-inf") or chosen == K:
                         break
                     row, token = b * K + index // V, index % V
@@ -140,9 +145,9 @@ def beam_search(steps: Steps, batch_size: int, num_beams: int, *, max_new_tokens
         if all(done):
             break
         index = torch.tensor(rows)
-        beam_scores = torch.tensor(scores, dtype=torch.float64)
+        beam_scores = torch.tensor(scores, dtype=dtype, device=device)
         next_tokens = torch.tensor(tokens)
         history = torch.cat([history[index], next_tokens[:, None]], dim=1)
-        steps.reorder(index.to(logits.device))
-        logits = steps.next(next_tokens.to(logits.device))
+        steps.reorder(index.to(device))
+        logits = steps.next(next_tokens.to(device))
     return finished
