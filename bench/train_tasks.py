@@ -141,8 +141,9 @@ def markdown(spec: dict, r: dict) -> str:
     ])
 
 
-def write_block(name: str, text: str, path: Path = ROOT / "BENCHMARKS.md") -> None:
-    begin, end = f"<!-- BEGIN train_tasks:{name} -->", f"<!-- END train_tasks:{name} -->"
+def write_block(name: str, text: str, path: Path = ROOT / "BENCHMARKS.md", script: str = "train_tasks") -> None:
+    """Replace the block `script:name` of BENCHMARKS.md (appended at the end the first time)."""
+    begin, end = f"<!-- BEGIN {script}:{name} -->", f"<!-- END {script}:{name} -->"
     block = f"{begin}\n{text}\n{end}"
     current = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
     if begin in current:
