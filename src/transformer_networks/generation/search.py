@@ -74,8 +74,9 @@ def beam_search(steps: Steps, batch_size: int, num_beams: int, *, max_new_tokens
     Each step extends every live beam by every token, and keeps the K best non-finished candidates; a candidate
     ending in EOS is set aside as a finished hypothesis with score log p / gnmt_length_penalty(length). An input is
     done when it has K finished hypotheses and no live beam can still beat the worst of them (log p only falls as
-    a beam grows, so its best possible final score is log p over the largest penalty it may still reach). At
-    `max_new_tokens` the live beams are finished as they are. Returns each input's finished hypotheses, best first.
+    a beam grows, so its best possible final score is log p over the largest penalty it may still reach; the
+    paper's tensor2tensor code stops on the same bound). At `max_new_tokens` the live beams are finished as they
+    are. Returns each input's finished hypotheses, best first.
     """
     B, K = batch_size, num_beams
     n = B * K
