@@ -61,14 +61,31 @@ def test_a_pickle_is_never_executed(saved, tmp_path):
             return (open, (str(marker), "w"))
 
     (path / "model.safetensors").write_bytes(pickle.dumps({"weights": Payload()}))
+    with pytest.raises(CheckpointError, match="model.safetensors: .*(truncated|corrupted)"):
+        load_checkpoint(path)  # caught by the checksum first
+    (path / "checksums.json").unlink()  # an old-format checkpoint, or one crafted without checksums
     with pytest.raises(CheckpointError, match="model.safetensors: cannot load weights"):
-        load_checkpoint(path)
+        load_checkpoint(path)  # safetensors refuses it: nothing is unpickled
     assert not marker.exists()
 
 
-def test_truncated_weights_are_a_clear_error(saved):
+def test_truncated_or_corrupted_files_are_clear_errors(saved):
     path, _, _ = saved
     data = (path / "model.safetensors").read_bytes()
+    (path / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"model.safetensors: [\d,]+ bytes, expected [\d,]+ \(truncated"):
+        load_checkpoint(path)
+    flipped = bytearray(data)
+    flipped[-1] ^= 0xFF  # same size, one weight changed
+    (path / "model.safetensors").write_bytes(bytes(flipped))
+    with pytest.raises(CheckpointError, match="model.safetensors: checksum mismatch"):
+        load_checkpoint(path)
+    (path / "model.safetensors").write_bytes(data)
+    (path / "tokenizer.json").unlink()
+    with pytest.raises(CheckpointError, match="tokenizer.json: missing"):
+        load_checkpoint(path)
+    # Without checksums, truncation is still caught by safetensors itself
+    (path / "checksums.json").unlink()
     (path / "model.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="cannot load weights"):
         load_checkpoint(path)

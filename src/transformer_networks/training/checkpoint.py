@@ -9,13 +9,17 @@
     training_state.json      with the last checkpoint only: counters, schedule and RNG states, optimizer settings
     training_state.safetensors                            and the optimizer's tensors
 
+    checksums.json           the size and SHA-256 of every other file, checked on load
+
 A run directory holds `best/` and `last/` checkpoints beside `metrics.jsonl`; wherever a checkpoint is expected a
-run directory means its best checkpoint. A checkpoint is written to a temporary directory and renamed into place,
-so an interrupted save leaves the previous one intact.
+run directory means its best checkpoint. A checkpoint is written to a temporary directory, its files and the
+directory fsynced, then renamed into place, so a kill at any instant leaves the previous one intact; a truncated or
+corrupted file is caught by its checksum on load.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -85,9 +89,46 @@ def _read_json(path: Path) -> dict[str, Any]:
     return value
 
 
+CHECKSUMS = "checksums.json"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_checksums(directory: Path) -> None:
+    """Record the size and SHA-256 of every file of a checkpoint directory in checksums.json."""
+    files = {f.name: {"size": f.stat().st_size, "sha256": _sha256(f)}
+             for f in sorted(directory.iterdir()) if f.is_file() and f.name != CHECKSUMS}
+    (directory / CHECKSUMS).write_text(json.dumps(files, indent=2) + "\n", encoding="utf-8")
+
+
+def verify_checksums(directory: Path) -> None:
+    """Every file listed in checksums.json is there, whole and unchanged; a clear error otherwise. Checkpoints
+    written before checksums existed (no checksums.json) are accepted as they are."""
+    if not (directory / CHECKSUMS).exists():
+        return
+    for name, expected in _read_json(directory / CHECKSUMS).items():
+        f = directory / name
+        if not f.is_file():
+            raise CheckpointError(f"{f}: missing from the checkpoint")
+        size = f.stat().st_size
+        if size != expected.get("size"):
+            raise CheckpointError(f"{f}: {size:,} bytes, expected {expected.get('size'):,} "
+                                  f"(truncated or partly written)")
+        if _sha256(f) != expected.get("sha256"):
+            raise CheckpointError(f"{f}: checksum mismatch (the file is corrupted)")
+
+
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
-    """Load a checkpoint (or a run directory's best one). Only JSON and safetensors are read: no pickle."""
+    """Load a checkpoint (or a run directory's best one). Only JSON and safetensors are read: no pickle.
+    Every file is checked against checksums.json first."""
     path = resolve_checkpoint(path)
+    verify_checksums(path)
     info = _read_json(path / "task.json")
     task = info.get("task")
     if task not in MODEL_CLASSES:
@@ -113,10 +154,19 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
                       step=int(info.get("step", 0)))
 
 
+def _fsync(path: Path) -> None:
+    """Flush a file, or a directory's entries, to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _fsync_tree(directory: Path) -> None:
     for f in directory.iterdir():
-        with open(f, "rb") as handle:
-            os.fsync(handle.fileno())
+        _fsync(f)
+    _fsync(directory)
 
 
 def save_checkpoint(
@@ -142,6 +192,7 @@ def save_checkpoint(
         tensors, meta = training_state["tensors"], training_state["meta"]
         save_file(tensors, str(tmp / "training_state.safetensors"))
         (tmp / "training_state.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    write_checksums(tmp)
     _fsync_tree(tmp)
     old = path.with_name(path.name + ".old")
     if old.exists():
@@ -149,6 +200,7 @@ def save_checkpoint(
     if path.exists():
         path.rename(old)
     tmp.rename(path)
+    _fsync(path.parent)  # the rename itself reaches the disk
     if old.exists():
         shutil.rmtree(old)
     return path
