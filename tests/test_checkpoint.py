@@ -7,6 +7,7 @@ import pickle
 import pytest
 import torch
 
+from transformer_networks import cli
 from transformer_networks.config import TransformerConfig
 from transformer_networks.data.tokenizer import train_tokenizer
 from transformer_networks.models import Seq2SeqTransformer
@@ -126,3 +127,46 @@ def test_training_state_round_trip(tmp_path, saved):
     for p in model.parameters():
         for key in ("exp_avg", "exp_avg_sq", "step"):
             torch.testing.assert_close(opt2.state[p][key], opt.state[p][key], rtol=0, atol=0)
+
+
+def test_average_of_two_checkpoints_is_their_mean(tmp_path, capsys):
+    tok = train_tokenizer(["a b c d e f"], "word")
+    cfg = TransformerConfig.from_preset("tiny", vocab_size=tok.vocab_size, d_model=16, n_heads=2, n_layers=1, d_ff=32)
+    models = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        models.append(Seq2SeqTransformer(cfg).eval())
+        save_checkpoint(tmp_path / f"c{seed}", models[-1], task="translation", config=cfg,
+                        train_config=TrainConfig(), tokenizer=tok, step=seed * 10)
+    assert cli.main(["average", str(tmp_path / "c1"), str(tmp_path / "c2"), "--out", str(tmp_path / "avg")]) == 0
+    avg = load_checkpoint(tmp_path / "avg")
+    for name, value in avg.model.state_dict().items():
+        expected = (models[0].state_dict()[name] + models[1].state_dict()[name]) / 2
+        torch.testing.assert_close(value, expected, rtol=0, atol=1e-7)
+    assert avg.step == 20 and avg.model.lm_head.weight is avg.model.decoder.embeddings.token.weight
+    capsys.readouterr()
+    # The output is never overwritten without --overwrite; a different model is refused.
+    assert cli.main(["average", str(tmp_path / "c1"), str(tmp_path / "c2"), "--out", str(tmp_path / "avg")]) == 2
+    other = TransformerConfig.from_preset("tiny", vocab_size=tok.vocab_size, d_model=16, n_heads=2, n_layers=2,
+                                          d_ff=32)
+    save_checkpoint(tmp_path / "c3", Seq2SeqTransformer(other), task="translation", config=other,
+                    train_config=TrainConfig(), tokenizer=tok)
+    assert cli.main(["average", str(tmp_path / "c1"), str(tmp_path / "c3"), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "already exists" in err and "only checkpoints of one model can be averaged" in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_training_keeps_the_last_n_checkpoints_for_averaging(tmp_path, capsys):
+    data = tmp_path / "t.txt"
+    data.write_text("hello world\n" * 50, encoding="utf-8")
+    argv = ["train", "lm", "--data", str(data), "--out", str(tmp_path / "r"), "--preset", "tiny", "--set",
+            "d_model=16", "--set", "n_heads=2", "--set", "n_layers=1", "--max-steps", "8", "--eval-every", "2",
+            "--block-size", "8", "--set", "keep_checkpoints=3", "--quiet", "--device", "cpu"]
+    assert cli.main(argv) == 0
+    assert [p.name for p in sorted((tmp_path / "r").glob("step-*"))] == ["step-0000004", "step-0000006",
+                                                                          "step-0000008"]
+    assert cli.main(["average", str(tmp_path / "r"), "--last", "3", "--out", str(tmp_path / "r" / "avg")]) == 0
+    assert load_checkpoint(tmp_path / "r" / "avg").step == 8
+    assert cli.main(["average", str(tmp_path / "r"), "--last", "4", "--out", str(tmp_path / "a2")]) == 2
+    assert "fewer than --last 4" in capsys.readouterr().err

@@ -374,6 +374,24 @@ def attention_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def average_command(args: argparse.Namespace) -> int:
+    """`transformer-networks average CKPT... --out DIR`, or `average RUN --last N --out DIR`."""
+    from .training.average import average_checkpoints, step_checkpoints
+
+    paths = args.checkpoints
+    if args.last is not None:
+        if len(paths) != 1:
+            raise UserError("--last N takes one run directory")
+        kept = step_checkpoints(paths[0])
+        if len(kept) < args.last:
+            raise UserError(f"{paths[0]}: {len(kept)} kept checkpoint(s) (step-*), fewer than --last {args.last} "
+                            f"(train with --set keep_checkpoints=N to keep them)")
+        paths = kept[-args.last :]
+    out = average_checkpoints(paths, args.out, overwrite=args.overwrite)
+    print(f"averaged {len(paths)} checkpoints into {out}")
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage mistake is one line on stderr (exit code 2), like every other error."""
 
@@ -512,6 +530,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--truncate", action="store_true")
     p.add_argument("--out", required=True, metavar="FILE.png")
 
+    p = sub.add_parser("average", help="average the weights of several checkpoints (as the paper reports)")
+    p.add_argument("checkpoints", nargs="+", metavar="CKPT", help="checkpoints of one model, or one run directory "
+                   "with --last N")
+    p.add_argument("--last", type=_positive_int, metavar="N", help="the run's last N kept checkpoints (step-*)")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
+
     p = sub.add_parser("plot", help="draw a run's learning curves (loss, metric, learning rate) to a PNG")
     p.add_argument("run_dir")
     p.add_argument("--out", help="the PNG (default RUN_DIR/curves.png)")
@@ -519,7 +544,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"translate": translate_command, "generate": generate_command, "classify": classify_command,
-            "attention": attention_command}
+            "attention": attention_command, "average": average_command}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -66,6 +66,7 @@ class TrainConfig:
     eval_every: int = 500  # steps between evaluations on the validation data (and checkpoints)
     eval_examples: int | None = None  # evaluate on at most this many validation examples while training (not lm)
     log_every: int = 50  # steps between progress lines when stderr is not a terminal
+    keep_checkpoints: int = 0  # also keep the last N evaluation checkpoints as RUN/step-NNNNNNN (for `average`)
     # --- machine --------------------------------------------------------------------------------------------
     device: str = "auto"  # auto: cuda, then mps, then cpu
     precision: str = "auto"  # auto: bf16 on a CUDA device that supports it, else fp32
@@ -98,6 +99,7 @@ class TrainConfig:
             value = getattr(self, name)
             check(name, value is None or value >= 1, "a positive integer")
         check("warmup", self.warmup >= 0, "zero or a positive integer")
+        check("keep_checkpoints", self.keep_checkpoints >= 0, "zero or a positive integer")
         check("warmup", self.warmup >= 1 or self.schedule != "noam", "at least 1 with the noam schedule")
         check("seed", 0 <= self.seed < 2**32, "in [0, 2**32)")
         check("lr", self.lr > 0, "positive")

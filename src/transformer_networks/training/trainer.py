@@ -32,6 +32,7 @@ from torch import nn
 from .. import __version__
 from ..config import TransformerConfig
 from ..errors import ConfigError, UserError
+from .average import STEP_PREFIX, step_checkpoints
 from .checkpoint import MODEL_CLASSES, pack_training_state, save_checkpoint
 from .config import TrainConfig
 from .progress import Progress, format_duration
@@ -120,7 +121,7 @@ def prepare_output(out: Path, overwrite: bool) -> None:
     """Check the output directory, then clear a previous run's files from it (other files stay)."""
     check_output(out, overwrite)
     if out.exists():
-        for name in RUN_FILES:
+        for name in [*RUN_FILES, *(p.name for p in out.glob(f"{STEP_PREFIX}*"))]:
             target = out / name
             if target.is_dir():
                 shutil.rmtree(target)
@@ -289,6 +290,10 @@ def train(
         checkpoint("last", step, {"step": step, "epoch": epoch, "best_value": best_value, "stale": stale})
         if improved:
             checkpoint("best", step)
+        if cfg.keep_checkpoints:  # weights only, for `average`; the oldest beyond N are removed
+            checkpoint(f"{STEP_PREFIX}{step:07d}", step)
+            for old in step_checkpoints(out)[: -cfg.keep_checkpoints]:
+                shutil.rmtree(old)
         elif cfg.patience is not None and stale >= cfg.patience:
             stop_reason = f"no better {task.metric} in {stale} evaluations (patience)"
 
