@@ -181,6 +181,10 @@ def train_command(args: argparse.Namespace) -> int:
     from .training.tasks import DataSpec
     from .training.trainer import train
 
+    if args.resume is not None:
+        return resume_command(args)
+    if args.task is None or args.out is None:
+        raise UserError("train needs a task (lm, translation or classification) and --out DIR, or --resume RUN_DIR")
     settings: dict[str, Any] = {}
     origin: dict[str, str] = {}
     preset = args.preset
@@ -209,10 +213,32 @@ def train_command(args: argparse.Namespace) -> int:
                     valid_target_file=args.valid_target_file)
     result = train(args.task, args.out, data=spec, model_config=model_config, train_config=train_config,
                    model_fields_set=set(model_settings), overwrite=args.overwrite, quiet=args.quiet)
+    return _train_finished(result)
+
+
+def _train_finished(result: Any) -> int:
+    if result.interrupted:
+        print(f"transformer-networks: {result.stop_reason}", file=sys.stderr)
+        return 130 if result.interrupted == "SIGINT" else 143
     shown = ", ".join(f"{k} {v:.4g}" for k, v in result.best.items())
     print(f"best validation: {shown}")
     print(f"checkpoint: {result.out / 'best'}")
     return 0
+
+
+def resume_command(args: argparse.Namespace) -> int:
+    """`train --resume RUN_DIR` (or `train TASK --out RUN_DIR --resume`): continue a run from its last checkpoint
+    with its own settings; nothing else may be changed, or the run would not be the one it was."""
+    from .training.trainer import train
+
+    run = args.out if args.resume is True else args.resume
+    if run is None:
+        raise UserError("--resume needs the run directory: --resume RUN_DIR")
+    changed = [f"--{name.replace('_', '-')}" for name in (*TRAIN_FLAGS, "data", "valid", "preset", "config_file")
+               if getattr(args, name, None) not in (None, False, [])] + ["--set"] * bool(args.overrides)
+    if changed:
+        raise UserError(f"--resume continues a run with its own settings; leave out {', '.join(changed)}")
+    return _train_finished(train(args.task or "", run, resume=True, quiet=args.quiet))
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
@@ -430,7 +456,9 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a language model, translator or classifier; write a run directory",
                        description="Train on files or on built-in data (builtin:scan, builtin:scan-length, "
                        "builtin:stdlib-docs, builtin:stdlib-topics; the default when no data is given).")
-    p.add_argument("task", choices=["lm", "translation", "classification"])
+    p.add_argument("task", nargs="?", choices=["lm", "translation", "classification"])
+    p.add_argument("--resume", nargs="?", const=True, metavar="RUN_DIR",
+                   help="continue RUN_DIR (or --out) from its last checkpoint, exactly as it would have gone on")
     p.add_argument("--data", nargs="+", metavar="PATH", help="training files (lm: files or directories; "
                    "translation: a source<TAB>target TSV; classification: TSV/CSV/JSONL), or builtin:NAME")
     p.add_argument("--valid", nargs="+", metavar="PATH", help="validation data (default: a held-out part of --data)")
@@ -438,7 +466,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--target-file")
     p.add_argument("--valid-source-file")
     p.add_argument("--valid-target-file")
-    p.add_argument("--out", required=True, metavar="DIR", help="the run directory (refused if it holds files)")
+    p.add_argument("--out", metavar="DIR", help="the run directory (refused if it holds files)")
     p.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     p.add_argument("--preset", help=f"model preset: {', '.join(sorted(PRESETS))} (default small)")
     p.add_argument("--config", dest="config_file", metavar="FILE",

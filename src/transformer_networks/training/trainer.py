@@ -18,7 +18,9 @@ import json
 import math
 import random
 import shutil
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,7 +35,7 @@ from .. import __version__
 from ..config import TransformerConfig
 from ..errors import ConfigError, UserError
 from .average import STEP_PREFIX, step_checkpoints
-from .checkpoint import MODEL_CLASSES, pack_training_state, save_checkpoint
+from .checkpoint import MODEL_CLASSES, pack_training_state, restore_training_state, save_checkpoint
 from .config import TrainConfig
 from .progress import Progress, format_duration
 from .schedules import make_scheduler
@@ -56,6 +58,7 @@ class TrainResult:
     best: dict[str, float] = field(default_factory=dict)  # validation metrics of the best checkpoint
     last: dict[str, float] = field(default_factory=dict)  # validation metrics at the end
     parameters: int = 0
+    interrupted: str | None = None  # "SIGINT" / "SIGTERM" when a signal stopped the run (its last/ is current)
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -171,19 +174,32 @@ def train(
     overwrite: bool = False,
     quiet: bool = False,
     log: Callable[[str], None] | None = None,
+    resume: bool = False,
 ) -> TrainResult:
     """Train a model for `task_name` ("lm", "translation" or "classification") and write the run to `out`.
 
     `model_config` gives the architecture (default: the "small" preset); its vocabulary sizes, number of classes
     and max_seq_len are set from the data, except a max_seq_len named in `model_fields_set`.
+
+    resume: continue the run in `out` from its last checkpoint, with the run's own settings, data, tokenizers,
+    weights, optimizer, schedule, scaler, RNG states and data position: the steps that follow are the steps the
+    uninterrupted run would have taken. (The other arguments, except quiet/log, are then ignored.)
+    SIGINT or SIGTERM during training saves the last checkpoint at the current step and stops; a second Ctrl-C
+    stops at once.
     """
+    out = Path(out)
+    resumed = None
+    if resume:
+        resumed = _resume_point(out)
+        task_name, data = resumed.run["task"], DataSpec.from_dict(resumed.run["data"])
+        train_config = TrainConfig.from_dict(resumed.run["train"])
     if task_name not in MODEL_CLASSES:
         raise UserError(f"unknown task {task_name!r}; choose one of {', '.join(MODEL_CLASSES)}")
     cfg = train_config or TrainConfig()
     cfg.check_stopping()
     spec = data or DataSpec()
-    out = Path(out)
-    check_output(out, overwrite)  # refuse before any work is done
+    if not resume:
+        check_output(out, overwrite)  # refuse before any work is done
     progress_log = log or (lambda message: None if quiet else print(message, file=sys.stderr, flush=True))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -195,8 +211,12 @@ def train(
     splits = read_splits(task_name, spec, cfg)
     kind = cfg.tokenizer or splits.default_tokenizer
     cfg = cfg.replace(tokenizer=kind)
-    tokenizer, source_tokenizer = build_tokenizers(task_name, splits.train, kind, cfg)
-    labels = sort_labels({y for _, y in splits.train}) if task_name == "classification" else None
+    if resumed is not None:  # the run's own tokenizers and labels, not retrained
+        ck = resumed.checkpoint
+        tokenizer, source_tokenizer, labels = ck.tokenizer, ck.source_tokenizer, ck.labels or None
+    else:
+        tokenizer, source_tokenizer = build_tokenizers(task_name, splits.train, kind, cfg)
+        labels = sort_labels({y for _, y in splits.train}) if task_name == "classification" else None
     task = make_task(task_name, cfg, tokenizer, source_tokenizer, labels, char_level=kind == "char")
     train_enc = task.encode(splits.train)
     describe_filtering("training data", train_enc, cfg.max_len, progress_log)
@@ -219,9 +239,14 @@ def train(
 
     # --- model, optimizer, schedule ---
     seed_everything(cfg.seed)
-    model_cfg = resolve_model_config(model_config or TransformerConfig.from_preset("small"), task.model_settings(),
-                                     model_fields_set or set())
+    if resumed is not None:
+        model_cfg = resumed.checkpoint.config
+    else:
+        model_cfg = resolve_model_config(model_config or TransformerConfig.from_preset("small"),
+                                         task.model_settings(), model_fields_set or set())
     model = MODEL_CLASSES[task_name](model_cfg).to(device)
+    if resumed is not None:
+        model.load_state_dict(resumed.checkpoint.model.state_dict())
     train_model = torch.compile(model) if cfg.compile else model
     first_epoch = task.batches(train_enc, epoch=0)  # built once: counted here, trained on in the loop
     steps_per_epoch = max(1, math.ceil(len(first_epoch) / cfg.grad_accum))
@@ -244,15 +269,22 @@ def train(
                      f"peak learning rate {peak:.2e} at step {cfg.warmup}")
 
     # --- the run directory ---
-    try:
-        prepare_output(out, overwrite)
-    except OSError as e:
-        raise UserError(f"--out {out}: cannot write: {e.strerror}") from None
-    run_info = {"version": __version__, "task": task_name, "data": spec.to_dict(), "model": model_cfg.to_dict(),
-                "train": cfg.to_dict(), "labels": labels or []}
-    (out / "run.json").write_text(json.dumps(run_info, indent=2) + "\n", encoding="utf-8")
     metrics_path = out / "metrics.jsonl"
-    metrics_path.write_text("", encoding="utf-8")
+    counters: dict[str, Any] = {}
+    if resumed is not None:
+        counters = restore_training_state(resumed.state, optimizer, scheduler, scaler)
+        _truncate_metrics(metrics_path, counters["step"])  # records written after the checkpoint are redone
+        progress_log(f"resuming {out} from step {counters['step']} (epoch {counters['epoch']}, batch "
+                     f"{counters['position']})")
+    else:
+        try:
+            prepare_output(out, overwrite)
+        except OSError as e:
+            raise UserError(f"--out {out}: cannot write: {e.strerror}") from None
+        run_info = {"version": __version__, "task": task_name, "data": spec.to_dict(),
+                    "model": model_cfg.to_dict(), "train": cfg.to_dict(), "labels": labels or []}
+        (out / "run.json").write_text(json.dumps(run_info, indent=2) + "\n", encoding="utf-8")
+        metrics_path.write_text("", encoding="utf-8")
 
     def record(entry: dict[str, Any]) -> None:
         with open(metrics_path, "a", encoding="utf-8") as f:
@@ -268,8 +300,16 @@ def train(
                         max_seconds=cfg.max_minutes * 60 if cfg.max_minutes else None)
     start = time.perf_counter()
     step, epoch, best_value, best, last, stale = 0, 0, None, {}, {}, 0
+    position = 0  # the next batch group of the epoch
+    if counters:
+        step, epoch, position = counters["step"], counters["epoch"], counters["position"]
+        best_value, best, stale = counters["best_value"], counters.get("best", {}), counters["stale"]
     interval_loss, interval_steps = 0.0, 0
     stop_reason = None
+
+    def state_counters() -> dict[str, Any]:
+        return {"step": step, "epoch": epoch, "position": position, "best_value": best_value, "best": best,
+                "stale": stale}
 
     def evaluate(step: int) -> None:
         nonlocal best_value, best, last, stale, stop_reason
@@ -287,7 +327,7 @@ def train(
             stale += 1
         shown = ", ".join(f"{k} {v:.4g}" for k, v in values.items())
         progress.log(f"eval step {step}: {shown}" + (" (best)" if improved else ""))
-        checkpoint("last", step, {"step": step, "epoch": epoch, "best_value": best_value, "stale": stale})
+        checkpoint("last", step, state_counters())
         if improved:
             checkpoint("best", step)
         if cfg.keep_checkpoints:  # weights only, for `average`; the oldest beyond N are removed
@@ -298,10 +338,11 @@ def train(
             stop_reason = f"no better {task.metric} in {stale} evaluations (patience)"
 
     model.train()
-    evaluated_at = -1
+    evaluated_at = step if resumed is not None else -1
+    stop = _StopSignals()
     while stop_reason is None:
         batches = first_epoch if epoch == 0 else task.batches(train_enc, epoch=epoch)
-        for first in range(0, len(batches), cfg.grad_accum):
+        for first in range(position, len(batches), cfg.grad_accum):
             group = batches[first : first + cfg.grad_accum]
             optimizer.zero_grad(set_to_none=True)
             step_loss, tokens = 0.0, 0
@@ -324,6 +365,9 @@ def train(
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
             step += 1
+            position = first + cfg.grad_accum
+            if position >= len(batches):
+                epoch, position = epoch + 1, 0
             interval_loss, interval_steps = interval_loss + step_loss, interval_steps + 1
             progress.update(step, loss=step_loss, lr=lr, tokens=tokens)
             if step % cfg.log_every == 0:
@@ -334,17 +378,86 @@ def train(
                 stop_reason = f"reached {step} steps"
             elif cfg.max_minutes is not None and time.perf_counter() - start >= cfg.max_minutes * 60:
                 stop_reason = f"reached the time limit of {cfg.max_minutes:g} minutes"
+            if stop.signal and not stop_reason:
+                checkpoint("last", step, state_counters())
+                stop_reason = (f"{stop.signal} at step {step}; the last checkpoint holds it: resume with "
+                               f"`transformer-networks train --resume {out}`")
+                break
             if step % cfg.eval_every == 0 or stop_reason:
                 evaluate(step)
                 evaluated_at = step
             if stop_reason:
                 break
-        epoch += 1
+        position = 0
+    stop.restore()
     progress.close()
     seconds = time.perf_counter() - start
-    progress_log(f"stopped: {stop_reason} after {format_duration(seconds)}; best {task.metric} "
-                 f"{best_value:.4g}; checkpoints in {out}/best and {out}/last")
-    return TrainResult(out, task_name, step, stop_reason, seconds, best, last, model.num_parameters())
+    best_text = f"{best_value:.4g}" if best_value is not None else "not evaluated yet"
+    progress_log(f"stopped: {stop_reason} after {format_duration(seconds)}; best {task.metric} {best_text}; "
+                 f"checkpoints in {out}")
+    return TrainResult(out, task_name, step, stop_reason, seconds, best, last, model.num_parameters(),
+                       interrupted=stop.signal)
+
+
+@dataclass
+class _ResumePoint:
+    run: dict[str, Any]  # run.json
+    checkpoint: Any  # the last checkpoint, loaded
+    state: dict[str, Any]  # its training state
+
+
+def _resume_point(out: Path) -> _ResumePoint:
+    """What `train(resume=True)` starts from: the run's settings and its last checkpoint."""
+    from .checkpoint import load_checkpoint, load_training_state
+
+    if not (out / "run.json").exists():
+        raise UserError(f"--resume {out}: not a training run (no run.json)")
+    if not (out / "last" / "training_state.json").exists():
+        raise UserError(f"--resume {out}: no last checkpoint to resume from (the run stopped before its first "
+                        f"checkpoint); start it again")
+    try:
+        run = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"{out / 'run.json'}: unreadable: {e}") from None
+    checkpoint = load_checkpoint(out / "last")
+    state = load_training_state(out / "last")
+    if "position" not in state["meta"]["counters"]:
+        raise UserError(f"{out / 'last'}: written by an older version without the data position; cannot resume "
+                        f"exactly")
+    return _ResumePoint(run, checkpoint, state)
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop the records of steps after `step` (written before a crash, redone by the resumed run)."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= step]
+    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+
+class _StopSignals:
+    """SIGINT / SIGTERM during training: note it, so the loop saves a checkpoint at the end of its step and
+    stops. The handlers go back to the defaults at once, so a second Ctrl-C interrupts immediately."""
+
+    def __init__(self) -> None:
+        self.signal: str | None = None
+        self.previous: dict[int, Any] = {}
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signal = signal.Signals(signum).name
+        self.restore()
+        print(f"\n{self.signal}: saving a checkpoint at the end of this step (again to stop at once)",
+              file=sys.stderr, flush=True)
+
+    def restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        self.previous = {}
 
 
 def load_task(checkpoint: Any) -> Task:

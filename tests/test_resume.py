@@ -1,0 +1,110 @@
+"""Exact resume: a run killed with SIGKILL (or stopped by SIGINT / SIGTERM) after a checkpoint and resumed logs
+bitwise the same losses, step for step, as the run that was never interrupted (dropout on, on CPU)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from transformer_networks import cli
+
+N = 10  # the checkpoint the interrupted runs resume from; the runs are 2N steps
+
+
+def train_argv(data, out, *extra):
+    return [sys.executable, "-m", "transformer_networks", "train", "lm", "--data", str(data), "--out", str(out),
+            "--preset", "tiny", "--set", "d_model=128", "--set", "dropout=0.1", "--set", "log_every=1",
+            "--set", "threads=1", "--max-steps", str(2 * N), "--eval-every", str(N), "--block-size", "128",
+            "--batch-size", "16", "--tokenizer", "char", "--device", "cpu", "--quiet", *extra]
+
+
+def records(run, split):
+    lines = (Path(run) / "metrics.jsonl").read_text().splitlines()
+    return {r["step"]: r for r in map(json.loads, lines) if r["split"] == split}
+
+
+def checkpoint_step(run):
+    """The step of the run's last checkpoint, or None; a checkpoint appears whole (renamed into place)."""
+    path = Path(run) / "last" / "task.json"
+    try:
+        return json.loads(path.read_text())["step"]
+    except (OSError, ValueError):
+        return None
+
+
+def start_and_wait_for_checkpoint(argv):
+    child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out = Path(argv[argv.index("--out") + 1])
+    deadline = time.monotonic() + 120
+    while checkpoint_step(out) is None:
+        assert child.poll() is None, child.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.002)
+    return child
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("resume")
+    data = tmp / "text.txt"
+    data.write_text(Path(__file__).read_text() * 3, encoding="utf-8")
+    result = subprocess.run(train_argv(data, tmp / "straight"), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return data, tmp / "straight"
+
+
+def assert_same_run_after(run, reference_run, step):
+    ours, theirs = records(run, "train"), records(reference_run, "train")
+    assert sorted(ours) == sorted(theirs) == list(range(1, 2 * N + 1))
+    for s in range(step + 1, 2 * N + 1):
+        assert ours[s]["loss"] == theirs[s]["loss"], s  # bitwise: floats round-trip exactly through JSON
+        assert ours[s]["lr"] == theirs[s]["lr"]
+    assert records(run, "valid")[2 * N]["loss"] == records(reference_run, "valid")[2 * N]["loss"]
+
+
+def test_sigkill_after_a_checkpoint_then_resume_is_bitwise_identical(reference, tmp_path):
+    data, straight = reference
+    run = tmp_path / "killed"
+    child = start_and_wait_for_checkpoint(train_argv(data, run))
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert child.returncode == -signal.SIGKILL
+    assert checkpoint_step(run) == N  # killed before the run could end
+    result = subprocess.run([sys.executable, "-m", "transformer_networks", "train", "--resume", str(run),
+                             "--quiet"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert_same_run_after(run, straight, N)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_saves_the_current_step_and_resume_continues_it(reference, tmp_path, sig):
+    data, straight = reference
+    run = tmp_path / sig.name
+    child = start_and_wait_for_checkpoint(train_argv(data, run))
+    child.send_signal(sig)
+    _, err = child.communicate(timeout=120)
+    assert child.returncode == (130 if sig == signal.SIGINT else 143), err
+    stopped = checkpoint_step(run)
+    assert stopped >= N and f"{sig.name} at step {stopped}" in err and f"--resume {run}" in err
+    assert "Traceback" not in err
+    assert max(records(run, "train")) == stopped
+    assert cli.main(["train", "--resume", str(run), "--quiet"]) == 0
+    assert_same_run_after(run, straight, stopped)
+
+
+def test_resume_refuses_what_it_cannot_do(tmp_path, capsys):
+    assert cli.main(["train", "--resume", str(tmp_path)]) == 2
+    assert "not a training run" in capsys.readouterr().err
+    (tmp_path / "run.json").write_text("{}")
+    assert cli.main(["train", "--resume", str(tmp_path)]) == 2
+    assert "no last checkpoint" in capsys.readouterr().err
+    assert cli.main(["train", "--resume", str(tmp_path), "--max-steps", "5"]) == 2
+    assert "leave out --max-steps" in capsys.readouterr().err
+    assert cli.main(["train", "lm"]) == 2
+    assert "--out" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == ["run.json"]
