@@ -165,7 +165,6 @@ def test_an_existing_run_is_refused_unless_overwrite(tmp_path, capsys):
 @pytest.mark.parametrize("args, message", [
     (["train", "lm", "--out", "x", "--max-steps", "0"], "--max-steps: expected a positive integer"),
     (["train", "poetry", "--out", "x"], "invalid choice: 'poetry'"),
-    (["train", "lm"], "the following arguments are required: --out"),
 ])
 def test_argument_errors_are_one_line(args, message, capsys):
     with pytest.raises(SystemExit) as e:
@@ -173,6 +172,13 @@ def test_argument_errors_are_one_line(args, message, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err
+
+
+def test_train_without_out_is_one_line(capsys):
+    assert cli.main(["train", "lm"]) == 2  # --out is optional only with --resume
+    err = capsys.readouterr().err.strip()
+    assert err == "transformer-networks: error: train needs a task (lm, translation or classification) and " \
+                  "--out DIR, or --resume RUN_DIR"
 
 
 def test_model_settings_are_checked_together_then_blamed_one_by_one():
