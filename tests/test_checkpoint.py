@@ -170,3 +170,31 @@ def test_training_keeps_the_last_n_checkpoints_for_averaging(tmp_path, capsys):
     assert load_checkpoint(tmp_path / "r" / "avg").step == 8
     assert cli.main(["average", str(tmp_path / "r"), "--last", "4", "--out", str(tmp_path / "a2")]) == 2
     assert "fewer than --last 4" in capsys.readouterr().err
+
+
+def test_a_full_disk_is_a_clear_error_and_the_previous_checkpoint_survives(tmp_path, monkeypatch):
+    import errno
+
+    from transformer_networks.training import checkpoint as checkpoint_module
+    from transformer_networks.training.tasks import DataSpec
+    from transformer_networks.training.trainer import TrainingError, train
+
+    text = tmp_path / "t.txt"
+    text.write_text("hello world, hello disk\n" * 40, encoding="utf-8")
+    cfg = TransformerConfig.from_preset("tiny", d_model=16, n_heads=2, n_layers=1, d_ff=32)
+    real, calls = checkpoint_module.save_model, []
+
+    def save_model(model, filename, *args, **kwargs):
+        calls.append(filename)
+        if len(calls) > 2:  # the first evaluation's last/ and best/ are written; then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(model, filename, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint_module, "save_model", save_model)
+    with pytest.raises(TrainingError, match=r"step 4: cannot write the checkpoint .*last: No space left on device; "
+                                            r"the previous .*last is intact"):
+        train("lm", tmp_path / "run", data=DataSpec(data=[str(text)]), model_config=cfg,
+              train_config=TrainConfig(block_size=8, max_steps=6, eval_every=2, device="cpu"), quiet=True)
+    survivor = load_checkpoint(tmp_path / "run" / "last")  # whole, checksums and all
+    assert survivor.step == 2
+    assert not (tmp_path / "run" / "last.tmp").exists()

@@ -11,7 +11,7 @@ from transformer_networks.training.checkpoint import load_checkpoint
 from transformer_networks.training.config import TrainConfig
 from transformer_networks.training.evaluation import evaluate
 from transformer_networks.training.tasks import DataSpec
-from transformer_networks.training.trainer import train
+from transformer_networks.training.trainer import TrainingError, train
 
 TINY = dict(d_model=32, n_heads=2, n_layers=1, d_ff=64, dropout=0.0)
 
@@ -173,3 +173,43 @@ def test_evaluate_uses_the_runs_own_splits(tmp_path):
     rest, _ = run_split("translation", spec, cfg, "train")
     assert len(held) == round(0.05 * 16_728) and len(rest) + len(held) == 16_728 and not set(held) & set(rest)
     assert run_split("translation", spec, cfg, "test")[1] == "builtin:scan test split"
+
+
+def nan_on_calls(monkeypatch, calls):
+    """Make the language-model loss NaN on the given calls (1-based), as a bad batch or an overflow would."""
+    from transformer_networks.training.tasks import LanguageModelingTask
+
+    real, seen = LanguageModelingTask.loss, []
+
+    def loss(self, model, batch):
+        seen.append(1)
+        value = real(self, model, batch)
+        return value * float("nan") if len(seen) in calls else value
+
+    monkeypatch.setattr(LanguageModelingTask, "loss", loss)
+
+
+def test_skip_nonfinite_skips_at_most_n_bad_batches(tmp_path, monkeypatch, capsys):
+    text = tmp_path / "t.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog\n" * 40, encoding="utf-8")
+    spec = DataSpec(data=[str(text)])
+    messages = []
+    nan_on_calls(monkeypatch, {3, 6})
+    result = train("lm", tmp_path / "ok", data=spec, model_config=tiny_model(),
+                   train_config=quick(block_size=16, max_steps=10, eval_every=5, skip_nonfinite=2),
+                   log=messages.append)
+    assert result.steps == 10  # the skipped batches do not count as steps
+    assert "step 3: the loss is nan; batch skipped (1 of at most 2)" in capsys.readouterr().err
+    assert "skipped 2 batch(es) with a non-finite loss, at steps 3, 5" in messages
+    params = load_checkpoint(tmp_path / "ok" / "last").model.state_dict().values()
+    assert all(bool(p.isfinite().all()) for p in params)  # no NaN reached the weights
+
+    nan_on_calls(monkeypatch, {3, 8})
+    with pytest.raises(TrainingError, match=r"step 7: the loss is nan; stopping \(the last checkpoint is .*last\).*"
+                                            r"1 bad batch\(es\) skipped before, at steps 3"):
+        train("lm", tmp_path / "stop", data=spec, model_config=tiny_model(),
+              train_config=quick(block_size=16, max_steps=10, eval_every=5, skip_nonfinite=1), quiet=True)
+    nan_on_calls(monkeypatch, {2})
+    with pytest.raises(TrainingError, match=r"step 2: the loss is nan; stopping \(no checkpoint was saved\)"):
+        train("lm", tmp_path / "none", data=spec, model_config=tiny_model(),
+              train_config=quick(block_size=16, max_steps=10, eval_every=5), quiet=True)

@@ -173,7 +173,7 @@ def _print_summary(s: ModelSummary) -> None:
 # Flags of `train` that are shorthands for a training setting (the same as --set NAME=VALUE).
 TRAIN_FLAGS = ("tokenizer", "vocab_size", "max_len", "truncate", "batch_size", "max_tokens", "block_size",
                "max_steps", "max_epochs", "max_minutes", "eval_every", "patience", "lr", "device", "seed",
-               "precision", "compile", "text_column", "label_column")
+               "precision", "compile", "text_column", "label_column", "skip_nonfinite")
 
 
 def train_command(args: argparse.Namespace) -> int:
@@ -492,6 +492,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--text-column", help="classification: the text column (default text, else sentence)")
     p.add_argument("--label-column", help="classification: the label column (default label)")
+    p.add_argument("--skip-nonfinite", type=_positive_int, metavar="N",
+                   help="skip at most N batches whose loss is NaN or infinite (default: stop at the first)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
     p = sub.add_parser("evaluate", help="print a checkpoint's metrics on its test or validation data, or on files")

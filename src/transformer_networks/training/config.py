@@ -57,6 +57,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.1  # cosine: final learning rate as a fraction of lr
     label_smoothing: float = 0.0  # the paper: 0.1; padding is never a target
     clip_norm: float | None = 1.0  # gradient norm clipping (None: off)
+    skip_nonfinite: int = 0  # skip at most this many batches whose loss is NaN or infinite (then stop)
     # --- stopping -------------------------------------------------------------------------------------------
     max_steps: int | None = 2000  # optimizer steps
     max_epochs: float | None = None  # passes over the training data (with max_steps: whichever comes first)
@@ -100,6 +101,7 @@ class TrainConfig:
             check(name, value is None or value >= 1, "a positive integer")
         check("warmup", self.warmup >= 0, "zero or a positive integer")
         check("keep_checkpoints", self.keep_checkpoints >= 0, "zero or a positive integer")
+        check("skip_nonfinite", self.skip_nonfinite >= 0, "zero or a positive integer")
         check("warmup", self.warmup >= 1 or self.schedule != "noam", "at least 1 with the noam schedule")
         check("seed", 0 <= self.seed < 2**32, "in [0, 2**32)")
         check("lr", self.lr > 0, "positive")

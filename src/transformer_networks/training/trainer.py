@@ -292,9 +292,15 @@ def train(
 
     def checkpoint(name: str, step: int, counters: dict[str, Any] | None = None) -> None:
         state = pack_training_state(optimizer, scheduler, counters, scaler) if counters is not None else None
-        save_checkpoint(out / name, model, task=task_name, config=model_cfg, train_config=cfg, tokenizer=tokenizer,
-                        source_tokenizer=source_tokenizer, labels=labels, data=spec.to_dict(), step=step,
-                        training_state=state)
+        try:
+            save_checkpoint(out / name, model, task=task_name, config=model_cfg, train_config=cfg,
+                            tokenizer=tokenizer, source_tokenizer=source_tokenizer, labels=labels,
+                            data=spec.to_dict(), step=step, training_state=state)
+        except OSError as e:  # a full disk, a directory made read-only: the previous checkpoint is untouched
+            shutil.rmtree(out / f"{name}.tmp", ignore_errors=True)
+            kept = f"the previous {out / name} is intact" if (out / name).exists() else "no earlier one exists"
+            raise TrainingError(f"step {step}: cannot write the checkpoint {out / name}: "
+                                f"{e.strerror or e}; {kept}") from None
 
     progress = Progress(step_limit, quiet=quiet, every=cfg.log_every,
                         max_seconds=cfg.max_minutes * 60 if cfg.max_minutes else None)
@@ -340,6 +346,7 @@ def train(
     model.train()
     evaluated_at = step if resumed is not None else -1
     stop = _StopSignals()
+    skipped: list[int] = []  # steps whose batch had a non-finite loss and was skipped
     while stop_reason is None:
         batches = first_epoch if epoch == 0 else task.batches(train_enc, epoch=epoch)
         for first in range(position, len(batches), cfg.grad_accum):
@@ -354,9 +361,17 @@ def train(
                 scaler.scale(loss).backward()
                 step_loss += float(loss.detach())
             if not math.isfinite(step_loss):
+                skipped.append(step + 1)
+                if len(skipped) <= cfg.skip_nonfinite:  # drop this batch's gradients; the step is taken again
+                    progress.log(f"step {step + 1}: the loss is {step_loss}; batch skipped ({len(skipped)} of at "
+                                 f"most {cfg.skip_nonfinite})")
+                    optimizer.zero_grad(set_to_none=True)
+                    continue
                 saved = f"the last checkpoint is {out / 'last'}" if evaluated_at >= 0 else "no checkpoint was saved"
                 raise TrainingError(f"step {step + 1}: the loss is {step_loss}; stopping ({saved}); "
-                                    f"try a lower lr, more warmup or clip_norm")
+                                    f"try a lower lr, more warmup or clip_norm" + (
+                                        f"; {len(skipped) - 1} bad batch(es) skipped before, at steps "
+                                        f"{', '.join(map(str, skipped[:-1]))}" if len(skipped) > 1 else ""))
             if cfg.clip_norm is not None:
                 scaler.unscale_(optimizer)
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
@@ -392,6 +407,9 @@ def train(
     stop.restore()
     progress.close()
     seconds = time.perf_counter() - start
+    if skipped:
+        progress_log(f"skipped {len(skipped)} batch(es) with a non-finite loss, at steps "
+                     f"{', '.join(map(str, skipped))}")
     best_text = f"{best_value:.4g}" if best_value is not None else "not evaluated yet"
     progress_log(f"stopped: {stop_reason} after {format_duration(seconds)}; best {task.metric} {best_text}; "
                  f"checkpoints in {out}")
