@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -217,6 +218,8 @@ def train_command(args: argparse.Namespace) -> int:
 
 
 def _train_finished(result: Any) -> int:
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
+        return 0
     if result.interrupted:
         print(f"transformer-networks: {result.stop_reason}", file=sys.stderr)
         return 130 if result.interrupted == "SIGINT" else 143

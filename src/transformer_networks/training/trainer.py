@@ -37,6 +37,7 @@ from ..errors import ConfigError, UserError
 from .average import STEP_PREFIX, step_checkpoints
 from .checkpoint import MODEL_CLASSES, pack_training_state, restore_training_state, save_checkpoint
 from .config import TrainConfig
+from .distributed import Distributed
 from .progress import Progress, format_duration
 from .schedules import make_scheduler
 from .tasks import DataSpec, Task, build_tokenizers, describe_filtering, make_task, read_splits, sort_labels
@@ -198,12 +199,14 @@ def train(
     cfg = train_config or TrainConfig()
     cfg.check_stopping()
     spec = data or DataSpec()
-    if not resume:
+    ranks = Distributed()  # under torchrun: one of several processes; else a no-op
+    quiet = quiet or not ranks.is_main  # only rank 0 reports
+    if not resume and ranks.is_main:
         check_output(out, overwrite)  # refuse before any work is done
     progress_log = log or (lambda message: None if quiet else print(message, file=sys.stderr, flush=True))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = pick_device(cfg.device)
+    device = ranks.start(pick_device(cfg.device))
     amp_dtype = pick_precision(cfg.precision, device)
 
     # --- data and tokenizers ---
@@ -247,9 +250,15 @@ def train(
     model = MODEL_CLASSES[task_name](model_cfg).to(device)
     if resumed is not None:
         model.load_state_dict(resumed.checkpoint.model.state_dict())
-    train_model = torch.compile(model) if cfg.compile else model
+    train_model = ranks.wrap(model, device)
+    train_model = torch.compile(train_model) if cfg.compile else train_model
     first_epoch = task.batches(train_enc, epoch=0)  # built once: counted here, trained on in the loop
-    steps_per_epoch = max(1, math.ceil(len(first_epoch) / cfg.grad_accum))
+    per_step = cfg.grad_accum * ranks.world  # batches per optimizer step, over all processes
+    if len(first_epoch) < per_step:
+        raise UserError(f"an epoch has {len(first_epoch)} batch(es), fewer than the {per_step} one optimizer step "
+                        f"takes (grad_accum x processes): use more data or smaller batches")
+    # Several processes drop an epoch's last incomplete step (each process needs its share); one keeps it.
+    steps_per_epoch = len(first_epoch) // per_step if ranks.enabled else math.ceil(len(first_epoch) / per_step)
     limits = [n for n in (cfg.max_steps, cfg.max_epochs and math.ceil(cfg.max_epochs * steps_per_epoch)) if n]
     step_limit = min(limits) if limits else None
     if cfg.schedule == "cosine" and step_limit is None:
@@ -273,10 +282,11 @@ def train(
     counters: dict[str, Any] = {}
     if resumed is not None:
         counters = restore_training_state(resumed.state, optimizer, scheduler, scaler)
-        _truncate_metrics(metrics_path, counters["step"])  # records written after the checkpoint are redone
+        if ranks.is_main:
+            _truncate_metrics(metrics_path, counters["step"])  # records written after the checkpoint are redone
         progress_log(f"resuming {out} from step {counters['step']} (epoch {counters['epoch']}, batch "
                      f"{counters['position']})")
-    else:
+    elif ranks.is_main:
         try:
             prepare_output(out, overwrite)
         except OSError as e:
@@ -285,6 +295,7 @@ def train(
                     "model": model_cfg.to_dict(), "train": cfg.to_dict(), "labels": labels or []}
         (out / "run.json").write_text(json.dumps(run_info, indent=2) + "\n", encoding="utf-8")
         metrics_path.write_text("", encoding="utf-8")
+    ranks.barrier()  # the run directory exists before any process goes on
 
     def record(entry: dict[str, Any]) -> None:
         with open(metrics_path, "a", encoding="utf-8") as f:
@@ -340,7 +351,7 @@ def train(
             checkpoint(f"{STEP_PREFIX}{step:07d}", step)
             for old in step_checkpoints(out)[: -cfg.keep_checkpoints]:
                 shutil.rmtree(old)
-        elif cfg.patience is not None and stale >= cfg.patience:
+        if not improved and cfg.patience is not None and stale >= cfg.patience:
             stop_reason = f"no better {task.metric} in {stale} evaluations (patience)"
 
     model.train()
@@ -349,17 +360,25 @@ def train(
     skipped: list[int] = []  # steps whose batch had a non-finite loss and was skipped
     while stop_reason is None:
         batches = first_epoch if epoch == 0 else task.batches(train_enc, epoch=epoch)
-        for first in range(position, len(batches), cfg.grad_accum):
-            group = batches[first : first + cfg.grad_accum]
+        for first in range(position, len(batches), per_step):
+            group = batches[first : first + per_step]
+            if ranks.enabled and len(group) < per_step:
+                break  # the epoch's incomplete last step: not every process would have a batch
+            local = ranks.shard(group)
             optimizer.zero_grad(set_to_none=True)
             step_loss, tokens = 0.0, 0
-            for batch in group:
+            for i, batch in enumerate(local):
                 tokens += _tokens_in(batch, tokenizer.pad_id)
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-                with autocast():
-                    loss = task.loss(train_model, batch) / len(group)
-                scaler.scale(loss).backward()
+                # Under DDP, gradients are averaged across processes on the last micro-batch only.
+                sync = contextlib.nullcontext() if i == len(local) - 1 or not ranks.enabled else \
+                    train_model.no_sync()
+                with sync, autocast():
+                    loss = task.loss(train_model, batch) / len(local)
+                with sync:
+                    scaler.scale(loss).backward()
                 step_loss += float(loss.detach())
+            step_loss = ranks.mean(step_loss, device)  # the loss of the whole step, the same on every process
             if not math.isfinite(step_loss):
                 skipped.append(step + 1)
                 if len(skipped) <= cfg.skip_nonfinite:  # drop this batch's gradients; the step is taken again
@@ -380,31 +399,38 @@ def train(
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
             step += 1
-            position = first + cfg.grad_accum
-            if position >= len(batches):
+            position = first + per_step
+            if position + (per_step - 1 if ranks.enabled else 0) >= len(batches):
                 epoch, position = epoch + 1, 0
             interval_loss, interval_steps = interval_loss + step_loss, interval_steps + 1
             progress.update(step, loss=step_loss, lr=lr, tokens=tokens)
-            if step % cfg.log_every == 0:
+            if step % cfg.log_every == 0 and ranks.is_main:
                 record({"step": step, "split": "train", "loss": interval_loss / interval_steps, "lr": lr,
                         "seconds": round(time.perf_counter() - start, 2)})
                 interval_loss, interval_steps = 0.0, 0
             if step_limit is not None and step >= step_limit:
                 stop_reason = f"reached {step} steps"
-            elif cfg.max_minutes is not None and time.perf_counter() - start >= cfg.max_minutes * 60:
+            elif ranks.any(cfg.max_minutes is not None and time.perf_counter() - start >= cfg.max_minutes * 60
+                           and ranks.is_main, device):  # rank 0's clock decides for every process
                 stop_reason = f"reached the time limit of {cfg.max_minutes:g} minutes"
-            if stop.signal and not stop_reason:
-                checkpoint("last", step, state_counters())
+            if ranks.any(stop.signal is not None, device) and not stop_reason:
+                stop.signal = stop.signal or "SIGTERM"  # another process was signalled
+                if ranks.is_main:
+                    checkpoint("last", step, state_counters())
                 stop_reason = (f"{stop.signal} at step {step}; the last checkpoint holds it: resume with "
                                f"`transformer-networks train --resume {out}`")
                 break
             if step % cfg.eval_every == 0 or stop_reason:
-                evaluate(step)
+                if ranks.is_main:
+                    evaluate(step)
                 evaluated_at = step
+                if ranks.any(stop_reason is not None, device):  # patience, decided by rank 0
+                    stop_reason = stop_reason or "rank 0 stopped the run"
             if stop_reason:
                 break
         position = 0
     stop.restore()
+    ranks.close()
     progress.close()
     seconds = time.perf_counter() - start
     if skipped:

@@ -1,0 +1,39 @@
+"""`train` under torchrun: 2 CPU processes (gloo) take the same steps as one process with the same global batch."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def train_args(data, out, *extra):
+    return ["train", "lm", "--data", str(data), "--out", str(out), "--preset", "tiny", "--set", "d_model=32",
+            "--set", "n_heads=2", "--set", "n_layers=1", "--set", "dropout=0", "--set", "log_every=1",
+            "--set", "threads=1", "--max-steps", "6", "--eval-every", "3", "--block-size", "16", "--batch-size", "4",
+            "--tokenizer", "char", "--device", "cpu", "--quiet", *extra]
+
+
+def train_losses(run):
+    lines = (Path(run) / "metrics.jsonl").read_text().splitlines()
+    return {r["step"]: r["loss"] for r in map(json.loads, lines) if r["split"] == "train"}
+
+
+def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path):
+    data = tmp_path / "text.txt"
+    data.write_text(Path(__file__).read_text() * 4, encoding="utf-8")
+    single = subprocess.run([sys.executable, "-m", "transformer_networks",
+                             *train_args(data, tmp_path / "one", "--set", "grad_accum=2")],
+                            capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "-m", "transformer_networks", *train_args(data, tmp_path / "two")],
+                         capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr
+    one, both = train_losses(tmp_path / "one"), train_losses(tmp_path / "two")
+    assert sorted(one) == sorted(both) == list(range(1, 7))
+    for step in one:
+        assert abs(one[step] - both[step]) < 1e-5, (step, one[step], both[step])
+    # Only rank 0 wrote: one run.json, one metrics file, checkpoints once.
+    assert (tmp_path / "two" / "last" / "model.safetensors").exists()
+    assert sum(1 for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()
+               if json.loads(line)["split"] == "valid") == 2
