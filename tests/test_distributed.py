@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def train_args(data, out, *extra):
     return ["train", "lm", "--data", str(data), "--out", str(out), "--preset", "tiny", "--set", "d_model=32",
@@ -18,15 +20,17 @@ def train_losses(run):
     return {r["step"]: r["loss"] for r in map(json.loads, lines) if r["split"] == "train"}
 
 
-def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path):
+@pytest.mark.parametrize("accum", [1, 2])
+def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path, accum):
     data = tmp_path / "text.txt"
     data.write_text(Path(__file__).read_text() * 4, encoding="utf-8")
     single = subprocess.run([sys.executable, "-m", "transformer_networks",
-                             *train_args(data, tmp_path / "one", "--set", "grad_accum=2")],
+                             *train_args(data, tmp_path / "one", "--set", f"grad_accum={2 * accum}")],
                             capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          "-m", "transformer_networks", *train_args(data, tmp_path / "two")],
+                          "-m", "transformer_networks",
+                          *train_args(data, tmp_path / "two", "--set", f"grad_accum={accum}")],
                          capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr
     one, both = train_losses(tmp_path / "one"), train_losses(tmp_path / "two")

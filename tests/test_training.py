@@ -5,6 +5,7 @@ import json
 import random
 
 import pytest
+import torch
 
 from transformer_networks.config import TransformerConfig
 from transformer_networks.training.checkpoint import load_checkpoint
@@ -213,3 +214,32 @@ def test_skip_nonfinite_skips_at_most_n_bad_batches(tmp_path, monkeypatch, capsy
     with pytest.raises(TrainingError, match=r"step 2: the loss is nan; stopping \(no checkpoint was saved\)"):
         train("lm", tmp_path / "none", data=spec, model_config=tiny_model(),
               train_config=quick(block_size=16, max_steps=10, eval_every=5), quiet=True)
+
+
+def test_a_skipped_batch_at_the_end_of_an_epoch_still_ends_the_epoch(tmp_path, monkeypatch):
+    from transformer_networks.training.tasks import LanguageModelingTask
+
+    text = tmp_path / "t.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog\n" * 40, encoding="utf-8")
+    real_batches, real_loss, seen = LanguageModelingTask.batches, LanguageModelingTask.loss, []
+    per_epoch = {}
+
+    def batches(self, encoded, *, epoch=None):
+        out = real_batches(self, encoded, epoch=epoch)
+        if epoch == 0:
+            per_epoch[0] = len(out)
+        return out
+
+    def loss(self, model, batch):
+        seen.append(batch["ids"].clone())
+        value = real_loss(self, model, batch)
+        return value * float("nan") if len(seen) == per_epoch[0] else value  # the epoch's last batch
+
+    monkeypatch.setattr(LanguageModelingTask, "batches", batches)
+    monkeypatch.setattr(LanguageModelingTask, "loss", loss)
+    train("lm", tmp_path / "run", data=DataSpec(data=[str(text)]), model_config=tiny_model(),
+          train_config=quick(block_size=16, max_steps=per_epoch.get(0, 30) + 3, eval_every=1000, skip_nonfinite=1),
+          quiet=True)
+    n = per_epoch[0]
+    assert len(seen) > n + 1
+    assert not torch.equal(seen[n], seen[0])  # the next epoch's first batch, not epoch 0 over again

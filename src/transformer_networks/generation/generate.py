@@ -91,10 +91,11 @@ def generate(
     elif attention_mask.shape != input_ids.shape or attention_mask.dtype != torch.bool:
         raise InputError(f"attention_mask must be a boolean tensor of shape {tuple(input_ids.shape)}")
     copies = num_beams if num_beams > 1 else num_return_sequences
+    if isinstance(model, Seq2SeqTransformer):
+        eos_id = EOS_ID if eos_id is None else eos_id
     fill = pad_id if pad_id is not None else cfg.pad_id if cfg.pad_id is not None else eos_id or 0
 
     if isinstance(model, Seq2SeqTransformer):
-        eos_id = EOS_ID if eos_id is None else eos_id
         limit = cfg.max_seq_len - 1  # the decoder's BOS takes one position
         if max_new_tokens is None:
             max_new_tokens = P + EXTRA_SOURCE_TOKENS

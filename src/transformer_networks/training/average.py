@@ -22,7 +22,8 @@ STEP_PREFIX = "step-"
 
 def step_checkpoints(run_dir: str | Path) -> list[Path]:
     """A run's kept evaluation checkpoints (RUN/step-NNNNNNN), oldest first."""
-    return sorted(p for p in Path(run_dir).glob(f"{STEP_PREFIX}*") if (p / "model.safetensors").exists())
+    return sorted(p for p in Path(run_dir).glob(f"{STEP_PREFIX}*")
+                  if not p.name.endswith((".tmp", ".old")) and (p / "model.safetensors").exists())
 
 
 def average_checkpoints(paths: list[str | Path], out: str | Path, *, overwrite: bool = False) -> Path:

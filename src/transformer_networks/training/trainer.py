@@ -254,7 +254,7 @@ def train(
     train_model = torch.compile(train_model) if cfg.compile else train_model
     first_epoch = task.batches(train_enc, epoch=0)  # built once: counted here, trained on in the loop
     per_step = cfg.grad_accum * ranks.world  # batches per optimizer step, over all processes
-    if len(first_epoch) < per_step:
+    if ranks.enabled and len(first_epoch) < per_step:
         raise UserError(f"an epoch has {len(first_epoch)} batch(es), fewer than the {per_step} one optimizer step "
                         f"takes (grad_accum x processes): use more data or smaller batches")
     # Several processes drop an epoch's last incomplete step (each process needs its share); one keeps it.
@@ -321,12 +321,16 @@ def train(
     if counters:
         step, epoch, position = counters["step"], counters["epoch"], counters["position"]
         best_value, best, stale = counters["best_value"], counters.get("best", {}), counters["stale"]
-    interval_loss, interval_steps = 0.0, 0
+    interval_loss, interval_steps = counters.get("interval_loss", 0.0), counters.get("interval_steps", 0)
     stop_reason = None
+    if resumed is not None and step_limit is not None and step >= step_limit:
+        raise UserError(f"--resume {out}: the run already finished ({step} of {step_limit} steps)")
+    if resumed is not None and cfg.patience is not None and stale >= cfg.patience:
+        raise UserError(f"--resume {out}: the run already stopped early (patience {cfg.patience})")
 
     def state_counters() -> dict[str, Any]:
         return {"step": step, "epoch": epoch, "position": position, "best_value": best_value, "best": best,
-                "stale": stale}
+                "stale": stale, "interval_loss": interval_loss, "interval_steps": interval_steps}
 
     def evaluate(step: int) -> None:
         nonlocal best_value, best, last, stale, stop_reason
@@ -344,9 +348,9 @@ def train(
             stale += 1
         shown = ", ".join(f"{k} {v:.4g}" for k, v in values.items())
         progress.log(f"eval step {step}: {shown}" + (" (best)" if improved else ""))
-        checkpoint("last", step, state_counters())
-        if improved:
+        if improved:  # best/ first: last/'s counters must never name a best that best/ does not hold
             checkpoint("best", step)
+        checkpoint("last", step, state_counters())
         if cfg.keep_checkpoints:  # weights only, for `average`; the oldest beyond N are removed
             checkpoint(f"{STEP_PREFIX}{step:07d}", step)
             for old in step_checkpoints(out)[: -cfg.keep_checkpoints]:
@@ -358,78 +362,83 @@ def train(
     evaluated_at = step if resumed is not None else -1
     stop = _StopSignals()
     skipped: list[int] = []  # steps whose batch had a non-finite loss and was skipped
-    while stop_reason is None:
-        batches = first_epoch if epoch == 0 else task.batches(train_enc, epoch=epoch)
-        for first in range(position, len(batches), per_step):
-            group = batches[first : first + per_step]
-            if ranks.enabled and len(group) < per_step:
-                break  # the epoch's incomplete last step: not every process would have a batch
-            local = ranks.shard(group)
-            optimizer.zero_grad(set_to_none=True)
-            step_loss, tokens = 0.0, 0
-            for i, batch in enumerate(local):
-                tokens += _tokens_in(batch, tokenizer.pad_id)
-                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-                # Under DDP, gradients are averaged across processes on the last micro-batch only.
-                sync = contextlib.nullcontext() if i == len(local) - 1 or not ranks.enabled else \
-                    train_model.no_sync()
-                with sync, autocast():
-                    loss = task.loss(train_model, batch) / len(local)
-                with sync:
-                    scaler.scale(loss).backward()
-                step_loss += float(loss.detach())
-            step_loss = ranks.mean(step_loss, device)  # the loss of the whole step, the same on every process
-            if not math.isfinite(step_loss):
-                skipped.append(step + 1)
-                if len(skipped) <= cfg.skip_nonfinite:  # drop this batch's gradients; the step is taken again
-                    progress.log(f"step {step + 1}: the loss is {step_loss}; batch skipped ({len(skipped)} of at "
-                                 f"most {cfg.skip_nonfinite})")
-                    optimizer.zero_grad(set_to_none=True)
-                    continue
-                saved = f"the last checkpoint is {out / 'last'}" if evaluated_at >= 0 else "no checkpoint was saved"
-                raise TrainingError(f"step {step + 1}: the loss is {step_loss}; stopping ({saved}); "
-                                    f"try a lower lr, more warmup or clip_norm" + (
-                                        f"; {len(skipped) - 1} bad batch(es) skipped before, at steps "
-                                        f"{', '.join(map(str, skipped[:-1]))}" if len(skipped) > 1 else ""))
-            if cfg.clip_norm is not None:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            lr = optimizer.param_groups[0]["lr"]
-            scheduler.step()
-            step += 1
-            position = first + per_step
-            if position + (per_step - 1 if ranks.enabled else 0) >= len(batches):
-                epoch, position = epoch + 1, 0
-            interval_loss, interval_steps = interval_loss + step_loss, interval_steps + 1
-            progress.update(step, loss=step_loss, lr=lr, tokens=tokens)
-            if step % cfg.log_every == 0 and ranks.is_main:
-                record({"step": step, "split": "train", "loss": interval_loss / interval_steps, "lr": lr,
-                        "seconds": round(time.perf_counter() - start, 2)})
-                interval_loss, interval_steps = 0.0, 0
-            if step_limit is not None and step >= step_limit:
-                stop_reason = f"reached {step} steps"
-            elif ranks.any(cfg.max_minutes is not None and time.perf_counter() - start >= cfg.max_minutes * 60
-                           and ranks.is_main, device):  # rank 0's clock decides for every process
-                stop_reason = f"reached the time limit of {cfg.max_minutes:g} minutes"
-            if ranks.any(stop.signal is not None, device) and not stop_reason:
-                stop.signal = stop.signal or "SIGTERM"  # another process was signalled
-                if ranks.is_main:
-                    checkpoint("last", step, state_counters())
-                stop_reason = (f"{stop.signal} at step {step}; the last checkpoint holds it: resume with "
-                               f"`transformer-networks train --resume {out}`")
-                break
-            if step % cfg.eval_every == 0 or stop_reason:
-                if ranks.is_main:
-                    evaluate(step)
-                evaluated_at = step
-                if ranks.any(stop_reason is not None, device):  # patience, decided by rank 0
-                    stop_reason = stop_reason or "rank 0 stopped the run"
-            if stop_reason:
-                break
-        position = 0
-    stop.restore()
+    try:  # the signal handlers go back whatever happens
+        while stop_reason is None:
+            batches = first_epoch if epoch == 0 else task.batches(train_enc, epoch=epoch)
+            epoch_at_start = epoch
+            for first in range(position, len(batches), per_step):
+                group = batches[first : first + per_step]
+                if ranks.enabled and len(group) < per_step:
+                    break  # the epoch's incomplete last step: not every process would have a batch
+                local = ranks.shard(group)
+                optimizer.zero_grad(set_to_none=True)
+                step_loss, tokens = 0.0, 0
+                for i, batch in enumerate(local):
+                    tokens += _tokens_in(batch, tokenizer.pad_id)
+                    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+                    # Under DDP, gradients are averaged across processes on the last micro-batch only.
+                    sync = contextlib.nullcontext() if i == len(local) - 1 or not ranks.enabled else \
+                        train_model.no_sync()
+                    with sync:
+                        with autocast():
+                            loss = task.loss(train_model, batch) / len(local)
+                        scaler.scale(loss).backward()
+                    step_loss += float(loss.detach())
+                step_loss = ranks.mean(step_loss, device)  # the loss of the whole step, the same on every process
+                if not math.isfinite(step_loss):
+                    skipped.append(step + 1)
+                    if len(skipped) <= cfg.skip_nonfinite:  # drop this batch's gradients; the step is taken again
+                        progress.log(f"step {step + 1}: the loss is {step_loss}; batch skipped ({len(skipped)} of at "
+                                     f"most {cfg.skip_nonfinite})")
+                        optimizer.zero_grad(set_to_none=True)
+                        continue
+                    saved = f"the last checkpoint is {out / 'last'}" if evaluated_at >= 0 else "no checkpoint was saved"
+                    raise TrainingError(f"step {step + 1}: the loss is {step_loss}; stopping ({saved}); "
+                                        f"try a lower lr, more warmup or clip_norm" + (
+                                            f"; {len(skipped) - 1} bad batch(es) skipped before, at steps "
+                                            f"{', '.join(map(str, skipped[:-1]))}" if len(skipped) > 1 else ""))
+                if cfg.clip_norm is not None:
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
+                scaler.step(optimizer)
+                scaler.update()
+                lr = optimizer.param_groups[0]["lr"]
+                scheduler.step()
+                step += 1
+                position = first + per_step
+                if position + (per_step - 1 if ranks.enabled else 0) >= len(batches):
+                    epoch, position = epoch + 1, 0
+                interval_loss, interval_steps = interval_loss + step_loss, interval_steps + 1
+                progress.update(step, loss=step_loss, lr=lr, tokens=tokens)
+                if step % cfg.log_every == 0 and ranks.is_main:
+                    record({"step": step, "split": "train", "loss": interval_loss / interval_steps, "lr": lr,
+                            "seconds": round(time.perf_counter() - start, 2)})
+                    interval_loss, interval_steps = 0.0, 0
+                if step_limit is not None and step >= step_limit:
+                    stop_reason = f"reached {step} steps"
+                elif ranks.any(cfg.max_minutes is not None and time.perf_counter() - start >= cfg.max_minutes * 60
+                               and ranks.is_main, device):  # rank 0's clock decides for every process
+                    stop_reason = f"reached the time limit of {cfg.max_minutes:g} minutes"
+                if ranks.any(stop.signal is not None, device) and not stop_reason:
+                    stop.signal = stop.signal or "SIGTERM"  # another process was signalled
+                    if ranks.is_main:
+                        checkpoint("last", step, state_counters())
+                    stop_reason = (f"{stop.signal} at step {step}; the last checkpoint holds it: resume with "
+                                   f"`transformer-networks train --resume {out}`")
+                    break
+                if step % cfg.eval_every == 0 or stop_reason:
+                    if ranks.is_main:
+                        evaluate(step)
+                    evaluated_at = step
+                    if ranks.any(stop_reason is not None, device):  # patience, decided by rank 0
+                        stop_reason = stop_reason or "rank 0 stopped the run"
+                if stop_reason:
+                    break
+            if not stop_reason and epoch == epoch_at_start:  # the epoch ended on a skipped or dropped batch group
+                epoch += 1
+            position = 0
+    finally:
+        stop.restore()
     ranks.close()
     progress.close()
     seconds = time.perf_counter() - start
@@ -475,8 +484,13 @@ def _truncate_metrics(path: Path, step: int) -> None:
     """Drop the records of steps after `step` (written before a crash, redone by the resumed run)."""
     if not path.exists():
         return
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= step]
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                kept.append(line)
+        except (json.JSONDecodeError, AttributeError):  # a line cut short by the crash
+            continue
     path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
 
