@@ -186,15 +186,15 @@ def test_a_full_disk_is_a_clear_error_and_the_previous_checkpoint_survives(tmp_p
 
     def save_model(model, filename, *args, **kwargs):
         calls.append(filename)
-        if len(calls) > 2:  # the first evaluation's last/ and best/ are written; then the disk is full
+        if len(calls) > 2:  # the first evaluation's best/ and last/ are written; then the disk is full
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(model, filename, *args, **kwargs)
 
     monkeypatch.setattr(checkpoint_module, "save_model", save_model)
-    with pytest.raises(TrainingError, match=r"step 4: cannot write the checkpoint .*last: No space left on device; "
-                                            r"the previous .*last is intact"):
+    with pytest.raises(TrainingError, match=r"step 4: cannot write the checkpoint .*best: No space left on device; "
+                                            r"the previous .*best is intact"):
         train("lm", tmp_path / "run", data=DataSpec(data=[str(text)]), model_config=cfg,
               train_config=TrainConfig(block_size=8, max_steps=6, eval_every=2, device="cpu"), quiet=True)
-    survivor = load_checkpoint(tmp_path / "run" / "last")  # whole, checksums and all
-    assert survivor.step == 2
-    assert not (tmp_path / "run" / "last.tmp").exists()
+    for name in ("best", "last"):  # whole, checksums and all
+        assert load_checkpoint(tmp_path / "run" / name).step == 2
+        assert not (tmp_path / "run" / f"{name}.tmp").exists()
