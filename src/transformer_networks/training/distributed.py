@@ -13,6 +13,7 @@ shared so that every process leaves the loop at the same step.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -38,7 +39,8 @@ class Distributed:
             device = torch.device("cuda", self.local_rank)
             torch.cuda.set_device(device)
         if not dist.is_initialized():
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            # Rank 0 evaluates alone while the others wait in a collective: allow a long evaluation.
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(hours=2))
         return device
 
     def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:

@@ -323,6 +323,9 @@ def train(
         best_value, best, stale = counters["best_value"], counters.get("best", {}), counters["stale"]
     interval_loss, interval_steps = counters.get("interval_loss", 0.0), counters.get("interval_steps", 0)
     stop_reason = None
+    if resumed is not None and counters.get("processes", 1) != ranks.world:
+        raise UserError(f"--resume {out}: the run trained with {counters.get('processes', 1)} process(es), this is "
+                        f"{ranks.world}: the data position would mean other batches; resume with as many")
     if resumed is not None and step_limit is not None and step >= step_limit:
         raise UserError(f"--resume {out}: the run already finished ({step} of {step_limit} steps)")
     if resumed is not None and cfg.patience is not None and stale >= cfg.patience:
@@ -330,7 +333,8 @@ def train(
 
     def state_counters() -> dict[str, Any]:
         return {"step": step, "epoch": epoch, "position": position, "best_value": best_value, "best": best,
-                "stale": stale, "interval_loss": interval_loss, "interval_steps": interval_steps}
+                "stale": stale, "interval_loss": interval_loss, "interval_steps": interval_steps,
+                "processes": ranks.world}
 
     def evaluate(step: int) -> None:
         nonlocal best_value, best, last, stale, stop_reason
