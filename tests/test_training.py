@@ -243,3 +243,27 @@ def test_a_skipped_batch_at_the_end_of_an_epoch_still_ends_the_epoch(tmp_path, m
     n = per_epoch[0]
     assert len(seen) > n + 1
     assert not torch.equal(seen[n], seen[0])  # the next epoch's first batch, not epoch 0 over again
+
+
+def test_activation_checkpointing_gives_the_same_gradients_with_dropout():
+    import torch
+
+    from transformer_networks.models import Seq2SeqTransformer
+
+    cfg = tiny_model(dropout=0.2, vocab_size=30)
+    grads, calls = [], []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = Seq2SeqTransformer(cfg).train()
+        model.set_activation_checkpointing(checkpointing)
+        layer = model.decoder.stack.layers[0]
+        count = []
+        layer.register_forward_pre_hook(lambda *args, count=count: count.append(1))
+        torch.manual_seed(1)  # the same dropout masks in both runs (recomputation replays them)
+        loss = model(torch.randint(5, 30, (3, 9)), torch.randint(5, 30, (3, 7))).logsumexp(-1).mean()
+        loss.backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+        calls.append(len(count))
+    assert calls == [1, 2]  # checkpointed: the layer ran again in the backward pass
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)

@@ -160,6 +160,12 @@ class ModelBase(nn.Module):
 
     cfg: TransformerConfig
 
+    def set_activation_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute every layer's activations in the backward pass instead of keeping them (less memory)."""
+        for module in self.modules():
+            if isinstance(module, TransformerStack):
+                module.checkpoint_layers = enabled
+
     def num_parameters(self) -> int:
         """The number of parameters, each shared (tied) tensor counted once."""
         return sum(p.numel() for p in self.parameters())

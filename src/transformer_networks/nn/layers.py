@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from .attention import MultiHeadAttention
@@ -143,6 +145,9 @@ class TransformerStack(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(layers)
         self.final_norm = final_norm
+        # Activation checkpointing: while training, keep only each layer's input and recompute the layer in the
+        # backward pass (with the same dropout masks): less memory for about one more forward pass.
+        self.checkpoint_layers = False
 
     def forward(
         self,
@@ -164,10 +169,12 @@ class TransformerStack(nn.Module):
         for i, layer in enumerate(self.layers):
             if hidden_states is not None:
                 hidden_states.append(x)
-            out = layer(
-                x, mask=mask, is_causal=is_causal, rotary=rotary, memory=memory, memory_mask=memory_mask,
-                cache=None if caches is None else caches[i], positions=positions, need_weights=need_weights,
-            )
+            kwargs = dict(mask=mask, is_causal=is_causal, rotary=rotary, memory=memory, memory_mask=memory_mask,
+                          cache=None if caches is None else caches[i], positions=positions, need_weights=need_weights)
+            if self.checkpoint_layers and self.training and torch.is_grad_enabled() and caches is None:
+                out = torch.utils.checkpoint.checkpoint(layer, x, use_reentrant=False, **kwargs)
+            else:
+                out = layer(x, **kwargs)
             x = out.hidden
             if attentions is not None:
                 attentions.append(out.self_attention)

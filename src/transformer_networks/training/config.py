@@ -67,6 +67,8 @@ class TrainConfig:
     eval_every: int = 500  # steps between evaluations on the validation data (and checkpoints)
     eval_examples: int | None = None  # evaluate on at most this many validation examples while training (not lm)
     log_every: int = 50  # steps between progress lines when stderr is not a terminal
+    fsdp: bool = False  # under torchrun: shard parameters, gradients and optimizer state (FSDP2) instead of DDP
+    activation_checkpointing: bool = False  # recompute each layer's activations in the backward pass (less memory)
     keep_checkpoints: int = 0  # also keep the last N evaluation checkpoints as RUN/step-NNNNNNN (for `average`)
     # --- machine --------------------------------------------------------------------------------------------
     device: str = "auto"  # auto: cuda, then mps, then cpu

@@ -43,12 +43,34 @@ class Distributed:
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(hours=2))
         return device
 
-    def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
+    def wrap(self, model: nn.Module, device: torch.device, *, fsdp: bool = False) -> nn.Module:
+        """DDP (every process holds the whole model), or with fsdp PyTorch's FSDP2: each Transformer layer, then
+        the rest, sharded over the processes (parameters, gradients and optimizer state), gathered layer by layer
+        when it runs. FSDP2 changes `model` in place; build the optimizer afterwards."""
         if not self.enabled:
+            return model
+        if fsdp:
+            from torch.distributed.fsdp import fully_shard
+
+            from ..nn.layers import TransformerLayer
+
+            for layer in [m for m in model.modules() if isinstance(m, TransformerLayer)]:
+                fully_shard(layer)
+            fully_shard(model)
             return model
         from torch.nn.parallel import DistributedDataParallel
 
         return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def gather_into(self, whole: nn.Module, sharded: nn.Module, *, fsdp: bool) -> None:
+        """FSDP: copy the sharded model's full weights into rank 0's whole model (every process takes part)."""
+        if not (self.enabled and fsdp):
+            return
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        state = get_model_state_dict(sharded, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if self.is_main:
+            whole.load_state_dict(state)
 
     def shard(self, group: list) -> list:
         """This process's batches of one optimizer step's batches."""

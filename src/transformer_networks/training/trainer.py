@@ -250,7 +250,13 @@ def train(
     model = MODEL_CLASSES[task_name](model_cfg).to(device)
     if resumed is not None:
         model.load_state_dict(resumed.checkpoint.model.state_dict())
-    train_model = ranks.wrap(model, device)
+    if cfg.fsdp and not ranks.enabled:
+        raise UserError("fsdp shards the model over several processes: launch with torchrun --nproc_per_node=N")
+    if cfg.activation_checkpointing:
+        model.set_activation_checkpointing(True)
+    # Under FSDP the training model's parameters are shards; rank 0 evaluates and saves a whole copy.
+    eval_model = MODEL_CLASSES[task_name](model_cfg).to(device) if cfg.fsdp and ranks.is_main else model
+    train_model = ranks.wrap(model, device, fsdp=cfg.fsdp)
     train_model = torch.compile(train_model) if cfg.compile else train_model
     first_epoch = task.batches(train_enc, epoch=0)  # built once: counted here, trained on in the loop
     per_step = cfg.grad_accum * ranks.world  # batches per optimizer step, over all processes
@@ -302,9 +308,11 @@ def train(
             f.write(json.dumps(entry) + "\n")
 
     def checkpoint(name: str, step: int, counters: dict[str, Any] | None = None) -> None:
-        state = pack_training_state(optimizer, scheduler, counters, scaler) if counters is not None else None
+        # The optimizer state of an FSDP run is sharded: its checkpoints hold the weights only (no --resume yet).
+        with_state = counters is not None and not cfg.fsdp
+        state = pack_training_state(optimizer, scheduler, counters, scaler) if with_state else None
         try:
-            save_checkpoint(out / name, model, task=task_name, config=model_cfg, train_config=cfg,
+            save_checkpoint(out / name, eval_model, task=task_name, config=model_cfg, train_config=cfg,
                             tokenizer=tokenizer, source_tokenizer=source_tokenizer, labels=labels,
                             data=spec.to_dict(), step=step, training_state=state)
         except OSError as e:  # a full disk, a directory made read-only: the previous checkpoint is untouched
@@ -338,10 +346,10 @@ def train(
 
     def evaluate(step: int) -> None:
         nonlocal best_value, best, last, stale, stop_reason
-        model.eval()
+        eval_model.eval()
         with autocast():
-            values = task.evaluate(model, valid_enc, device)
-        model.train()
+            values = task.evaluate(eval_model, valid_enc, device)
+        eval_model.train()
         last = values
         record({"step": step, "epoch": round(step / steps_per_epoch, 3), "split": "valid",
                 "seconds": round(time.perf_counter() - start, 2), **values})
@@ -381,8 +389,8 @@ def train(
                     tokens += _tokens_in(batch, tokenizer.pad_id)
                     batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
                     # Under DDP, gradients are averaged across processes on the last micro-batch only.
-                    sync = contextlib.nullcontext() if i == len(local) - 1 or not ranks.enabled else \
-                        train_model.no_sync()
+                    sync = contextlib.nullcontext() if i == len(local) - 1 or not ranks.enabled or cfg.fsdp \
+                        else train_model.no_sync()
                     with sync:
                         with autocast():
                             loss = task.loss(train_model, batch) / len(local)
@@ -425,12 +433,14 @@ def train(
                     stop_reason = f"reached the time limit of {cfg.max_minutes:g} minutes"
                 if ranks.any(stop.signal is not None, device) and not stop_reason:
                     stop.signal = stop.signal or "SIGTERM"  # another process was signalled
+                    ranks.gather_into(eval_model, model, fsdp=cfg.fsdp)
                     if ranks.is_main:
                         checkpoint("last", step, state_counters())
                     stop_reason = (f"{stop.signal} at step {step}; the last checkpoint holds it: resume with "
                                    f"`transformer-networks train --resume {out}`")
                     break
                 if step % cfg.eval_every == 0 or stop_reason:
+                    ranks.gather_into(eval_model, model, fsdp=cfg.fsdp)
                     if ranks.is_main:
                         evaluate(step)
                     evaluated_at = step
