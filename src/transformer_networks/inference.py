@@ -19,7 +19,7 @@ from torch import Tensor
 
 from .data.batching import pad_batch
 from .errors import UserError
-from .generation import generate
+from .generation import generate, generate_in_batches
 from .training.checkpoint import Checkpoint, load_checkpoint
 
 WHAT = {"translation": "translation", "lm": "language-model", "classification": "classification"}
@@ -67,23 +67,18 @@ def translate_lines(ck: Checkpoint, lines: list[str], *, num_beams: int = 4, len
                     on_batch: Callable[[int], None] | None = None) -> list[list[Translation]]:
     """The n best translations of each line, in order. An empty line gives one empty translation.
     `first_line` numbers the lines in error messages (for input read in chunks)."""
-    model, eos = ck.model, ck.tokenizer.eos_id
+    eos = ck.tokenizer.eos_id
     limit = ck.config.max_seq_len
     sources = [_fit(ck.source_tokenizer.encode(line) + [eos], limit, truncate, f"line {first_line + i}")
                if line.strip() else [] for i, line in enumerate(lines)]
     out: list[list[Translation]] = [[Translation("", 0.0)] for _ in lines]
     todo = [i for i, s in enumerate(sources) if s]
-    device = next(model.parameters()).device
-    for rows in _by_length([len(sources[i]) for i in todo], batch_size):
-        rows = [todo[r] for r in rows]
-        src = pad_batch([sources[i] for i in rows], ck.tokenizer.pad_id).to(device)
-        result = generate(model, src, num_beams=num_beams, length_penalty=length_penalty,
-                          num_return_sequences=n_best, bos_id=ck.tokenizer.bos_id, eos_id=eos,
-                          return_dict_in_generate=True)
-        for i, hyps in zip(rows, result.hypotheses, strict=True):
-            out[i] = [Translation(ck.tokenizer.decode(h.tokens), h.score) for h in hyps]
-        if on_batch is not None:
-            on_batch(len(rows))
+    found = generate_in_batches(ck.model, [sources[i] for i in todo], pad_id=ck.tokenizer.pad_id,
+                                batch_size=batch_size, on_batch=on_batch, num_beams=num_beams,
+                                length_penalty=length_penalty, num_return_sequences=n_best,
+                                bos_id=ck.tokenizer.bos_id, eos_id=eos)
+    for i, hyps in zip(todo, found, strict=True):
+        out[i] = [Translation(ck.tokenizer.decode(h.tokens), h.score) for h in hyps]
     return out
 
 

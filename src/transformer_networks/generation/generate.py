@@ -11,11 +11,14 @@ early are filled with `pad_id` (the model's, else EOS).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from ..data.batching import pad_batch
 from ..data.tokenizer import BOS_ID, EOS_ID
 from ..errors import InputError
 from ..models import Seq2SeqTransformer, TransformerLM
@@ -146,3 +149,22 @@ def generate(
         return sequences
     scores = torch.tensor([h.score for h in flat], dtype=torch.float64)
     return GenerationOutput(sequences, scores, hypotheses)
+
+
+@torch.no_grad()
+def generate_in_batches(model: Seq2SeqTransformer, sources: list[list[int]], *, pad_id: int, batch_size: int = 64,
+                        on_batch: Callable[[int], None] | None = None, **kwargs: Any) -> list[list[Hypothesis]]:
+    """`generate` over many sources (token-id lists, none empty): batched by similar length (less padding),
+    right-padded, results back in input order; each source's hypotheses (n with num_return_sequences)."""
+    device = next(model.parameters()).device
+    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
+    out: list[list[Hypothesis]] = [[] for _ in sources]
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        src = pad_batch([sources[i] for i in rows], pad_id).to(device)
+        result = generate(model, src, pad_id=pad_id, return_dict_in_generate=True, **kwargs)
+        for i, hyps in zip(rows, result.hypotheses, strict=True):
+            out[i] = hyps
+        if on_batch is not None:
+            on_batch(len(rows))
+    return out

@@ -82,12 +82,9 @@ class LMSteps:
 
 
 class Seq2SeqSteps:
-    def __init__(self, model: Seq2SeqTransformer, src_ids: Tensor, src_mask: Tensor | None, *, bos_id: int,
+    def __init__(self, model: Seq2SeqTransformer, src_ids: Tensor, src_mask: Tensor, *, bos_id: int,
                  copies: int = 1, use_cache: bool = True, static_len: int | None = None) -> None:
         self.model = model
-        if src_mask is None:
-            src_mask = src_ids != model.cfg.pad_id if model.cfg.pad_id is not None else torch.ones_like(
-                src_ids, dtype=torch.bool)
         memory = model.encode(src_ids, src_mask)  # (B, S, C): once per source, not per beam
         self.memory = memory.repeat_interleave(copies, dim=0)  # (N, S, C)
         self.memory_mask = src_mask.repeat_interleave(copies, dim=0)  # (N, S)

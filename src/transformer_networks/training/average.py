@@ -39,7 +39,7 @@ def average_checkpoints(paths: list[str | Path], out: str | Path, *, overwrite: 
     last = load_checkpoint(resolved[-1])
     sums: dict[str, torch.Tensor] = {}
     for path in resolved:
-        ck = load_checkpoint(path)  # checksums verified, weights checked against the config
+        ck = last if path == resolved[-1] else load_checkpoint(path)  # checksums and weights checked
         if ck.task != last.task or ck.config != last.config:
             raise CheckpointError(f"{path}: another task or model config than {resolved[-1]}: only checkpoints "
                                   f"of one model can be averaged")

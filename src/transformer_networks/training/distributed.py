@@ -84,13 +84,14 @@ class Distributed:
         dist.all_reduce(t)
         return float(t) / self.world
 
-    def any(self, flag: bool, device: torch.device) -> bool:
-        """True on every process when it is True on any (a signal, or a stop rank 0 decided)."""
+    def any(self, *flags: bool, device: torch.device) -> list[bool]:
+        """Each flag True on every process when it is True on any (a signal, or a stop rank 0 decided); one
+        all-reduce for all of them."""
         if not self.enabled:
-            return flag
-        t = torch.tensor([int(flag)], device=device)
+            return list(flags)
+        t = torch.tensor([int(f) for f in flags], device=device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t)
+        return [bool(x) for x in t.tolist()]
 
     def barrier(self) -> None:
         if self.enabled:

@@ -29,7 +29,7 @@ from ..data.builtin import load_builtin
 from ..data.readers import DataError, read_classification, read_lm_text, read_parallel, read_translation_tsv
 from ..data.tokenizer import TextTokenizer, train_tokenizer
 from ..errors import UserError
-from ..generation import generate
+from ..generation import generate_in_batches
 from .config import BEST_METRIC, TrainConfig
 from .losses import label_smoothed_cross_entropy
 
@@ -314,16 +314,10 @@ class TranslationTask(Task):
                   batch_size: int = 128) -> list[str]:
         """Translations of encoded sources (each ending in EOS), in order, detokenized: greedy, or beam search
         when `num_beams` > 1."""
-        order = sorted(range(len(sources)), key=lambda i: len(sources[i]))  # similar lengths batch well
-        out: list[str] = [""] * len(sources)
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            src = pad_batch([sources[i] for i in rows], self.pad_id).to(device)
-            ids = generate(model, src, bos_id=self.tokenizer.bos_id, eos_id=self.tokenizer.eos_id,
-                           num_beams=self.num_beams, length_penalty=self.length_penalty)
-            for row, hyp in zip(rows, ids.tolist(), strict=True):
-                out[row] = self.tokenizer.decode(hyp)
-        return out
+        hypotheses = generate_in_batches(model, sources, pad_id=self.pad_id, batch_size=batch_size,
+                                         bos_id=self.tokenizer.bos_id, eos_id=self.tokenizer.eos_id,
+                                         num_beams=self.num_beams, length_penalty=self.length_penalty)
+        return [self.tokenizer.decode(hyps[0].tokens) for hyps in hypotheses]
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, encoded: Encoded, device: torch.device) -> dict[str, float]:

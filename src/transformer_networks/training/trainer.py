@@ -426,12 +426,15 @@ def train(
                     record({"step": step, "split": "train", "loss": interval_loss / interval_steps, "lr": lr,
                             "seconds": round(time.perf_counter() - start, 2)})
                     interval_loss, interval_steps = 0.0, 0
+                out_of_time = cfg.max_minutes is not None and time.perf_counter() - start >= cfg.max_minutes * 60
+                # rank 0's clock decides for every process; a signal to any process stops them all
+                out_of_time, signalled = ranks.any(out_of_time and ranks.is_main, stop.signal is not None,
+                                                   device=device)
                 if step_limit is not None and step >= step_limit:
                     stop_reason = f"reached {step} steps"
-                elif ranks.any(cfg.max_minutes is not None and time.perf_counter() - start >= cfg.max_minutes * 60
-                               and ranks.is_main, device):  # rank 0's clock decides for every process
+                elif out_of_time:
                     stop_reason = f"reached the time limit of {cfg.max_minutes:g} minutes"
-                if ranks.any(stop.signal is not None, device) and not stop_reason:
+                if signalled and not stop_reason:
                     stop.signal = stop.signal or "SIGTERM"  # another process was signalled
                     ranks.gather_into(eval_model, model, fsdp=cfg.fsdp)
                     if ranks.is_main:
@@ -444,7 +447,7 @@ def train(
                     if ranks.is_main:
                         evaluate(step)
                     evaluated_at = step
-                    if ranks.any(stop_reason is not None, device):  # patience, decided by rank 0
+                    if ranks.any(stop_reason is not None, device=device)[0]:  # patience, decided by rank 0
                         stop_reason = stop_reason or "rank 0 stopped the run"
                 if stop_reason:
                     break
