@@ -16,6 +16,7 @@ from transformer_networks.training.checkpoint import (
     load_checkpoint,
     load_training_state,
     pack_training_state,
+    recover_interrupted_save,
     resolve_checkpoint,
     restore_training_state,
     save_checkpoint,
@@ -44,6 +45,28 @@ def test_round_trip_gives_identical_outputs(saved):
     # tied embeddings stay tied after loading
     assert ckpt.model.lm_head.weight is ckpt.model.decoder.embeddings.token.weight
     assert not list(path.parent.glob("*.tmp")) and not list(path.parent.glob("*.old"))
+
+
+@pytest.mark.parametrize("new_is_whole", [True, False])
+def test_a_kill_between_the_two_renames_loses_nothing(saved, new_is_whole):
+    """save_checkpoint renames path -> path.old, then path.tmp -> path: killed in between, path is missing. The
+    next save (or resume) puts the new checkpoint in place when it is whole, else the previous one."""
+    path, model, tok = saved
+    before = path.with_name("before")
+    save_checkpoint(before, model, task="translation", config=load_checkpoint(path).config,
+                    train_config=TrainConfig(), tokenizer=tok, step=8)
+    path.rename(path.with_name("best.old"))  # the state the kill left: previous at .old, step 8 at .tmp
+    before.rename(path.with_name("best.tmp"))
+    if not new_is_whole:
+        (path.with_name("best.tmp") / "model.safetensors").write_bytes(b"cut")
+    recover_interrupted_save(path)
+    assert load_checkpoint(path).step == (8 if new_is_whole else 7)
+    assert not path.with_name("best.old").exists()
+    # and a save that starts from that state never deletes the only whole copy
+    path.rename(path.with_name("best.old"))
+    save_checkpoint(path, model, task="translation", config=load_checkpoint(path.with_name("best.old")).config,
+                    train_config=TrainConfig(), tokenizer=tok, step=9)
+    assert load_checkpoint(path).step == 9
 
 
 def test_a_run_directory_means_its_best_checkpoint(saved):

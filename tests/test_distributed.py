@@ -1,8 +1,11 @@
 """`train` under torchrun: 2 CPU processes (gloo) take the same steps as one process with the same global batch."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -48,3 +51,65 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
     assert (tmp_path / "two" / "last" / "model.safetensors").exists()
     assert sum(1 for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()
                if json.loads(line)["split"] == "valid") == 2
+
+
+def checkpoint_step(run):
+    try:
+        return json.loads((Path(run) / "last" / "task.json").read_text())["step"]
+    except (OSError, ValueError):
+        return None
+
+
+def descendants(pid):
+    """Every process below `pid` (torchrun starts its workers in sessions of their own)."""
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def torchrun(*args):
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+            "transformer_networks", *args]
+
+
+@pytest.mark.parametrize("extra", [[], ["--set", "fsdp=true"]], ids=["ddp", "fsdp"])
+def test_a_distributed_run_killed_after_a_checkpoint_resumes_bitwise(tmp_path, extra):
+    """Dropout on: each process draws its own masks, so each needs its own RNG state back; under FSDP the
+    optimizer state is sharded and must be gathered into last/ and sharded again on resume."""
+    data = tmp_path / "text.txt"
+    data.write_text(Path(__file__).read_text() * 8, encoding="utf-8")
+    args = [*train_args(data, "RUN"), "--set", "dropout=0.1", "--set", "d_model=64", "--max-steps", "40",
+            "--eval-every", "20", *extra]
+
+    def argv(run):
+        return torchrun(*[str(run) if a == "RUN" else a for a in args])
+
+    straight = subprocess.run(argv(tmp_path / "straight"), capture_output=True, text=True, timeout=300)
+    assert straight.returncode == 0, straight.stderr
+    run = tmp_path / "killed"
+    child = subprocess.Popen(argv(run), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 200
+    while checkpoint_step(run) is None:
+        assert child.poll() is None, child.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.002)
+    for pid in [*descendants(child.pid), child.pid]:  # the workers, then torchrun: a power cut
+        os.kill(pid, signal.SIGKILL)
+    child.communicate()
+    assert checkpoint_step(run) == 20  # killed before the run could end
+    resumed = subprocess.run(torchrun("train", "--resume", str(run), "--quiet"), capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    ours, theirs = train_losses(run), train_losses(tmp_path / "straight")
+    assert sorted(ours) == sorted(theirs) == list(range(1, 41))
+    assert [ours[s] for s in range(21, 41)] == [theirs[s] for s in range(21, 41)]  # bitwise

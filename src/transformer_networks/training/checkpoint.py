@@ -169,6 +169,27 @@ def _fsync_tree(directory: Path) -> None:
     _fsync(directory)
 
 
+def recover_interrupted_save(path: str | Path) -> None:
+    """Finish a `save_checkpoint` that was killed between its two renames: `path` is then missing, the previous
+    checkpoint sits at `path.old` and the new one, complete and fsynced, at `path.tmp`. The new one takes its place
+    when its checksums hold, else the previous one comes back."""
+    path = Path(path)
+    tmp, old = path.with_name(path.name + ".tmp"), path.with_name(path.name + ".old")
+    if path.exists() or not old.exists():
+        return
+    try:
+        complete = (tmp / CHECKSUMS).exists() and verify_checksums(tmp) is None
+    except CheckpointError:
+        complete = False
+    try:
+        (tmp if complete else old).rename(path)
+    except FileNotFoundError:  # another process of a distributed run recovered it first
+        return
+    _fsync(path.parent)
+    if complete:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def save_checkpoint(
     path: str | Path, model: nn.Module, *, task: str, config: TransformerConfig, train_config: TrainConfig,
     tokenizer: TextTokenizer, source_tokenizer: TextTokenizer | None = None, labels: list[str] | None = None,
@@ -176,6 +197,7 @@ def save_checkpoint(
 ) -> Path:
     """Write a checkpoint directory atomically: into a temporary sibling, then renamed over `path`."""
     path = Path(path)
+    recover_interrupted_save(path)  # never delete the only whole copy below
     tmp = path.with_name(path.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -209,10 +231,15 @@ def save_checkpoint(
 # --- training state: optimizer, scheduler, RNGs, counters, as safetensors + JSON --------------------------------
 
 
-def pack_training_state(optimizer: torch.optim.Optimizer, scheduler: Any, counters: dict[str, Any],
-                        scaler: torch.amp.GradScaler | None = None) -> dict[str, Any]:
-    """Everything a resumed run needs besides the model, split into tensors and JSON."""
-    opt = optimizer.state_dict()
+def pack_training_state(optimizer: torch.optim.Optimizer | dict[str, Any], scheduler: Any,
+                        counters: dict[str, Any], scaler: torch.amp.GradScaler | None = None,
+                        rank_rng: list[dict[str, torch.Tensor]] | None = None) -> dict[str, Any]:
+    """Everything a resumed run needs besides the model, split into tensors and JSON.
+
+    optimizer: the optimizer, or its whole state_dict (a sharded run gathers it first). rank_rng: under several
+    processes, every process's torch RNG states (rank order; `Distributed.rng_states`), since each draws its own
+    dropout masks; this process's own states are always saved as `rng.torch` / `rng.cuda.*`."""
+    opt = optimizer if isinstance(optimizer, dict) else optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
     for index, state in opt["state"].items():
@@ -225,6 +252,9 @@ def pack_training_state(optimizer: torch.optim.Optimizer, scheduler: Any, counte
     if torch.cuda.is_available():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{i}"] = s
+    for rank, states in enumerate(rank_rng or []):
+        if rank > 0:  # rank 0 is this process, saved above at this very moment
+            tensors.update({f"rng.rank{rank}.{kind}": value.cpu() for kind, value in states.items()})
     np_state = np.random.get_state()
     meta = {
         "counters": counters,
@@ -250,9 +280,8 @@ def load_training_state(path: str | Path) -> dict[str, Any]:
     return {"tensors": tensors, "meta": meta}
 
 
-def restore_training_state(state: dict[str, Any], optimizer: torch.optim.Optimizer, scheduler: Any,
-                           scaler: torch.amp.GradScaler | None = None) -> dict[str, Any]:
-    """Put the optimizer, scheduler, scaler and RNG states back; returns the counters."""
+def optimizer_state_dict(state: dict[str, Any]) -> dict[str, Any]:
+    """The optimizer's state_dict saved in a training state (`pack_training_state`)."""
     tensors, meta = state["tensors"], state["meta"]
     opt_state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
@@ -261,15 +290,33 @@ def restore_training_state(state: dict[str, Any], optimizer: torch.optim.Optimiz
             opt_state.setdefault(int(index), {})[name] = value
     for index, values in meta["optimizer"]["scalars"].items():
         opt_state.setdefault(int(index), {}).update(values)
-    optimizer.load_state_dict({"state": opt_state, "param_groups": meta["optimizer"]["param_groups"]})
+    return {"state": opt_state, "param_groups": meta["optimizer"]["param_groups"]}
+
+
+def restore_training_state(state: dict[str, Any], optimizer: torch.optim.Optimizer | None, scheduler: Any,
+                           scaler: torch.amp.GradScaler | None = None, *, rank: int = 0,
+                           device: torch.device | None = None) -> dict[str, Any]:
+    """Put the optimizer (unless None: the caller loads `optimizer_state_dict(state)` itself), scheduler, scaler
+    and RNG states back; returns the counters. rank: this process's rank in a run of several processes, whose
+    own RNG states are restored (on `device` for its GPU's)."""
+    tensors, meta = state["tensors"], state["meta"]
+    if optimizer is not None:
+        optimizer.load_state_dict(optimizer_state_dict(state))
     scheduler.load_state_dict(meta["scheduler"])
     if scaler is not None and meta.get("scaler"):
         scaler.load_state_dict(meta["scaler"])
-    torch.set_rng_state(tensors["rng.torch"])
-    cuda_keys = sorted((k for k in tensors if k.startswith("rng.cuda.")), key=lambda k: int(k.rsplit(".", 1)[1]))
-    cuda_states = [tensors[k] for k in cuda_keys]
-    if cuda_states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda_states)
+    if rank > 0:
+        if f"rng.rank{rank}.torch" not in tensors:
+            raise CheckpointError(f"the training state holds no RNG state for rank {rank}")
+        torch.set_rng_state(tensors[f"rng.rank{rank}.torch"])
+        if f"rng.rank{rank}.cuda" in tensors and device is not None and device.type == "cuda":
+            torch.cuda.set_rng_state(tensors[f"rng.rank{rank}.cuda"], device)
+    else:
+        torch.set_rng_state(tensors["rng.torch"])
+        cuda_keys = sorted((k for k in tensors if k.startswith("rng.cuda.")), key=lambda k: int(k.rsplit(".", 1)[1]))
+        cuda_states = [tensors[k] for k in cuda_keys]
+        if cuda_states and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(cuda_states)
     py = meta["rng"]["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     npy = meta["rng"]["numpy"]

@@ -7,7 +7,8 @@ and training is the single-process loop. With them: NCCL on CUDA (one GPU per pr
 CPU. Every optimizer step takes grad_accum x WORLD_SIZE batches; process r trains on batches r, r + W, ... of
 them and DDP averages the gradients, so the step equals a single process with grad_accum x WORLD_SIZE (the tests
 check the losses agree within 1e-5). Only rank 0 evaluates, logs and writes checkpoints; decisions to stop are
-shared so that every process leaves the loop at the same step.
+shared so that every process leaves the loop at the same step. For an exact resume, rank 0's `last/` also holds
+every process's RNG states and, under FSDP, the optimizer state gathered from its shards.
 """
 
 from __future__ import annotations
@@ -72,6 +73,55 @@ class Distributed:
         if self.is_main:
             whole.load_state_dict(state)
 
+    def optimizer_state(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, fsdp: bool) -> dict | None:
+        """The optimizer's whole state_dict for rank 0's checkpoint (None on the other processes). Under FSDP the
+        state is sharded: every process takes part in gathering it, and it comes back keyed by parameter index
+        like an unsharded optimizer's."""
+        if not (self.enabled and fsdp):
+            return optimizer.state_dict() if self.is_main else None
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        full = get_optimizer_state_dict(model, optimizer,
+                                        options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if not self.is_main:
+            return None
+        index = {name: i for i, name in enumerate(_parameter_names(model, optimizer))}
+        return {"state": {index[name]: value for name, value in full["state"].items()},
+                "param_groups": [{**g, "params": [index[name] for name in g["params"]]}
+                                 for g in full["param_groups"]]}
+
+    def load_optimizer_state(self, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict, *,
+                             fsdp: bool) -> None:
+        """Load a whole optimizer state_dict (as `optimizer_state` returns it); under FSDP each process keeps its
+        shard of it."""
+        if not (self.enabled and fsdp):
+            optimizer.load_state_dict(state)
+            return
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        names = _parameter_names(model, optimizer)
+        full = {"state": {names[i]: value for i, value in state["state"].items()},
+                "param_groups": [{**g, "params": [names[i] for i in g["params"]]} for g in state["param_groups"]]}
+        set_optimizer_state_dict(model, optimizer, full, options=StateDictOptions(full_state_dict=True))
+
+    def rng_states(self, device: torch.device) -> list[dict[str, torch.Tensor]]:
+        """Every process's torch RNG states, in rank order, on rank 0 ([] elsewhere and with one process): each
+        process draws its own dropout masks, so an exact resume gives each its own states back."""
+        if not self.enabled:
+            return []
+        mine = {"torch": torch.get_rng_state()}
+        if device.type == "cuda":
+            mine["cuda"] = torch.cuda.get_rng_state(device)
+        link = device if device.type == "cuda" else torch.device("cpu")  # NCCL moves GPU tensors only
+        gathered: dict[str, list[torch.Tensor]] = {}
+        for kind, state in mine.items():
+            parts = [torch.empty_like(state, device=link) for _ in range(self.world)]
+            dist.all_gather(parts, state.to(link))
+            gathered[kind] = [part.cpu() for part in parts]
+        if not self.is_main:
+            return []
+        return [{kind: gathered[kind][rank] for kind in gathered} for rank in range(self.world)]
+
     def shard(self, group: list) -> list:
         """This process's batches of one optimizer step's batches."""
         return group[self.rank :: self.world] if self.enabled else group
@@ -102,3 +152,9 @@ class Distributed:
         if self.enabled and dist.is_initialized():
             dist.barrier()
             dist.destroy_process_group()
+
+
+def _parameter_names(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
+    """The names of the optimizer's parameters in its own order: index i of its state_dict is names[i]."""
+    names = {id(p): name for name, p in model.named_parameters()}
+    return [names[id(p)] for group in optimizer.param_groups for p in group["params"]]

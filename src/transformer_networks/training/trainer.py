@@ -35,7 +35,13 @@ from .. import __version__
 from ..config import TransformerConfig
 from ..errors import ConfigError, UserError
 from .average import STEP_PREFIX, step_checkpoints
-from .checkpoint import MODEL_CLASSES, pack_training_state, restore_training_state, save_checkpoint
+from .checkpoint import (
+    MODEL_CLASSES,
+    optimizer_state_dict,
+    pack_training_state,
+    restore_training_state,
+    save_checkpoint,
+)
 from .config import TrainConfig
 from .distributed import Distributed
 from .progress import Progress, format_duration
@@ -258,6 +264,8 @@ def train(
     eval_model = MODEL_CLASSES[task_name](model_cfg).to(device) if cfg.fsdp and ranks.is_main else model
     train_model = ranks.wrap(model, device, fsdp=cfg.fsdp)
     train_model = torch.compile(train_model) if cfg.compile else train_model
+    if ranks.enabled:  # the same initial weights everywhere, but each process its own dropout masks
+        torch.manual_seed(cfg.seed + ranks.rank)
     first_epoch = task.batches(train_enc, epoch=0)  # built once: counted here, trained on in the loop
     per_step = cfg.grad_accum * ranks.world  # batches per optimizer step, over all processes
     if ranks.enabled and len(first_epoch) < per_step:
@@ -287,7 +295,8 @@ def train(
     metrics_path = out / "metrics.jsonl"
     counters: dict[str, Any] = {}
     if resumed is not None:
-        counters = restore_training_state(resumed.state, optimizer, scheduler, scaler)
+        counters = restore_training_state(resumed.state, None, scheduler, scaler, rank=ranks.rank, device=device)
+        ranks.load_optimizer_state(model, optimizer, optimizer_state_dict(resumed.state), fsdp=cfg.fsdp)
         if ranks.is_main:
             _truncate_metrics(metrics_path, counters["step"])  # records written after the checkpoint are redone
         progress_log(f"resuming {out} from step {counters['step']} (epoch {counters['epoch']}, batch "
@@ -307,10 +316,19 @@ def train(
         with open(metrics_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(entry) + "\n")
 
+    snapshot: dict[str, Any] = {}
+
+    def gather() -> None:
+        # Every process takes part before rank 0 evaluates and saves: FSDP gathers the whole weights into
+        # eval_model and the optimizer state, and each process hands over its RNG states.
+        ranks.gather_into(eval_model, model, fsdp=cfg.fsdp)
+        snapshot["optimizer"] = ranks.optimizer_state(model, optimizer, fsdp=cfg.fsdp)
+        snapshot["rng"] = ranks.rng_states(device)
+
     def checkpoint(name: str, step: int, counters: dict[str, Any] | None = None) -> None:
-        # The optimizer state of an FSDP run is sharded: its checkpoints hold the weights only (no --resume yet).
-        with_state = counters is not None and not cfg.fsdp
-        state = pack_training_state(optimizer, scheduler, counters, scaler) if with_state else None
+        state = None
+        if counters is not None:  # last/: what a resumed run needs
+            state = pack_training_state(snapshot["optimizer"], scheduler, counters, scaler, rank_rng=snapshot["rng"])
         try:
             save_checkpoint(out / name, eval_model, task=task_name, config=model_cfg, train_config=cfg,
                             tokenizer=tokenizer, source_tokenizer=source_tokenizer, labels=labels,
@@ -436,14 +454,14 @@ def train(
                     stop_reason = f"reached the time limit of {cfg.max_minutes:g} minutes"
                 if signalled and not stop_reason:
                     stop.signal = stop.signal or "SIGTERM"  # another process was signalled
-                    ranks.gather_into(eval_model, model, fsdp=cfg.fsdp)
+                    gather()
                     if ranks.is_main:
                         checkpoint("last", step, state_counters())
                     stop_reason = (f"{stop.signal} at step {step}; the last checkpoint holds it: resume with "
                                    f"`transformer-networks train --resume {out}`")
                     break
                 if step % cfg.eval_every == 0 or stop_reason:
-                    ranks.gather_into(eval_model, model, fsdp=cfg.fsdp)
+                    gather()
                     if ranks.is_main:
                         evaluate(step)
                     evaluated_at = step
@@ -478,10 +496,11 @@ class _ResumePoint:
 
 def _resume_point(out: Path) -> _ResumePoint:
     """What `train(resume=True)` starts from: the run's settings and its last checkpoint."""
-    from .checkpoint import load_checkpoint, load_training_state
+    from .checkpoint import load_checkpoint, load_training_state, recover_interrupted_save
 
     if not (out / "run.json").exists():
         raise UserError(f"--resume {out}: not a training run (no run.json)")
+    recover_interrupted_save(out / "last")  # killed while replacing last/
     if not (out / "last" / "training_state.json").exists():
         raise UserError(f"--resume {out}: no last checkpoint to resume from (the run stopped before its first "
                         f"checkpoint); start it again")
