@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .nn.feedforward import ACTIVATIONS
 
 POSITIONAL = ("sinusoidal", "learned", "rope")
 NORMS = ("layernorm", "rmsnorm")
-ACTIVATIONS = ("relu", "gelu", "swiglu")
+SINUSOIDAL_LAYOUTS = ("interleaved", "halves")
 POOLINGS = ("cls", "mean", "max")
 
 
@@ -52,7 +53,9 @@ class TransformerConfig:
     norm: str = "layernorm"  # "layernorm" | "rmsnorm"
     norm_eps: float = 1e-5
     norm_first: bool = False  # False = post-LN as in the paper; True = pre-LN (stacks then end with a norm)
-    activation: str = "relu"  # "relu" (the paper) | "gelu" | "swiglu"
+    # "relu" (the paper) | "gelu" (exact, erf: BERT, BART) | "gelu_tanh" (tanh approximation: GPT-2) | "silu"
+    # (Marian's "swish") | "swiglu"
+    activation: str = "relu"
     bias: bool = True  # biases in linear layers and LayerNorm
 
     # Share the target embedding with the output projection, and the source embedding too when the source and
@@ -61,8 +64,20 @@ class TransformerConfig:
     scale_embeddings: bool = True  # multiply token embeddings by sqrt(d_model) (Section 3.4)
 
     pad_id: int | None = 0  # padding token; attention never looks at it. None = no padding mask
+    # Generation defaults: the decoder's first token and the end token (None: the tokenizer's <bos> 2 and <eos> 3;
+    # a language model then stops only at max_new_tokens). Imported models bring their own.
+    bos_id: int | None = None
+    eos_id: int | None = None
     n_classes: int = 2  # classifier outputs
     pooling: str = "cls"  # classifier: "cls" = first token's state, "mean" / "max" over non-padding tokens
+
+    # What imported model families need (interop/hf.py); the defaults are the paper's model.
+    sinusoidal_layout: str = "interleaved"  # sin on even dims, cos on odd (the paper); "halves": sin | cos (Marian)
+    position_offset: int = 0  # learned positions: position p uses row p + offset of the table (BART: 2)
+    n_token_types: int = 0  # token-type (segment) embeddings added to the input (BERT: 2); 0 = none
+    embedding_norm: bool = False  # a norm on the summed embeddings, before dropout (BERT, BART)
+    final_logits_bias: bool = False  # a bias on the output logits, kept fixed (BART, Marian)
+    classifier_pooler: bool = False  # classifier: a dense layer + tanh on the pooled state before the head (BERT)
 
     def __post_init__(self) -> None:
         # Types first: a JSON file or a command line can hand us "false" or "0.1" as strings.
@@ -103,6 +118,10 @@ class TransformerConfig:
         choice("norm", NORMS)
         choice("activation", ACTIVATIONS)
         choice("pooling", POOLINGS)
+        choice("sinusoidal_layout", SINUSOIDAL_LAYOUTS)
+        if self.position_offset < 0 or self.n_token_types < 0:
+            raise ConfigError("position_offset and n_token_types must be >= 0, got "
+                              f"{self.position_offset} and {self.n_token_types}")
         probability("dropout")
         probability("attention_dropout")
         if self.d_model % self.n_heads:
@@ -121,6 +140,10 @@ class TransformerConfig:
             raise ConfigError(f"rope_theta must be positive, got {self.rope_theta!r}")
         if self.pad_id is not None and not 0 <= self.pad_id < min(self.source_vocab_size, self.target_vocab_size):
             raise ConfigError(f"pad_id must be a token id inside the vocabulary (or None), got {self.pad_id!r}")
+        for name in ("bos_id", "eos_id"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < self.target_vocab_size:
+                raise ConfigError(f"{name} must be a token id inside the vocabulary (or None), got {value!r}")
 
     # --- resolved values -------------------------------------------------------------------------------------
     @property
@@ -156,9 +179,8 @@ class TransformerConfig:
             paper-base  Vaswani et al. 2017 base, Seq2SeqTransformer, vocab 37000:   63,082,496 (paper: 65M)
             paper-big   Vaswani et al. 2017 big,  Seq2SeqTransformer, vocab 37000:  214,245,376 (paper: 213M)
             gpt2-small  GPT-2 124M, TransformerLM, vocab 50257:                      124,439,808
-            bert-base   BERT-base encoder, TransformerClassifier, vocab 30522:        108,890,114
-                        (BertModel's 109,482,240 without its pooler, token-type embeddings and embedding
-                        LayerNorm, plus a 2-class head)
+            bert-base   BERT-base, TransformerClassifier, vocab 30522:                109,483,778
+                        (BertModel's 109,482,240 with its pooler, plus a 2-class head)
             small       256-dim, 3-layer model, the default of `train`
             tiny        64-dim, 2-layer model for tests and CPU demos
         """
@@ -231,18 +253,21 @@ PRESETS: dict[str, dict[str, Any]] = {
         tie_embeddings=True, scale_embeddings=True, max_seq_len=1024,
     ),
     # Radford et al. 2019 (GPT-2), smallest model: 12 layers, 768 dims, 12 heads, context 1024, vocabulary 50257;
-    # pre-LN with a final LayerNorm, learned positions, GELU, output projection tied to the token embedding.
+    # pre-LN with a final LayerNorm, learned positions, GELU (its tanh approximation), output projection tied to
+    # the token embedding.
     "gpt2-small": dict(
         vocab_size=50257, d_model=768, n_heads=12, n_layers=12, d_ff=3072, dropout=0.1,
-        positional="learned", norm="layernorm", norm_first=True, activation="gelu",
+        positional="learned", norm="layernorm", norm_first=True, activation="gelu_tanh",
         tie_embeddings=True, scale_embeddings=False, max_seq_len=1024, pad_id=None,
     ),
     # Devlin et al. 2019 (BERT-base): 12 layers, 768 dims, 12 heads, d_ff 3072, 512 positions, WordPiece
-    # vocabulary 30522, post-LN with LayerNorm eps 1e-12, learned positions, GELU, dropout 0.1.
+    # vocabulary 30522, post-LN with LayerNorm eps 1e-12, learned positions, two token types, a LayerNorm on the
+    # embeddings, GELU (exact), dropout 0.1, and the pooler (dense + tanh on [CLS]) under the classification head.
     "bert-base": dict(
         vocab_size=30522, d_model=768, n_heads=12, n_layers=12, d_ff=3072, dropout=0.1,
         positional="learned", norm="layernorm", norm_eps=1e-12, norm_first=False, activation="gelu",
         tie_embeddings=True, scale_embeddings=False, max_seq_len=512, pooling="cls",
+        n_token_types=2, embedding_norm=True, classifier_pooler=True,
     ),
     # The default model of `transformer-networks train`: the size of the 3-layer, 256-dim Transformer often
     # trained on Multi30k (about 9M parameters with its vocabularies); pre-LN, which trains stably without a long

@@ -94,8 +94,10 @@ def generate(
     elif attention_mask.shape != input_ids.shape or attention_mask.dtype != torch.bool:
         raise InputError(f"attention_mask must be a boolean tensor of shape {tuple(input_ids.shape)}")
     copies = num_beams if num_beams > 1 else num_return_sequences
-    if isinstance(model, Seq2SeqTransformer):
-        eos_id = EOS_ID if eos_id is None else eos_id
+    if eos_id is None:  # the model's own (imported models), else the tokenizer's <eos> for an encoder-decoder
+        eos_id = cfg.eos_id if cfg.eos_id is not None else EOS_ID if isinstance(model, Seq2SeqTransformer) else None
+    if bos_id is None:
+        bos_id = cfg.bos_id if cfg.bos_id is not None else BOS_ID
     fill = pad_id if pad_id is not None else cfg.pad_id if cfg.pad_id is not None else eos_id or 0
 
     if isinstance(model, Seq2SeqTransformer):
@@ -103,7 +105,7 @@ def generate(
         if max_new_tokens is None:
             max_new_tokens = P + EXTRA_SOURCE_TOKENS
         max_new_tokens = min(max_new_tokens, limit)
-        steps = Seq2SeqSteps(model, input_ids, attention_mask, bos_id=BOS_ID if bos_id is None else bos_id,
+        steps = Seq2SeqSteps(model, input_ids, attention_mask, bos_id=bos_id,
                              copies=copies, use_cache=use_cache,
                              static_len=max_new_tokens + 1 if static_cache else None)
     elif isinstance(model, TransformerLM):

@@ -4,6 +4,9 @@
     state = map_state_dict(foreign_state, table, transpose={"h.{}.attn.c_attn.weight"})
     load_state_dict_strict(module, state)
 
+A target may end in `:q`, `:k` or `:v`: the foreign model keeps separate query, key and value projections where we
+keep one fused `in_proj` (rows q, then k, then v); the three parts are concatenated.
+
 `map_state_dict` refuses a foreign tensor that no table row claims; `load_state_dict_strict` refuses a missing
 tensor or a shape that does not match, naming each. Together they guarantee that every weight was used exactly
 where intended.
@@ -14,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
+import torch
 from torch import Tensor, nn
 
 from ..errors import UserError
@@ -35,18 +39,49 @@ def map_state_dict(
     transpose = set(transpose)
     rows = [(_pattern(src), src, dst) for src, dst in table.items()]
     out: dict[str, Tensor] = {}
+    parts: dict[str, dict[str, Tensor]] = {}  # fused target -> {"q": ..., "k": ..., "v": ...}
     unused = []
     for key, tensor in source.items():
         for pattern, src, dst in rows:
             match = pattern.match(key)
             if match:
-                out[dst.format(*match.groups())] = tensor.t() if src in transpose else tensor
+                target = dst.format(*match.groups())
+                value = tensor.t() if src in transpose else tensor
+                name, _, part = target.partition(":")
+                if part:
+                    parts.setdefault(name, {})[part] = value
+                else:
+                    out[target] = value
                 break
         else:
             unused.append(key)
     if unused:
         message = f"weights with no place in the model: {', '.join(unused)}"
         raise WeightMappingError(message + (f" ({hint})" if hint else ""))
+    for name, qkv in parts.items():
+        absent = [p for p in "qkv" if p not in qkv]
+        if absent:
+            raise WeightMappingError(f"{name}: the {'/'.join(absent)} part(s) of the projection are missing")
+        out[name] = torch.cat([qkv["q"], qkv["k"], qkv["v"]], dim=0)
+    return out
+
+
+def unmap_state_dict(
+    state: Mapping[str, Tensor], table: Mapping[str, str], transpose: Iterable[str] = (), n_layers: int = 0
+) -> dict[str, Tensor]:
+    """The inverse of `map_state_dict`: our tensors under the foreign names (layer rows for 0..n_layers-1)."""
+    transpose = set(transpose)
+    out: dict[str, Tensor] = {}
+    for src, dst in table.items():
+        for i in range(n_layers) if "{}" in src else [None]:
+            key, target = (src, dst) if i is None else (src.format(i), dst.format(i))
+            name, _, part = target.partition(":")
+            if name not in state:
+                continue
+            value = state[name]
+            if part:
+                value = value.chunk(3, dim=0)["qkv".index(part)]
+            out[key] = (value.t() if src in transpose else value).contiguous()
     return out
 
 

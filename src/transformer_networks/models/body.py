@@ -30,7 +30,9 @@ class TransformerBody(nn.Module):
         self.causal = causal
         self.embeddings = Embeddings(
             vocab_size, cfg.d_model, positional=cfg.positional, max_len=cfg.max_seq_len,
-            scale=cfg.scale_embeddings, dropout=cfg.dropout,
+            scale=cfg.scale_embeddings, dropout=cfg.dropout, sinusoidal_layout=cfg.sinusoidal_layout,
+            position_offset=cfg.position_offset, n_token_types=cfg.n_token_types,
+            norm=make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias) if cfg.embedding_norm else None,
         )
         self.rotary = (
             RotaryEmbedding(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta) if cfg.positional == "rope" else None
@@ -70,6 +72,7 @@ class TransformerBody(nn.Module):
         memory_mask: Tensor | None = None,
         cache: DecoderCache | None = None,
         positions: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
         need_weights: bool = False,
         output_hidden_states: bool = False,
     ) -> StackOutput:
@@ -82,6 +85,8 @@ class TransformerBody(nn.Module):
         same in every row. Left-padded rows (batched prompts of different lengths) pass their own, counting from
         each row's first real token (see `generation.left_padded_positions`). Cache slots and the causal mask
         always follow the slot order, so padding slots are hidden by the key mask alone.
+
+        token_type_ids: (B, T) segment ids, for a config with n_token_types (BERT); default type 0.
         """
         B, T = ids.shape
         start = 0 if cache is None else cache.length
@@ -99,7 +104,7 @@ class TransformerBody(nn.Module):
             raise InputError(f"positions must have shape ({T},) or ({B}, {T}); got {tuple(positions.shape)}")
         elif int(positions.max()) >= self.cfg.max_seq_len:
             raise InputError(f"position {int(positions.max())} exceeds max_seq_len={self.cfg.max_seq_len}")
-        x = self.embeddings(ids, positions)  # (B, T, C)
+        x = self.embeddings(ids, positions, token_type_ids)  # (B, T, C)
         rotary = self.rotary(positions) if self.rotary is not None else None
 
         if cache is None:

@@ -23,8 +23,10 @@ class TransformerLM(ModelBase):
         super().__init__()
         self.cfg = cfg
         self.decoder = TransformerBody(cfg, cfg.vocab_size, cfg.decoder_layers, causal=True)
-        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=cfg.final_logits_bias)
         init_weights(self, cfg)
+        if cfg.final_logits_bias:  # imported (BART, Marian), not trained
+            self.lm_head.bias.requires_grad_(False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.decoder.embeddings.token.weight
 

@@ -30,8 +30,10 @@ class Seq2SeqTransformer(ModelBase):
         self.decoder = TransformerBody(
             cfg, cfg.target_vocab_size, cfg.decoder_layers, causal=True, cross_attention=True
         )
-        self.lm_head = nn.Linear(cfg.d_model, cfg.target_vocab_size, bias=False)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.target_vocab_size, bias=cfg.final_logits_bias)
         init_weights(self, cfg)
+        if cfg.final_logits_bias:  # imported (BART, Marian), not trained
+            self.lm_head.bias.requires_grad_(False)
         if cfg.tie_embeddings:  # Section 3.4: one matrix for both embeddings and the pre-softmax projection
             self.lm_head.weight = self.decoder.embeddings.token.weight
             if cfg.source_vocab_size == cfg.target_vocab_size:

@@ -1,6 +1,8 @@
 """The position-wise feed-forward network (Section 3.3): the same two-layer MLP applied at every position.
 
-    relu / gelu:  FFN(x) = W2 act(W1 x + b1) + b2           (the paper uses ReLU; GPT-2 and BERT use GELU)
+    relu / gelu / gelu_tanh / silu:
+                  FFN(x) = W2 act(W1 x + b1) + b2           (the paper uses ReLU; BERT and BART the exact GELU,
+                                                             GPT-2 its tanh approximation, Marian SiLU ("swish"))
     swiglu:       FFN(x) = W2 (silu(W1 x) * (W3 x))          (Shazeer 2020, "GLU Variants Improve Transformer")
 
 Shapes: (B, T, C) -> (B, T, d_ff) -> (B, T, C).
@@ -11,6 +13,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu", "swiglu")
+
 
 class FeedForward(nn.Module):
     """Position-wise feed-forward network. `dropout` acts on the hidden activations (off by default: the paper
@@ -20,8 +24,8 @@ class FeedForward(nn.Module):
         self, d_model: int, d_ff: int, activation: str = "relu", bias: bool = True, dropout: float = 0.0
     ) -> None:
         super().__init__()
-        if activation not in ("relu", "gelu", "swiglu"):
-            raise ValueError(f"activation must be 'relu', 'gelu' or 'swiglu', got {activation!r}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}; got {activation!r}")
         self.activation = activation
         self.fc1 = nn.Linear(d_model, d_ff, bias=bias)
         self.gate = nn.Linear(d_model, d_ff, bias=bias) if activation == "swiglu" else None  # W3 of SwiGLU
@@ -33,7 +37,11 @@ class FeedForward(nn.Module):
         if self.activation == "relu":
             h = F.relu(h)
         elif self.activation == "gelu":
-            h = F.gelu(h)
+            h = F.gelu(h)  # x * Phi(x), Phi the standard normal CDF (erf)
+        elif self.activation == "gelu_tanh":
+            h = F.gelu(h, approximate="tanh")
+        elif self.activation == "silu":
+            h = F.silu(h)
         else:
             h = F.silu(h) * self.gate(x)
         return self.fc2(self.dropout(h))  # (B, T, C)

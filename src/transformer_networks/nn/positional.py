@@ -16,38 +16,50 @@ import torch
 from torch import Tensor, nn
 
 
-def sinusoidal_table(n_positions: int, dim: int) -> Tensor:
-    """The paper's Section 3.5: PE[pos, 2i] = sin(pos / 10000^(2i/dim)), PE[pos, 2i+1] = cos(same). (n, dim)."""
+def sinusoidal_table(n_positions: int, dim: int, layout: str = "interleaved") -> Tensor:
+    """The paper's Section 3.5: PE[pos, 2i] = sin(pos / 10000^(2i/dim)), PE[pos, 2i+1] = cos(same). (n, dim).
+
+    layout "halves" puts the same sines in the first half of the vector and the cosines in the second (Marian,
+    fairseq): a fixed permutation of the dimensions, which a model trained with one layout cannot ignore."""
     positions = torch.arange(n_positions, dtype=torch.float64)[:, None]  # (n, 1)
     inv_freq = torch.exp(-math.log(10000.0) * torch.arange(0, dim, 2, dtype=torch.float64) / dim)  # (ceil(dim/2),)
     angles = positions * inv_freq  # (n, ceil(dim/2))
     table = torch.zeros(n_positions, dim, dtype=torch.float64)
-    table[:, 0::2] = torch.sin(angles)
-    table[:, 1::2] = torch.cos(angles[:, : dim // 2])
+    if layout == "interleaved":
+        table[:, 0::2] = torch.sin(angles)
+        table[:, 1::2] = torch.cos(angles[:, : dim // 2])
+    elif layout == "halves":
+        half = angles.size(1)
+        table[:, :half] = torch.sin(angles)
+        table[:, half:] = torch.cos(angles[:, : dim - half])
+    else:
+        raise ValueError(f"layout must be 'interleaved' or 'halves', got {layout!r}")
     return table.float()
 
 
 class SinusoidalPositionalEncoding(nn.Module):
     """Fixed (not trained) sinusoidal encodings for positions 0..max_len-1: positions -> (..., C)."""
 
-    def __init__(self, d_model: int, max_len: int) -> None:
+    def __init__(self, d_model: int, max_len: int, layout: str = "interleaved") -> None:
         super().__init__()
         # Not persistent: it is a function of the config, so checkpoints need not carry it.
-        self.register_buffer("table", sinusoidal_table(max_len, d_model), persistent=False)
+        self.register_buffer("table", sinusoidal_table(max_len, d_model, layout), persistent=False)
 
     def forward(self, positions: Tensor) -> Tensor:
         return self.table[positions]
 
 
 class LearnedPositionalEmbedding(nn.Module):
-    """One trained vector per position 0..max_len-1 (GPT-2, BERT): positions -> (..., C)."""
+    """One trained vector per position 0..max_len-1 (GPT-2, BERT): positions -> (..., C). With an offset,
+    position p reads row p + offset of a table of max_len + offset rows (BART keeps two unused rows first)."""
 
-    def __init__(self, d_model: int, max_len: int) -> None:
+    def __init__(self, d_model: int, max_len: int, offset: int = 0) -> None:
         super().__init__()
-        self.embedding = nn.Embedding(max_len, d_model)
+        self.offset = offset
+        self.embedding = nn.Embedding(max_len + offset, d_model)
 
     def forward(self, positions: Tensor) -> Tensor:
-        return self.embedding(positions)
+        return self.embedding(positions + self.offset)
 
 
 class RotaryEmbedding(nn.Module):
