@@ -8,10 +8,11 @@
 from .config import PRESETS, TransformerConfig
 from .errors import ConfigError, UserError
 from .models import Seq2SeqTransformer, TransformerClassifier, TransformerLM, TransformerOutput
+from .pretrained import from_pretrained, save_pretrained
 
 __version__ = "0.1.0"
 
 __all__ = [
     "PRESETS", "ConfigError", "Seq2SeqTransformer", "TransformerClassifier", "TransformerConfig", "TransformerLM",
-    "TransformerOutput", "UserError", "__version__",
+    "TransformerOutput", "UserError", "__version__", "from_pretrained", "save_pretrained",
 ]

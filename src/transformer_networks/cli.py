@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NoReturn
 
 import torch
@@ -421,6 +422,44 @@ def average_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fresh_output(path: str, overwrite: bool) -> Path:
+    out = Path(path)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise UserError(f"{out}: already exists; choose another path or pass --overwrite")
+    return out
+
+
+def convert_command(args: argparse.Namespace) -> int:
+    """`transformer-networks convert HF_DIR OUT_DIR`: a Hugging Face model directory in our layout."""
+    from .pretrained import from_pretrained, save_pretrained
+
+    out = _fresh_output(args.out_dir, args.overwrite)
+    model = from_pretrained(args.hf_dir)
+    save_pretrained(model, out)
+    print(f"{type(model).__name__}, {model.num_parameters():,} parameters -> {out}")
+    return 0
+
+
+def export_command(args: argparse.Namespace) -> int:
+    """`transformer-networks export CHECKPOINT --onnx OUT.onnx` and/or `--hf DIR` (GPT-2 / BERT layout)."""
+    from .pretrained import from_pretrained
+
+    if not (args.onnx or args.hf):
+        raise UserError("say what to write: --onnx OUT.onnx and/or --hf DIR")
+    model = from_pretrained(args.checkpoint)
+    if args.hf:
+        from .interop.hf import export_hf
+
+        print(export_hf(model, _fresh_output(args.hf, args.overwrite)))
+    if args.onnx:
+        from .interop.onnx import export_onnx
+
+        _fresh_output(args.onnx, args.overwrite)
+        for path in export_onnx(model, args.onnx):
+            print(path)
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage mistake is one line on stderr (exit code 2), like every other error."""
 
@@ -570,6 +609,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
 
+    p = sub.add_parser("convert", help="convert a local Hugging Face model directory (BERT, GPT-2, BART, Marian) "
+                       "to our layout")
+    p.add_argument("hf_dir", metavar="HF_DIR")
+    p.add_argument("out_dir", metavar="OUT_DIR")
+    p.add_argument("--overwrite", action="store_true", help="write into OUT_DIR even if it holds files")
+
+    p = sub.add_parser("export", help="export a model to ONNX (classifier, language model) or to the Hugging Face "
+                       "layout (GPT-2, BERT)")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a run, checkpoint, or model directory")
+    p.add_argument("--onnx", metavar="OUT.onnx", help="a language model also writes OUT.decode.onnx (one step with "
+                   "the KV cache)")
+    p.add_argument("--hf", metavar="DIR", help="config.json + model.safetensors that transformers loads")
+    p.add_argument("--overwrite", action="store_true")
+
     p = sub.add_parser("plot", help="draw a run's learning curves (loss, metric, learning rate) to a PNG")
     p.add_argument("run_dir")
     p.add_argument("--out", help="the PNG (default RUN_DIR/curves.png)")
@@ -577,7 +630,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"translate": translate_command, "generate": generate_command, "classify": classify_command,
-            "attention": attention_command, "average": average_command}
+            "attention": attention_command, "average": average_command, "convert": convert_command,
+            "export": export_command}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

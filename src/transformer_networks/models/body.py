@@ -9,6 +9,8 @@ Shape legend: B batch, T length of `ids`, L tokens seen so far (with a cache), S
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -170,6 +172,12 @@ class ModelBase(nn.Module):
         for module in self.modules():
             if isinstance(module, TransformerStack):
                 module.checkpoint_layers = enabled
+
+    def save_pretrained(self, path: str, **kwargs: Any) -> Any:
+        """Write this model in our layout (see `transformer_networks.pretrained`); load with `from_pretrained`."""
+        from ..pretrained import save_pretrained
+
+        return save_pretrained(self, path, **kwargs)
 
     def num_parameters(self) -> int:
         """The number of parameters, each shared (tied) tensor counted once."""

@@ -1,0 +1,218 @@
+"""Hugging Face interop: tiny random BERT, GPT-2, BART and Marian models saved by `transformers` load into our
+classes with the same outputs (1e-5) and the same greedy tokens; exports load back into `transformers`."""
+
+import json
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+from transformer_networks import Seq2SeqTransformer, TransformerClassifier, TransformerLM, cli  # noqa: E402
+from transformer_networks.interop.hf import HFError, export_hf, load_hf  # noqa: E402
+
+V = 64  # vocabulary of every tiny model
+SMALL = dict(max_position_embeddings=40)
+
+
+def perturb(model):
+    """Random weights everywhere, norms and biases included, so that a misplaced tensor cannot hide behind a
+    default of ones or zeros (BART's final_logits_bias starts at zero)."""
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:  # not Marian's fixed sinusoidal table, which is computed, never saved
+                p.add_(torch.randn_like(p) * 0.1)
+        for name, b in model.named_buffers():
+            if name.endswith("final_logits_bias"):
+                b.normal_()
+    return model.eval()
+
+
+def save(model, path):
+    model.save_pretrained(path)
+    return path
+
+
+def bert(**kw):
+    cfg = transformers.BertConfig(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                  intermediate_size=64, **SMALL, **kw)
+    return cfg
+
+
+def gpt2():
+    return transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        vocab_size=V, n_embd=32, n_layer=2, n_head=4, n_positions=40, bos_token_id=V - 1, eos_token_id=V - 1))
+
+
+def bart():
+    return transformers.BartForConditionalGeneration(transformers.BartConfig(
+        vocab_size=V, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+        decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, **SMALL))
+
+
+def marian():  # opus-mt's settings: SiLU ("swish"), scaled embeddings, pad = decoder start = last id
+    return transformers.MarianMTModel(transformers.MarianConfig(
+        vocab_size=V, d_model=32, encoder_layers=2, decoder_layers=3, encoder_attention_heads=4,
+        decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, activation_function="swish",
+        scale_embedding=True, pad_token_id=V - 1, decoder_start_token_id=V - 1, eos_token_id=0, **SMALL))
+
+
+def padded(rows, pad):
+    """Right-padded ids and their mask."""
+    T = max(map(len, rows))
+    ids = torch.tensor([r + [pad] * (T - len(r)) for r in rows])
+    return ids, torch.tensor([[1] * len(r) + [0] * (T - len(r)) for r in rows])
+
+
+def random_rows(lengths, low=4, high=V - 2, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(low, high, (n,), generator=g).tolist() for n in lengths]
+
+
+def test_bert_hidden_states_and_classifier_logits(tmp_path):
+    ref = perturb(transformers.BertForSequenceClassification(bert(num_labels=3)))
+    ours = load_hf(save(ref, tmp_path / "bert"))
+    assert isinstance(ours, TransformerClassifier) and ours.cfg.n_classes == 3
+    ids, mask = padded(random_rows([9, 5, 7]), pad=0)
+    types = (torch.arange(ids.size(1)) >= 3).long().expand_as(ids)  # a second segment from position 3
+    with torch.no_grad():
+        theirs = ref(ids, attention_mask=mask, token_type_ids=types, output_hidden_states=True)
+        hidden = ours.encode(ids, token_type_ids=types)
+        logits = ours(ids, token_type_ids=types)
+    real = mask.bool()
+    torch.testing.assert_close(hidden[real], theirs.hidden_states[-1][real], rtol=0, atol=1e-5)
+    torch.testing.assert_close(logits, theirs.logits, rtol=0, atol=1e-5)
+
+
+def test_bertmodel_and_sentence_transformers_root_get_a_fresh_head(tmp_path):
+    ref = perturb(transformers.BertModel(bert()))
+    directory = save(ref, tmp_path / "st")
+    (directory / "modules.json").write_text(json.dumps([{"idx": 0, "name": "0", "path": "",
+                                                          "type": "sentence_transformers.models.Transformer"}]))
+    ours = load_hf(directory, n_classes=5)
+    assert ours.cfg.n_classes == 5 and ours.cfg.classifier_pooler
+    ids = torch.tensor([random_rows([8])[0]])
+    with torch.no_grad():
+        torch.testing.assert_close(ours.encode(ids), ref(ids).last_hidden_state, rtol=0, atol=1e-5)
+
+
+def test_gpt2_logits_and_greedy_tokens_with_left_padding(tmp_path):
+    ref = perturb(gpt2())
+    ours = load_hf(save(ref, tmp_path / "gpt2"))
+    assert isinstance(ours, TransformerLM)
+    ids = torch.tensor(random_rows([10, 10]))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids), ref(ids).logits, rtol=0, atol=1e-5)
+    rows = random_rows([6, 3, 5], seed=2)
+    T = max(map(len, rows))
+    prompts = torch.tensor([[V - 1] * (T - len(r)) + r for r in rows])  # left padding
+    mask = torch.tensor([[0] * (T - len(r)) + [1] * len(r) for r in rows])
+    theirs = ref.generate(prompts, attention_mask=mask, max_new_tokens=12, do_sample=False, num_beams=1,
+                          pad_token_id=V - 1)
+    mine = ours.generate(prompts, attention_mask=mask.bool(), max_new_tokens=12)
+    assert mine.tolist() == theirs.tolist()
+
+
+@pytest.mark.parametrize("build", [bart, marian], ids=["bart", "marian"])
+def test_seq2seq_logits_and_greedy_tokens_with_padding(tmp_path, build):
+    ref = perturb(build())
+    ours = load_hf(save(ref, tmp_path / "m"))
+    assert isinstance(ours, Seq2SeqTransformer)
+    pad = ref.config.pad_token_id
+    src, src_mask = padded(random_rows([7, 4, 6]), pad)
+    tgt = torch.tensor(random_rows([5, 5, 5], seed=3))
+    with torch.no_grad():
+        theirs = ref(input_ids=src, attention_mask=src_mask, decoder_input_ids=tgt).logits
+        torch.testing.assert_close(ours(src, tgt), theirs, rtol=0, atol=1e-5)
+    generated = ref.generate(src, attention_mask=src_mask, max_new_tokens=10, do_sample=False, num_beams=1,
+                             min_length=0, forced_bos_token_id=None, forced_eos_token_id=None,
+                             no_repeat_ngram_size=0)
+    mine = ours.generate(src, max_new_tokens=10)
+    assert mine.tolist() == generated[:, 1:].tolist()  # theirs starts with the decoder start token
+
+
+def test_pytorch_model_bin_is_read_without_pickle(tmp_path):
+    ref = perturb(gpt2())
+    directory = tmp_path / "bin"
+    directory.mkdir()
+    ref.config.to_json_file(directory / "config.json")
+    torch.save(ref.state_dict(), directory / "pytorch_model.bin")
+    ids = torch.tensor(random_rows([6]))
+    with torch.no_grad():
+        torch.testing.assert_close(load_hf(directory)(ids), ref(ids).logits, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "bert"])
+def test_export_loads_in_transformers_with_the_same_outputs(tmp_path, kind):
+    if kind == "gpt2":
+        ours = perturb(load_hf(save(perturb(gpt2()), tmp_path / "src")))
+        export_hf(ours, tmp_path / "out")
+        theirs = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "out").eval()
+        ids = torch.tensor(random_rows([7, 7]))
+        with torch.no_grad():
+            torch.testing.assert_close(theirs(ids).logits, ours(ids), rtol=0, atol=1e-5)
+    else:
+        ours = perturb(load_hf(save(perturb(transformers.BertModel(bert())), tmp_path / "src"), n_classes=3))
+        export_hf(ours, tmp_path / "out")
+        theirs = transformers.BertForSequenceClassification.from_pretrained(tmp_path / "out").eval()
+        ids, mask = padded(random_rows([6, 4]), pad=0)
+        with torch.no_grad():
+            torch.testing.assert_close(theirs(ids, attention_mask=mask).logits, ours(ids), rtol=0, atol=1e-5)
+
+
+def test_an_lm_of_our_own_exports_as_gpt2(tmp_path):
+    from transformer_networks import TransformerConfig
+
+    cfg = TransformerConfig.from_preset("gpt2-small", vocab_size=V, d_model=32, n_heads=4, n_layers=2, d_ff=64,
+                                        max_seq_len=40, dropout=0.0)
+    ours = perturb(TransformerLM(cfg))
+    export_hf(ours, tmp_path / "out")
+    theirs = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "out").eval()
+    ids = torch.tensor(random_rows([9]))
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(ids).logits, ours(ids), rtol=0, atol=1e-5)
+    with pytest.raises(HFError, match="norm_first=False"):
+        export_hf(TransformerLM(TransformerConfig.from_preset("tiny", norm_first=False, positional="learned")),
+                  tmp_path / "x")
+
+
+def test_bad_directories_are_one_line_errors(tmp_path):
+    good = save(perturb(gpt2()), tmp_path / "good")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(HFError, match="no config.json"):
+        load_hf(empty)
+    (empty / "config.json").write_text(good.joinpath("config.json").read_text())
+    with pytest.raises(HFError, match="no weights"):
+        load_hf(empty)
+    t5 = tmp_path / "t5"
+    t5.mkdir()
+    (t5 / "config.json").write_text(json.dumps({"model_type": "t5"}))
+    with pytest.raises(HFError, match="'t5' is not supported; supported: bert, gpt2, bart, marian"):
+        load_hf(t5)
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    config = json.loads(good.joinpath("config.json").read_text())
+    (wrong / "config.json").write_text(json.dumps({**config, "n_inner": 96}))
+    (wrong / "model.safetensors").write_bytes(good.joinpath("model.safetensors").read_bytes())
+    with pytest.raises(HFError, match=r"shape mismatch: .*ffn\.fc1\.weight \(model \(96, 32\), weights \(128, 32\)\)"):
+        load_hf(wrong)
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    (cut / "config.json").write_text(good.joinpath("config.json").read_text())
+    data = good.joinpath("model.safetensors").read_bytes()
+    (cut / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(HFError, match="model.safetensors: cannot read"):
+        load_hf(cut)
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "config.json").write_text(good.joinpath("config.json").read_text())
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(good / "model.safetensors"))
+    save_file({**state, "transformer.h.0.attn.rotary.weight": torch.zeros(2)}, str(extra / "model.safetensors"))
+    with pytest.raises(HFError, match=r"no place in the model: h\.0\.attn\.rotary\.weight"):
+        load_hf(extra)
+    # The same through the command line: exit 2, one line, no traceback.
+    assert cli.main(["convert", str(t5), str(tmp_path / "out")]) == 2
