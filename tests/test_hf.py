@@ -216,3 +216,77 @@ def test_bad_directories_are_one_line_errors(tmp_path):
         load_hf(extra)
     # The same through the command line: exit 2, one line, no traceback.
     assert cli.main(["convert", str(t5), str(tmp_path / "out")]) == 2
+
+
+def wordpiece(words):
+    """A BERT-style tokenizer.json built here (no download): [PAD] [UNK] [CLS] [SEP] [MASK] + words."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+
+    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words])}
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    return tok
+
+
+def test_train_classification_from_imported_bert(tmp_path):
+    from transformer_networks.training.checkpoint import load_checkpoint
+
+    words = "good bad great awful fine poor nice terrible movie film plot".split()
+    tok = wordpiece(words)
+    ref = perturb(transformers.BertModel(transformers.BertConfig(
+        vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0)))
+    directory = save(ref, tmp_path / "bert")
+    tok.save(str(directory / "tokenizer.json"))
+    lines = [f"{a} {b}\t{'pos' if a in ('good', 'great', 'fine', 'nice') else 'neg'}"
+             for a in words[:8] for b in words[8:]]
+    data = tmp_path / "train.tsv"
+    data.write_text("text\tlabel\n" + "\n".join(lines) + "\n")
+    run = tmp_path / "run"
+    # A learning rate of 1e-12: the checkpoint still holds the imported encoder (to 1e-5), with a new 2-class head.
+    assert cli.main(["train", "classification", "--init", str(directory), "--data", str(data), "--out", str(run),
+                     "--max-steps", "2", "--eval-every", "2", "--batch-size", "8", "--set", "lr=1e-12",
+                     "--set", "schedule=constant", "--set", "max_len=16", "--quiet"]) == 0
+    ck = load_checkpoint(run / "last")
+    assert ck.config.n_classes == 2 and ck.labels == ["neg", "pos"]
+    assert ck.tokenizer.cls_id == tok.token_to_id("[CLS]") and ck.tokenizer.pad_id == 0
+    ids = torch.tensor([ck.tokenizer.encode("good movie", cls=True)])
+    assert ids[0].tolist() == [2, 5, 13]  # the imported WordPiece ids
+    with torch.no_grad():
+        torch.testing.assert_close(ck.model.encode(ids), ref(ids).last_hidden_state, rtol=0, atol=1e-5)
+    # The run says where its tokenizer came from (a resume reads it back from last/).
+    assert json.loads((run / "run.json").read_text())["train"]["tokenizer"] == "pretrained"
+
+
+def test_train_lm_from_imported_gpt2_and_wrong_family(tmp_path, capsys):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from transformer_networks.training.checkpoint import load_checkpoint
+
+    animals, places = ("cat", "dog", "bird", "fox"), ("mat", "log", "rug")
+    text = " ".join(f"the {a} sat on the {b}." for a in animals for b in places) * 30
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator([text], trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
+                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    eos = tok.token_to_id("<|endoftext|>")
+    ref = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        vocab_size=tok.get_vocab_size(), n_embd=32, n_layer=2, n_head=4, n_positions=64, bos_token_id=eos,
+        eos_token_id=eos))
+    directory = save(perturb(ref), tmp_path / "gpt2")
+    tok.save(str(directory / "tokenizer.json"))
+    data = tmp_path / "text.txt"
+    data.write_text(text)
+    run = tmp_path / "lm"
+    assert cli.main(["train", "lm", "--init", str(directory), "--data", str(data), "--out", str(run),
+                     "--max-steps", "3", "--eval-every", "3", "--block-size", "16", "--batch-size", "4",
+                     "--quiet"]) == 0
+    ck = load_checkpoint(run / "last")
+    assert isinstance(ck.model, TransformerLM) and ck.config.eos_id == eos and ck.tokenizer.eos_id == eos
+    assert ck.tokenizer.decode(ck.tokenizer.encode("the cat sat")) == "the cat sat"
+    assert cli.main(["train", "classification", "--init", str(directory), "--out", str(tmp_path / "x"),
+                     "--quiet"]) == 2
+    assert "a TransformerLM, but classification trains a TransformerClassifier" in capsys.readouterr().err

@@ -208,13 +208,17 @@ def train_command(args: argparse.Namespace) -> int:
         settings[key] = value
         origin[key] = f"--set {key}"
     model_settings, train_settings = split_settings(settings, origin, preset)
+    if args.init and model_settings:
+        raise UserError(f"--init takes the architecture from {args.init}; model settings "
+                        f"({', '.join(sorted(model_settings))}) cannot change it")
     model_config = TransformerConfig.from_preset(preset, **model_settings)
     train_config = TrainConfig.from_dict(train_settings)
     spec = DataSpec(data=args.data or [], valid=args.valid or [], source_file=args.source_file,
                     target_file=args.target_file, valid_source_file=args.valid_source_file,
                     valid_target_file=args.valid_target_file)
     result = train(args.task, args.out, data=spec, model_config=model_config, train_config=train_config,
-                   model_fields_set=set(model_settings), overwrite=args.overwrite, quiet=args.quiet)
+                   model_fields_set=set(model_settings), overwrite=args.overwrite, quiet=args.quiet,
+                   init=args.init)
     return _train_finished(result)
 
 
@@ -501,6 +505,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("task", nargs="?", choices=["lm", "translation", "classification"])
     p.add_argument("--resume", nargs="?", const=True, metavar="RUN_DIR",
                    help="continue RUN_DIR (or --out) from its last checkpoint, exactly as it would have gone on")
+    p.add_argument("--init", metavar="PATH", help="fine-tune pretrained weights: a checkpoint of ours or a local "
+                   "Hugging Face directory (BERT for classification, GPT-2 for lm, BART/Marian for translation), "
+                   "with its own tokenizer.json")
     p.add_argument("--data", nargs="+", metavar="PATH", help="training files (lm: files or directories; "
                    "translation: a source<TAB>target TSV; classification: TSV/CSV/JSONL), or builtin:NAME")
     p.add_argument("--valid", nargs="+", metavar="PATH", help="validation data (default: a held-out part of --data)")

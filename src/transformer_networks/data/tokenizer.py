@@ -5,6 +5,10 @@ All four are Hugging Face `tokenizers` objects underneath, so every kind saves t
     0 <pad>   1 <unk>   2 <bos>   3 <eos>   4 <cls>
 (`TransformerConfig.pad_id` defaults to 0.) `decode` drops special tokens and gives back readable text:
 characters joined as they were, words joined by single spaces, subwords with their spaces restored.
+
+A pretrained model's own `tokenizer.json` (BERT's WordPiece, GPT-2's byte-level BPE, ...) keeps its ids: the roles
+pad/unk/bos/eos/cls are then found by the tokens' names (`KNOWN_SPECIALS`), so `pad_id`, `eos_id` and the others
+are per tokenizer.
 """
 
 from __future__ import annotations
@@ -18,19 +22,48 @@ from ..errors import UserError
 
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<bos>", "<eos>", "<cls>")
 PAD_ID, UNK_ID, BOS_ID, EOS_ID, CLS_ID = range(len(SPECIAL_TOKENS))
+ROLES = ("pad", "unk", "bos", "eos", "cls")
+# The names each role goes by in other tokenizers (BERT, GPT-2, BART/RoBERTa, Marian), the first found wins. A
+# tokenizer without padding pads with its end token; one without a class token uses its start token.
+KNOWN_SPECIALS = {
+    "pad": ("<pad>", "[PAD]"),
+    "unk": ("<unk>", "[UNK]", "<|endoftext|>"),
+    "bos": ("<bos>", "<s>", "[CLS]", "<|endoftext|>"),
+    "eos": ("<eos>", "</s>", "[SEP]", "<|endoftext|>"),
+    "cls": ("<cls>", "[CLS]", "<s>"),
+}
 KINDS = ("char", "word", "bpe", "unigram")
 
 
 class TextTokenizer:
-    """Text <-> token ids. Build one with `train_tokenizer`, or `TextTokenizer.load(path)`."""
+    """Text <-> token ids. Build one with `train_tokenizer`, `TextTokenizer.load(path)`, or
+    `TextTokenizer.from_pretrained_tokenizer(tokenizer)` for a pretrained model's own."""
 
-    pad_id, unk_id, bos_id, eos_id, cls_id = PAD_ID, UNK_ID, BOS_ID, EOS_ID, CLS_ID
-
-    def __init__(self, tokenizer: Tokenizer) -> None:
-        for i, token in enumerate(SPECIAL_TOKENS):
-            if tokenizer.token_to_id(token) != i:
-                raise UserError(f"tokenizer has {token} at id {tokenizer.token_to_id(token)}, expected {i}")
+    def __init__(self, tokenizer: Tokenizer, specials: dict[str, int] | None = None) -> None:
+        """specials: the id of each role (pad, unk, bos, eos, cls); None = ours, ids 0-4, checked."""
+        if specials is None:
+            for i, token in enumerate(SPECIAL_TOKENS):
+                if tokenizer.token_to_id(token) != i:
+                    raise UserError(f"tokenizer has {token} at id {tokenizer.token_to_id(token)}, expected {i}")
+            specials = dict(zip(ROLES, range(len(ROLES)), strict=True))
         self.tokenizer = tokenizer
+        self.pad_id, self.unk_id, self.bos_id, self.eos_id, self.cls_id = (specials[r] for r in ROLES)
+
+    @classmethod
+    def from_pretrained_tokenizer(cls, tokenizer: Tokenizer, source: str = "tokenizer") -> TextTokenizer:
+        """Wrap any `tokenizers.Tokenizer`: ours as it is, another by the names of its special tokens."""
+        if all(tokenizer.token_to_id(t) == i for i, t in enumerate(SPECIAL_TOKENS)):
+            return cls(tokenizer)
+        found = {role: next((i for name in names if (i := tokenizer.token_to_id(name)) is not None), None)
+                 for role, names in KNOWN_SPECIALS.items()}
+        found["pad"] = found["pad"] if found["pad"] is not None else found["eos"]
+        found["cls"] = found["cls"] if found["cls"] is not None else found["bos"]
+        found["unk"] = found["unk"] if found["unk"] is not None else found["eos"]
+        missing = [role for role, i in found.items() if i is None]
+        if missing:
+            raise UserError(f"{source}: no token for {', '.join(missing)} (looked for "
+                            f"{'; '.join(' '.join(KNOWN_SPECIALS[r]) for r in missing)})")
+        return cls(tokenizer, found)
 
     @property
     def vocab_size(self) -> int:
@@ -38,7 +71,7 @@ class TextTokenizer:
 
     def encode(self, text: str, *, bos: bool = False, eos: bool = False, cls: bool = False) -> list[int]:
         ids = self.tokenizer.encode(text, add_special_tokens=False).ids
-        return [CLS_ID] * cls + [BOS_ID] * bos + ids + [EOS_ID] * eos
+        return [self.cls_id] * cls + [self.bos_id] * bos + ids + [self.eos_id] * eos
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
@@ -46,8 +79,8 @@ class TextTokenizer:
     def decode(self, ids: Iterable[int]) -> str:
         """Text of `ids`, special tokens dropped; stops at the first <eos>."""
         ids = list(ids)
-        if EOS_ID in ids:
-            ids = ids[: ids.index(EOS_ID)]
+        if self.eos_id in ids:
+            ids = ids[: ids.index(self.eos_id)]
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     def tokens(self, text: str) -> list[str]:
@@ -59,9 +92,10 @@ class TextTokenizer:
     @classmethod
     def load(cls, path: str | Path) -> TextTokenizer:
         try:
-            return cls(Tokenizer.from_file(str(path)))
+            tokenizer = Tokenizer.from_file(str(path))
         except Exception as e:  # the Rust library raises plain Exceptions with its own message
             raise UserError(f"{path}: cannot load tokenizer: {e}") from None
+        return cls.from_pretrained_tokenizer(tokenizer, str(path))
 
 
 def train_tokenizer(texts: Iterable[str], kind: str = "bpe", vocab_size: int = 8000) -> TextTokenizer:

@@ -22,7 +22,7 @@ from ..errors import ConfigError
 TASKS = ("lm", "translation", "classification")
 OPTIMIZERS = ("adamw", "adam", "paper")  # "paper": Adam with betas (0.9, 0.98), eps 1e-9 (Section 5.3)
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-TOKENIZERS = ("char", "word", "bpe", "unigram")
+TOKENIZERS = ("char", "word", "bpe", "unigram", "pretrained")  # pretrained: the --init model's own
 SCHEDULES = ("noam", "inverse_sqrt", "cosine", "constant")
 
 # The task's metric that picks the best checkpoint, and whether higher is better.

@@ -182,6 +182,7 @@ def train(
     quiet: bool = False,
     log: Callable[[str], None] | None = None,
     resume: bool = False,
+    init: str | Path | None = None,
 ) -> TrainResult:
     """Train a model for `task_name` ("lm", "translation" or "classification") and write the run to `out`.
 
@@ -193,6 +194,10 @@ def train(
     uninterrupted run would have taken. (The other arguments, except quiet/log, are then ignored.)
     SIGINT or SIGTERM during training saves the last checkpoint at the current step and stops; a second Ctrl-C
     stops at once.
+
+    init: start from pretrained weights (`from_pretrained`: a checkpoint of ours or a Hugging Face directory) with
+    their architecture and their tokenizer instead of a new model and tokenizer; a classifier whose number of
+    classes differs from the data's gets a fresh head. `model_config` is then ignored.
     """
     out = Path(out)
     resumed = None
@@ -218,11 +223,18 @@ def train(
     # --- data and tokenizers ---
     spec = DataSpec.from_dict({k: _absolute(v) for k, v in spec.to_dict().items()})  # evaluate runs from anywhere
     splits = read_splits(task_name, spec, cfg)
-    kind = cfg.tokenizer or splits.default_tokenizer
+    kind = "pretrained" if init is not None else cfg.tokenizer or splits.default_tokenizer
+    if kind == "pretrained" and init is None and resumed is None:
+        raise UserError("tokenizer=pretrained is the tokenizer of a model given with --init PATH")
     cfg = cfg.replace(tokenizer=kind)
+    pretrained = None
     if resumed is not None:  # the run's own tokenizers and labels, not retrained
         ck = resumed.checkpoint
         tokenizer, source_tokenizer, labels = ck.tokenizer, ck.source_tokenizer, ck.labels or None
+    elif init is not None:  # the pretrained model's own tokenizer
+        labels = sort_labels({y for _, y in splits.train}) if task_name == "classification" else None
+        pretrained = _pretrained_model(init, task_name, len(labels) if labels else None)
+        tokenizer = source_tokenizer = pretrained.tokenizer
     else:
         tokenizer, source_tokenizer = build_tokenizers(task_name, splits.train, kind, cfg)
         labels = sort_labels({y for _, y in splits.train}) if task_name == "classification" else None
@@ -250,12 +262,21 @@ def train(
     seed_everything(cfg.seed)
     if resumed is not None:
         model_cfg = resumed.checkpoint.config
+    elif pretrained is not None:
+        model_cfg = pretrained.cfg
+        needed = task.model_settings()["max_seq_len"]
+        if needed > model_cfg.max_seq_len:
+            raise UserError(f"--init {init}: the model takes at most {model_cfg.max_seq_len} positions, the data "
+                            f"settings need {needed}; lower max_len (or block_size)")
     else:
         model_cfg = resolve_model_config(model_config or TransformerConfig.from_preset("small"),
                                          task.model_settings(), model_fields_set or set())
     model = MODEL_CLASSES[task_name](model_cfg).to(device)
     if resumed is not None:
         model.load_state_dict(resumed.checkpoint.model.state_dict())
+    elif pretrained is not None:
+        model.load_state_dict(pretrained.state_dict())
+        del pretrained
     if cfg.fsdp and not ranks.enabled:
         raise UserError("fsdp shards the model over several processes: launch with torchrun --nproc_per_node=N")
     if cfg.activation_checkpointing:
@@ -307,7 +328,8 @@ def train(
         except OSError as e:
             raise UserError(f"--out {out}: cannot write: {e.strerror}") from None
         run_info = {"version": __version__, "task": task_name, "data": spec.to_dict(),
-                    "model": model_cfg.to_dict(), "train": cfg.to_dict(), "labels": labels or []}
+                    "model": model_cfg.to_dict(), "train": cfg.to_dict(), "labels": labels or [],
+                    "init": _absolute(str(init)) if init is not None else None}
         (out / "run.json").write_text(json.dumps(run_info, indent=2) + "\n", encoding="utf-8")
         metrics_path.write_text("", encoding="utf-8")
     ranks.barrier()  # the run directory exists before any process goes on
@@ -485,6 +507,36 @@ def train(
                  f"checkpoints in {out}")
     return TrainResult(out, task_name, step, stop_reason, seconds, best, last, model.num_parameters(),
                        interrupted=stop.signal)
+
+
+def _pretrained_model(init: str | Path, task_name: str, n_classes: int | None) -> nn.Module:
+    """`train --init`: the pretrained model for `task_name`, its tokenizer as `model.tokenizer` (a TextTokenizer),
+    a classifier's head resized (freshly initialised) to `n_classes`."""
+    import dataclasses
+
+    from ..data.tokenizer import TextTokenizer
+    from ..pretrained import from_pretrained
+
+    model = from_pretrained(init, **({"n_classes": n_classes} if n_classes else {}))  # options: HF only
+    if not isinstance(model, MODEL_CLASSES[task_name]):
+        raise UserError(f"--init {init}: a {type(model).__name__}, but {task_name} trains a "
+                        f"{MODEL_CLASSES[task_name].__name__}")
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None:
+        raise UserError(f"--init {init}: no tokenizer.json beside the weights; the data must be tokenized as the "
+                        f"model was trained")
+    if not isinstance(tokenizer, TextTokenizer):
+        tokenizer = TextTokenizer.from_pretrained_tokenizer(tokenizer, f"{init}/tokenizer.json")
+    if tokenizer.vocab_size > model.cfg.target_vocab_size:
+        raise UserError(f"--init {init}: the tokenizer has {tokenizer.vocab_size:,} tokens, the model "
+                        f"{model.cfg.target_vocab_size:,}")
+    if n_classes is not None and model.cfg.n_classes != n_classes:
+        model.cfg = dataclasses.replace(model.cfg, n_classes=n_classes)
+        model.head = nn.Linear(model.cfg.d_model, n_classes)
+        nn.init.xavier_uniform_(model.head.weight)
+        nn.init.zeros_(model.head.bias)
+    model.tokenizer = tokenizer
+    return model
 
 
 @dataclass
