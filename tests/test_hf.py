@@ -216,6 +216,14 @@ def test_bad_directories_are_one_line_errors(tmp_path):
         load_hf(extra)
     # The same through the command line: exit 2, one line, no traceback.
     assert cli.main(["convert", str(t5), str(tmp_path / "out")]) == 2
+    import subprocess
+    import sys
+
+    for bad in (cut, wrong, empty):
+        done = subprocess.run([sys.executable, "-m", "transformer_networks", "convert", str(bad),
+                               str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1 and str(bad) in done.stderr
 
 
 def wordpiece(words):
