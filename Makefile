@@ -31,3 +31,9 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache
+
+# make figures: redraw the pictures of docs/guide.md (docs/images/*.png); trains a small SCAN model in runs/figures-scan
+# (about 4 minutes on a CPU)
+.PHONY: figures
+figures: $(STAMP)
+	$(BIN)/python docs/figures.py

@@ -2,7 +2,8 @@
 
 With smoothing epsilon the target distribution puts 1 - epsilon on the true token and spreads epsilon evenly over
 the other classes of the vocabulary except padding (padding is never a target, so it gets no mass), as the
-Annotated Transformer and fairseq do. Positions whose target is `ignore_index` (padding) count for nothing.
+Annotated Transformer does: epsilon / (V - 2) each. (fairseq instead gives epsilon / (V - 1) to every other class,
+padding included.) Positions whose target is `ignore_index` (padding) count for nothing.
 
 Shapes: logits (N, V) or (B, T, V); targets (N,) or (B, T).
 """
