@@ -68,8 +68,9 @@ def generate(
     do_sample, temperature, top_k, top_p, seed: sampling (see `logits.py`); greedy when do_sample is False.
     num_beams > 1: beam search with the GNMT length penalty `length_penalty` (alpha).
     num_return_sequences: beams give their n best; sampling draws n samples per input.
-    eos_id: stops a row (seq2seq default: the tokenizer's EOS; a language model runs to max_new_tokens unless
-        given one). bos_id: the seq2seq decoder's first token (default: the tokenizer's BOS).
+    eos_id: stops a row (default: the config's eos_id, else for seq2seq the tokenizer's EOS; a language model
+        without either runs to max_new_tokens). bos_id: the seq2seq decoder's first token (default: the config's
+        bos_id, e.g. an imported BART's decoder start, else the tokenizer's BOS).
     use_cache: the KV cache (prefill once, then one token per step); static_cache: preallocate it.
     Returns the sequences, or a `GenerationOutput` with their scores when return_dict_in_generate.
     """
