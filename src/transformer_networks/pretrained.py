@@ -21,7 +21,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from .config import TransformerConfig
-from .errors import UserError
+from .errors import UserError, read_json_object
 from .models import Seq2SeqTransformer, TransformerClassifier, TransformerLM
 
 MODEL_CLASSES = {cls.__name__: cls for cls in (Seq2SeqTransformer, TransformerLM, TransformerClassifier)}
@@ -53,7 +53,7 @@ def from_pretrained(path: str | Path, **options: Any) -> nn.Module:
         raise UserError(f"{path}: no such directory")
     if (path / "model.json").is_file():
         model, tokenizer_file = _load_ours(path), path / "tokenizer.json"
-    elif (path / "config.json").is_file() and "model_type" in _read_json(path / "config.json"):
+    elif (path / "config.json").is_file() and "model_type" in read_json_object(path / "config.json"):
         from .interop.hf import load_hf
 
         model, tokenizer_file = load_hf(path, **options), path / "tokenizer.json"
@@ -68,18 +68,8 @@ def from_pretrained(path: str | Path, **options: Any) -> nn.Module:
     return model.eval()
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{path}: unreadable: {e}") from None
-    if not isinstance(value, dict):
-        raise UserError(f"{path}: expected a JSON object")
-    return value
-
-
 def _load_ours(path: Path) -> nn.Module:
-    name = _read_json(path / "model.json").get("class")
+    name = read_json_object(path / "model.json").get("class")
     if name not in MODEL_CLASSES:
         raise UserError(f"{path / 'model.json'}: unknown model class {name!r}")
     cfg = TransformerConfig.from_json(path / "config.json")

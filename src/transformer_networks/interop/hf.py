@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import TransformerConfig
-from ..errors import UserError
+from ..errors import UserError, read_json_object
 from ..models import Seq2SeqTransformer, TransformerClassifier, TransformerLM
 from .weights import WeightMappingError, load_state_dict_strict, map_state_dict, unmap_state_dict
 
@@ -219,11 +219,8 @@ def read_hf_config(directory: Path) -> dict[str, Any]:
     path = directory / "config.json"
     if not path.is_file():
         raise HFError(f"{directory}: no config.json (not a Hugging Face model directory)")
-    try:
-        hf = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise HFError(f"{path}: unreadable: {e}") from None
-    if not isinstance(hf, dict) or "model_type" not in hf:
+    hf = read_json_object(path, HFError)
+    if "model_type" not in hf:
         raise HFError(f"{path}: no model_type (not a Hugging Face config)")
     if hf["model_type"] not in FAMILIES:
         raise HFError(f"{path}: model_type {hf['model_type']!r} is not supported; supported: "

@@ -36,7 +36,7 @@ from torch import nn
 
 from ..config import TransformerConfig
 from ..data.tokenizer import TextTokenizer
-from ..errors import UserError
+from ..errors import UserError, read_json_object
 from ..models import Seq2SeqTransformer, TransformerClassifier, TransformerLM
 from .config import TrainConfig
 
@@ -80,13 +80,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
 def _read_json(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise CheckpointError(f"{path}: missing from the checkpoint")
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: unreadable: {e}") from None
-    if not isinstance(value, dict):
-        raise CheckpointError(f"{path}: expected a JSON object")
-    return value
+    return read_json_object(path, CheckpointError)
 
 
 CHECKSUMS = "checksums.json"
