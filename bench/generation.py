@@ -26,80 +26,28 @@ from __future__ import annotations
 import argparse
 import gzip
 import os
-import shlex
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
 from typing import Any
 
 import torch
+from harness import DATA, ROOT, alternate, footer, parameters, round_ratios, seconds_list, versions, write_block
 from torch import Tensor
-from train_tasks import DATA, ROOT, machine, write_block  # bench/train_tasks.py: this script's folder is on sys.path
 
 from transformer_networks.config import TransformerConfig
 from transformer_networks.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, TextTokenizer
 from transformer_networks.metrics import bleu
 from transformer_networks.models import Seq2SeqTransformer, TransformerLM
 
+SCRIPT = "bench/generation.py"
 CHECKPOINT = ROOT / "runs" / "bench" / "multi30k"
 TEST_SOURCE = DATA / "multi30k" / "test_2016_flickr.de.gz"
 TEST_TARGET = DATA / "multi30k" / "test_2016_flickr.en.gz"
 BEAMS, LENGTH_PENALTY = 4, 0.6  # the paper's translation setting
 EXTRA_TOKENS = 5  # beam_vs_hf: tokens decoded per sentence = its batch's source length + this
-
-
-# --- timing ----------------------------------------------------------------------------------------------------
-
-
-def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    start = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - start, result
-
-
-def alternate(sides: dict[str, Callable[[], Any]], rounds: int) -> tuple[dict[str, list[float]], list[dict]]:
-    """Run every side once per round, in turn (A B A B ...): the wall times per side, and each round's results."""
-    times: dict[str, list[float]] = {name: [] for name in sides}
-    results = []
-    for r in range(rounds):
-        outputs = {}
-        for name, fn in sides.items():
-            seconds, outputs[name] = timed(fn)
-            times[name].append(seconds)
-            print(f"  round {r + 1}/{rounds}: {name} {seconds:.2f} s", file=sys.stderr, flush=True)
-        results.append(outputs)
-    return times, results
-
-
-def seconds_list(values: list[float]) -> str:
-    return ", ".join(f"{v:.2f}" for v in values)
-
-
-def round_ratios(times: dict[str, list[float]], slower: str, faster: str) -> str:
-    """The ratio of the two sides in each round (the runs of a round are next to each other in time)."""
-    return ", ".join(f"{a / b:.2f}" for a, b in zip(times[slower], times[faster], strict=True))
-
-
-def parameters(model: torch.nn.Module) -> str:
-    return f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M"
-
-
-def command_text() -> str:
-    return shlex.join(["python", "bench/generation.py", *sys.argv[1:]])
-
-
-def footer(extra_versions: str = "") -> list[str]:
-    return [
-        f"- Machine: {machine()}{extra_versions}; {date.today().isoformat()}",
-        "- Command:",
-        "  ```",
-        f"  {command_text()}",
-        "  ```",
-    ]
 
 
 # --- kv_cache --------------------------------------------------------------------------------------------------
@@ -142,7 +90,7 @@ def kv_cache(rounds: int, new_tokens: int = 256, prompt_len: int = 8) -> str:
         f"alternating cached / uncached after a warm-up (one cached run of {new_tokens} tokens, one uncached of 32)",
         "- Target: with the cache at least 5x faster than without; nanoGPT's KV-cache pull request measured 7.4x "
         "for GPT-2 on a CPU",
-        *footer(),
+        *footer(SCRIPT),
     ])
 
 
@@ -273,7 +221,7 @@ def beam_vs_hf(rounds: int, batch_size: int) -> str | None:
         "same model size and beam, measured side by side",
         "",
         *trained,
-        *footer(f", transformers {transformers.__version__}"),
+        *footer(SCRIPT, versions("transformers")),
     ])
 
 

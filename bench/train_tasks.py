@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import re
 import shlex
 import subprocess
 import sys
@@ -25,8 +22,8 @@ import time
 from datetime import date
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA = Path(os.environ.get("TN_DATA_DIR", ROOT.parent / "shared" / "data"))
+from harness import DATA, ROOT, machine, write_block  # bench/harness.py: this script's folder is on sys.path
+
 RUNS = ROOT / "runs" / "bench"
 CLI = [sys.executable, "-m", "transformer_networks"]
 
@@ -80,17 +77,6 @@ def benchmarks(minutes: float) -> dict[str, dict]:
     }
 
 
-def machine() -> str:
-    import torch
-
-    from transformer_networks import __version__
-
-    cpu = platform.processor() or platform.machine()
-    return (f"{platform.system()} {cpu}, {os.cpu_count()} CPU cores, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads), transformer-networks {__version__}, Python "
-            f"{platform.python_version()}")
-
-
 def command_text(args: list[str]) -> str:
     text = shlex.join(["transformer-networks", *args])
     return text.replace(str(DATA), "$TN_DATA_DIR").replace(str(ROOT) + "/", "")
@@ -139,18 +125,6 @@ def markdown(spec: dict, r: dict) -> str:
         f"  {command_text(r['evaluate'])}",
         "  ```",
     ])
-
-
-def write_block(name: str, text: str, path: Path = ROOT / "BENCHMARKS.md", script: str = "train_tasks") -> None:
-    """Replace the block `script:name` of BENCHMARKS.md (appended at the end the first time)."""
-    begin, end = f"<!-- BEGIN {script}:{name} -->", f"<!-- END {script}:{name} -->"
-    block = f"{begin}\n{text}\n{end}"
-    current = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    if begin in current:
-        current = re.sub(re.escape(begin) + r".*?" + re.escape(end), lambda _: block, current, flags=re.S)
-    else:
-        current = current.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(current, encoding="utf-8")
 
 
 def main() -> None:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from train_tasks import machine, write_block  # bench/train_tasks.py: this script's folder is on sys.path
+from harness import machine, write_block  # bench/harness.py: this script's folder is on sys.path
 
 from transformer_networks.config import TransformerConfig
 from transformer_networks.models import TransformerLM
