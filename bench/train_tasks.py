@@ -2,6 +2,7 @@
 
     python bench/train_tasks.py scan          make demo's run: SCAN simple split, test exact match (>= 99%, <= 5 min)
     python bench/train_tasks.py shakespeare   nanoGPT's CPU "baby" configuration, character-level validation loss
+    python bench/train_tasks.py shakespeare-modern    the same budget with RoPE, SwiGLU and RMSNorm
     python bench/train_tasks.py sst2          SST-2 dev accuracy, trained from scratch (>= 83%)
     python bench/train_tasks.py multi30k      Multi30k de->en BLEU on test 2016 under a wall-clock budget
     python bench/train_tasks.py all
@@ -37,6 +38,7 @@ def benchmarks(minutes: float) -> dict[str, dict]:
             "train": ["train", "translation", "--data", "builtin:scan", "--config", "configs/scan-demo.yaml"],
             "evaluate": [],  # the test split of the built-in data
             "report": ["exact_match", "bleu", "token_accuracy"],
+            "time_to": ("exact_match", 0.99),
             "target": "exact match >= 99% on the test split (4,182 commands) within 5 minutes of training on "
                       "2 CPU cores; Lake & Baroni 2018 report about 99.8% for seq2seq models",
         },
@@ -49,6 +51,16 @@ def benchmarks(minutes: float) -> dict[str, dict]:
             "report": ["loss", "perplexity", "bits_per_character"],
             "target": "nanoGPT reports validation loss 1.88 with this configuration (4 layers, 4 heads, 128 dims, "
                       "block 64, batch 12, 2000 iterations, dropout 0; last 10% of the text held out)",
+        },
+        "shakespeare-modern": {
+            "title": "Tiny Shakespeare, the same budget with a modern model (RoPE, SwiGLU, RMSNorm, no biases)",
+            "needs": [d / "tinyshakespeare/input.txt"],
+            "train": ["train", "lm", "--data", str(d / "tinyshakespeare/input.txt"), "--config",
+                      "configs/shakespeare-char-modern.yaml"],
+            "evaluate": ["--split", "valid"],
+            "report": ["loss", "perplexity", "bits_per_character"],
+            "target": "none set; the same training as the block above (2000 iterations, same data split, "
+                      "optimizer and schedule) with rotary positions, SwiGLU (d_ff 344), RMSNorm, no biases",
         },
         "sst2": {
             "title": "SST-2, trained from scratch",
@@ -103,7 +115,19 @@ def run_benchmark(name: str, spec: dict, report_only: bool = False) -> dict | No
     train_seconds = max((m["seconds"] for m in metrics), default=0.0)
     steps = max((m["step"] for m in metrics), default=0)
     return {"name": name, "train": train, "evaluate": evaluate, "values": values, "wall": wall,
-            "train_seconds": train_seconds, "steps": steps}
+            "train_seconds": train_seconds, "steps": steps, "metrics": metrics}
+
+
+def time_to(metrics: list[dict], key: str, threshold: float) -> str:
+    """When the run's validation `key` first reached `threshold` (the evaluations logged during training)."""
+    evaluations = [m for m in metrics if m.get("split") == "valid" and key in m]
+    reached = next((m for m in evaluations if m[key] >= threshold), None)
+    every = f"validation every {evaluations[0]['step']:,} steps" if evaluations else "no validation logged"
+    if reached is None:
+        return f"- Time to {threshold:.0%} {key}: not reached during training ({every})"
+    return (f"- Time to {threshold:.0%} {key}: **{reached['seconds'] / 60:.1f} minutes** of training, at step "
+            f"{reached['step']:,} (validation {key} {reached[key]:.4f}; {every}, so it is reached at most one "
+            "interval earlier)")
 
 
 def markdown(spec: dict, r: dict) -> str:
@@ -117,6 +141,7 @@ def markdown(spec: dict, r: dict) -> str:
         f"- Training: {r['steps']:,} steps in {r['train_seconds'] / 60:.1f} minutes"
         + (f" (wall clock of the whole command, data preparation and final evaluation included: "
            f"{r['wall'] / 60:.1f} minutes)" if r["wall"] is not None else ""),
+        *([time_to(r["metrics"], *spec["time_to"])] if "time_to" in spec else []),
         f"- Target: {spec['target']}",
         f"- Machine: {machine()}; {date.today().isoformat()}",
         "- Commands:",
@@ -129,7 +154,7 @@ def markdown(spec: dict, r: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="+", choices=["scan", "shakespeare", "sst2", "multi30k", "all"])
+    parser.add_argument("names", nargs="+", choices=[*benchmarks(60), "all"])
     parser.add_argument("--minutes", type=float, default=60, help="multi30k: training budget in minutes")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     parser.add_argument("--report-only", action="store_true",
