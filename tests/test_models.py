@@ -163,6 +163,21 @@ def test_cache_with_padded_prompts_matches_full_forward():
     torch.testing.assert_close(steps[keep], full[keep], atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("padded", [False, True])
+def test_cache_fed_in_chunks_matches_full_forward(padded):
+    # Chunks of several tokens after the first (a causal mask inside the chunk, every earlier key visible); with
+    # `padded` the second row's padding first arrives in the middle of a chunk, after a mask-free start.
+    lm = tn.TransformerLM(config()).eval()
+    ids = right_padded([tokens(12), tokens(7)]) if padded else tokens(2, 12)
+    full = lm(ids)
+    cache = lm.init_cache()
+    steps = torch.cat([lm(ids[:, a:b], cache=cache) for a, b in ((0, 5), (5, 8), (8, 9), (9, ids.size(1)))],
+                      dim=1)
+    keep = ids != PAD
+    torch.testing.assert_close(steps[keep], full[keep], atol=1e-5, rtol=0)
+    assert (cache.key_mask is None) == (not padded)  # no padding: no mask was ever built
+
+
 def test_decode_over_encode_respects_source_padding():
     mt = tn.Seq2SeqTransformer(config()).eval()
     src, tgt = right_padded([tokens(7), tokens(2)]), tokens(2, 4)

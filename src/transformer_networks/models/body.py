@@ -126,10 +126,13 @@ class TransformerBody(nn.Module):
             elif self.cfg.pad_id is not None:
                 new_keys = ids != self.cfg.pad_id
             else:
-                new_keys = torch.ones_like(ids, dtype=torch.bool)
-            keys = cache.update_key_mask(slots, new_keys)  # (B, L)
-            mask = keys[:, None, None, :] & causal_mask(slots, keys.size(1))  # (B, 1, T, L)
-            is_causal = False
+                new_keys = None  # no padding id: every token is real
+            keys = cache.update_key_mask(slots, new_keys)  # (B, L), or None when every cached key is real
+            if keys is None:  # only causality limits attention (a single new token may see every cached key)
+                mask, is_causal = None, T > 1
+            else:
+                mask = keys[:, None, None, :] & causal_mask(slots, keys.size(1))  # (B, 1, T, L)
+                is_causal = False
 
         out = self.stack(
             x, mask=mask, is_causal=is_causal, rotary=rotary, memory=memory, memory_mask=memory_mask,

@@ -100,7 +100,8 @@ class DecoderCache:
         self.max_len = max_len
         self.batch_size = batch_size
         self.length = 0
-        # Which cached keys are real tokens (True) rather than padding: (B, L), or (B, max_len) preallocated.
+        # Which cached keys are real tokens (True) rather than padding: (B, L), or (B, max_len) preallocated. A
+        # growing cache leaves it None while every key is real, so that decoding steps need no mask at all.
         self.key_mask: Tensor | None = None
         if max_len is not None:
             self.key_mask = torch.ones(batch_size, max_len, dtype=torch.bool, device=device)
@@ -108,15 +109,20 @@ class DecoderCache:
         self.memory: Tensor | None = None
         self.memory_mask: Tensor | None = None
 
-    def update_key_mask(self, positions: Tensor, key_mask: Tensor) -> Tensor:
-        """Record which of the new tokens (B, T) are real; return the mask of every cached key, (B, L)."""
+    def update_key_mask(self, positions: Tensor, key_mask: Tensor | None) -> Tensor | None:
+        """Record which of the new tokens (B, T) are real (None: all of them); return the mask of every cached key,
+        (B, L), or None when every key of a growing cache is real (then only causality limits attention)."""
         if self.max_len is not None:
             assert self.key_mask is not None
-            self.key_mask[:, positions] = key_mask
-        elif self.key_mask is None:
-            self.key_mask = key_mask
-        else:
-            self.key_mask = torch.cat([self.key_mask, key_mask], dim=1)
+            if key_mask is not None:
+                self.key_mask[:, positions] = key_mask
+        elif self.key_mask is not None:
+            new = key_mask if key_mask is not None else torch.ones(
+                self.key_mask.size(0), positions.numel(), dtype=torch.bool, device=self.key_mask.device)
+            self.key_mask = torch.cat([self.key_mask, new], dim=1)
+        elif key_mask is not None and not bool(key_mask.all()):  # the first padding: mark the earlier keys real
+            earlier = torch.ones(key_mask.size(0), self.length, dtype=torch.bool, device=key_mask.device)
+            self.key_mask = torch.cat([earlier, key_mask], dim=1)
         return self.key_mask
 
     def reorder(self, indices: Tensor, *, cross: bool = True) -> None:
