@@ -55,4 +55,4 @@ class Embeddings(nn.Module):
             raise ValueError("token_type_ids given, but the model has no token-type embeddings (n_token_types=0)")
         if self.norm is not None:
             x = self.norm(x)
-        return self.dropout(x)
+        return self.dropout(x) if self.training and self.dropout.p > 0 else x  # (an idle call is skipped)

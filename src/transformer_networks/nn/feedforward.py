@@ -44,4 +44,6 @@ class FeedForward(nn.Module):
             h = F.silu(h)
         else:
             h = F.silu(h) * self.gate(x)
-        return self.fc2(self.dropout(h))  # (B, T, C)
+        if self.training and self.dropout.p > 0:  # (an idle module call is skipped, as in `Residual`)
+            h = self.dropout(h)
+        return self.fc2(h)  # (B, T, C)

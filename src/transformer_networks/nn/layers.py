@@ -45,7 +45,9 @@ class Residual(nn.Module):
 
     def post(self, x: Tensor, sublayer_out: Tensor) -> Tensor:
         """Add the sub-layer's output (after dropout) to the residual stream; normalize the sum for post-LN."""
-        x = x + self.dropout(sublayer_out)
+        if self.training and self.dropout.p > 0:  # skipped when it would do nothing: decoding one token at a
+            sublayer_out = self.dropout(sublayer_out)  # time, even an idle module call costs a measurable share
+        x = x + sublayer_out
         return x if self.norm_first else self.norm(x)
 
 
