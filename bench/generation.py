@@ -1,12 +1,20 @@
-"""Generation speed: the KV cache, and beam search side by side with Hugging Face `generate`.
+"""Generation speed: the KV cache, and greedy decoding and beam search side by side with Hugging Face `generate`.
 
     python bench/generation.py kv_cache      greedy decoding of 256 new tokens, with and without the KV cache
+    python bench/generation.py greedy_vs_hf  greedy decoding of 128 new tokens, batch 1 and 8: ours against GPT-2
     python bench/generation.py beam_vs_hf    Multi30k test 2016 with beam 4: ours against MarianMTModel
     python bench/generation.py all
 
 kv_cache: a gpt2-small-shaped TransformerLM with 6 layers (random weights, dropout 0), batch 1, an 8-token prompt,
 256 new tokens, greedy, no EOS. After a warm-up, cached and uncached runs alternate (A B A B ...) so that a busy
 machine slows both alike; both must produce the same tokens. The figure is the ratio of the medians.
+
+greedy_vs_hf: a TransformerLM with GPT-2's architecture (pre-LN, learned positions, tanh GELU, tied embeddings) at
+two sizes, nanoGPT's character model (4 layers, 128 dims) and gpt2-small (12 layers, 768 dims), random weights
+(seed 0), dropout 0, is exported with our `export_hf` and loaded as Hugging Face's GPT2LMHeadModel (SDPA attention):
+the same weights on both sides, so greedy decoding must give the same tokens (checked every round). Batch 1 and 8,
+a prompt of 16 random tokens per row, 128 new tokens, no EOS; HF `generate` with its default dynamic cache. After a
+warm-up the two sides alternate, for each size and batch; the figure is hf / ours of the medians.
 
 beam_vs_hf: our Seq2SeqTransformer and Hugging Face's MarianMTModel with the shape of the Multi30k checkpoint
 (runs/bench/multi30k), both randomly initialised, translate the 1,000 German sentences of test 2016 with 4 beams,
@@ -18,7 +26,9 @@ set with beam 4 and greedily (real lengths, stopping at EOS): what beam search c
 
 Each benchmark prints its result and replaces its own block in BENCHMARKS.md (machine, versions, date, command).
 Real data is read from $TN_DATA_DIR (default ../shared/data); a part whose data or checkpoint is absent is skipped,
-and so is beam_vs_hf without Hugging Face transformers (pip install -e '.[bench]'). --rounds sets the timed rounds.
+and so are greedy_vs_hf and beam_vs_hf without Hugging Face transformers (pip install -e '.[bench]'). --rounds sets
+the timed rounds; --shapes, --batches and --new-tokens narrow greedy_vs_hf (a quick check: --shapes nanogpt
+--batches 1 --new-tokens 8).
 """
 
 from __future__ import annotations
@@ -28,7 +38,8 @@ import gzip
 import os
 import statistics
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,6 +102,137 @@ def kv_cache(rounds: int, new_tokens: int = 256, prompt_len: int = 8) -> str:
         "- Target: with the cache at least 5x faster than without; nanoGPT's KV-cache pull request measured 7.4x "
         "for GPT-2 on a CPU",
         *footer(SCRIPT),
+    ])
+
+
+# --- greedy_vs_hf ----------------------------------------------------------------------------------------------
+
+# The two sizes: nanoGPT's Shakespeare-character model (vocabulary 65) and the full gpt2-small preset.
+GREEDY_SHAPES: dict[str, dict[str, Any]] = {
+    "nanogpt": dict(n_layers=4, n_heads=4, d_model=128, d_ff=512, vocab_size=65, max_seq_len=256),
+    "gpt2-small": {},
+}
+GREEDY_BATCHES = (1, 8)
+GREEDY_NEW_TOKENS, GREEDY_PROMPT_LEN = 128, 16
+
+
+@dataclass
+class GreedyCase:
+    shape: str
+    batch: int
+    cfg: TransformerConfig
+    params: str
+    times: dict[str, list[float]]  # seconds per call of "ours" and "hf", round by round
+    identical: bool  # every round: ours and HF returned the same sequences
+    mismatched: int  # tokens that differ, over the rounds
+    full: bool  # every run produced exactly new_tokens tokens per row
+
+
+def gpt2_twins(shape: str) -> tuple[TransformerLM, torch.nn.Module]:
+    """Our TransformerLM of GPT-2's architecture (random weights, seed 0, dropout 0) and the same weights as
+    Hugging Face's GPT2LMHeadModel, through our exporter."""
+    import transformers
+
+    from transformer_networks.interop.hf import export_hf
+
+    cfg = TransformerConfig.from_preset("gpt2-small", dropout=0.0, **GREEDY_SHAPES[shape])
+    torch.manual_seed(0)
+    ours = TransformerLM(cfg).eval()
+    with tempfile.TemporaryDirectory() as directory:
+        export_hf(ours, directory)
+        hf = transformers.GPT2LMHeadModel.from_pretrained(directory, attn_implementation="sdpa").eval()
+    return ours, hf
+
+
+def greedy_sides(ours: TransformerLM, hf: torch.nn.Module, prompt: Tensor,
+                 new_tokens: int) -> tuple[Callable[[], Tensor], Callable[[], Tensor]]:
+    """The two sides' calls: prompt (B, P) -> prompt + new_tokens greedy tokens, (B, P + new_tokens)."""
+    mask = torch.ones_like(prompt)
+
+    def run_ours() -> Tensor:
+        with torch.inference_mode():
+            return ours.generate(prompt, max_new_tokens=new_tokens)
+
+    def run_hf() -> Tensor:
+        with torch.inference_mode():
+            return hf.generate(input_ids=prompt, attention_mask=mask, max_new_tokens=new_tokens,
+                               min_new_tokens=new_tokens, do_sample=False, use_cache=True, pad_token_id=0)
+
+    return run_ours, run_hf
+
+
+def greedy_cases(rounds: int, *, shapes: Sequence[str] = tuple(GREEDY_SHAPES), batches: Sequence[int] = GREEDY_BATCHES,
+                 new_tokens: int = GREEDY_NEW_TOKENS, prompt_len: int = GREEDY_PROMPT_LEN) -> list[GreedyCase]:
+    """Time ours against HF for every shape and batch: a warm-up run of each side, then `rounds` alternating."""
+    cases = []
+    for shape in shapes:
+        ours, hf = gpt2_twins(shape)
+        cfg = ours.cfg
+        assert cfg.eos_id is None and hf.generation_config.eos_token_id is None  # nothing stops a row early
+        for batch in batches:
+            prompt = torch.randint(cfg.vocab_size, (batch, prompt_len), generator=torch.Generator().manual_seed(0))
+            run_ours, run_hf = greedy_sides(ours, hf, prompt, new_tokens)
+            label = f"{shape} batch {batch}: "
+            print(f"greedy_vs_hf: {label}warm-up (one run each side)", file=sys.stderr, flush=True)
+            run_ours()
+            run_hf()
+            times, results = alternate({"ours": run_ours, "hf": run_hf}, rounds, label=label)
+            shape_ok = [r["ours"].shape == r["hf"].shape == (batch, prompt_len + new_tokens) for r in results]
+            mismatched = sum(int((r["ours"] != r["hf"]).sum()) if ok else r["ours"].numel()
+                             for r, ok in zip(results, shape_ok, strict=True))
+            cases.append(GreedyCase(shape, batch, cfg, parameters(ours), times, mismatched == 0 and all(shape_ok),
+                                    mismatched, all(shape_ok)))
+    return cases
+
+
+def greedy_vs_hf(rounds: int, *, shapes: Sequence[str] = tuple(GREEDY_SHAPES),
+                 batches: Sequence[int] = GREEDY_BATCHES, new_tokens: int = GREEDY_NEW_TOKENS) -> str | None:
+    try:
+        import transformers
+    except ImportError:
+        print("greedy_vs_hf: skipped, Hugging Face transformers is not installed: pip install -e '.[bench]'",
+              file=sys.stderr)
+        return None
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    cases = greedy_cases(rounds, shapes=shapes, batches=batches, new_tokens=new_tokens)
+    rows, results, ratios, setups = [], [], [], {}
+    for c in cases:
+        ours_s, hf_s = statistics.median(c.times["ours"]), statistics.median(c.times["hf"])
+        ratios.append(hf_s / ours_s)
+        tokens = c.batch * new_tokens
+        rows.append(f"| {c.shape} | {c.batch} | {ours_s:.3f} s | {hf_s:.3f} s | {tokens / ours_s:,.0f} | "
+                    f"{tokens / hf_s:,.0f} | {hf_s / ours_s:.2f} | "
+                    f"{'yes' if c.identical else f'NO ({c.mismatched} tokens differ)'} |")
+        results.append(f"{c.shape} batch {c.batch} **{hf_s / ours_s:.2f}x** (round by round: "
+                       f"{round_ratios(c.times, 'hf', 'ours')})")
+        cfg = c.cfg
+        setups[c.shape] = (f"{c.shape}: {cfg.n_layers} layers, {cfg.d_model} dims, {cfg.n_heads} heads, d_ff "
+                           f"{cfg.d_ff}, vocabulary {cfg.vocab_size}, max_seq_len {cfg.max_seq_len}, {c.params} "
+                           f"parameters")
+    met = all(ratio >= 2 for ratio in ratios)
+    full = all(c.full for c in cases)
+    return "\n".join([
+        f"### Greedy generation against Hugging Face `generate` (GPT-2 architecture, {new_tokens} new tokens)",
+        "",
+        "| shape | batch | ours median | HF median | tokens/s ours | tokens/s HF | hf / ours | tokens identical |",
+        "|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+        f"- Result: hf / ours = {'; '.join(results)}. Target **>= 2x on CPU: "
+        f"{'met' if met else 'not met'}**" + ("" if full else f"; WARNING: some run did not give {new_tokens} tokens"),
+        f"- Work: a prompt of {GREEDY_PROMPT_LEN} random tokens per row (no padding), {new_tokens} new tokens, "
+        f"greedy, no EOS; tokens/s counts the new tokens of every row. Ours: `lm.generate(prompt, max_new_tokens="
+        f"{new_tokens})`; HF: `GPT2LMHeadModel.generate(input_ids, attention_mask, max_new_tokens={new_tokens}, "
+        f"min_new_tokens={new_tokens}, do_sample=False, use_cache=True)` (its DynamicCache), both under "
+        f"`torch.inference_mode()`. Tokens identical: the same sequences from both sides in every round",
+        f"- Models: our TransformerLM from the gpt2-small preset (pre-LN, learned positions, tanh GELU, tied "
+        f"embeddings), random weights (seed 0), dropout 0, float32, exported with `export_hf` and loaded by "
+        f"`GPT2LMHeadModel.from_pretrained(dir, attn_implementation=\"sdpa\")`: {'; '.join(setups.values())}. "
+        f"{rounds} rounds alternating ours / HF per shape and batch, after a warm-up run of each",
+        "- Target (the issue): greedy generation, 128 new tokens, batch 1 and batch 8, at least 2x as fast as "
+        "transformers `generate` with its cache, same shape and dtype, on CPU",
+        *footer(SCRIPT, versions("transformers")),
     ])
 
 
@@ -293,22 +435,31 @@ def trained_beam_vs_greedy(ck: Any, batches: list[Batch], rounds: int) -> list[s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="+", choices=["kv_cache", "beam_vs_hf", "all"])
+    parser.add_argument("names", nargs="+", choices=["kv_cache", "greedy_vs_hf", "beam_vs_hf", "all"])
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds of each side, after a warm-up")
     parser.add_argument("--batch-size", type=int, default=64, help="beam_vs_hf: sentences per batch")
+    parser.add_argument("--shapes", nargs="+", choices=list(GREEDY_SHAPES), default=list(GREEDY_SHAPES),
+                        help="greedy_vs_hf: the model sizes")
+    parser.add_argument("--batches", nargs="+", type=int, default=list(GREEDY_BATCHES),
+                        help="greedy_vs_hf: the batch sizes")
+    parser.add_argument("--new-tokens", type=int, default=GREEDY_NEW_TOKENS, help="greedy_vs_hf: tokens to generate")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch.set_num_threads")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    names = ["kv_cache", "beam_vs_hf"] if "all" in args.names else args.names
+    names = ["kv_cache", "greedy_vs_hf", "beam_vs_hf"] if "all" in args.names else args.names
     for name in names:
-        text = kv_cache(args.rounds) if name == "kv_cache" else beam_vs_hf(args.rounds, args.batch_size)
+        if name == "kv_cache":
+            text = kv_cache(args.rounds)
+        elif name == "greedy_vs_hf":
+            text = greedy_vs_hf(args.rounds, shapes=args.shapes, batches=args.batches, new_tokens=args.new_tokens)
+        else:
+            text = beam_vs_hf(args.rounds, args.batch_size)
         if text is None:
             continue
         print(text, flush=True)
         if not args.no_write:
             write_block(name, text, script="generation")
-
 
 if __name__ == "__main__":
     main()
