@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import transformer_networks as tn
+from transformer_networks.nn import FeedForward
 
 V = 40
 PAD = 0
@@ -123,6 +124,37 @@ def test_explicit_attention_mask_equals_pad_derived_mask():
     # A full (B, T, T) mask built from the same padding gives the same result, pooling included.
     full = keep[:, None, :].expand(-1, ids.size(1), -1)
     torch.testing.assert_close(clf(ids, attention_mask=full), clf(ids), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("family", ["lm", "seq2seq", "classifier"])
+def test_training_skips_padding_in_the_feed_forward_without_changing_outputs_or_gradients(family):
+    # In training a padded batch runs the feed-forward layers on its real tokens only; with dropout 0 the training
+    # forward must equal the evaluation forward (which computes every position) at every real position, and so
+    # must every gradient.
+    cfg = config(dropout=0.0, norm_first=family != "classifier")  # post-LN too: its norm sees the skipped rows
+    families = {"lm": tn.TransformerLM, "seq2seq": tn.Seq2SeqTransformer, "classifier": tn.TransformerClassifier}
+    model = families[family](cfg)
+    ids = right_padded([tokens(9), tokens(4), tokens(6)])
+    keep = ids != PAD
+
+    def run(training: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        model.train(training)
+        model.zero_grad()
+        out = model(ids, ids) if family == "seq2seq" else model(ids)
+        real = out if family == "classifier" else out[keep]
+        (real.square().sum()).backward()
+        return real.detach(), [p.grad.clone() for p in model.parameters()]
+
+    rows = []
+    ffn = next(m for m in model.modules() if isinstance(m, FeedForward))  # records the rows it sees
+    ffn.register_forward_hook(lambda module, args, out: rows.append(args[0].shape[:-1].numel()))
+    trained, trained_grads = run(True)
+    assert rows[-1] == int(keep.sum()) < ids.numel()  # training skipped the padding
+    evaluated, evaluated_grads = run(False)
+    assert rows[-1] == ids.numel()  # evaluation computes every position
+    torch.testing.assert_close(trained, evaluated, atol=1e-5, rtol=0)
+    for a, b in zip(trained_grads, evaluated_grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
 # --- KV cache -------------------------------------------------------------------------------------------------

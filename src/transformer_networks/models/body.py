@@ -134,10 +134,16 @@ class TransformerBody(nn.Module):
                 mask = keys[:, None, None, :] & causal_mask(slots, keys.size(1))  # (B, 1, T, L)
                 is_causal = False
 
+        real_tokens = None
+        if self.training and cache is None and mask is not None and mask.shape == (B, 1, 1, T):
+            # Training on a padded batch: the feed-forward layers skip the padding (see `TransformerLayer`).
+            keep = mask.reshape(B * T)
+            if not bool(keep.all()):
+                real_tokens = keep.nonzero().squeeze(1)
         out = self.stack(
             x, mask=mask, is_causal=is_causal, rotary=rotary, memory=memory, memory_mask=memory_mask,
             caches=None if cache is None else cache.layers, positions=slots, need_weights=need_weights,
-            output_hidden_states=output_hidden_states,
+            output_hidden_states=output_hidden_states, real_tokens=real_tokens,
         )
         if cache is not None:
             cache.length += T

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .cache import KVCache
-from .masks import causal_mask, combine
+from .masks import causal_mask, combine, on_real_tokens
 from .positional import apply_rotary
 
 
@@ -125,6 +125,7 @@ class MultiHeadAttention(nn.Module):
         positions: Tensor | None = None,
         kv: tuple[Tensor, Tensor] | None = None,
         need_weights: bool = False,
+        real_tokens: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """x: (B, Tq, C) queries. context: (B, Tk, C) for cross-attention (None = self-attention).
 
@@ -132,13 +133,15 @@ class MultiHeadAttention(nn.Module):
         `scaled_dot_product_attention`. rotary: (cos, sin) from `RotaryEmbedding`, applied to the queries and keys
         of self-attention. cache, positions: store this step's keys/values at `positions` (Tq,) and attend over
         all cached ones (with is_causal, each query sees the cache slots up to its own position).
-        kv: precomputed `project_kv(context)` for cross-attention.
+        kv: precomputed `project_kv(context)` for cross-attention. real_tokens: self-attention projects only these
+        rows of the flattened (B * Tq) positions, the real tokens of a padded batch (see `masks.on_real_tokens`).
 
         Returns (output (B, Tq, C), weights (B, H, Tq, Tk) if need_weights else None).
         """
         B, Tq, _ = x.shape
         if context is None and kv is None:
-            q, k, v = self.in_proj(x).split([self.q_dim, self.kv_dim, self.kv_dim], dim=-1)
+            qkv = on_real_tokens(self.in_proj, x, real_tokens)
+            q, k, v = qkv.split([self.q_dim, self.kv_dim, self.kv_dim], dim=-1)
             q, k, v = self._heads(q, self.n_heads), self._heads(k, self.n_kv_heads), self._heads(v, self.n_kv_heads)
             if rotary is not None:
                 q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
@@ -159,4 +162,4 @@ class MultiHeadAttention(nn.Module):
             need_weights=need_weights,
         )
         out = out.transpose(1, 2).reshape(B, Tq, self.q_dim)  # (B, H, Tq, D) -> (B, Tq, H*D)
-        return self.out_proj(out), weights
+        return on_real_tokens(self.out_proj, out, real_tokens), weights

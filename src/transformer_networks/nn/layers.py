@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from .attention import MultiHeadAttention
 from .cache import LayerCache
 from .feedforward import FeedForward
+from .masks import on_real_tokens
 from .norm import make_norm
 
 
@@ -104,12 +105,18 @@ class TransformerLayer(nn.Module):
         cache: LayerCache | None = None,
         positions: Tensor | None = None,
         need_weights: bool = False,
+        real_tokens: Tensor | None = None,
     ) -> LayerOutput:
         """x: (B, T, C). mask / is_causal: for self-attention. memory: encoder output (B, S, C), with its key mask
-        memory_mask, for cross-attention. cache, positions: incremental decoding (see `MultiHeadAttention`)."""
+        memory_mask, for cross-attention. cache, positions: incremental decoding (see `MultiHeadAttention`).
+
+        real_tokens: indices into the flattened (B * T) positions of the tokens that are not padding. Given, the
+        self-attention projections and the feed-forward sub-layer run on those rows only (`masks.on_real_tokens`):
+        the real outputs and every gradient are unchanged, and padding costs no projection or feed-forward work."""
         h, self_weights = self.self_attn(
             self.self_attn_residual.pre(x), mask=mask, is_causal=is_causal, rotary=rotary,
             cache=None if cache is None else cache.self_attn, positions=positions, need_weights=need_weights,
+            real_tokens=real_tokens,
         )
         x = self.self_attn_residual.post(x, h)
 
@@ -127,7 +134,8 @@ class TransformerLayer(nn.Module):
             )
             x = self.cross_attn_residual.post(x, h)
 
-        x = self.ffn_residual.post(x, self.ffn(self.ffn_residual.pre(x)))
+        h = on_real_tokens(lambda rows: self.ffn(self.ffn_residual.pre(rows)), x, real_tokens)
+        x = self.ffn_residual.post(x, h)
         return LayerOutput(x, self_weights, cross_weights)
 
 
@@ -164,7 +172,9 @@ class TransformerStack(nn.Module):
         positions: Tensor | None = None,
         need_weights: bool = False,
         output_hidden_states: bool = False,
+        real_tokens: Tensor | None = None,
     ) -> StackOutput:
+        """See `TransformerLayer.forward` for the arguments."""
         hidden_states = [] if output_hidden_states else None
         attentions = [] if need_weights else None
         cross_attentions = [] if need_weights and memory is not None else None
@@ -172,7 +182,8 @@ class TransformerStack(nn.Module):
             if hidden_states is not None:
                 hidden_states.append(x)
             kwargs = dict(mask=mask, is_causal=is_causal, rotary=rotary, memory=memory, memory_mask=memory_mask,
-                          cache=None if caches is None else caches[i], positions=positions, need_weights=need_weights)
+                          cache=None if caches is None else caches[i], positions=positions, need_weights=need_weights,
+                          real_tokens=real_tokens)
             if self.checkpoint_layers and self.training and torch.is_grad_enabled() and caches is None:
                 out = torch.utils.checkpoint.checkpoint(layer, x, use_reentrant=False, **kwargs)
             else:

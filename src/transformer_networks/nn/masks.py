@@ -9,6 +9,8 @@ Shapes: B batch, H heads, Tq query length, Tk key length.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -54,3 +56,17 @@ def combine(*masks: Tensor | None) -> Tensor | None:
         if mask is not None:
             result = mask if result is None else result & mask
     return result
+
+
+def on_real_tokens(fn: Callable[[Tensor], Tensor], x: Tensor, real_tokens: Tensor | None) -> Tensor:
+    """A position-wise `fn` (a projection, the feed-forward network) applied to the real tokens of x (B, T, C) only.
+
+    real_tokens: indices into the flattened B * T positions of the tokens that are not padding, or None (apply fn
+    everywhere). The result is (B, T, C') with zeros at padding positions: a batch that is 40% padding skips 40% of
+    the work, and nothing real ever reads a padding position (attention masks it as a key).
+    """
+    if real_tokens is None:
+        return fn(x)
+    B, T = x.shape[:2]
+    y = fn(x.reshape(B * T, x.size(-1)).index_select(0, real_tokens))  # (N, C') for the N real tokens
+    return y.new_zeros(B * T, y.size(-1)).index_copy(0, real_tokens, y).view(B, T, y.size(-1))
