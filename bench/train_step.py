@@ -18,6 +18,11 @@ The models are built for the same mathematics where the libraries allow it: GPT-
 (`gelu_new`, a tanh approximation written as separate operations) is shown beside it as users get it out of the box.
 x-transformers has no biases in its attention projections, so it has slightly fewer parameters.
 
+The seq2seq and classifier batches are padded, as a shuffled data loader yields them. Every side computes the same
+loss on the same real tokens; ours skips the padding in its self-attention projections and feed-forward layers
+while training (`nn.masks.on_real_tokens`, the outputs at real tokens and every gradient unchanged), the peers
+compute every position. The language-model batches have no padding.
+
 lm also times a large float32 matrix multiplication (2048 x 2048 x 2048) in the same alternation: the rate the
 machine's matrix unit reaches, against which the models' achieved rate is read, counting 6N + 12 L T C floating-
 point operations per token (N parameters without the position table, L layers, T block, C width; the forward and
@@ -347,7 +352,9 @@ def seq2seq(args: argparse.Namespace) -> str:
         f"scaled embeddings, tied output; {len(batches)} batches of {args.rows} sentence pairs with Multi30k-like "
         "lengths (source N(16, 5), target N(17, 5) tokens, clipped to 4-40), padded at the end, cycled in the same "
         "order on every side; cross-entropy with label smoothing 0.1 ignoring padding; AdamW; dropout 0; float32. "
-        "Ours: `Seq2SeqTransformer` of the `small` preset (sinusoidal positions); the nn.Transformer model adds the "
+        "Ours: `Seq2SeqTransformer` of the `small` preset (sinusoidal positions), which skips the padding in its "
+        "self-attention projections and feed-forward layers while training (same outputs and gradients at real "
+        "tokens; the peers compute every position); the nn.Transformer model adds the "
         "same embeddings and positions around `torch.nn.Transformer(norm_first=True, batch_first=True)` and is "
         "given its padding masks and causal mask; MarianMTModel (post-LN, its own sinusoidal positions) is built "
         f"with ReLU instead of its default swish. ms per step are medians over {len(batches)} steps per round, "
@@ -400,7 +407,9 @@ def classifier(args: argparse.Namespace) -> str:
         f"vocabulary {V:,}, post-LN, exact GELU, LayerNorm on the embeddings, two token types, [CLS] pooler, 2 "
         f"classes); {len(batches)} batches of {args.rows} sentences with SST-2-like lengths (N(25, 10) tokens, "
         "clipped to 4-66), padded at the end, cycled in the same order on every side; ours is "
-        "`TransformerClassifier` of the `bert-base` preset resized, given the padding as `attention_mask`; "
+        "`TransformerClassifier` of the `bert-base` preset resized, given the padding as `attention_mask`, which "
+        "skips it in self-attention projections and feed-forward layers while training (BERT computes every "
+        "position); "
         f"cross-entropy, AdamW, dropout 0, float32; medians over {len(batches)} steps per round, {args.rounds} "
         "alternating rounds; tokens/s counts real tokens",
         *footer(SCRIPT, versions(*PEERS)),
