@@ -55,11 +55,16 @@ def greedy_or_sample(steps: Steps, n_rows: int, *, max_new_tokens: int, min_new_
             tokens = logits.argmax(dim=-1)
         logp = logits.log_softmax(dim=-1).gather(1, tokens[:, None]).squeeze(1).cpu().double()  # (N,)
         tokens_cpu = tokens.cpu()
-        scores += logp.masked_fill(finished, 0.0)
-        taken.append(tokens_cpu.masked_fill(finished, -1))
-        if eos_id is not None:
+        if eos_id is None:  # no row can finish early
+            scores += logp
+            taken.append(tokens_cpu)
+        else:
+            scores += logp.masked_fill(finished, 0.0)
+            taken.append(tokens_cpu.masked_fill(finished, -1))
             finished |= tokens_cpu == eos_id
-        if bool(finished.all()) or t == max_new_tokens - 1:
+            if bool(finished.all()):
+                break
+        if t == max_new_tokens - 1:
             break
         logits = steps.next(tokens)
     rows = torch.stack(taken, dim=1).tolist() if taken else [[] for _ in range(n_rows)]

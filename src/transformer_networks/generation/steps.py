@@ -64,10 +64,12 @@ class LMSteps:
 
     def next(self, tokens: Tensor) -> Tensor:
         tokens, positions = tokens[:, None], self.next_position[:, None]  # (N, 1)
-        real = torch.ones_like(tokens, dtype=torch.bool)
         self.next_position = self.next_position + 1
         if self.cache is not None:
+            # New tokens are real even when they equal the padding id; a model without one needs no mask at all.
+            real = None if self.model.cfg.pad_id is None else torch.ones_like(tokens, dtype=torch.bool)
             return self.model(tokens, attention_mask=real, cache=self.cache, positions=positions)[:, -1]
+        real = torch.ones_like(tokens, dtype=torch.bool)
         self.ids = torch.cat([self.ids, tokens], dim=1)
         self.mask = torch.cat([self.mask, real], dim=1)
         self.positions = torch.cat([self.positions, positions], dim=1)

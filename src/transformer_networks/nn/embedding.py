@@ -45,7 +45,9 @@ class Embeddings(nn.Module):
     def forward(self, ids: Tensor, positions: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
         """ids: (B, T) token ids; positions: (T,) or (B, T) absolute positions; token_type_ids: (B, T) segment
         ids when there are token types (default: type 0 everywhere)."""
-        x = self.token(ids) * self.scale  # (B, T, C)
+        x = self.token(ids)  # (B, T, C)
+        if self.scale != 1.0:
+            x = x * self.scale
         if self.position is not None:
             x = x + self.position(positions).to(x.dtype)
         if self.token_type is not None:
