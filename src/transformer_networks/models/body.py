@@ -136,7 +136,7 @@ class TransformerBody(nn.Module):
 
         real_tokens = None
         if self.training and cache is None and mask is not None and mask.shape == (B, 1, 1, T):
-            # Training on a padded batch: the feed-forward layers skip the padding (see `TransformerLayer`).
+            # Training on a padded batch: projections and feed-forward layers skip the padding (`TransformerLayer`).
             keep = mask.reshape(B * T)
             if not bool(keep.all()):
                 real_tokens = keep.nonzero().squeeze(1)
