@@ -61,6 +61,18 @@ BEAMS, LENGTH_PENALTY = 4, 0.6  # the paper's translation setting
 EXTRA_TOKENS = 5  # beam_vs_hf: tokens decoded per sentence = its batch's source length + this
 
 
+def quiet_transformers(part: str) -> Any:
+    """Hugging Face transformers with its warnings off, or None (the part is skipped, saying why)."""
+    try:
+        import transformers
+    except ImportError:
+        print(f"{part}: skipped, Hugging Face transformers is not installed: pip install -e '.[bench]'",
+              file=sys.stderr)
+        return None
+    transformers.logging.set_verbosity_error()
+    return transformers
+
+
 # --- kv_cache --------------------------------------------------------------------------------------------------
 
 
@@ -187,13 +199,9 @@ def greedy_cases(rounds: int, *, shapes: Sequence[str] = tuple(GREEDY_SHAPES), b
 
 def greedy_vs_hf(rounds: int, *, shapes: Sequence[str] = tuple(GREEDY_SHAPES),
                  batches: Sequence[int] = GREEDY_BATCHES, new_tokens: int = GREEDY_NEW_TOKENS) -> str | None:
-    try:
-        import transformers
-    except ImportError:
-        print("greedy_vs_hf: skipped, Hugging Face transformers is not installed: pip install -e '.[bench]'",
-              file=sys.stderr)
+    transformers = quiet_transformers("greedy_vs_hf")
+    if transformers is None:
         return None
-    transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     cases = greedy_cases(rounds, shapes=shapes, batches=batches, new_tokens=new_tokens)
     rows, results, ratios, setups = [], [], [], {}
@@ -308,15 +316,10 @@ def beam_vs_hf(rounds: int, batch_size: int) -> str | None:
     if missing:
         print(f"beam_vs_hf: skipped, not found: {', '.join(missing)}", file=sys.stderr)
         return None
-    try:
-        import transformers
-    except ImportError:
-        print("beam_vs_hf: skipped, Hugging Face transformers is not installed: pip install -e '.[bench]'",
-              file=sys.stderr)
+    if quiet_transformers("beam_vs_hf") is None:
         return None
     from transformer_networks.training.checkpoint import load_checkpoint
 
-    transformers.logging.set_verbosity_error()
     ck = load_checkpoint(CHECKPOINT)
     tokenizer: TextTokenizer = ck.source_tokenizer
     sources = [tokenizer.encode(text) + [EOS_ID] for text in read_lines(TEST_SOURCE)]

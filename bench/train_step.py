@@ -132,8 +132,10 @@ def train_steps(side: Side, batches: list[tuple[Tensor, ...]], device: torch.dev
 
 
 def compare(sides: list[Side], batches: list[tuple[Tensor, ...]], args: argparse.Namespace, label: str,
-            extra: dict[str, Callable[[], object]] | None = None) -> tuple[dict[str, float], dict[str, float]]:
-    """Median seconds per step of every side (and per call of each `extra` function), and the warm-up seconds."""
+            repeat: int, extra: dict[str, Callable[[], object]] | None = None
+            ) -> tuple[dict[str, float], dict[str, float]]:
+    """Median seconds per step of every side (and per call of each `extra` function), and the warm-up seconds.
+    Each timed run of a side takes `repeat` passes over `batches`."""
     runs, warmups = {}, {}
     for side in sides:
         print(f"{label}: warming up {side.name}", file=sys.stderr, flush=True)
@@ -141,19 +143,18 @@ def compare(sides: list[Side], batches: list[tuple[Tensor, ...]], args: argparse
     for name, fn in (extra or {}).items():
         fn()
         runs[name] = fn
-    times, _ = alternate(runs, args.rounds, repeat=args.repeat, device=args.device, label=f"{label} ")
+    times, _ = alternate(runs, args.rounds, repeat=repeat, device=args.device, label=f"{label} ")
     per_step = {name: t / (len(batches) if name in warmups else 1) for name, t in medians(times).items()}
     return per_step, warmups
 
 
-def ratio_text(per_step: dict[str, float], sides: list[Side]) -> tuple[str, float | None]:
+def ratio_text(per_step: dict[str, float], sides: list[Side]) -> str:
     ours = per_step["ours"]
     peers = [s.name for s in sides if s.name != "ours" and s.judged]
     if not peers:
-        return "no peer installed", None
+        return "no peer installed"
     best = min(peers, key=per_step.__getitem__)
-    ratio = per_step[best] / ours
-    return f"best peer ({best}) / ours = **{ratio:.2f}x**", ratio
+    return f"best peer ({best}) / ours = **{per_step[best] / ours:.2f}x**"
 
 
 def table(sides: list[Side], per_step: dict[str, float], warmups: dict[str, float], tokens: int | None,
@@ -226,8 +227,7 @@ def lm(args: argparse.Namespace) -> str:
         batches = [(ids[:, :-1].to(args.device), ids[:, 1:].to(args.device))]
         multiply, multiply_flops = matmul_rate(args.device)
         extra = {"matmul": lambda multiply=multiply: [multiply() for _ in range(5)][-1]}
-        args.repeat = shape.steps
-        per_step, warmups = compare(sides, batches, args, key, extra)
+        per_step, warmups = compare(sides, batches, args, key, shape.steps, extra)
         per_step["matmul"] /= 5
         ours = sides[0].model
         position_table = ours.decoder.embeddings.position.embedding.weight.numel()
@@ -236,7 +236,7 @@ def lm(args: argparse.Namespace) -> str:
         flops = (6 * n + 12 * shape.n_layers * shape.block * shape.d_model) * tokens
         matmul_gflops = multiply_flops / per_step["matmul"] / 1e9
         ours_gflops = flops / per_step["ours"] / 1e9
-        result, _ = ratio_text(per_step, sides)
+        result = ratio_text(per_step, sides)
         blocks += [
             f"#### {shape.name}{', torch.compile' if args.compile else ', eager'}",
             "",
@@ -267,7 +267,7 @@ def lm(args: argparse.Namespace) -> str:
 def padded_batches(n_batches: int, rows: int, mean: float, std: float, low: int, high: int, vocab: int,
                    seed: int) -> list[Tensor]:
     """Batches of random token ids (>= 3) whose row lengths follow N(mean, std) clipped to [low, high], padded with 0
-    at the end to the batch's longest row, as a length-sorted data loader would not but a shuffled one does."""
+    at the end to the batch's longest row, as a shuffled data loader yields them."""
     generator = torch.Generator().manual_seed(seed)
     batches = []
     for _ in range(n_batches):
@@ -338,10 +338,9 @@ def seq2seq(args: argparse.Namespace) -> str:
     for src, tgt in zip(sources, targets, strict=True):
         tgt = torch.cat([torch.ones(tgt.size(0), 1, dtype=torch.long), tgt], dim=1)  # BOS, then the sentence
         batches.append((src.to(args.device), tgt[:, :-1].to(args.device), tgt[:, 1:].to(args.device)))
-    args.repeat = 1
-    per_step, warmups = compare(sides, batches, args, "seq2seq")
+    per_step, warmups = compare(sides, batches, args, "seq2seq", repeat=1)
     tokens = sum(int((b[2] != 0).sum()) for b in batches) / len(batches)
-    result, _ = ratio_text(per_step, sides)
+    result = ratio_text(per_step, sides)
     return "\n".join([
         f"### Encoder-decoder training step ({args.device.type})",
         "",
@@ -393,10 +392,9 @@ def classifier(args: argparse.Namespace) -> str:
         ids[:, 0] = 1  # [CLS]
         labels = torch.randint(N_CLASSES, (ids.size(0),), generator=generator)
         batches.append((ids.to(args.device), labels.to(args.device)))
-    args.repeat = 1
-    per_step, warmups = compare(sides, batches, args, "classifier")
+    per_step, warmups = compare(sides, batches, args, "classifier", repeat=1)
     tokens = sum(int((b[0] != 0).sum()) for b in batches) / len(batches)
-    result, _ = ratio_text(per_step, sides)
+    result = ratio_text(per_step, sides)
     return "\n".join([
         f"### Classifier training step ({args.device.type})",
         "",
