@@ -260,6 +260,45 @@ def test_cache_reorder_follows_the_batch_rows():
     torch.testing.assert_close(step[:, 0], lm(ids[order])[:, 5], atol=1e-5, rtol=0)
 
 
+def test_growing_cache_appends_in_place_and_reallocates_across_reorders(monkeypatch):
+    # A first buffer of 2 slots makes the cache grow several times (2 -> 6 -> 14 -> max_seq_len 16) while beams are
+    # reordered in between; keys, values and logits must equal concatenation's, and a step within the capacity must
+    # write into the same buffer (no copy of the earlier keys).
+    from transformer_networks.nn import KVCache
+
+    monkeypatch.setattr(KVCache, "MIN_CAPACITY", 2)
+    lm = tn.TransformerLM(config(max_seq_len=16)).eval()
+    ids = tokens(3, 16)
+    ours, concatenated = lm.init_cache(), lm.init_cache()
+    for layer in concatenated.layers:
+        layer.self_attn.concatenate = True
+    order = torch.arange(3)
+    capacities = []
+    for t in range(16):
+        if t in (4, 9):
+            swap = torch.tensor([2, 0, 0])
+            order = order[swap]
+            ours.reorder(swap)
+            concatenated.reorder(swap)
+        a = lm(ids[order, t:t + 1], cache=ours)
+        b = lm(ids[order, t:t + 1], cache=concatenated)
+        assert torch.equal(a, b)
+        for x, y in zip(ours.layers, concatenated.layers, strict=True):
+            assert torch.equal(x.self_attn.k, y.self_attn.k) and torch.equal(x.self_attn.v, y.self_attn.v)
+        capacities.append(ours.layers[0].self_attn._buffers[0].size(2))
+    assert capacities == [2, 2, 6, 6, 6, 6, 14, 14, 14, 14, 14, 14, 14, 14, 16, 16]
+    torch.testing.assert_close(a[:, 0], lm(ids[order])[:, -1], atol=1e-5, rtol=0)
+
+    kv = ours.layers[0].self_attn
+    kv.k, kv.v = kv.k.clone(), kv.v.clone()  # replaced from outside: the next step must not write over the old buffer
+    old = kv._buffers[0]
+    before = old.clone()
+    with pytest.raises(ValueError, match="max_seq_len=16"):
+        lm(ids[:, :1], cache=ours)
+    kv.update(torch.tensor([16]), kv.k[:, :, :1], kv.v[:, :, :1])
+    assert torch.equal(old, before) and kv.k.size(2) == 17
+
+
 def test_sequence_longer_than_max_seq_len_is_refused():
     lm = tn.TransformerLM(config(max_seq_len=8)).eval()
     with pytest.raises(ValueError, match="max_seq_len=8"):

@@ -95,7 +95,9 @@ class LMStepGraph(nn.Module):
 
         caches = []
         for i in range(len(body.stack.layers)):
-            cache = KVCache()  # a growing cache: the layer appends this step's (B, H, T, D) keys and values
+            # A growing cache by concatenation (one Concat node): the layer appends this step's (B, H, T, D) keys
+            # and values.
+            cache = KVCache(concatenate=True)
             if past:
                 cache.k, cache.v = past[2 * i], past[2 * i + 1]  # (B, H, P, D) each
             caches.append(LayerCache(cache))

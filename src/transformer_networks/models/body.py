@@ -62,7 +62,7 @@ class TransformerBody(nn.Module):
         param = self.embeddings.token.weight
         return DecoderCache(
             len(self.stack.layers), batch_size, self.cfg.kv_heads, self.cfg.head_dim, max_len,
-            dtype=dtype or param.dtype, device=device or param.device,
+            dtype=dtype or param.dtype, device=device or param.device, limit=self.cfg.max_seq_len,
         )
 
     def forward(

@@ -18,11 +18,17 @@ from torch import Tensor
 class KVCache:
     """Keys and values of the tokens seen so far by one self-attention layer, for incremental decoding.
 
-    Dynamic (default): the tensors grow by concatenation, so `positions` must continue where the last update
-    stopped. Preallocated (`max_len` given): fixed (B, G, max_len, D) buffers written in place at `positions`;
-    `update` then returns all max_len slots and the caller's causal mask (built from positions) hides the slots
-    not written yet. The preallocated form keeps shapes static, which `torch.compile` and CUDA graphs like.
+    Growing (default): `positions` must continue where the last update stopped, and `k`, `v` are the (B, G, L, D)
+    keys and values so far. They live at the start of larger buffers that new tokens are written into in place;
+    a full buffer is replaced by one twice as long (up to `limit` slots). Appending a token thus costs a copy of
+    that token, not of the whole cache as concatenation would (O(L) per step, O(L^2) per generation).
+    `concatenate=True` grows by plain concatenation instead: what the ONNX export traces.
+    Preallocated (`max_len` given): fixed (B, G, max_len, D) buffers written in place at `positions`; `update`
+    then returns all max_len slots and the caller's causal mask (built from positions) hides the slots not
+    written yet. The preallocated form keeps shapes static, which `torch.compile` and CUDA graphs like.
     """
+
+    MIN_CAPACITY = 64  # slots of a growing cache's first buffer, at least
 
     def __init__(
         self,
@@ -32,10 +38,16 @@ class KVCache:
         max_len: int | None = None,
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
+        *,
+        limit: int | None = None,
+        concatenate: bool = False,
     ) -> None:
         self.max_len = max_len
+        self.limit = limit  # growing: never more slots than this (the model's max_seq_len)
+        self.concatenate = concatenate
         self.k: Tensor | None = None
         self.v: Tensor | None = None
+        self._buffers: tuple[Tensor, Tensor] | None = None  # growing: (B, G, capacity, D) each; k, v are views
         if max_len is not None:
             if None in (batch_size, n_kv_heads, head_dim):
                 raise ValueError("a preallocated KVCache needs batch_size, n_kv_heads and head_dim")
@@ -55,16 +67,47 @@ class KVCache:
             assert self.k is not None and self.v is not None
             self.k.index_copy_(2, positions, k.to(self.k.dtype))
             self.v.index_copy_(2, positions, v.to(self.v.dtype))
-        elif self.k is None:
+        elif self.k is None and self.concatenate:
             self.k, self.v = k, v
-        else:
+        elif self.concatenate:
             self.k = torch.cat([self.k, k], dim=2)  # (B, G, L + T, D)
             self.v = torch.cat([self.v, v], dim=2)
+        else:
+            self._append(k, v)
         return self.k, self.v
+
+    def _append(self, k: Tensor, v: Tensor) -> None:
+        """Write k, v (B, G, T, D) after the L cached tokens, into the buffers (a larger pair when they are full)."""
+        L = 0 if self.k is None else self.k.size(2)
+        needed = L + k.size(2)
+        buffers = self._buffers
+        if buffers is None or buffers[0].size(2) < needed or not self._views_of(buffers):
+            capacity = max(2 * needed, self.MIN_CAPACITY)
+            if self.limit is not None:
+                capacity = max(min(capacity, self.limit), needed)
+            B, G, _, D = k.shape
+            buffers = self._buffers = (k.new_empty(B, G, capacity, D), v.new_empty(B, G, capacity, D))
+            if L:
+                buffers[0][:, :, :L] = self.k
+                buffers[1][:, :, :L] = self.v
+        buffers[0][:, :, L:needed] = k
+        buffers[1][:, :, L:needed] = v
+        self.k, self.v = buffers[0][:, :, :needed], buffers[1][:, :, :needed]
+
+    def _views_of(self, buffers: tuple[Tensor, Tensor]) -> bool:
+        """Whether k and v are still the start of these buffers (not replaced from outside since)."""
+        return self.k is None or (self.k.data_ptr() == buffers[0].data_ptr() and
+                                  self.v.data_ptr() == buffers[1].data_ptr() and self.k.dtype == buffers[0].dtype)
 
     def reorder(self, indices: Tensor) -> None:
         """Select batch rows (beam search keeps the rows of the surviving hypotheses)."""
-        if self.k is not None:
+        if self.k is None:
+            return
+        if self._buffers is not None and self._views_of(self._buffers):
+            L = self.k.size(2)  # reorder whole buffers, spare slots included, so that appending stays in place
+            self._buffers = tuple(t.index_select(0, indices) for t in self._buffers)
+            self.k, self.v = self._buffers[0][:, :, :L], self._buffers[1][:, :, :L]
+        else:
             self.k = self.k.index_select(0, indices)
             self.v = self.v.index_select(0, indices)
 
@@ -93,9 +136,12 @@ class DecoderCache:
         max_len: int | None = None,
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
+        *,
+        limit: int | None = None,
     ) -> None:
         self.layers = [
-            LayerCache(KVCache(batch_size, n_kv_heads, head_dim, max_len, dtype, device)) for _ in range(n_layers)
+            LayerCache(KVCache(batch_size, n_kv_heads, head_dim, max_len, dtype, device, limit=limit))
+            for _ in range(n_layers)
         ]
         self.max_len = max_len
         self.batch_size = batch_size
