@@ -87,6 +87,27 @@ def test_seq2seq_cached_equals_uncached(variant):
         assert torch.equal(cached, static)
 
 
+@pytest.mark.parametrize("family", [TransformerLM, Seq2SeqTransformer])
+def test_static_cache_decodes_with_one_compiled_graph(family):
+    # With a preallocated cache every decoding step feeds the layer stack the same shapes, so a compiled stack
+    # compiles twice (the prompt or BOS, then the one-token step) and reuses that graph for every later step and
+    # every later call. A growing cache would recompile at every length. (CompileCounter: dynamo without inductor.)
+    from torch._dynamo.testing import CompileCounter
+
+    model = make(family, **VARIANTS["rope"])
+    ids, mask = left_pad(prompts([3, 6]), pad_id=0)
+    expected = generate(model, ids, attention_mask=mask, max_new_tokens=9, static_cache=True)
+    counter = CompileCounter()
+    stack = model.decoder.stack
+    stack.compile(backend=counter, dynamic=False)
+    try:
+        for _ in range(2):
+            assert torch.equal(generate(model, ids, attention_mask=mask, max_new_tokens=9, static_cache=True), expected)
+    finally:
+        torch._dynamo.reset()
+    assert counter.frame_count == 2
+
+
 def test_lm_rejects_right_padded_prompts_and_full_context():
     lm = make(TransformerLM)
     ids = torch.tensor([[5, 6, 0], [5, 6, 7]])

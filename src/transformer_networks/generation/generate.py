@@ -71,7 +71,9 @@ def generate(
     eos_id: stops a row (default: the config's eos_id, else for seq2seq the tokenizer's EOS; a language model
         without either runs to max_new_tokens). bos_id: the seq2seq decoder's first token (default: the config's
         bos_id, e.g. an imported BART's decoder start, else the tokenizer's BOS).
-    use_cache: the KV cache (prefill once, then one token per step); static_cache: preallocate it.
+    use_cache: the KV cache (prefill once, then one token per step); static_cache: preallocate it, so that every
+        step feeds the layers the same shapes: a compiled stack (`model.decoder.stack.compile()`, with
+        mode="reduce-overhead" for CUDA graphs) then reuses one graph for all steps instead of recompiling.
     Returns the sequences, or a `GenerationOutput` with their scores when return_dict_in_generate.
     """
     if input_ids.dim() != 2 or input_ids.size(0) == 0:

@@ -54,6 +54,10 @@ class KVCache:
             shape = (batch_size, n_kv_heads, max_len, head_dim)  # (B, G, max_len, D)
             self.k = torch.zeros(shape, dtype=dtype, device=device)
             self.v = torch.zeros(shape, dtype=dtype, device=device)
+            # Under torch.compile, buffers that keep their address (like parameters): CUDA graphs then update them
+            # in place instead of refusing inputs that are mutated.
+            torch._dynamo.mark_static_address(self.k)
+            torch._dynamo.mark_static_address(self.v)
 
     @property
     def preallocated(self) -> bool:
