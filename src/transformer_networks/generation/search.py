@@ -41,10 +41,13 @@ def greedy_or_sample(steps: Steps, n_rows: int, *, max_new_tokens: int, min_new_
                      generator: torch.Generator | None = None) -> list[Hypothesis]:
     """Each row takes the most likely token (greedy) or a sampled one, until EOS or `max_new_tokens`. The score
     is the model's own log-probability of the tokens taken (before temperature or filtering)."""
-    finished = torch.zeros(n_rows, dtype=torch.bool)
-    scores = torch.zeros(n_rows, dtype=torch.float64)
-    taken: list[Tensor] = []
     logits = steps.first() if max_new_tokens > 0 else None
+    device = logits.device if logits is not None else None
+    # Tokens and scores stay on the model's device until the end: without an EOS no step waits for the device.
+    finished = torch.zeros(n_rows, dtype=torch.bool, device=device)
+    score_dtype = torch.float32 if device is not None and device.type == "mps" else torch.float64  # MPS has no f64
+    scores = torch.zeros(n_rows, dtype=score_dtype, device=device)
+    taken: list[Tensor] = []
     for t in range(max_new_tokens):
         logits = _at_least_float32(logits)
         if eos_id is not None and t < min_new_tokens:
@@ -53,15 +56,14 @@ def greedy_or_sample(steps: Steps, n_rows: int, *, max_new_tokens: int, min_new_
             tokens = sample(process_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p), generator)
         else:
             tokens = logits.argmax(dim=-1)
-        logp = logits.log_softmax(dim=-1).gather(1, tokens[:, None]).squeeze(1).cpu().double()  # (N,)
-        tokens_cpu = tokens.cpu()
+        logp = logits.log_softmax(dim=-1).gather(1, tokens[:, None]).squeeze(1)  # (N,)
         if eos_id is None:  # no row can finish early
             scores += logp
-            taken.append(tokens_cpu)
+            taken.append(tokens)
         else:
             scores += logp.masked_fill(finished, 0.0)
-            taken.append(tokens_cpu.masked_fill(finished, -1))
-            finished |= tokens_cpu == eos_id
+            taken.append(tokens.masked_fill(finished, -1))
+            finished |= tokens == eos_id
             if bool(finished.all()):
                 break
         if t == max_new_tokens - 1:

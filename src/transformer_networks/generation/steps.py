@@ -52,8 +52,10 @@ class LMSteps:
         self.model = model
         self.ids = ids.repeat_interleave(copies, dim=0)  # (N, P)
         self.mask = attention_mask.repeat_interleave(copies, dim=0)  # (N, P)
-        self.positions = left_padded_positions(self.mask)  # (N, P)
-        self.next_position = self.positions[:, -1] + 1  # (N,)
+        # Left-padded rows count positions from their own first real token. Without padding the model's default
+        # positions (0, 1, ... after the cached tokens) are the same, and passing none saves work at every step.
+        self.positions = None if bool(self.mask.all()) else left_padded_positions(self.mask)  # (N, P)
+        self.next_position = None if self.positions is None else self.positions[:, -1] + 1  # (N,)
         self.cache = None
         if use_cache:
             n = self.ids.size(0)
@@ -63,8 +65,10 @@ class LMSteps:
         return self.model(self.ids, attention_mask=self.mask, cache=self.cache, positions=self.positions)[:, -1]
 
     def next(self, tokens: Tensor) -> Tensor:
-        tokens, positions = tokens[:, None], self.next_position[:, None]  # (N, 1)
-        self.next_position = self.next_position + 1
+        tokens, positions = tokens[:, None], None  # (N, 1)
+        if self.next_position is not None:
+            positions = self.next_position[:, None]  # (N, 1)
+            self.next_position = self.next_position + 1
         if self.cache is not None:
             # New tokens are real even when they equal the padding id; a model without one needs no mask at all.
             real = None if self.model.cfg.pad_id is None else torch.ones_like(tokens, dtype=torch.bool)
@@ -72,15 +76,19 @@ class LMSteps:
         real = torch.ones_like(tokens, dtype=torch.bool)
         self.ids = torch.cat([self.ids, tokens], dim=1)
         self.mask = torch.cat([self.mask, real], dim=1)
-        self.positions = torch.cat([self.positions, positions], dim=1)
+        if self.positions is not None:
+            self.positions = torch.cat([self.positions, positions], dim=1)
         return self.model(self.ids, attention_mask=self.mask, positions=self.positions)[:, -1]
 
     def reorder(self, rows: Tensor) -> None:
-        self.next_position = self.next_position[rows]
+        if self.next_position is not None:
+            self.next_position = self.next_position[rows]
         if self.cache is not None:
             self.cache.reorder(rows)
         else:
-            self.ids, self.mask, self.positions = self.ids[rows], self.mask[rows], self.positions[rows]
+            self.ids, self.mask = self.ids[rows], self.mask[rows]
+            if self.positions is not None:
+                self.positions = self.positions[rows]
 
 
 class Seq2SeqSteps:
