@@ -140,14 +140,14 @@ class GreedyCase:
     full: bool  # every run produced exactly new_tokens tokens per row
 
 
-def gpt2_twins(shape: str) -> tuple[TransformerLM, torch.nn.Module]:
+def gpt2_twins(shape: str, **overrides: Any) -> tuple[TransformerLM, torch.nn.Module]:
     """Our TransformerLM of GPT-2's architecture (random weights, seed 0, dropout 0) and the same weights as
-    Hugging Face's GPT2LMHeadModel, through our exporter."""
+    Hugging Face's GPT2LMHeadModel, through our exporter. `overrides` change the shape's config fields."""
     import transformers
 
     from transformer_networks.interop.hf import export_hf
 
-    cfg = TransformerConfig.from_preset("gpt2-small", dropout=0.0, **GREEDY_SHAPES[shape])
+    cfg = TransformerConfig.from_preset("gpt2-small", dropout=0.0, **{**GREEDY_SHAPES[shape], **overrides})
     torch.manual_seed(0)
     ours = TransformerLM(cfg).eval()
     with tempfile.TemporaryDirectory() as directory:
