@@ -256,10 +256,11 @@ def decode_sides(ours: nn.Module, hf: nn.Module, prompt: Tensor, n: int, compile
         compiled = copy.deepcopy(ours)
         cuda = prompt.device.type == "cuda"
         compiled.decoder.stack.compile(mode="reduce-overhead" if cuda else "default", dynamic=False)
+        cache = compiled.init_cache(prompt.size(0), prompt.size(1) + n)  # one for every run: CUDA graphs replay
 
         def run_static() -> Tensor:
             with torch.inference_mode():
-                return compiled.generate(prompt, max_new_tokens=n, static_cache=True)
+                return compiled.generate(prompt, max_new_tokens=n, cache=cache)
 
         sides["ours, static cache + compiled stack"] = run_static
     sides["HF generate"] = run_hf
@@ -372,7 +373,8 @@ def decode(args: argparse.Namespace) -> str | None:
         "the new tokens and a run includes the prompt's prefill. Ours: `lm.generate(prompt, max_new_tokens=n)` "
         "under `torch.inference_mode()`"
         + ("" if args.no_compile else "; its copy with `model.decoder.stack.compile(mode=\"reduce-overhead\" on a "
-           "GPU, else \"default\", dynamic=False)` runs `generate(..., static_cache=True)`")
+           "GPU, else \"default\", dynamic=False)` runs `generate(..., cache=cache)` with one preallocated cache "
+           "for every run (`init_cache(1, P + n)`, so that CUDA graphs are replayed, not recorded again)")
         + f". HF: `GPT2LMHeadModel.generate(input_ids, attention_mask, max_new_tokens={n}, min_new_tokens={n}, "
         "do_sample=False, use_cache=True)`"
         + ("" if args.no_compile else ", and the same with `cache_implementation=\"static\"`") + ". Same tokens: "

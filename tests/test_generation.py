@@ -324,3 +324,28 @@ def test_beam_search_stopping_rule_changes_nothing(vocab, seed):
                        length_penalty=alpha, return_dict_in_generate=True)
         assert out.hypotheses[0][0].tokens == expected[0]
         assert out.hypotheses[0][0].score == pytest.approx(expected[1], abs=1e-9)
+
+
+@pytest.mark.parametrize("family", [TransformerLM, Seq2SeqTransformer])
+def test_a_cache_given_to_generate_is_reused_in_place(family):
+    # The same preallocated cache for several calls (greedy, then beams, which reorder it in place): the outputs
+    # equal fresh caches', the key/value buffers never move, and a cache of the wrong size is refused by name.
+    # Each call has other inputs and other padding, so that anything left over from the last one (a key mask, the
+    # encoder output, cross-attention keys) would change the result.
+    model = make(family, **VARIANTS["gqa"])
+    cache = model.init_cache(batch_size=6, max_len=40)
+    addresses = [layer.self_attn.k.data_ptr() for layer in cache.layers]
+    calls = [([4, 2], {"num_beams": 3}), ([3, 6], {"num_beams": 3, "num_return_sequences": 2}),
+             ([5, 5], {"do_sample": True, "seed": 0, "num_return_sequences": 3})]
+    for seed, (lengths, kwargs) in enumerate(calls):
+        ids, mask = left_pad(prompts(lengths, seed=seed), pad_id=0)
+        expected = generate(model, ids, attention_mask=mask, max_new_tokens=8, **kwargs)
+        assert torch.equal(generate(model, ids, attention_mask=mask, max_new_tokens=8, cache=cache, **kwargs),
+                           expected)
+        assert [layer.self_attn.k.data_ptr() for layer in cache.layers] == addresses
+    growing = model.init_cache()
+    for rows in (ids, ids[:1]):  # a growing cache is emptied and reused for any batch size
+        assert torch.equal(generate(model, rows, attention_mask=mask[: len(rows)], max_new_tokens=5, cache=growing),
+                           generate(model, rows, attention_mask=mask[: len(rows)], max_new_tokens=5))
+    with pytest.raises(InputError, match="holds 6 rows of 40 tokens; this generation needs 2 rows"):
+        generate(model, ids, attention_mask=mask, cache=cache, max_new_tokens=8)

@@ -22,6 +22,7 @@ from ..data.batching import pad_batch
 from ..data.tokenizer import BOS_ID, EOS_ID
 from ..errors import InputError
 from ..models import Seq2SeqTransformer, TransformerLM
+from ..nn.cache import DecoderCache
 from .logits import check_sampling
 from .search import Hypothesis, beam_search, greedy_or_sample
 from .steps import LMSteps, Seq2SeqSteps
@@ -56,6 +57,7 @@ def generate(
     pad_id: int | None = None,
     use_cache: bool = True,
     static_cache: bool = False,
+    cache: DecoderCache | None = None,
     seed: int | None = None,
     return_dict_in_generate: bool = False,
 ) -> Tensor | GenerationOutput:
@@ -74,6 +76,9 @@ def generate(
     use_cache: the KV cache (prefill once, then one token per step); static_cache: preallocate it, so that every
         step feeds the layers the same shapes: a compiled stack (`model.decoder.stack.compile()`, with
         mode="reduce-overhead" for CUDA graphs) then reuses one graph for all steps instead of recompiling.
+    cache: decode into this cache (`model.init_cache(rows, max_len)`, emptied first) instead of a new one. Giving
+        the same preallocated cache to every call keeps its buffers at one address, so CUDA graphs recorded by a
+        compiled stack are replayed, not recorded again; its rows must equal the batch times the beams or samples.
     Returns the sequences, or a `GenerationOutput` with their scores when return_dict_in_generate.
     """
     if input_ids.dim() != 2 or input_ids.size(0) == 0:
@@ -97,6 +102,7 @@ def generate(
     elif attention_mask.shape != input_ids.shape or attention_mask.dtype != torch.bool:
         raise InputError(f"attention_mask must be a boolean tensor of shape {tuple(input_ids.shape)}")
     copies = num_beams if num_beams > 1 else num_return_sequences
+    static_cache = static_cache or (cache is not None and cache.max_len is not None)
     if eos_id is None:  # the model's own (imported models), else the tokenizer's <eos> for an encoder-decoder
         eos_id = cfg.eos_id if cfg.eos_id is not None else EOS_ID if isinstance(model, Seq2SeqTransformer) else None
     if bos_id is None:
@@ -109,15 +115,15 @@ def generate(
             max_new_tokens = P + EXTRA_SOURCE_TOKENS
         max_new_tokens = min(max_new_tokens, limit)
         steps = Seq2SeqSteps(model, input_ids, attention_mask, bos_id=bos_id,
-                             copies=copies, use_cache=use_cache,
+                             copies=copies, use_cache=use_cache or cache is not None, cache=cache,
                              static_len=max_new_tokens + 1 if static_cache else None)
     elif isinstance(model, TransformerLM):
         if P >= cfg.max_seq_len:
             raise InputError(f"a prompt of {P} tokens leaves no room in the model's context of "
                              f"max_seq_len={cfg.max_seq_len} tokens")
         max_new_tokens = min(100 if max_new_tokens is None else max_new_tokens, cfg.max_seq_len - P)
-        steps = LMSteps(model, input_ids, attention_mask, copies=copies, use_cache=use_cache,
-                        static_len=P + max_new_tokens if static_cache else None)
+        steps = LMSteps(model, input_ids, attention_mask, copies=copies, use_cache=use_cache or cache is not None,
+                        cache=cache, static_len=P + max_new_tokens if static_cache else None)
     else:
         raise InputError(f"generate needs a TransformerLM or a Seq2SeqTransformer, got {type(model).__name__}")
     if max_new_tokens < 0 or min_new_tokens < 0:

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from ..errors import InputError
 from ..models import Seq2SeqTransformer, TransformerLM
+from ..nn.cache import DecoderCache
 from ..nn.masks import as_attention_mask
 
 
@@ -44,9 +45,22 @@ def left_pad(rows: list[list[int]], pad_id: int, device: torch.device | str | No
     return ids.to(device), mask.to(device)
 
 
+def prepared_cache(model: TransformerLM | Seq2SeqTransformer, rows: int, static_len: int | None,
+                   cache: DecoderCache | None) -> DecoderCache:
+    """`cache` emptied for a new generation (checked to fit `rows` rows and `static_len` tokens when preallocated),
+    else a new cache: preallocated for `static_len` tokens, or growing."""
+    if cache is None:
+        return model.init_cache(rows, static_len) if static_len is not None else model.init_cache()
+    if cache.max_len is not None and (cache.batch_size != rows or (static_len or 0) > cache.max_len):
+        raise InputError(f"the cache given holds {cache.batch_size} rows of {cache.max_len} tokens; this "
+                         f"generation needs {rows} rows" + (f" of {static_len} tokens" if static_len else ""))
+    cache.reset()
+    return cache
+
+
 class LMSteps:
     def __init__(self, model: TransformerLM, ids: Tensor, attention_mask: Tensor, *, copies: int = 1,
-                 use_cache: bool = True, static_len: int | None = None) -> None:
+                 use_cache: bool = True, static_len: int | None = None, cache: DecoderCache | None = None) -> None:
         if not bool(attention_mask[:, -1].all()):
             raise InputError("pad batched prompts on the left: every row's last token must be a real token")
         self.model = model
@@ -56,10 +70,7 @@ class LMSteps:
         # positions (0, 1, ... after the cached tokens) are the same, and passing none saves work at every step.
         self.positions = None if bool(self.mask.all()) else left_padded_positions(self.mask)  # (N, P)
         self.next_position = None if self.positions is None else self.positions[:, -1] + 1  # (N,)
-        self.cache = None
-        if use_cache:
-            n = self.ids.size(0)
-            self.cache = model.init_cache(n, static_len) if static_len is not None else model.init_cache()
+        self.cache = prepared_cache(model, self.ids.size(0), static_len, cache) if use_cache else None
 
     def first(self) -> Tensor:
         return self.model(self.ids, attention_mask=self.mask, cache=self.cache, positions=self.positions)[:, -1]
@@ -93,7 +104,8 @@ class LMSteps:
 
 class Seq2SeqSteps:
     def __init__(self, model: Seq2SeqTransformer, src_ids: Tensor, src_mask: Tensor, *, bos_id: int,
-                 copies: int = 1, use_cache: bool = True, static_len: int | None = None) -> None:
+                 copies: int = 1, use_cache: bool = True, static_len: int | None = None,
+                 cache: DecoderCache | None = None) -> None:
         self.model = model
         memory = model.encode(src_ids, src_mask)  # (B, S, C): once per source, not per beam
         self.memory = memory.repeat_interleave(copies, dim=0)  # (N, S, C)
@@ -102,7 +114,7 @@ class Seq2SeqSteps:
         self.tokens = torch.full((n, 1), bos_id, dtype=torch.long, device=src_ids.device)  # (N, 1) BOS
         self.cache = None
         if use_cache:
-            self.cache = model.init_cache(n, static_len) if static_len is not None else model.init_cache()
+            self.cache = prepared_cache(model, n, static_len, cache)
             self.cache.memory = self.memory
             self.cache.memory_mask = as_attention_mask(self.memory_mask)
 

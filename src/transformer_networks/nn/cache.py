@@ -85,7 +85,8 @@ class KVCache:
         L = 0 if self.k is None else self.k.size(2)
         needed = L + k.size(2)
         buffers = self._buffers
-        if buffers is None or buffers[0].size(2) < needed or not self._views_of(buffers):
+        if (buffers is None or buffers[0].size(2) < needed or not self._views_of(buffers)
+                or buffers[0][:, :, :0].shape != k[:, :, :0].shape or buffers[0].dtype != k.dtype):
             capacity = max(2 * needed, self.MIN_CAPACITY)
             if self.limit is not None:
                 capacity = max(min(capacity, self.limit), needed)
@@ -107,7 +108,10 @@ class KVCache:
         """Select batch rows (beam search keeps the rows of the surviving hypotheses)."""
         if self.k is None:
             return
-        if self._buffers is not None and self._views_of(self._buffers):
+        if self.preallocated:  # in place: the buffers keep their address (a compiled graph's static inputs)
+            self.k.copy_(self.k.index_select(0, indices))
+            self.v.copy_(self.v.index_select(0, indices))
+        elif self._buffers is not None and self._views_of(self._buffers):
             L = self.k.size(2)  # reorder whole buffers, spare slots included, so that appending stays in place
             self._buffers = tuple(t.index_select(0, indices) for t in self._buffers)
             self.k, self.v = self._buffers[0][:, :, :L], self._buffers[1][:, :, :L]
@@ -158,6 +162,22 @@ class DecoderCache:
         # Encoder-decoder only: the encoder output (B, S, C) and its key mask (B, 1, 1, S) or None.
         self.memory: Tensor | None = None
         self.memory_mask: Tensor | None = None
+
+    def reset(self) -> None:
+        """Empty the cache for a new generation of the same batch size, keeping its buffers: a preallocated cache
+        keeps their addresses too, which a compiled graph (CUDA graphs) needs to be replayed rather than recorded
+        again. Slots left over from the last generation are hidden by the causal mask until they are written."""
+        for layer in self.layers:
+            layer.cross_kv = None
+            if not layer.self_attn.preallocated:
+                layer.self_attn.k = layer.self_attn.v = None  # the next update starts over in the same buffers
+        self.length = 0
+        if self.max_len is not None:
+            assert self.key_mask is not None
+            self.key_mask.fill_(True)
+        else:
+            self.key_mask = None
+        self.memory = self.memory_mask = None
 
     def update_key_mask(self, positions: Tensor, key_mask: Tensor | None) -> Tensor | None:
         """Record which of the new tokens (B, T) are real (None: all of them); return the mask of every cached key,
