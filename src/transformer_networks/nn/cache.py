@@ -48,6 +48,7 @@ class KVCache:
         self.k: Tensor | None = None
         self.v: Tensor | None = None
         self._buffers: tuple[Tensor, Tensor] | None = None  # growing: (B, G, capacity, D) each; k, v are views
+        self._views: tuple[Tensor | None, Tensor | None] = (None, None)  # the views of them last handed out
         if max_len is not None:
             if None in (batch_size, n_kv_heads, head_dim):
                 raise ValueError("a preallocated KVCache needs batch_size, n_kv_heads and head_dim")
@@ -84,25 +85,26 @@ class KVCache:
         """Write k, v (B, G, T, D) after the L cached tokens, into the buffers (a larger pair when they are full)."""
         L = 0 if self.k is None else self.k.size(2)
         needed = L + k.size(2)
-        buffers = self._buffers
-        if (buffers is None or buffers[0].size(2) < needed or not self._views_of(buffers)
-                or buffers[0][:, :, :0].shape != k[:, :, :0].shape or buffers[0].dtype != k.dtype):
+        kb, vb = self._buffers if self._buffers is not None else (None, None)
+        if (kb is None or kb.size(2) < needed or not self._in_buffers()
+                or kb.shape[:2] != k.shape[:2] or kb.size(3) != k.size(3) or kb.dtype != k.dtype):
             capacity = max(2 * needed, self.MIN_CAPACITY)
             if self.limit is not None:
                 capacity = max(min(capacity, self.limit), needed)
             B, G, _, D = k.shape
-            buffers = self._buffers = (k.new_empty(B, G, capacity, D), v.new_empty(B, G, capacity, D))
+            kb, vb = k.new_empty(B, G, capacity, D), v.new_empty(B, G, capacity, D)
             if L:
-                buffers[0][:, :, :L] = self.k
-                buffers[1][:, :, :L] = self.v
-        buffers[0][:, :, L:needed] = k
-        buffers[1][:, :, L:needed] = v
-        self.k, self.v = buffers[0][:, :, :needed], buffers[1][:, :, :needed]
+                kb.narrow(2, 0, L).copy_(self.k)
+                vb.narrow(2, 0, L).copy_(self.v)
+            self._buffers = kb, vb
+        kb.narrow(2, L, k.size(2)).copy_(k)
+        vb.narrow(2, L, v.size(2)).copy_(v)
+        self.k, self.v = kb.narrow(2, 0, needed), vb.narrow(2, 0, needed)
+        self._views = self.k, self.v
 
-    def _views_of(self, buffers: tuple[Tensor, Tensor]) -> bool:
-        """Whether k and v are still the start of these buffers (not replaced from outside since)."""
-        return self.k is None or (self.k.data_ptr() == buffers[0].data_ptr() and
-                                  self.v.data_ptr() == buffers[1].data_ptr() and self.k.dtype == buffers[0].dtype)
+    def _in_buffers(self) -> bool:
+        """Whether k and v are the views of the buffers this cache handed out (not replaced from outside since)."""
+        return self.k is None or (self.k is self._views[0] and self.v is self._views[1])
 
     def reorder(self, indices: Tensor) -> None:
         """Select batch rows (beam search keeps the rows of the surviving hypotheses)."""
@@ -111,10 +113,11 @@ class KVCache:
         if self.preallocated:  # in place: the buffers keep their address (a compiled graph's static inputs)
             self.k.copy_(self.k.index_select(0, indices))
             self.v.copy_(self.v.index_select(0, indices))
-        elif self._buffers is not None and self._views_of(self._buffers):
+        elif self._buffers is not None and self._in_buffers():
             L = self.k.size(2)  # reorder whole buffers, spare slots included, so that appending stays in place
-            self._buffers = tuple(t.index_select(0, indices) for t in self._buffers)
-            self.k, self.v = self._buffers[0][:, :, :L], self._buffers[1][:, :, :L]
+            kb, vb = (t.index_select(0, indices) for t in self._buffers)
+            self._buffers = kb, vb
+            self.k, self.v = self._views = kb.narrow(2, 0, L), vb.narrow(2, 0, L)
         else:
             self.k = self.k.index_select(0, indices)
             self.v = self.v.index_select(0, indices)
