@@ -4,6 +4,7 @@
     python bench/train_tasks.py shakespeare   nanoGPT's CPU "baby" configuration, character-level validation loss
     python bench/train_tasks.py shakespeare-modern    the same budget with RoPE, SwiGLU and RMSNorm
     python bench/train_tasks.py sst2          SST-2 dev accuracy, trained from scratch (>= 83%)
+    python bench/train_tasks.py sst2-ensemble five seeds of a small SST-2 model, their probabilities averaged
     python bench/train_tasks.py multi30k      Multi30k de->en BLEU on test 2016 under a wall-clock budget
     python bench/train_tasks.py all
 
@@ -72,6 +73,17 @@ def benchmarks(minutes: float) -> dict[str, dict]:
             "target": "dev accuracy >= 83%; models trained from scratch without pretrained embeddings reach about "
                       "82-83% (a CNN with random initialisation)",
         },
+        "sst2-ensemble": {
+            "title": "SST-2, trained from scratch: an ensemble of 5 seeds",
+            "needs": [d / "sst2/train.tsv", d / "sst2/dev.tsv"],
+            "train": ["train", "classification", "--data", str(d / "sst2/train.tsv"), "--config",
+                      "configs/sst2-small.yaml"],
+            "seeds": [0, 1, 2, 3, 4],  # one run per seed; `evaluate` averages their class probabilities
+            "evaluate": ["--data", str(d / "sst2/dev.tsv")],
+            "report": ["accuracy", "macro_f1"],
+            "target": "dev accuracy >= 83%; models trained from scratch without pretrained embeddings reach about "
+                      "82-83% (a CNN with random initialisation)",
+        },
         "multi30k": {
             "title": f"Multi30k de->en, {minutes:g}-minute budget",
             "needs": [d / f"multi30k/{s}.{lang}.gz" for s in ("train", "val", "test_2016_flickr") for lang in "de en"
@@ -99,23 +111,33 @@ def run_benchmark(name: str, spec: dict, report_only: bool = False) -> dict | No
     if missing:
         print(f"{name}: skipped, data not found: {', '.join(missing)}", file=sys.stderr)
         return None
-    out = RUNS / name
-    train = [*spec["train"], "--out", str(out), "--overwrite"]
+    # One run, or one per seed (an ensemble, evaluated together): (output directory, train command) each.
+    seeds = spec.get("seeds")
+    runs = ([(RUNS / name / f"seed{seed}", [*spec["train"], "--seed", str(seed)]) for seed in seeds] if seeds
+            else [(RUNS / name, spec["train"])])
+    runs = [(out, [*train, "--out", str(out), "--overwrite"]) for out, train in runs]
     wall = None
     if not report_only:
-        print(f"$ {command_text(train)}", file=sys.stderr)
         start = time.perf_counter()
-        subprocess.run([*CLI, *train], cwd=ROOT, check=True)
+        for _, train in runs:
+            print(f"$ {command_text(train)}", file=sys.stderr)
+            subprocess.run([*CLI, *train], cwd=ROOT, check=True)
         wall = time.perf_counter() - start
-    evaluate = ["evaluate", str(out), *spec["evaluate"], "--json"]
-    print(f"$ {command_text(evaluate)}", file=sys.stderr)
-    result = subprocess.run([*CLI, *evaluate], cwd=ROOT, check=True, capture_output=True, text=True)
-    values = json.loads(result.stdout)
-    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    train_seconds = max((m["seconds"] for m in metrics), default=0.0)
-    steps = max((m["step"] for m in metrics), default=0)
-    return {"name": name, "train": train, "evaluate": evaluate, "values": values, "wall": wall,
-            "train_seconds": train_seconds, "steps": steps, "metrics": metrics}
+
+    def evaluated(outs: list[Path]) -> tuple[list[str], dict]:
+        evaluate = ["evaluate", *map(str, outs), *spec["evaluate"], "--json"]
+        print(f"$ {command_text(evaluate)}", file=sys.stderr)
+        result = subprocess.run([*CLI, *evaluate], cwd=ROOT, check=True, capture_output=True, text=True)
+        return evaluate, json.loads(result.stdout)
+
+    evaluate, values = evaluated([out for out, _ in runs])
+    members = [evaluated([out])[1] for out, _ in runs] if seeds else []  # each member alone, for comparison
+    logs = [[json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()] for out, _ in runs]
+    train_seconds = sum(max((m["seconds"] for m in log), default=0.0) for log in logs)
+    steps = max((m["step"] for log in logs for m in log), default=0)
+    return {"name": name, "train": [train for _, train in runs], "evaluate": evaluate, "values": values,
+            "wall": wall, "train_seconds": train_seconds, "steps": steps, "metrics": logs[0], "members": members,
+            "seeds": seeds}
 
 
 def time_to(metrics: list[dict], key: str, threshold: float) -> str:
@@ -130,6 +152,16 @@ def time_to(metrics: list[dict], key: str, threshold: float) -> str:
             "interval earlier)")
 
 
+def members_line(spec: dict, r: dict) -> list[str]:
+    """An ensemble's members evaluated alone: what averaging their probabilities adds."""
+    if not r["members"]:
+        return []
+    key = spec["report"][0]
+    alone = [m[key] for m in r["members"]]
+    return [f"- Each member alone: {key} " + ", ".join(f"{a:.4f}" for a in alone)
+            + f" (mean {sum(alone) / len(alone):.4f}); the ensemble averages their class probabilities"]
+
+
 def markdown(spec: dict, r: dict) -> str:
     figures = ", ".join(f"**{k} {r['values'][k]:.4g}**" if i == 0 else f"{k} {r['values'][k]:.4g}"
                         for i, k in enumerate(spec["report"]) if k in r["values"])
@@ -138,7 +170,10 @@ def markdown(spec: dict, r: dict) -> str:
         "",
         f"- Result: {figures} on {r['values']['data'].replace(str(DATA), '$TN_DATA_DIR')} ({r['values']['examples']:,} "
         f"{'characters' if r['values']['task'] == 'lm' else 'examples'})",
-        f"- Training: {r['steps']:,} steps in {r['train_seconds'] / 60:.1f} minutes"
+        *members_line(spec, r),
+        f"- Training: {r['steps']:,} steps" + (f" in each of {len(r['seeds'])} runs (seeds "
+                                               f"{', '.join(map(str, r['seeds']))})" if r["seeds"] else "")
+        + f" in {r['train_seconds'] / 60:.1f} minutes" + (" in all" if r["seeds"] else "")
         + (f" (wall clock of the whole command, data preparation and final evaluation included: "
            f"{r['wall'] / 60:.1f} minutes)" if r["wall"] is not None else ""),
         *([time_to(r["metrics"], *spec["time_to"])] if "time_to" in spec else []),
@@ -146,7 +181,7 @@ def markdown(spec: dict, r: dict) -> str:
         f"- Machine: {machine()}; {date.today().isoformat()}",
         "- Commands:",
         "  ```",
-        f"  {command_text(r['train'])}",
+        *[f"  {command_text(train)}" for train in r["train"]],
         f"  {command_text(r['evaluate'])}",
         "  ```",
     ])

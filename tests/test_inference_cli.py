@@ -3,6 +3,7 @@ as the Python API, and every bad input a one-line error with exit code 2."""
 
 import io
 import json
+import math
 import subprocess
 import sys
 
@@ -13,6 +14,7 @@ from transformer_networks import cli
 from transformer_networks.generation import generate
 from transformer_networks.inference import attention_maps, classify_lines, load_for, translate_lines
 from transformer_networks.training.evaluation import evaluate
+from transformer_networks.training.tasks import DataSpec
 
 TINY = ["--preset", "tiny", "--set", "d_model=32", "--set", "n_heads=2", "--set", "n_layers=1", "--set", "d_ff=64",
         "--device", "cpu", "--quiet"]
@@ -141,6 +143,45 @@ def test_classify_plain_and_json(runs, monkeypatch, capsys):
             values = json.loads(record)
             assert label == values["label"] == max(values["probabilities"], key=values["probabilities"].get)
             assert float(prob) == pytest.approx(values["probabilities"][label], abs=1e-4)
+
+
+def test_evaluate_an_ensemble_averages_the_members_probabilities(runs, monkeypatch, capsys):
+    # A second classifier from another seed (another held-out part, so possibly another vocabulary); the ensemble's
+    # accuracy and loss must equal those of the mean of the two models' probabilities as `classify_lines` gives them.
+    other = runs / "cls-seed1"
+    if not other.exists():
+        argv = ["train", "classification", "--data", runs / "cls.tsv", "--tokenizer", "word", "--max-steps", "6",
+                "--eval-every", "6", "--seed", "1", "--out", other, *TINY]
+        assert cli.main([str(a) for a in argv]) == 0
+        capsys.readouterr()  # the run's summary
+    data = runs / "cls.tsv"
+    code, out, err = run_cli(monkeypatch, capsys, ["evaluate", runs / "cls", other, "--data", data, "--json",
+                                                   "--device", "cpu"])
+    assert code == 0, err
+    result = json.loads(out)
+    rows = [line.split("\t") for line in data.read_text(encoding="utf-8").splitlines()[1:]]
+    members = [classify_lines(load_for("classification", run), [text for text, _ in rows]) for run in
+               (runs / "cls", other)]
+    mean = [{label: (a[label] + b[label]) / 2 for label in a} for a, b in zip(*members, strict=True)]
+    correct = [max(m, key=m.get) == label for m, (_, label) in zip(mean, rows, strict=True)]
+    loss = -sum(math.log(m[label]) for m, (_, label) in zip(mean, rows, strict=True)) / len(rows)
+    assert result["examples"] == len(rows) and "ensemble of 2" in result["data"]
+    assert result["accuracy"] == pytest.approx(sum(correct) / len(rows))
+    assert result["loss"] == pytest.approx(loss, rel=1e-5)
+
+    # One checkpoint twice is that checkpoint.
+    single = evaluate(runs / "cls", DataSpec(data=[str(data)]), device="cpu")
+    code, out, _ = run_cli(monkeypatch, capsys, ["evaluate", runs / "cls", runs / "cls", "--data", data, "--json",
+                                                 "--device", "cpu"])
+    twice = json.loads(out)
+    assert twice["accuracy"] == single.metrics["accuracy"]
+    assert twice["loss"] == pytest.approx(single.metrics["loss"], rel=1e-5)
+
+    for argv, message in ((["evaluate", runs / "cls", other], "evaluate an ensemble on data given with --data"),
+                          (["evaluate", runs / "cls", runs / "mt", "--data", data], "ensembles are for classification"),
+                          (["evaluate", runs / "cls", other, "--data", data, "--examples", "2"], "leave it out")):
+        code, _, err = run_cli(monkeypatch, capsys, [*argv, "--device", "cpu"])
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
 
 
 # --- attention --------------------------------------------------------------------------------------------------

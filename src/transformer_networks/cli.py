@@ -251,13 +251,18 @@ def resume_command(args: argparse.Namespace) -> int:
 
 def evaluate_command(args: argparse.Namespace) -> int:
     """`transformer-networks evaluate CHECKPOINT`: print the task's metrics (one JSON object with --json)."""
-    from .training.evaluation import evaluate
+    from .training.evaluation import evaluate, evaluate_ensemble
     from .training.tasks import DataSpec
 
     spec = DataSpec(data=args.data or [], source_file=args.source_file, target_file=args.target_file)
     log = None if args.json or args.quiet else (lambda message: print(message, file=sys.stderr))
-    result = evaluate(args.checkpoint, spec, split=args.split, device=args.device, samples=args.examples, log=log,
-                      num_beams=args.beam, length_penalty=args.length_penalty)
+    if len(args.checkpoint) > 1:
+        if args.examples:
+            raise UserError("--examples prints one checkpoint's predictions; leave it out for an ensemble")
+        result = evaluate_ensemble(args.checkpoint, spec, split=args.split, device=args.device, log=log)
+    else:
+        result = evaluate(args.checkpoint[0], spec, split=args.split, device=args.device, samples=args.examples,
+                          log=log, num_beams=args.beam, length_penalty=args.length_penalty)
     if args.json:
         print(json.dumps({"task": result.task, "data": result.data, "examples": result.examples,
                           "dropped": result.dropped, **result.metrics}))
@@ -546,7 +551,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
     p = sub.add_parser("evaluate", help="print a checkpoint's metrics on its test or validation data, or on files")
-    p.add_argument("checkpoint", help="a checkpoint directory, or a run directory (its best checkpoint)")
+    p.add_argument("checkpoint", nargs="+",
+                   help="a checkpoint directory, or a run directory (its best checkpoint); several classification "
+                   "checkpoints are evaluated as an ensemble (their class probabilities averaged; needs --data)")
     p.add_argument("--data", nargs="+", metavar="PATH", help="files in the task's format, or builtin:NAME")
     p.add_argument("--source-file")
     p.add_argument("--target-file")

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from .. import metrics as metrics_lib
 from ..data.builtin import load_builtin
 from ..errors import UserError
 from .checkpoint import load_checkpoint
@@ -77,6 +78,70 @@ def evaluate(checkpoint: str | Path, data: DataSpec | None = None, *, split: str
     task = load_task(ckpt)
     if isinstance(task, TranslationTask):
         task.num_beams, task.length_penalty = num_beams, length_penalty
+    raw, description = _examples(ckpt, data, split)
+    encoded = task.encode(raw)
+    if ckpt.task == "lm":
+        n, dropped = sum(len(t) for t in raw), 0
+    else:
+        n, dropped = len(encoded.examples), encoded.dropped
+        if log is not None:
+            describe_filtering(description, encoded, ckpt.train_config.max_len, log)
+    metrics = task.evaluate(ckpt.model, encoded, dev)
+    return Evaluation(ckpt.path, ckpt.task, description, n, metrics, _samples(task, ckpt.model, raw, samples, dev),
+                      dropped=dropped)
+
+
+def evaluate_ensemble(checkpoints: list[str | Path], data: DataSpec, *, split: str | None = None,
+                      device: str = "auto", log: Any = None) -> Evaluation:
+    """Classification metrics of several checkpoints together: the mean of their class probabilities decides.
+
+    Members trained with different seeds err differently, so their average is usually more accurate than any one
+    of them. Each member reads the text with its own tokenizer (a seed changes the held-out part and so the
+    vocabulary); all must share the labels. The data must be given (`--data`): each run's own held-out part
+    differs. The loss is the negative log of the averaged probability of the true class.
+    """
+    if len(checkpoints) < 2:
+        raise UserError("an ensemble needs at least two checkpoints")
+    if not (data.data or data.source_file or data.target_file):
+        raise UserError("evaluate an ensemble on data given with --data: each run's own validation part differs")
+    dev = pick_device(device)
+    members = []  # (checkpoint, task) of each member
+    for checkpoint in checkpoints:
+        ckpt = load_checkpoint(checkpoint, dev)
+        task = load_task(ckpt)
+        if not isinstance(task, ClassificationTask):
+            raise UserError(f"{ckpt.path}: ensembles are for classification checkpoints; this one is {ckpt.task}")
+        if members and task.labels != members[0][1].labels:
+            raise UserError(f"{ckpt.path}: labels {task.labels} differ from {members[0][0].path}'s "
+                            f"{members[0][1].labels}")
+        members.append((ckpt, task))
+    first, first_task = members[0]
+    raw, description = _examples(first, data, split)
+    probabilities, kept = [], None
+    for ckpt, task in members:
+        encoded = task.encode(raw)  # each member with its own tokenizer
+        if kept is None:
+            kept, labels = encoded.kept_raw, [y for _, y in encoded.examples]
+            if log is not None:
+                describe_filtering(description, encoded, ckpt.train_config.max_len, log)
+        elif encoded.kept_raw != kept:
+            raise UserError(f"{ckpt.path} keeps other examples within its max_len than {first.path}: the members "
+                            "of an ensemble must read the same examples")
+        probabilities.append(task.probabilities(ckpt.model, encoded, dev))
+    if not labels:
+        raise UserError("no evaluation example fits max_len")
+    mean = torch.stack(probabilities).mean(0)  # (N, classes)
+    predictions = mean.argmax(-1).tolist()
+    true_class = mean[torch.arange(len(labels)), torch.tensor(labels)]
+    accuracy = metrics_lib.accuracy(predictions, labels)
+    scores = {"loss": float(-true_class.clamp_min(1e-12).log().mean()), "accuracy": accuracy,
+              "macro_f1": metrics_lib.macro_f1(predictions, labels), "token_accuracy": accuracy}
+    return Evaluation(first.path, "classification", f"{description}, ensemble of {len(members)} checkpoints",
+                      len(labels), scores, dropped=len(raw) - len(labels))
+
+
+def _examples(ckpt: Any, data: DataSpec | None, split: str | None) -> tuple[list, str]:
+    """The raw examples to evaluate a checkpoint on, and their description (see `evaluate`)."""
     if data is not None and (data.data or data.source_file or data.target_file):
         if data.builtin is not None:
             ds = load_builtin(data.builtin, seed=0)
@@ -93,18 +158,8 @@ def evaluate(checkpoint: str | Path, data: DataSpec | None = None, *, split: str
                                 "with --data (all of a file is evaluated)")
             raw = read_examples(ckpt.task, data.data, ckpt.train_config, data.source_file, data.target_file)
             description = " ".join(data.data) or f"{data.source_file} + {data.target_file}"
-    else:
-        raw, description = run_split(ckpt.task, DataSpec.from_dict(ckpt.data), ckpt.train_config, split or "test")
-    encoded = task.encode(raw)
-    if ckpt.task == "lm":
-        n, dropped = sum(len(t) for t in raw), 0
-    else:
-        n, dropped = len(encoded.examples), encoded.dropped
-        if log is not None:
-            describe_filtering(description, encoded, ckpt.train_config.max_len, log)
-    metrics = task.evaluate(ckpt.model, encoded, dev)
-    return Evaluation(ckpt.path, ckpt.task, description, n, metrics, _samples(task, ckpt.model, raw, samples, dev),
-                      dropped=dropped)
+        return raw, description
+    return run_split(ckpt.task, DataSpec.from_dict(ckpt.data), ckpt.train_config, split or "test")
 
 
 def _samples(task: Any, model: torch.nn.Module, raw: list, n: int, device: torch.device) -> list[dict[str, Any]]:

@@ -320,6 +320,12 @@ class TranslationTask(Task):
         return [self.tokenizer.decode(hyps[0].tokens) for hyps in hypotheses]
 
     @torch.no_grad()
+    def probabilities(self, model: nn.Module, encoded: Encoded, device: torch.device) -> Tensor:
+        """(N, classes) class probabilities of every example, in the order of `encoded.examples`, on the CPU."""
+        return torch.cat([model(batch["ids"].to(device)).float().softmax(-1).cpu()
+                          for batch in self.batches(encoded)])
+
+    @torch.no_grad()
     def evaluate(self, model: nn.Module, encoded: Encoded, device: torch.device) -> dict[str, float]:
         if not encoded.examples:
             raise DataError("no evaluation example fits max_len")
@@ -393,6 +399,12 @@ class ClassificationTask(Task):
             total += float(label_smoothed_cross_entropy(logits, batch["labels"].to(device), reduction="sum"))
             predictions.extend(logits.argmax(-1).tolist())
         return predictions, total
+
+    @torch.no_grad()
+    def probabilities(self, model: nn.Module, encoded: Encoded, device: torch.device) -> Tensor:
+        """(N, classes) class probabilities of every example, in the order of `encoded.examples`, on the CPU."""
+        return torch.cat([model(batch["ids"].to(device)).float().softmax(-1).cpu()
+                          for batch in self.batches(encoded)])
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, encoded: Encoded, device: torch.device) -> dict[str, float]:
