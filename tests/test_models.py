@@ -249,12 +249,15 @@ def test_gradcheck_float64_through_the_layer_stacks(variant):
     assert torch.autograd.gradcheck(decoder, (x, memory))
 
 
-def test_cache_reorder_follows_the_batch_rows():
+@pytest.mark.parametrize("preallocate", [False, True])
+@pytest.mark.parametrize("order", [[2, 0, 0], [1], [2, 1, 0, 2]])
+def test_cache_reorder_follows_the_batch_rows(preallocate, order):
+    # The same number of rows (beams; a preallocated cache reorders in place) or another (new buffers).
     lm = tn.TransformerLM(config()).eval()
     ids = tokens(3, 6)
-    cache = lm.init_cache()
+    cache = lm.init_cache(batch_size=3, max_len=8) if preallocate else lm.init_cache()
     lm(ids[:, :5], cache=cache)
-    order = torch.tensor([2, 0, 0])
+    order = torch.tensor(order)
     cache.reorder(order)
     step = lm(ids[order, 5:6], cache=cache)
     torch.testing.assert_close(step[:, 0], lm(ids[order])[:, 5], atol=1e-5, rtol=0)

@@ -110,9 +110,12 @@ class KVCache:
         """Select batch rows (beam search keeps the rows of the surviving hypotheses)."""
         if self.k is None:
             return
-        if self.preallocated:  # in place: the buffers keep their address (a compiled graph's static inputs)
+        if self.preallocated and indices.numel() == self.k.size(0):
+            # In place: the buffers keep their address (a compiled graph's static inputs).
             self.k.copy_(self.k.index_select(0, indices))
             self.v.copy_(self.v.index_select(0, indices))
+        elif self.preallocated:  # another number of rows: new buffers
+            self.k, self.v = self.k.index_select(0, indices), self.v.index_select(0, indices)
         elif self._buffers is not None and self._in_buffers():
             L = self.k.size(2)  # reorder whole buffers, spare slots included, so that appending stays in place
             kb, vb = (t.index_select(0, indices) for t in self._buffers)
@@ -210,6 +213,8 @@ class DecoderCache:
                 layer.cross_kv = tuple(t.index_select(0, indices) for t in layer.cross_kv)
         if self.key_mask is not None:
             self.key_mask = self.key_mask.index_select(0, indices)
+        if self.batch_size is not None:
+            self.batch_size = indices.numel()
         if not cross:
             return
         if self.memory is not None:
