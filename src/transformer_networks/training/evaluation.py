@@ -115,7 +115,7 @@ def evaluate_ensemble(checkpoints: list[str | Path], data: DataSpec, *, split: s
             raise UserError(f"{ckpt.path}: labels {task.labels} differ from {members[0][0].path}'s "
                             f"{members[0][1].labels}")
         members.append((ckpt, task))
-    first, first_task = members[0]
+    first = members[0][0]
     raw, description = _examples(first, data, split)
     probabilities, kept = [], None
     for ckpt, task in members:
