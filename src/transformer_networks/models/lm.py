@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..config import TransformerConfig
 from ..nn.cache import DecoderCache
+from ..nn.linear import Linear
 from .body import ModelBase, TransformerBody, init_weights
 from .outputs import TransformerOutput
 
@@ -23,7 +24,7 @@ class TransformerLM(ModelBase):
         super().__init__()
         self.cfg = cfg
         self.decoder = TransformerBody(cfg, cfg.vocab_size, cfg.decoder_layers, causal=True)
-        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=cfg.final_logits_bias)
+        self.lm_head = Linear(cfg.d_model, cfg.vocab_size, bias=cfg.final_logits_bias)
         init_weights(self, cfg)
         if cfg.final_logits_bias:  # imported (BART, Marian), not trained
             self.lm_head.bias.requires_grad_(False)

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..config import TransformerConfig
 from ..errors import InputError
 from ..nn.cache import DecoderCache
+from ..nn.linear import Linear
 from ..nn.masks import as_attention_mask, padding_mask
 from .body import ModelBase, TransformerBody, init_weights
 from .outputs import TransformerOutput
@@ -30,7 +31,7 @@ class Seq2SeqTransformer(ModelBase):
         self.decoder = TransformerBody(
             cfg, cfg.target_vocab_size, cfg.decoder_layers, causal=True, cross_attention=True
         )
-        self.lm_head = nn.Linear(cfg.d_model, cfg.target_vocab_size, bias=cfg.final_logits_bias)
+        self.lm_head = Linear(cfg.d_model, cfg.target_vocab_size, bias=cfg.final_logits_bias)
         init_weights(self, cfg)
         if cfg.final_logits_bias:  # imported (BART, Marian), not trained
             self.lm_head.bias.requires_grad_(False)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .cache import KVCache
+from .linear import Linear
 from .masks import causal_mask, combine, on_real_tokens
 from .positional import apply_rotary
 
@@ -99,8 +100,8 @@ class MultiHeadAttention(nn.Module):
         self.q_dim = n_heads * self.head_dim
         self.kv_dim = n_kv_heads * self.head_dim
         self.dropout_p = dropout  # on the attention weights, in training only
-        self.in_proj = nn.Linear(d_model, self.q_dim + 2 * self.kv_dim, bias=bias)  # [W_q; W_k; W_v]
-        self.out_proj = nn.Linear(self.q_dim, d_model, bias=bias)
+        self.in_proj = Linear(d_model, self.q_dim + 2 * self.kv_dim, bias=bias)  # [W_q; W_k; W_v]
+        self.out_proj = Linear(self.q_dim, d_model, bias=bias)
 
     def _heads(self, x: Tensor, n_heads: int) -> Tensor:
         B, T, _ = x.shape
