@@ -109,28 +109,30 @@ def test_feedforward_rejects_unknown_activation():
 
 
 @pytest.mark.parametrize("bias", [True, False])
-def test_linear_single_row_product_equals_nn_linear(bias, monkeypatch):
-    # The two-column product for one row (inference, float32, CPU, a weight of 2^20+ elements) gives nn.Linear's
-    # result; with gradients, several rows or a small weight it is nn.Linear's own computation.
+def test_linear_few_rows_product_equals_nn_linear(bias, monkeypatch):
+    # Up to 8 rows (inference, float32, CPU, a weight of 2^20+ elements) are multiplied as W x^T, one row with a
+    # zero column beside it; the result is nn.Linear's. With gradients, more rows or a small weight it is
+    # nn.Linear's own computation.
     from transformer_networks.nn import Linear
-    from transformer_networks.nn.linear import TWO_COLUMN_MIN_WEIGHT
+    from transformer_networks.nn.linear import MIN_WEIGHT
 
     torch.manual_seed(0)
     layer = Linear(512, 2048, bias=bias)  # 2^20 weights
-    assert layer.weight.numel() == TWO_COLUMN_MIN_WEIGHT and isinstance(layer, nn.Linear)
+    assert layer.weight.numel() == MIN_WEIGHT and isinstance(layer, nn.Linear)
     products = []
     real_mm = torch.mm
     monkeypatch.setattr(torch, "mm", lambda a, b: products.append(tuple(b.shape)) or real_mm(a, b))
-    for shape in [(512,), (1, 512), (1, 1, 512)]:
+    for shape, columns in [((512,), 2), ((1, 512), 2), ((1, 1, 512), 2), ((3, 512), 3), ((4, 2, 512), 8)]:
         x = torch.randn(shape)
         with torch.no_grad():
             fast = layer(x)
-        assert products.pop() == (512, 2)
+        assert products.pop() == (512, columns)
+        assert fast.shape == (*shape[:-1], 2048)
         torch.testing.assert_close(fast, F.linear(x, layer.weight, layer.bias), atol=1e-5, rtol=1e-5)
     x = torch.randn(1, 512, requires_grad=True)
     layer(x).sum().backward()  # with gradients: nn.Linear
     with torch.no_grad():
-        layer(torch.randn(2, 512))  # two rows
+        layer(torch.randn(9, 512))  # nine rows
         Linear(64, 64)(torch.randn(1, 64))  # a small weight
     assert products == [] and x.grad is not None
     assert set(layer.state_dict()) == set(nn.Linear(512, 2048, bias=bias).state_dict())
