@@ -6,8 +6,8 @@ then streams a large (out, in) weight at well under half the speed it reaches fo
 product with the rows as columns: 341 us against 150 us for one row of 768 x 2304, 7.9 ms against 3.2 ms for one
 row of gpt2-small's 50,257 x 768 output layer, 15.2 ms against 8.2 ms for eight rows of it. So a few rows are
 multiplied as W x^T (one row with a column of zeros beside it: BLAS's matrix-vector path for a single column is
-the slow one); the result is the same up to float rounding. Greedy decoding of gpt2-small runs 1.6x (batch 1) and
-1.3x (batch 8) faster for it (bench/generation.py, BENCHMARKS.md).
+the slow one); the result is the same up to float rounding. Greedy decoding of gpt2-small runs 1.7x (batch 1) and
+1.4x (batch 8) faster for it (bench/generation.py greedy_vs_hf, BENCHMARKS.md).
 
 It applies only where it was measured to pay: inference (no gradient), float32 on a CPU, outside `torch.compile`,
 at most `FEW_ROWS` rows, a weight of at least 2^20 elements (smaller ones stay in cache, where the extra operations
