@@ -102,6 +102,7 @@ def generate(
     elif attention_mask.shape != input_ids.shape or attention_mask.dtype != torch.bool:
         raise InputError(f"attention_mask must be a boolean tensor of shape {tuple(input_ids.shape)}")
     copies = num_beams if num_beams > 1 else num_return_sequences
+    use_cache = use_cache or cache is not None  # a cache given is used, preallocated or growing as it is
     static_cache = static_cache or (cache is not None and cache.max_len is not None)
     if eos_id is None:  # the model's own (imported models), else the tokenizer's <eos> for an encoder-decoder
         eos_id = cfg.eos_id if cfg.eos_id is not None else EOS_ID if isinstance(model, Seq2SeqTransformer) else None
@@ -115,15 +116,15 @@ def generate(
             max_new_tokens = P + EXTRA_SOURCE_TOKENS
         max_new_tokens = min(max_new_tokens, limit)
         steps = Seq2SeqSteps(model, input_ids, attention_mask, bos_id=bos_id,
-                             copies=copies, use_cache=use_cache or cache is not None, cache=cache,
+                             copies=copies, use_cache=use_cache, cache=cache,
                              static_len=max_new_tokens + 1 if static_cache else None)
     elif isinstance(model, TransformerLM):
         if P >= cfg.max_seq_len:
             raise InputError(f"a prompt of {P} tokens leaves no room in the model's context of "
                              f"max_seq_len={cfg.max_seq_len} tokens")
         max_new_tokens = min(100 if max_new_tokens is None else max_new_tokens, cfg.max_seq_len - P)
-        steps = LMSteps(model, input_ids, attention_mask, copies=copies, use_cache=use_cache or cache is not None,
-                        cache=cache, static_len=P + max_new_tokens if static_cache else None)
+        steps = LMSteps(model, input_ids, attention_mask, copies=copies, use_cache=use_cache, cache=cache,
+                        static_len=P + max_new_tokens if static_cache else None)
     else:
         raise InputError(f"generate needs a TransformerLM or a Seq2SeqTransformer, got {type(model).__name__}")
     if max_new_tokens < 0 or min_new_tokens < 0:
