@@ -1,4 +1,4 @@
-"""Positional encodings, normalization and feed-forward networks, each on its own."""
+"""Positional encodings, normalization, feed-forward networks and the linear layer, each on its own."""
 
 import math
 
@@ -16,6 +16,9 @@ from transformer_networks.nn import (
     make_norm,
     sinusoidal_table,
 )
+from transformer_networks.config import TransformerConfig
+from transformer_networks.models import TransformerLM
+from transformer_networks.nn.linear import ONEDNN
 
 
 def test_sinusoidal_table_is_the_papers_formula():
@@ -108,31 +111,117 @@ def test_feedforward_rejects_unknown_activation():
         FeedForward(8, 32, "tanh")
 
 
+def _count_onednn_products(monkeypatch) -> list[tuple[int, ...]]:
+    """Record the input shape of every oneDNN product `nn.linear` computes."""
+    from transformer_networks.nn import linear as linear_module
+
+    products: list[tuple[int, ...]] = []
+    real = linear_module._LINEAR_OP
+    monkeypatch.setattr(linear_module, "_LINEAR_OP", lambda x, *args: products.append(tuple(x.shape)) or real(x, *args))
+    return products
+
+
+needs_onednn = pytest.mark.skipif(not ONEDNN, reason="oneDNN's linear operator is not available in this PyTorch build")
+
+
+@needs_onednn
 @pytest.mark.parametrize("bias", [True, False])
-def test_linear_few_rows_product_equals_nn_linear(bias, monkeypatch):
-    # Up to 8 rows (inference, float32, CPU, a weight of 2^20+ elements) are multiplied as W x^T, one row with a
-    # zero column beside it; the result is nn.Linear's. With gradients, more rows or a small weight it is
-    # nn.Linear's own computation.
+@pytest.mark.parametrize("shape", [(96, 300), (4, 24, 300), (300,)])
+def test_linear_trains_on_onednn_with_nn_linears_values_and_gradients(bias, shape, monkeypatch):
+    # Forward, dx = dy W and dW = dy^T x (both branches: in < out and in > out) against F.linear's autograd.
     from transformer_networks.nn import Linear
-    from transformer_networks.nn.linear import MIN_WEIGHT
+
+    for n_in, n_out in [(300, 500), (300, 200)]:
+        torch.manual_seed(0)
+        layer = Linear(n_in, n_out, bias=bias)
+        x = torch.randn(shape, requires_grad=True)
+        products = _count_onednn_products(monkeypatch)
+        y = layer(x)
+        dy = torch.randn_like(y)
+        y.backward(dy)
+        rows = x.numel() // n_in
+        assert len(products) == (3 if rows * n_in * n_out >= 2**22 else 0)  # forward, dx, dW; small ones: F.linear
+        x_ref = x.detach().clone().requires_grad_()
+        w_ref = layer.weight.detach().clone().requires_grad_()
+        b_ref = layer.bias.detach().clone().requires_grad_() if bias else None
+        y_ref = F.linear(x_ref, w_ref, b_ref)
+        y_ref.backward(dy)
+        torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(x.grad, x_ref.grad, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(layer.weight.grad, w_ref.grad, atol=1e-4, rtol=1e-5)
+        if bias:
+            torch.testing.assert_close(layer.bias.grad, b_ref.grad, atol=1e-4, rtol=1e-5)
+    assert set(layer.state_dict()) == set(nn.Linear(n_in, n_out, bias=bias).state_dict())
+
+
+@needs_onednn
+def test_linear_infers_with_a_packed_weight_that_follows_every_change(monkeypatch):
+    import copy
+
+    from transformer_networks.nn import Linear
+    from transformer_networks.nn import linear as linear_module
 
     torch.manual_seed(0)
-    layer = Linear(512, 2048, bias=bias)  # 2^20 weights
-    assert layer.weight.numel() == MIN_WEIGHT and isinstance(layer, nn.Linear)
-    products = []
-    real_mm = torch.mm
-    monkeypatch.setattr(torch, "mm", lambda a, b: products.append(tuple(b.shape)) or real_mm(a, b))
-    for shape, columns in [((512,), 2), ((1, 512), 2), ((1, 1, 512), 2), ((3, 512), 3), ((4, 2, 512), 8)]:
-        x = torch.randn(shape)
+    layer = Linear(768, 1536)
+    packs = []
+    real_pack = linear_module._pack
+    monkeypatch.setattr(linear_module, "_pack", lambda w: packs.append(1) or real_pack(w))
+    products = _count_onednn_products(monkeypatch)
+
+    def check(x: torch.Tensor) -> None:
         with torch.no_grad():
-            fast = layer(x)
-        assert products.pop() == (512, columns)
-        assert fast.shape == (*shape[:-1], 2048)
-        torch.testing.assert_close(fast, F.linear(x, layer.weight, layer.bias), atol=1e-5, rtol=1e-5)
-    x = torch.randn(1, 512, requires_grad=True)
-    layer(x).sum().backward()  # with gradients: nn.Linear
+            torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias), atol=1e-4, rtol=1e-5)
+
+    for shape in [(1, 768), (8, 768), (2, 3, 768), (768,)]:  # one packing serves every number of rows
+        check(torch.randn(shape))
+    assert len(packs) == 1 and len(products) == 4
     with torch.no_grad():
-        layer(torch.randn(9, 512))  # nine rows
-        Linear(64, 64)(torch.randn(1, 64))  # a small weight
-    assert products == [] and x.grad is not None
-    assert set(layer.state_dict()) == set(nn.Linear(512, 2048, bias=bias).state_dict())
+        layer.weight.mul_(2.0)  # an optimizer step changes the weight in place: packed again
+    check(torch.randn(4, 768))
+    layer.load_state_dict({"weight": torch.randn(1536, 768), "bias": torch.randn(1536)})
+    check(torch.randn(4, 768))
+    layer.weight = nn.Parameter(torch.randn(1536, 768))  # another tensor
+    check(torch.randn(4, 768))
+    assert len(packs) == 4
+    clone = copy.deepcopy(layer)  # the packed copy is a cache: not copied, made again when needed
+    with torch.no_grad():
+        torch.testing.assert_close(clone(torch.ones(1, 768)), layer(torch.ones(1, 768)))
+    layer.train()
+    assert layer._packed is None
+    n = len(products)
+    with torch.no_grad():
+        Linear(64, 64)(torch.randn(1, 64))
+        Linear(768, 1536).double()(torch.randn(2, 768, dtype=torch.float64))  # float64: F.linear
+        monkeypatch.setattr(linear_module, "ONEDNN", False)
+        layer(torch.randn(2, 768))  # switched off
+    assert len(products) == n
+
+
+@needs_onednn
+def test_model_training_step_is_the_same_with_and_without_onednn(monkeypatch):
+    # A whole language-model step (fused projections, tied output layer, loss, backward) through our Linear gives
+    # nn.Linear's loss and gradients.
+    from transformer_networks.nn import linear as linear_module
+
+    cfg = TransformerConfig.from_preset("gpt2-small", n_layers=2, n_heads=4, d_model=128, d_ff=512, vocab_size=97,
+                                        max_seq_len=64, dropout=0.0)
+    torch.manual_seed(0)
+    lm = TransformerLM(cfg)
+    ids = torch.randint(97, (8, 64))
+
+    def step() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        lm.zero_grad()
+        logits = lm(ids[:, :-1])
+        loss = F.cross_entropy(logits.reshape(-1, 97), ids[:, 1:].reshape(-1))
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in lm.parameters()]
+
+    products = _count_onednn_products(monkeypatch)
+    loss, grads = step()
+    assert len(products) == 2 * 4 * 3 + 3  # 4 projections a layer and the output layer: forward, dx, dW
+    monkeypatch.setattr(linear_module, "ONEDNN", False)
+    loss_ref, grads_ref = step()
+    assert len(products) == 27
+    torch.testing.assert_close(loss, loss_ref)
+    for g, g_ref in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(g, g_ref, atol=1e-5, rtol=1e-4)

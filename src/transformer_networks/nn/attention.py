@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .cache import KVCache
-from .linear import Linear
+from .linear import Linear, linear
 from .masks import causal_mask, combine, on_real_tokens
 from .positional import apply_rotary
 
@@ -111,7 +111,7 @@ class MultiHeadAttention(nn.Module):
         """Keys and values of `context` (B, Tk, C) for cross-attention: two (B, G, Tk, D) tensors."""
         w = self.in_proj.weight[self.q_dim:]
         b = None if self.in_proj.bias is None else self.in_proj.bias[self.q_dim:]
-        k, v = F.linear(context, w, b).split(self.kv_dim, dim=-1)  # (B, Tk, G*D) each
+        k, v = linear(context, w, b).split(self.kv_dim, dim=-1)  # (B, Tk, G*D) each
         return self._heads(k, self.n_kv_heads), self._heads(v, self.n_kv_heads)
 
     def forward(
@@ -155,7 +155,7 @@ class MultiHeadAttention(nn.Module):
                     is_causal = False
         else:
             b = None if self.in_proj.bias is None else self.in_proj.bias[: self.q_dim]
-            q = self._heads(F.linear(x, self.in_proj.weight[: self.q_dim], b), self.n_heads)
+            q = self._heads(linear(x, self.in_proj.weight[: self.q_dim], b), self.n_heads)
             k, v = kv if kv is not None else self.project_kv(context)
 
         out, weights = scaled_dot_product_attention(

@@ -1,45 +1,156 @@
-"""`Linear`: `torch.nn.Linear` (the same parameters and state dict), with a faster product for a few rows on a CPU.
+"""`Linear`: `torch.nn.Linear` (the same parameters and state dict) whose float32 products run on oneDNN on a CPU.
 
-Decoding multiplies every weight matrix by one row per sequence: one vector at batch 1, a handful of rows for a
-small batch. PyTorch's CPU build hands such a product to BLAS as x W^T, and MKL (on this project's AVX-512 machine)
-then streams a large (out, in) weight at well under half the speed it reaches for the same weight in W x^T, the
-product with the rows as columns: 341 us against 150 us for one row of 768 x 2304, 7.9 ms against 3.2 ms for one
-row of gpt2-small's 50,257 x 768 output layer, 15.2 ms against 8.2 ms for eight rows of it. So a few rows are
-multiplied as W x^T (one row with a column of zeros beside it: BLAS's matrix-vector path for a single column is
-the slow one); the result is the same up to float rounding. Greedy decoding of gpt2-small runs 1.7x (batch 1) and
-1.4x (batch 8) faster for it (bench/generation.py greedy_vs_hf, BENCHMARKS.md).
+PyTorch's CPU build has two libraries for matrix products: MKL, which `F.linear` and `torch.mm` call for float32,
+and oneDNN, which the same build ships for its own fused operators (`torch.ops.mkldnn`). On the machine this
+project is measured on (AMD EPYC, Zen 5, AVX-512; BENCHMARKS.md) MKL runs its generic code, not its AVX-512 one,
+and oneDNN is about 2.2x faster for the same float32 product: a 2048-cube product runs at 234 GFLOP/s through
+`torch.mm` and at 524 GFLOP/s through oneDNN on two threads. Training steps are mostly such products, so the
+gain shows up there (bench/train_step.py). Both compute in float32, so the results agree to float rounding.
 
-It applies only where it was measured to pay: inference (no gradient), float32 on a CPU, outside `torch.compile`,
-at most `FEW_ROWS` rows, a weight of at least 2^20 elements (smaller ones stay in cache, where the extra operations
-cost more than the product saves). Everything else is `nn.Linear` itself.
+oneDNN works best with the weight reordered into its own blocked layout ("packed"): for the few rows of a
+decoding step it then streams the weight at close to memory speed (one row of gpt2-small's 50,257 x 768 output
+layer: 1.9 ms, against 7.3 ms through MKL; eight rows: 2.6 ms against 15.1 ms). So:
+
+    training (a gradient is needed)   oneDNN on the weight as it is, with its own backward pass (`_OneDNNLinear`)
+    inference (no gradient)           oneDNN on a packed copy of the weight, made on first use and kept until the
+                                      weight changes (an optimizer step, `load_state_dict`) or `train()` is called
+
+The packed copy costs as much memory as the weight itself while the model is used for inference.
+
+`F.linear` (MKL) is used instead for products too small to pay oneDNN's fixed cost of about 10 us per call
+(fewer than `MIN_MACS_INFERENCE` / `MIN_MACS_TRAINING` multiply-adds), for other dtypes and devices, under
+autocast, while `torch.compile`, `torch.jit` or the ONNX exporter traces the model, for tensor subclasses (FSDP's
+DTensors), and wherever oneDNN is missing or off (`torch.backends.mkldnn.enabled = False`, or `ONEDNN = False`
+here). `linear(x, weight, bias)` is the same choice as a function, for weights that are not a module's own
+(cross-attention's slices of a fused projection).
 """
 
 from __future__ import annotations
 
+import platform
+import weakref
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
-MIN_WEIGHT = 2**20  # elements: 4 MiB of float32
-FEW_ROWS = 8
+MIN_MACS_INFERENCE = 2**20  # rows x in x out: about a 768 x 768 weight times one row
+MIN_MACS_TRAINING = 2**22  # the unpacked weight costs oneDNN a reorder per call: it pays from larger products
+
+
+def _onednn_linear_op() -> Any:
+    """`torch.ops.mkldnn._linear_pointwise` (x @ w^T + b on oneDNN), or None where it is not available. Only x86-64
+    is enabled: that is where it was measured to pay."""
+    if platform.machine().lower() not in ("x86_64", "amd64") or not torch.backends.mkldnn.is_available():
+        return None
+    try:
+        return torch.ops.mkldnn._linear_pointwise
+    except (AttributeError, RuntimeError):
+        return None
+
+
+_LINEAR_OP = _onednn_linear_op()
+ONEDNN = _LINEAR_OP is not None  # set False to use F.linear everywhere
+
+
+def _onednn(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """x (..., in) @ weight^T + bias on oneDNN; weight is (out, in), dense or packed."""
+    return _LINEAR_OP(x, weight, bias, "none", [], "")
+
+
+def _pack(weight: Tensor) -> Tensor:
+    """weight (out, in) reordered into oneDNN's layout for products with any number of rows."""
+    return torch.ops.mkldnn._reorder_linear_weight(weight.detach())
+
+
+def _plain(t: Tensor | None) -> bool:
+    return t is None or type(t) in (Tensor, nn.Parameter)
+
+
+def _onednn_applies(x: Tensor, weight: Tensor, bias: Tensor | None, min_macs: int) -> bool:
+    return (ONEDNN and x.dtype == torch.float32 and weight.dtype == torch.float32 and x.device.type == "cpu"
+            and weight.dim() == 2 and x.dim() >= 1 and (bias is None or bias.dtype == torch.float32)
+            and _plain(x) and _plain(weight) and _plain(bias) and torch.backends.mkldnn.enabled
+            and not torch.is_autocast_enabled("cpu") and not _tracing()
+            and x.numel() * weight.size(0) >= min_macs)  # last: shapes are only looked at outside tracing
+
+
+def _tracing() -> bool:
+    """Whether torch.compile, torch.export (the ONNX exporter's first step) or torch.jit is tracing the model."""
+    return (torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing()
+            or torch.onnx.is_in_onnx_export())
+
+
+def _needs_grad(*tensors: Tensor | None) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+class _OneDNNLinear(torch.autograd.Function):
+    """y = x W^T + b with every product on oneDNN: the forward one, and in the backward pass
+    dx = dy W (a product with W^T as the weight) and dW = dy^T x (a product with x^T as the weight)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _onednn(x, weight, bias)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, dy: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        x, weight = ctx.saved_tensors
+        dy = dy.reshape(-1, dy.size(-1))  # (M, out)
+        dx = dw = db = None
+        if ctx.needs_input_grad[0]:
+            dx = _onednn(dy, weight.t()).view(x.shape)  # (M, out) @ (out, in)
+        if ctx.needs_input_grad[1]:
+            rows = x.reshape(-1, x.size(-1))  # (M, in)
+            # oneDNN copies its first operand when that is a transposed view (slowly): transpose the smaller one.
+            if rows.size(1) <= dy.size(1):
+                dw = _onednn(rows.t().contiguous(), dy.t()).t()  # ((in, M) @ (M, out))^T
+            else:
+                dw = _onednn(dy.t().contiguous(), rows.t())  # (out, M) @ (M, in)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            db = dy.sum(0)
+        return dx, dw, db
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """`F.linear(x, weight, bias)`, computed on oneDNN where that is faster (see the module docstring)."""
+    min_macs = MIN_MACS_TRAINING if _needs_grad(x, weight, bias) else MIN_MACS_INFERENCE
+    if _onednn_applies(x, weight, bias, min_macs):
+        return _OneDNNLinear.apply(x, weight, bias)
+    return F.linear(x, weight, bias)
 
 
 class Linear(nn.Linear):
+    """`nn.Linear` on oneDNN where that is faster; in inference it multiplies by a packed copy of its weight."""
+
+    _packed: tuple[weakref.ref, int, int, Tensor] | None = None  # (weight, its version, its address, packed)
+
     def forward(self, x: Tensor) -> Tensor:
+        weight, bias = self.weight, self.bias
+        if _needs_grad(x, weight, bias):
+            return linear(x, weight, bias)
+        if _onednn_applies(x, weight, bias, MIN_MACS_INFERENCE):
+            return _onednn(x, self._packed_weight(), bias)
+        return F.linear(x, weight, bias)
+
+    def _packed_weight(self) -> Tensor:
+        """The packed copy of the weight, made again when the weight is another tensor or was changed in place."""
         weight = self.weight
-        if (weight.numel() >= MIN_WEIGHT and x.numel() <= FEW_ROWS * x.size(-1) and x.dtype == torch.float32
-                and x.device.type == "cpu" and not torch.is_grad_enabled() and not torch.compiler.is_compiling()):
-            return _few_rows(x, weight, self.bias)
-        return F.linear(x, weight, self.bias)
+        key = (weight._version, weight.data_ptr())
+        if self._packed is None or self._packed[0]() is not weight or self._packed[1:3] != key:
+            self._packed = (weakref.ref(weight), *key, _pack(weight))
+        return self._packed[3]
 
+    def train(self, mode: bool = True) -> Linear:
+        self._packed = None  # back to training: the weight is about to change
+        return super().train(mode)
 
-def _few_rows(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """x (..., in) holding n <= FEW_ROWS rows -> (..., out), as (W x^T)^T."""
-    rows = x.reshape(-1, x.size(-1))  # (n, in)
-    n = rows.size(0)
-    if n == 1:  # a second, zero column keeps the product a matrix-matrix one
-        rows = torch.cat([rows, rows.new_zeros(1, rows.size(1))])
-    y = torch.mm(weight, rows.t())[:, :n].t()  # (n, out)
-    if bias is not None:
-        y = y + bias
-    return y.reshape(*x.shape[:-1], y.size(-1))
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.pop("_packed", None)  # a cache, and oneDNN's packed tensors cannot be copied or pickled
+        return state
