@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from transformer_networks.config import TransformerConfig
+from transformer_networks.models import TransformerLM
 from transformer_networks.nn import (
     FeedForward,
     RMSNorm,
@@ -16,8 +18,6 @@ from transformer_networks.nn import (
     make_norm,
     sinusoidal_table,
 )
-from transformer_networks.config import TransformerConfig
-from transformer_networks.models import TransformerLM
 from transformer_networks.nn.linear import ONEDNN
 
 
