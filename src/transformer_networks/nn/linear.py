@@ -18,7 +18,7 @@ layer: 1.9 ms, against 7.3 ms through MKL; eight rows: 2.6 ms against 15.1 ms). 
 The packed copy costs as much memory as the weight itself while the model is used for inference.
 
 `F.linear` (MKL) is used instead for products too small to pay oneDNN's fixed cost of about 10 us per call
-(fewer than `MIN_MACS_INFERENCE` / `MIN_MACS_TRAINING` multiply-adds), for other dtypes and devices, under
+(`MIN_MACS_TRAINING`, `MIN_MACS_INFERENCE`, `MIN_WEIGHT_INFERENCE`), for other dtypes and devices, under
 autocast, while `torch.compile`, `torch.jit` or the ONNX exporter traces the model, for tensor subclasses (FSDP's
 DTensors), and wherever oneDNN is missing or off (`torch.backends.mkldnn.enabled = False`, or `ONEDNN = False`
 here). `linear(x, weight, bias)` is the same choice as a function, for weights that are not a module's own
@@ -36,8 +36,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-MIN_MACS_INFERENCE = 2**20  # rows x in x out: about a 768 x 768 weight times one row
+# oneDNN costs about 10 us a call more than MKL. It pays for products of at least these sizes (rows x in x out
+# multiply-adds), and in inference also for a weight of at least MIN_WEIGHT_INFERENCE elements whatever the rows:
+# decoding streams such a weight from memory, where MKL's few-row path reads it at under 20 GB/s.
 MIN_MACS_TRAINING = 2**22  # the unpacked weight costs oneDNN a reorder per call: it pays from larger products
+MIN_MACS_INFERENCE = 2**21
+MIN_WEIGHT_INFERENCE = 2**18  # 1 MiB of float32: e.g. 768 x 768 and larger
 
 
 def _onednn_linear_op() -> Any:
@@ -65,26 +69,29 @@ def _pack(weight: Tensor) -> Tensor:
     return torch.ops.mkldnn._reorder_linear_weight(weight.detach())
 
 
-def _plain(t: Tensor | None) -> bool:
-    return t is None or type(t) in (Tensor, nn.Parameter)
+def _onednn_applies(x: Tensor, weight: Tensor, bias: Tensor | None, training: bool) -> bool:
+    """Whether oneDNN computes x @ weight^T + bias. Decoding asks this ~20 times a token, mostly for products too
+    small to pay: the cheap tests come first. Shapes are looked at only outside tracing (a test on sizes would
+    become a guard of the trace); tracing's fake tensors are not plain tensors."""
+    if not (ONEDNN and type(x) is Tensor and not torch.compiler.is_compiling()):
+        return False
+    macs = x.numel() * weight.size(0)
+    if training and macs < MIN_MACS_TRAINING:
+        return False
+    if not training and macs < MIN_MACS_INFERENCE and weight.numel() < MIN_WEIGHT_INFERENCE:
+        return False
+    return (x.is_cpu and x.dtype == torch.float32 and type(weight) in _PLAIN and weight.dtype == torch.float32
+            and weight.dim() == 2 and (bias is None or (type(bias) in _PLAIN and bias.dtype == torch.float32))
+            and not torch.compiler.is_exporting() and not torch.jit.is_tracing()
+            and torch._C._get_mkldnn_enabled() and not torch.is_autocast_enabled("cpu"))
 
 
-def _onednn_applies(x: Tensor, weight: Tensor, bias: Tensor | None, min_macs: int) -> bool:
-    return (ONEDNN and x.dtype == torch.float32 and weight.dtype == torch.float32 and x.device.type == "cpu"
-            and weight.dim() == 2 and x.dim() >= 1 and (bias is None or bias.dtype == torch.float32)
-            and _plain(x) and _plain(weight) and _plain(bias) and torch.backends.mkldnn.enabled
-            and not torch.is_autocast_enabled("cpu") and not _tracing()
-            and x.numel() * weight.size(0) >= min_macs)  # last: shapes are only looked at outside tracing
+_PLAIN = (Tensor, nn.Parameter)  # not subclasses: FSDP's DTensors, tracing's fake tensors
 
 
-def _tracing() -> bool:
-    """Whether torch.compile, torch.export (the ONNX exporter's first step) or torch.jit is tracing the model."""
-    return (torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing()
-            or torch.onnx.is_in_onnx_export())
-
-
-def _needs_grad(*tensors: Tensor | None) -> bool:
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+def _needs_grad(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
+    return torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
+                                        or (bias is not None and bias.requires_grad))
 
 
 class _OneDNNLinear(torch.autograd.Function):
@@ -119,8 +126,7 @@ class _OneDNNLinear(torch.autograd.Function):
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """`F.linear(x, weight, bias)`, computed on oneDNN where that is faster (see the module docstring)."""
-    min_macs = MIN_MACS_TRAINING if _needs_grad(x, weight, bias) else MIN_MACS_INFERENCE
-    if _onednn_applies(x, weight, bias, min_macs):
+    if _onednn_applies(x, weight, bias, training=_needs_grad(x, weight, bias)):
         return _OneDNNLinear.apply(x, weight, bias)
     return F.linear(x, weight, bias)
 
@@ -132,11 +138,12 @@ class Linear(nn.Linear):
 
     def forward(self, x: Tensor) -> Tensor:
         weight, bias = self.weight, self.bias
-        if _needs_grad(x, weight, bias):
-            return linear(x, weight, bias)
-        if _onednn_applies(x, weight, bias, MIN_MACS_INFERENCE):
-            return _onednn(x, self._packed_weight(), bias)
-        return F.linear(x, weight, bias)
+        training = _needs_grad(x, weight, bias)
+        if not _onednn_applies(x, weight, bias, training):
+            return F.linear(x, weight, bias)
+        if training:
+            return _OneDNNLinear.apply(x, weight, bias)
+        return _onednn(x, self._packed_weight(), bias)
 
     def _packed_weight(self) -> Tensor:
         """The packed copy of the weight, made again when the weight is another tensor or was changed in place."""
