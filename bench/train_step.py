@@ -23,8 +23,9 @@ loss on the same real tokens; ours skips the padding in its self-attention proje
 while training (`nn.masks.on_real_tokens`, the outputs at real tokens and every gradient unchanged), the peers
 compute every position. The language-model batches have no padding.
 
-lm also times a large float32 matrix multiplication (2048 x 2048 x 2048) in the same alternation: the rate the
-machine's matrix unit reaches, against which the models' achieved rate is read, counting 6N + 12 L T C floating-
+lm also times a large float32 matrix multiplication (2048 x 2048 x 2048) in the same alternation, through
+`torch.mm` (MKL on a CPU, where the peers' products run) and on a CPU also through oneDNN (where ours run,
+`nn.linear`): the rates the machine's matrix unit reaches, against which the models' achieved rate is read, counting 6N + 12 L T C floating-
 point operations per token (N parameters without the position table, L layers, T block, C width; the forward and
 backward of every weight and of attention, as nanoGPT and the PaLM paper estimate it).
 
@@ -208,11 +209,18 @@ def lm_sides(shape: LMShape) -> list[Side]:
     return sides
 
 
-def matmul_rate(device: torch.device, n: int = 2048) -> tuple[Callable[[], Tensor], float]:
-    """A float32 n x n x n matrix product to time, and its floating-point operations."""
+def matmul_rates(device: torch.device, n: int = 2048) -> tuple[dict[str, Callable[[], Tensor]], float]:
+    """Float32 n x n x n matrix products to time, and their floating-point operations: `torch.mm` (MKL on a CPU,
+    what the peers' products run on), and on a CPU where it is available the same product on oneDNN (what our
+    `nn.Linear` uses there)."""
+    from transformer_networks.nn import linear as our_linear
+
     generator = torch.Generator().manual_seed(0)
     a, b = (torch.randn(n, n, generator=generator).to(device) for _ in range(2))
-    return (lambda: a @ b), 2.0 * n**3
+    products = {"torch.mm": lambda: a @ b}
+    if device.type == "cpu" and our_linear.ONEDNN:
+        products["oneDNN"] = lambda: our_linear._onednn(a, b)
+    return products, 2.0 * n**3
 
 
 def lm(args: argparse.Namespace) -> str:
@@ -225,16 +233,16 @@ def lm(args: argparse.Namespace) -> str:
         generator = torch.Generator().manual_seed(1)
         ids = torch.randint(shape.vocab, (shape.batch, shape.block + 1), generator=generator)
         batches = [(ids[:, :-1].to(args.device), ids[:, 1:].to(args.device))]
-        multiply, multiply_flops = matmul_rate(args.device)
-        extra = {"matmul": lambda multiply=multiply: [multiply() for _ in range(5)][-1]}
+        products, multiply_flops = matmul_rates(args.device)
+        extra = {name: lambda multiply=multiply: [multiply() for _ in range(5)][-1]
+                 for name, multiply in products.items()}
         per_step, warmups = compare(sides, batches, args, key, shape.steps, extra)
-        per_step["matmul"] /= 5
+        rates = {name: multiply_flops / (per_step[name] / 5) / 1e9 for name in products}
         ours = sides[0].model
         position_table = ours.decoder.embeddings.position.embedding.weight.numel()
         n = sum(p.numel() for p in ours.parameters()) - position_table
         tokens = shape.batch * shape.block
         flops = (6 * n + 12 * shape.n_layers * shape.block * shape.d_model) * tokens
-        matmul_gflops = multiply_flops / per_step["matmul"] / 1e9
         ours_gflops = flops / per_step["ours"] / 1e9
         result = ratio_text(per_step, sides)
         blocks += [
@@ -243,9 +251,11 @@ def lm(args: argparse.Namespace) -> str:
             *table(sides, per_step, warmups, tokens, flops),
             "",
             f"- Result: {result}; target {shape.target}",
-            f"- Matrix unit: a 2048 x 2048 x 2048 float32 product runs at {matmul_gflops:.1f} GFLOP/s in the same "
-            f"alternation; ours reaches **{ours_gflops / matmul_gflops:.0%}** of it ({ours_gflops:.1f} GFLOP/s, "
-            f"{flops / 1e9:.2f} GFLOP per step by 6N + 12LTC with N = {n:,})",
+            f"- Matrix unit: a 2048 x 2048 x 2048 float32 product runs at "
+            + " and ".join(f"{rate:.1f} GFLOP/s through {name}" for name, rate in rates.items())
+            + " in the same alternation; ours reaches "
+            + " and ".join(f"**{ours_gflops / rate:.0%}** of the {name} rate" for name, rate in rates.items())
+            + f" ({ours_gflops:.1f} GFLOP/s, {flops / 1e9:.2f} GFLOP per step by 6N + 12LTC with N = {n:,})",
             "",
         ]
     mode = "compile" if args.compile else "eager"
