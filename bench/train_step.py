@@ -25,9 +25,10 @@ compute every position. The language-model batches have no padding.
 
 lm also times a large float32 matrix multiplication (2048 x 2048 x 2048) in the same alternation, through
 `torch.mm` (MKL on a CPU, where the peers' products run) and on a CPU also through oneDNN (where ours run,
-`nn.linear`): the rates the machine's matrix unit reaches, against which the models' achieved rate is read, counting 6N + 12 L T C floating-
-point operations per token (N parameters without the position table, L layers, T block, C width; the forward and
-backward of every weight and of attention, as nanoGPT and the PaLM paper estimate it).
+`nn.linear`): the rates the machine's matrix unit reaches, against which the models' achieved rate is read,
+counting 6N + 12 L T C floating-point operations per token (N parameters without the position table, L layers,
+T block, C width; the forward and backward of every weight and of attention, as nanoGPT and the PaLM paper
+estimate it).
 
 Each part prints its table and replaces its own block in BENCHMARKS.md (machine, versions, date, command).
 Peers are optional: `pip install -e '.[bench]'` installs transformers and x-transformers; a missing one is skipped.
