@@ -252,7 +252,7 @@ def lm(args: argparse.Namespace) -> str:
             *table(sides, per_step, warmups, tokens, flops),
             "",
             f"- Result: {result}; target {shape.target}",
-            f"- Matrix unit: a 2048 x 2048 x 2048 float32 product runs at "
+            "- Matrix unit: a 2048 x 2048 x 2048 float32 product runs at "
             + " and ".join(f"{rate:.1f} GFLOP/s through {name}" for name, rate in rates.items())
             + " in the same alternation; ours reaches "
             + " and ".join(f"**{ours_gflops / rate:.0%}** of the {name} rate" for name, rate in rates.items())
