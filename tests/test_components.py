@@ -225,3 +225,34 @@ def test_model_training_step_is_the_same_with_and_without_onednn(monkeypatch):
     torch.testing.assert_close(loss, loss_ref)
     for g, g_ref in zip(grads, grads_ref, strict=True):
         torch.testing.assert_close(g, g_ref, atol=1e-5, rtol=1e-4)
+
+
+@needs_onednn
+def test_compiled_training_step_keeps_the_onednn_products_in_one_graph(monkeypatch):
+    # torch.compile traces `onednn_linear` as an operator with its own backward: one graph, no break, the eager
+    # values and gradients (aot_eager: the same tracing as inductor, without generating code).
+    cfg = TransformerConfig.from_preset("gpt2-small", n_layers=2, n_heads=4, d_model=128, d_ff=512, vocab_size=97,
+                                        max_seq_len=64, dropout=0.0)
+    torch.manual_seed(0)
+    lm = TransformerLM(cfg)
+    ids = torch.randint(97, (8, 64))
+
+    def loss_of(ids: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(lm(ids[:, :-1]).reshape(-1, 97), ids[:, 1:].reshape(-1))
+
+    def step(fn) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        lm.zero_grad()
+        loss = fn(ids)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in lm.parameters()]
+
+    torch._dynamo.reset()
+    assert torch._dynamo.explain(loss_of)(ids).graph_break_count == 0
+    loss, grads = step(loss_of)
+    products = _count_onednn_products(monkeypatch)
+    torch._dynamo.reset()
+    loss_compiled, grads_compiled = step(torch.compile(loss_of, backend="aot_eager"))
+    assert len(products) == 27
+    torch.testing.assert_close(loss_compiled, loss)
+    for g, g_ref in zip(grads_compiled, grads, strict=True):
+        torch.testing.assert_close(g, g_ref)

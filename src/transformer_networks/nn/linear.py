@@ -11,7 +11,7 @@ oneDNN works best with the weight reordered into its own blocked layout ("packed
 decoding step it then streams the weight at close to memory speed (one row of gpt2-small's 50,257 x 768 output
 layer: 1.9 ms, against 7.3 ms through MKL; eight rows: 2.6 ms against 15.1 ms). So:
 
-    training (a gradient is needed)   oneDNN on the weight as it is, with its own backward pass (`_OneDNNLinear`)
+    training (a gradient is needed)   oneDNN on the weight as it is, with its own backward pass (`onednn_linear`)
     inference (no gradient)           oneDNN on a packed copy of the weight, made on first use and kept until the
                                       weight changes (an optimizer step, `load_state_dict`) or `train()` is called
 
@@ -19,8 +19,8 @@ The packed copy costs as much memory as the weight itself while the model is use
 
 `F.linear` (MKL) is used instead for products too small to pay oneDNN's fixed cost of about 10 us per call
 (`MIN_MACS_TRAINING`, `MIN_MACS_INFERENCE`, `MIN_WEIGHT_INFERENCE`), for other dtypes and devices, under
-autocast, while `torch.compile`, `torch.jit` or the ONNX exporter traces the model, for tensor subclasses (FSDP's
-DTensors), and wherever oneDNN is missing or off (`torch.backends.mkldnn.enabled = False`, or `ONEDNN = False`
+autocast, while `torch.jit` or `torch.export` (the ONNX exporter) traces the model, for tensor subclasses
+(FSDP's DTensors), and wherever oneDNN is missing or off (`torch.backends.mkldnn.enabled = False`, or `ONEDNN = False`
 here). `linear(x, weight, bias)` is the same choice as a function, for weights that are not a module's own
 (cross-attention's slices of a fused projection).
 """
@@ -34,7 +34,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
 
 # oneDNN costs about 10 us a call more than MKL. It pays for products of at least these sizes (rows x in x out
 # multiply-adds), and in inference also for a weight of at least MIN_WEIGHT_INFERENCE elements whatever the rows:
@@ -71,9 +70,9 @@ def _pack(weight: Tensor) -> Tensor:
 
 def _onednn_applies(x: Tensor, weight: Tensor, bias: Tensor | None, training: bool) -> bool:
     """Whether oneDNN computes x @ weight^T + bias. Decoding asks this ~20 times a token, mostly for products too
-    small to pay: the cheap tests come first. Shapes are looked at only outside tracing (a test on sizes would
-    become a guard of the trace); tracing's fake tensors are not plain tensors."""
-    if not (ONEDNN and type(x) is Tensor and not torch.compiler.is_compiling()):
+    small to pay: the cheap tests come first. torch.export's and torch.jit's traces keep F.linear (torch.compile
+    takes `onednn_linear` as an opaque operator)."""
+    if not (ONEDNN and type(x) in _PLAIN):  # not a subclass: FSDP's DTensors, torch.export's fake tensors
         return False
     macs = x.numel() * weight.size(0)
     if training and macs < MIN_MACS_TRAINING:
@@ -83,10 +82,12 @@ def _onednn_applies(x: Tensor, weight: Tensor, bias: Tensor | None, training: bo
     return (x.is_cpu and x.dtype == torch.float32 and type(weight) in _PLAIN and weight.dtype == torch.float32
             and weight.dim() == 2 and (bias is None or (type(bias) in _PLAIN and bias.dtype == torch.float32))
             and not torch.compiler.is_exporting() and not torch.jit.is_tracing()
-            and torch._C._get_mkldnn_enabled() and not torch.is_autocast_enabled("cpu"))
+            and not torch.is_autocast_enabled("cpu")
+            # torch.backends.mkldnn.enabled, read outside torch.compile only (reading it breaks the graph)
+            and (torch.compiler.is_compiling() or torch._C._get_mkldnn_enabled()))
 
 
-_PLAIN = (Tensor, nn.Parameter)  # not subclasses: FSDP's DTensors, tracing's fake tensors
+_PLAIN = (Tensor, nn.Parameter)
 
 
 def _needs_grad(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
@@ -94,40 +95,51 @@ def _needs_grad(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
                                         or (bias is not None and bias.requires_grad))
 
 
-class _OneDNNLinear(torch.autograd.Function):
-    """y = x W^T + b with every product on oneDNN: the forward one, and in the backward pass
-    dx = dy W (a product with W^T as the weight) and dW = dy^T x (a product with x^T as the weight)."""
+@torch.library.custom_op("transformer_networks::onednn_linear", mutates_args=())
+def onednn_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """x (..., in) @ weight^T + bias on oneDNN, weight a dense (out, in) tensor. An operator of its own: it has its
+    backward pass (below), and torch.compile calls it as it is (inductor's lowering of oneDNN's linear operator
+    only takes weights frozen into the graph)."""
+    return _onednn(x, weight, bias)
 
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
-        return _onednn(x, weight, bias)
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, dy: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
-        x, weight = ctx.saved_tensors
-        dy = dy.reshape(-1, dy.size(-1))  # (M, out)
-        dx = dw = db = None
-        if ctx.needs_input_grad[0]:
-            dx = _onednn(dy, weight.t()).view(x.shape)  # (M, out) @ (out, in)
-        if ctx.needs_input_grad[1]:
-            rows = x.reshape(-1, x.size(-1))  # (M, in)
-            # oneDNN copies its first operand when that is a transposed view (slowly): transpose the smaller one.
-            if rows.size(1) <= dy.size(1):
-                dw = _onednn(rows.t().contiguous(), dy.t()).t()  # ((in, M) @ (M, out))^T
-            else:
-                dw = _onednn(dy.t().contiguous(), rows.t())  # (out, M) @ (M, in)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            db = dy.sum(0)
-        return dx, dw, db
+@onednn_linear.register_fake
+def _(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    return x.new_empty((*x.shape[:-1], weight.size(0)))
+
+
+def _save_for_backward(ctx: Any, inputs: tuple[Tensor, Tensor, Tensor | None], output: Tensor) -> None:
+    x, weight, bias = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.has_bias = bias is not None
+
+
+def _backward(ctx: Any, dy: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """dx = dy W and dW = dy^T x, both on oneDNN too; db = the sum of dy over rows."""
+    x, weight = ctx.saved_tensors
+    dy = dy.reshape(-1, dy.size(-1))  # (M, out)
+    dx = dw = db = None
+    if ctx.needs_input_grad[0]:
+        dx = onednn_linear(dy, weight.t(), None).view(x.shape)  # (M, out) @ (out, in)
+    if ctx.needs_input_grad[1]:
+        rows = x.reshape(-1, x.size(-1))  # (M, in)
+        # oneDNN copies its first operand when that is a transposed view (slowly): transpose the smaller one.
+        if rows.size(1) <= dy.size(1):
+            dw = onednn_linear(rows.t().contiguous(), dy.t(), None).t()  # ((in, M) @ (M, out))^T
+        else:
+            dw = onednn_linear(dy.t().contiguous(), rows.t(), None)  # (out, M) @ (M, in)
+    if ctx.has_bias and ctx.needs_input_grad[2]:
+        db = dy.sum(0)
+    return dx, dw, db
+
+
+onednn_linear.register_autograd(_backward, setup_context=_save_for_backward)
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """`F.linear(x, weight, bias)`, computed on oneDNN where that is faster (see the module docstring)."""
     if _onednn_applies(x, weight, bias, training=_needs_grad(x, weight, bias)):
-        return _OneDNNLinear.apply(x, weight, bias)
+        return onednn_linear(x, weight, bias)
     return F.linear(x, weight, bias)
 
 
@@ -141,8 +153,8 @@ class Linear(nn.Linear):
         training = _needs_grad(x, weight, bias)
         if not _onednn_applies(x, weight, bias, training):
             return F.linear(x, weight, bias)
-        if training:
-            return _OneDNNLinear.apply(x, weight, bias)
+        if training or torch.compiler.is_compiling():  # a packed weight cannot enter a compiled graph
+            return onednn_linear(x, weight, bias)
         return _onednn(x, self._packed_weight(), bias)
 
     def _packed_weight(self) -> Tensor:
