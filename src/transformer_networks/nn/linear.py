@@ -11,18 +11,22 @@ oneDNN works best with the weight reordered into its own blocked layout ("packed
 decoding step it then streams the weight at close to memory speed (one row of gpt2-small's 50,257 x 768 output
 layer: 1.9 ms, against 7.3 ms through MKL; eight rows: 2.6 ms against 15.1 ms). So:
 
-    training (a gradient is needed)   oneDNN on the weight as it is, with its own backward pass (`onednn_linear`)
-    inference (no gradient)           oneDNN on a packed copy of the weight, made on first use and kept until the
-                                      weight changes (an optimizer step, `load_state_dict`) or `train()` is called
+    training (a gradient is needed)   oneDNN on the weight as it is, through `onednn_linear`: an operator with
+                                      its own backward pass, which torch.compile keeps in its graph
+    inference (no gradient)           oneDNN on a packed copy of the weight, made on first use and made again
+                                      when the weight changes (an optimizer step, `load_state_dict`); dropped
+                                      by `train()` and `eval()`
 
 The packed copy costs as much memory as the weight itself while the model is used for inference.
 
 `F.linear` (MKL) is used instead for products too small to pay oneDNN's fixed cost of about 10 us per call
 (`MIN_MACS_TRAINING`, `MIN_MACS_INFERENCE`, `MIN_WEIGHT_INFERENCE`), for other dtypes and devices, under
-autocast, while `torch.jit` or `torch.export` (the ONNX exporter) traces the model, for tensor subclasses
-(FSDP's DTensors), and wherever oneDNN is missing or off (`torch.backends.mkldnn.enabled = False`, or `ONEDNN = False`
-here). `linear(x, weight, bias)` is the same choice as a function, for weights that are not a module's own
-(cross-attention's slices of a fused projection).
+autocast and `torch.func` transforms, while `torch.jit` or `torch.export` (the ONNX exporter) traces the model,
+for tensor subclasses (FSDP's DTensors), and wherever oneDNN is missing or switched off
+(`torch.backends.mkldnn.enabled = False`, or `ONEDNN = False` here). On an Intel CPU MKL runs its AVX-512
+kernels, and the gain should mostly disappear (not measured: no Intel machine here). `linear(x, weight, bias)`
+is the same choice as a function, for weights that are not a module's own (cross-attention's slices of a
+fused projection).
 """
 
 from __future__ import annotations
@@ -83,8 +87,10 @@ def _onednn_applies(x: Tensor, weight: Tensor, bias: Tensor | None, training: bo
             and weight.dim() == 2 and (bias is None or (type(bias) in _PLAIN and bias.dtype == torch.float32))
             and not torch.compiler.is_exporting() and not torch.jit.is_tracing()
             and not torch.is_autocast_enabled("cpu")
-            # torch.backends.mkldnn.enabled, read outside torch.compile only (reading it breaks the graph)
-            and (torch.compiler.is_compiling() or torch._C._get_mkldnn_enabled()))
+            # torch.backends.mkldnn.enabled, and no torch.func transform (vmap, grad) under way: read outside
+            # torch.compile only (reading them there breaks the graph)
+            and (torch.compiler.is_compiling()
+                 or (torch._C._get_mkldnn_enabled() and not torch._C._are_functorch_transforms_active())))
 
 
 _PLAIN = (Tensor, nn.Parameter)
