@@ -84,7 +84,8 @@ def _onednn_applies(x: Tensor, weight: Tensor, bias: Tensor | None, training: bo
     if not training and macs < MIN_MACS_INFERENCE and weight.numel() < MIN_WEIGHT_INFERENCE:
         return False
     return (x.is_cpu and x.dtype == torch.float32 and type(weight) in _PLAIN and weight.dtype == torch.float32
-            and weight.dim() == 2 and (bias is None or (type(bias) in _PLAIN and bias.dtype == torch.float32))
+            and weight.dim() == 2 and x.size(-1) == weight.size(1)  # else F.linear's own error message
+            and (bias is None or (type(bias) in _PLAIN and bias.dtype == torch.float32))
             and not torch.compiler.is_exporting() and not torch.jit.is_tracing()
             and not torch.is_autocast_enabled("cpu")
             # torch.backends.mkldnn.enabled, and no torch.func transform (vmap, grad) under way: read outside
