@@ -162,7 +162,7 @@ def test_linear_infers_with_a_packed_weight_that_follows_every_change(monkeypatc
     from transformer_networks.nn import linear as linear_module
 
     torch.manual_seed(0)
-    layer = Linear(768, 1536)
+    layer = Linear(768, 1536).eval()
     packs = []
     real_pack = linear_module._pack
     monkeypatch.setattr(linear_module, "_pack", lambda w: packs.append(1) or real_pack(w))
@@ -176,18 +176,27 @@ def test_linear_infers_with_a_packed_weight_that_follows_every_change(monkeypatc
         check(torch.randn(shape))
     assert len(packs) == 1 and len(products) == 4
     with torch.no_grad():
-        layer.weight.mul_(2.0)  # an optimizer step changes the weight in place: packed again
+        layer.weight.mul_(2.0)  # an in-place change: packed again
     check(torch.randn(4, 768))
     layer.load_state_dict({"weight": torch.randn(1536, 768), "bias": torch.randn(1536)})
     check(torch.randn(4, 768))
     layer.weight = nn.Parameter(torch.randn(1536, 768))  # another tensor
     check(torch.randn(4, 768))
-    assert len(packs) == 4
+    # A fused AdamW step writes the weight without bumping its version counter: the step itself is seen.
+    layer.weight.grad, layer.bias.grad = torch.randn(1536, 768), torch.randn(1536)
+    torch.optim.AdamW(layer.parameters(), lr=0.1, fused=True).step()
+    check(torch.randn(4, 768))
+    layer.float()  # .to() and friends drop the packed copy
+    assert layer._packed is None
+    check(torch.randn(4, 768))
+    assert len(packs) == 6
     clone = copy.deepcopy(layer)  # the packed copy is a cache: not copied, made again when needed
     with torch.no_grad():
         torch.testing.assert_close(clone(torch.ones(1, 768)), layer(torch.ones(1, 768)))
     layer.train()
     assert layer._packed is None
+    check(torch.randn(4, 768))  # train mode: oneDNN on the weight as it is, nothing packed
+    assert layer._packed is None and len(packs) == 7
     n = len(products)
     with torch.no_grad():
         Linear(64, 64)(torch.randn(1, 64))
@@ -195,6 +204,35 @@ def test_linear_infers_with_a_packed_weight_that_follows_every_change(monkeypatc
         monkeypatch.setattr(linear_module, "ONEDNN", False)
         layer(torch.randn(2, 768))  # switched off
     assert len(products) == n
+
+
+@needs_onednn
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch's forward-AD decompositions call torch.jit.script
+def test_linear_works_where_nn_linear_does(monkeypatch):
+    # A layer built in inference mode (its weight tracks no version), forward-mode AD, a sparse input and a 1-D
+    # input in training: each gives nn.Linear's result.
+    from transformer_networks.nn import Linear
+
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        layer = Linear(768, 1536).eval()
+        x = torch.randn(2, 768)
+        torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias), atol=1e-4, rtol=1e-5)
+    layer = Linear(2048, 2048)
+    x, tangent = torch.randn(2, 2048), torch.randn(2, 2048)
+    import torch.autograd.forward_ad as fwAD
+
+    with fwAD.dual_level():
+        out = fwAD.unpack_dual(layer(fwAD.make_dual(x, tangent)))
+    torch.testing.assert_close(out.tangent, tangent @ layer.weight.T, atol=1e-4, rtol=1e-5)
+    dense = torch.zeros(4, 2048)
+    dense[1, 3] = 1.0
+    torch.testing.assert_close(layer(dense.to_sparse()), F.linear(dense, layer.weight, layer.bias))
+    products = _count_onednn_products(monkeypatch)
+    v = torch.randn(2048, requires_grad=True)  # one vector, 2^22 multiply-adds: oneDNN
+    layer(v).sum().backward()
+    assert len(products) == 3
+    torch.testing.assert_close(v.grad, layer.weight.sum(0), atol=1e-4, rtol=1e-5)
 
 
 @needs_onednn
@@ -256,3 +294,34 @@ def test_compiled_training_step_keeps_the_onednn_products_in_one_graph(monkeypat
     torch.testing.assert_close(loss_compiled, loss)
     for g, g_ref in zip(grads_compiled, grads, strict=True):
         torch.testing.assert_close(g, g_ref)
+
+
+@needs_onednn
+def test_seq2seq_training_step_is_the_same_with_and_without_onednn(monkeypatch):
+    # The encoder-decoder adds cross-attention, whose projections multiply slices of the fused in_proj weight
+    # (`nn.linear.linear`), and padded batches, whose projections run on the real tokens only.
+    from transformer_networks.models import Seq2SeqTransformer
+    from transformer_networks.nn import linear as linear_module
+
+    cfg = TransformerConfig.from_preset("small", d_model=128, n_heads=4, d_ff=512, n_layers=1,
+                                        vocab_size=101, pad_id=0, dropout=0.0)
+    torch.manual_seed(0)
+    mt = Seq2SeqTransformer(cfg)
+    src, tgt = torch.randint(4, 101, (8, 48)), torch.randint(4, 101, (8, 49))
+    src[:4, 40:] = cfg.pad_id  # some padding on both sides
+    tgt[4:, 41:] = cfg.pad_id
+
+    def step() -> list[torch.Tensor]:
+        mt.zero_grad()
+        logits = mt(src, tgt[:, :-1])
+        F.cross_entropy(logits.reshape(-1, logits.size(-1)), tgt[:, 1:].reshape(-1), ignore_index=cfg.pad_id).backward()
+        return [p.grad.clone() for p in mt.parameters() if p.grad is not None]
+
+    products = _count_onednn_products(monkeypatch)
+    grads = step()
+    # Forward, dx and dW of every projection: 4 in the encoder layer, 7 in the decoder layer (cross-attention's query
+    # and key/value slices and its output among them), the output layer.
+    assert len(products) == 3 * (4 + 7 + 1)
+    monkeypatch.setattr(linear_module, "ONEDNN", False)
+    for g, g_ref in zip(grads, step(), strict=True):
+        torch.testing.assert_close(g, g_ref, atol=1e-5, rtol=1e-4)

@@ -13,20 +13,23 @@ layer: 1.9 ms, against 7.3 ms through MKL; eight rows: 2.6 ms against 15.1 ms). 
 
     training (a gradient is needed)   oneDNN on the weight as it is, through `onednn_linear`: an operator with
                                       its own backward pass, which torch.compile keeps in its graph
-    inference (no gradient)           oneDNN on a packed copy of the weight, made on first use and made again
-                                      when the weight changes (an optimizer step, `load_state_dict`); dropped
-                                      by `train()` and `eval()`
+    eval mode, no gradient            oneDNN on a packed copy of the weight, made on first use and made again
+                                      when the weight changes (an optimizer step, `load_state_dict`, `.to()`);
+                                      dropped by `train()` and `eval()`
+    train mode, no gradient           oneDNN on the weight as it is (weights change too often there to pack)
 
-The packed copy costs as much memory as the weight itself while the model is used for inference.
+The packed copy costs as much memory as the weight itself while the model is used for inference. Writes through
+`.data` do not show in a weight's version counter: call `eval()` again after them.
 
 `F.linear` (MKL) is used instead for products too small to pay oneDNN's fixed cost of about 10 us per call
-(`MIN_MACS_TRAINING`, `MIN_MACS_INFERENCE`, `MIN_WEIGHT_INFERENCE`), for other dtypes and devices, under
-autocast and `torch.func` transforms, while `torch.jit` or `torch.export` (the ONNX exporter) traces the model,
-for tensor subclasses (FSDP's DTensors), and wherever oneDNN is missing or switched off
-(`torch.backends.mkldnn.enabled = False`, or `ONEDNN = False` here). On an Intel CPU MKL runs its AVX-512
-kernels, and the gain should mostly disappear (not measured: no Intel machine here). `linear(x, weight, bias)`
-is the same choice as a function, for weights that are not a module's own (cross-attention's slices of a
-fused projection).
+(`MIN_MACS_TRAINING`, `MIN_MACS_INFERENCE`, `MIN_WEIGHT_INFERENCE`), for other dtypes, devices and layouts
+(sparse), under autocast, forward-mode AD and `torch.func` transforms, while `torch.jit` or `torch.export` (the
+ONNX exporter) traces the model, for tensor subclasses (DTensors), and wherever oneDNN is missing or switched off
+(`torch.backends.mkldnn.enabled = False`, read outside torch.compile; or `ONEDNN = False` here). FSDP2 runs its
+forward on plain unsharded parameters, so its training uses oneDNN too; a sharded model evaluated in eval mode
+keeps a full packed copy of each large weight. On an Intel CPU MKL runs its AVX-512 kernels, and the gain should
+mostly disappear (not measured: no Intel machine here). `linear(x, weight, bias)` is the same choice as a function
+(never packed), for weights that are not a module's own (cross-attention's slices of a fused projection).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 # oneDNN costs about 10 us a call more than MKL. It pays for products of at least these sizes (rows x in x out
 # multiply-adds), and in inference also for a weight of at least MIN_WEIGHT_INFERENCE elements whatever the rows:
@@ -76,7 +80,7 @@ def _onednn_applies(x: Tensor, weight: Tensor, bias: Tensor | None, training: bo
     """Whether oneDNN computes x @ weight^T + bias. Decoding asks this ~20 times a token, mostly for products too
     small to pay: the cheap tests come first. torch.export's and torch.jit's traces keep F.linear (torch.compile
     takes `onednn_linear` as an opaque operator)."""
-    if not (ONEDNN and type(x) in _PLAIN):  # not a subclass: FSDP's DTensors, torch.export's fake tensors
+    if not (ONEDNN and type(x) in _PLAIN):  # not a subclass: DTensors, torch.export's fake tensors
         return False
     macs = x.numel() * weight.size(0)
     if training and macs < MIN_MACS_TRAINING:
@@ -84,14 +88,16 @@ def _onednn_applies(x: Tensor, weight: Tensor, bias: Tensor | None, training: bo
     if not training and macs < MIN_MACS_INFERENCE and weight.numel() < MIN_WEIGHT_INFERENCE:
         return False
     return (x.is_cpu and x.dtype == torch.float32 and type(weight) in _PLAIN and weight.dtype == torch.float32
+            and x.layout == torch.strided and weight.layout == torch.strided  # not sparse
             and weight.dim() == 2 and x.size(-1) == weight.size(1)  # else F.linear's own error message
             and (bias is None or (type(bias) in _PLAIN and bias.dtype == torch.float32))
             and not torch.compiler.is_exporting() and not torch.jit.is_tracing()
             and not torch.is_autocast_enabled("cpu")
-            # torch.backends.mkldnn.enabled, and no torch.func transform (vmap, grad) under way: read outside
-            # torch.compile only (reading them there breaks the graph)
+            # torch.backends.mkldnn.enabled, and no torch.func transform (vmap, grad) or forward-mode AD under
+            # way: read outside torch.compile only (reading them there breaks the graph)
             and (torch.compiler.is_compiling()
-                 or (torch._C._get_mkldnn_enabled() and not torch._C._are_functorch_transforms_active())))
+                 or (torch._C._get_mkldnn_enabled() and not torch._C._are_functorch_transforms_active()
+                     and torch.autograd.forward_ad._current_level < 0)))  # no forward-mode AD: no jvp rule
 
 
 _PLAIN = (Tensor, nn.Parameter)
@@ -151,9 +157,10 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 
 
 class Linear(nn.Linear):
-    """`nn.Linear` on oneDNN where that is faster; in inference it multiplies by a packed copy of its weight."""
+    """`nn.Linear` on oneDNN where that is faster; in eval mode and without gradients it multiplies by a packed
+    copy of its weight."""
 
-    _packed: tuple[weakref.ref, int, int, Tensor] | None = None  # (weight, its version, its address, packed)
+    _packed: tuple[weakref.ref, tuple[int, int, int], Tensor] | None = None  # (weight, _cache_key(weight), packed)
 
     def forward(self, x: Tensor) -> Tensor:
         weight, bias = self.weight, self.bias
@@ -162,21 +169,45 @@ class Linear(nn.Linear):
             return F.linear(x, weight, bias)
         if training or torch.compiler.is_compiling():  # a packed weight cannot enter a compiled graph
             return onednn_linear(x, weight, bias)
+        if self.training or weight.is_inference():  # a weight that may change unseen (see _packed_weight)
+            return _onednn(x, weight, bias)
         return _onednn(x, self._packed_weight(), bias)
 
     def _packed_weight(self) -> Tensor:
-        """The packed copy of the weight, made again when the weight is another tensor or was changed in place."""
-        weight = self.weight
-        key = (weight._version, weight.data_ptr())
-        if self._packed is None or self._packed[0]() is not weight or self._packed[1:3] != key:
-            self._packed = (weakref.ref(weight), *key, _pack(weight))
-        return self._packed[3]
+        """The packed copy of the weight, made again when the weight is another tensor, was changed in place (its
+        version counter) or moved, or an optimizer has stepped since (fused optimizers leave the version alone).
+        Writes through `.data` are not seen: call `train()` or `eval()` after them. Only used in eval mode."""
+        weight, packed = self.weight, self._packed  # read once: another thread may call train()/eval()
+        key = _cache_key(weight)
+        if packed is None or packed[0]() is not weight or packed[1] != key:
+            packed = (weakref.ref(weight), key, _pack(weight))
+            self._packed = packed
+        return packed[2]
 
     def train(self, mode: bool = True) -> Linear:
-        self._packed = None  # back to training: the weight is about to change
+        self._packed = None  # the weights are about to change, or were just changed
         return super().train(mode)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> Linear:
+        self._packed = None  # .to(), .half(), ...: the packed copy would be stale, or hold memory for nothing
+        return super()._apply(fn, recurse)
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state.pop("_packed", None)  # a cache, and oneDNN's packed tensors cannot be copied or pickled
         return state
+
+
+_optimizer_steps = 0  # optimizer steps taken in this process (a fused step changes weights without a version bump)
+
+
+def _count_optimizer_step(optimizer: Any, args: Any, kwargs: Any) -> None:
+    global _optimizer_steps
+    _optimizer_steps += 1
+
+
+register_optimizer_step_post_hook(_count_optimizer_step)
+
+
+def _cache_key(weight: Tensor) -> tuple[int, int, int]:
+    return weight._version, weight.data_ptr(), _optimizer_steps
