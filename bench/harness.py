@@ -25,6 +25,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("TN_DATA_DIR", ROOT.parent / "shared" / "data"))
+# Appended to the name of every block a script writes to BENCHMARKS.md: TN_BENCH_TAG=intel keeps a run on another
+# kind of machine beside the figures already there instead of replacing them.
+BLOCK_TAG = os.environ.get("TN_BENCH_TAG", "")
 
 
 # --- timing ----------------------------------------------------------------------------------------------------
@@ -87,12 +90,24 @@ def parameters(model: torch.nn.Module) -> str:
 # --- reporting -------------------------------------------------------------------------------------------------
 
 
+def cpu_model() -> str:
+    """The processor's name ("Intel(R) Xeon(R) Processor", "AMD EPYC 9R45"...): matrix libraries pick their
+    kernels by vendor, so figures from different processors are not comparable."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine() -> str:
     from transformer_networks import __version__
 
-    cpu = platform.processor() or platform.machine()
-    text = (f"{platform.system()} {cpu}, {os.cpu_count()} CPU cores, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads), transformer-networks {__version__}, Python "
+    text = (f"{platform.system()} {platform.machine()}, {cpu_model()}, {os.cpu_count()} CPU cores, torch "
+            f"{torch.__version__} ({torch.get_num_threads()} threads), transformer-networks {__version__}, Python "
             f"{platform.python_version()}")
     if torch.cuda.is_available():
         text += f", {torch.cuda.get_device_name()}"
@@ -126,7 +141,10 @@ def footer(script: str, extra_versions: str = "") -> list[str]:
 
 
 def write_block(name: str, text: str, path: Path = ROOT / "BENCHMARKS.md", script: str = "train_tasks") -> None:
-    """Replace the block `script:name` of BENCHMARKS.md (appended at the end the first time)."""
+    """Replace the block `script:name` of BENCHMARKS.md (appended at the end the first time); with TN_BENCH_TAG set,
+    the block `script:name@tag`."""
+    if BLOCK_TAG:
+        name = f"{name}@{BLOCK_TAG}"
     begin, end = f"<!-- BEGIN {script}:{name} -->", f"<!-- END {script}:{name} -->"
     block = f"{begin}\n{text}\n{end}"
     current = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"

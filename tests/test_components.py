@@ -121,7 +121,20 @@ def _count_onednn_products(monkeypatch) -> list[tuple[int, ...]]:
     return products
 
 
-needs_onednn = pytest.mark.skipif(not ONEDNN, reason="oneDNN's linear operator is not available in this PyTorch build")
+_no_onednn = pytest.mark.skipif(not ONEDNN, reason="oneDNN's linear operator is not available in this PyTorch build")
+
+
+@pytest.fixture
+def full_mode(monkeypatch):
+    """oneDNN's "full" mode (what an AMD CPU gets), whatever this machine's CPU."""
+    from transformer_networks.nn import linear as linear_module
+
+    monkeypatch.setattr(linear_module, "MODE", "full")
+
+
+def needs_onednn(test):
+    """A test of the "full" mode's oneDNN products: skipped where PyTorch has no oneDNN."""
+    return _no_onednn(pytest.mark.usefixtures("full_mode")(test))
 
 
 @needs_onednn
@@ -325,3 +338,45 @@ def test_seq2seq_training_step_is_the_same_with_and_without_onednn(monkeypatch):
     monkeypatch.setattr(linear_module, "ONEDNN", False)
     for g, g_ref in zip(grads, step(), strict=True):
         torch.testing.assert_close(g, g_ref, atol=1e-5, rtol=1e-4)
+
+
+@_no_onednn
+def test_few_rows_mode_packs_only_for_a_few_rows_in_eval_mode(monkeypatch):
+    # Intel's mode: MKL computes training, one to three rows and many rows; oneDNN 4-32 rows by a packed weight.
+    from transformer_networks.nn import Linear
+    from transformer_networks.nn import linear as linear_module
+
+    monkeypatch.setattr(linear_module, "MODE", "few-rows")
+    torch.manual_seed(0)
+    layer = Linear(768, 1536)
+    products = _count_onednn_products(monkeypatch)
+    x = torch.randn(8, 768, requires_grad=True)
+    layer(x).sum().backward()  # training: F.linear
+    layer.eval()
+    with torch.no_grad():
+        for rows in [1, 3, 4, 8, 32, 33, 256]:
+            x = torch.randn(rows, 768)
+            torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias), atol=1e-4, rtol=1e-5)
+        layer(torch.randn(2, 4, 768))  # 8 rows in two dimensions
+        Linear(128, 512).eval()(torch.randn(8, 128))  # a small weight: F.linear
+        linear_module.linear(torch.randn(8, 768), layer.weight, layer.bias)  # the function never packs: F.linear
+    assert products == [(4, 768), (8, 768), (32, 768), (2, 4, 768)]
+
+
+def test_onednn_mode_follows_the_cpu_vendor_and_the_environment(monkeypatch):
+    from transformer_networks.nn import linear as linear_module
+
+    monkeypatch.delenv("TN_ONEDNN", raising=False)
+    for vendor, mode in [("AuthenticAMD", "full"), ("GenuineIntel", "few-rows"), ("", "off"), ("CentaurHauls", "off")]:
+        monkeypatch.setattr(linear_module, "cpu_vendor", lambda v=vendor: v)
+        assert linear_module._default_mode() == mode
+    monkeypatch.setenv("TN_ONEDNN", "full")
+    assert linear_module._default_mode() == "full"
+    monkeypatch.setenv("TN_ONEDNN", "fast")
+    with pytest.warns(UserWarning, match="TN_ONEDNN must be one of full, few-rows, off, got 'fast': ignored"):
+        assert linear_module._default_mode() == "off"  # the vendor's mode
+    monkeypatch.setattr(linear_module, "MODE", "off")
+    products = _count_onednn_products(monkeypatch)
+    with torch.no_grad():
+        linear_module.Linear(768, 1536).eval()(torch.randn(8, 768))
+    assert products == []
