@@ -25,9 +25,6 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("TN_DATA_DIR", ROOT.parent / "shared" / "data"))
-# Appended to the name of every block a script writes to BENCHMARKS.md: TN_BENCH_TAG=intel keeps a run on another
-# kind of machine beside the figures already there instead of replacing them.
-BLOCK_TAG = os.environ.get("TN_BENCH_TAG", "")
 
 
 # --- timing ----------------------------------------------------------------------------------------------------
@@ -127,7 +124,8 @@ def versions(*packages: str) -> str:
 
 def command_text(script: str) -> str:
     """The command that ran this benchmark, as BENCHMARKS.md shows it."""
-    return shlex.join(["python", script, *sys.argv[1:]])
+    tag = os.environ.get("TN_BENCH_TAG", "")
+    return (f"TN_BENCH_TAG={shlex.quote(tag)} " if tag else "") + shlex.join(["python", script, *sys.argv[1:]])
 
 
 def footer(script: str, extra_versions: str = "") -> list[str]:
@@ -143,8 +141,9 @@ def footer(script: str, extra_versions: str = "") -> list[str]:
 def write_block(name: str, text: str, path: Path = ROOT / "BENCHMARKS.md", script: str = "train_tasks") -> None:
     """Replace the block `script:name` of BENCHMARKS.md (appended at the end the first time); with TN_BENCH_TAG set,
     the block `script:name@tag`."""
-    if BLOCK_TAG:
-        name = f"{name}@{BLOCK_TAG}"
+    tag = os.environ.get("TN_BENCH_TAG", "")  # e.g. "intel": another kind of machine's blocks, kept beside
+    if tag:
+        name = f"{name}@{tag}"
     begin, end = f"<!-- BEGIN {script}:{name} -->", f"<!-- END {script}:{name} -->"
     block = f"{begin}\n{text}\n{end}"
     current = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"

@@ -23,7 +23,8 @@ def test_alternate_runs_the_sides_in_turn_and_times_each_call():
     assert harness.medians({"a": [3.0, 1.0, 2.0]}) == {"a": 2.0}
 
 
-def test_write_block_replaces_its_own_block_and_appends_a_new_one(tmp_path):
+def test_write_block_replaces_its_own_block_and_appends_a_new_one(tmp_path, monkeypatch):
+    monkeypatch.delenv("TN_BENCH_TAG", raising=False)
     path = tmp_path / "BENCHMARKS.md"
     path.write_text("# Benchmarks\n\nintro\n\n<!-- BEGIN s:x -->\nold\n<!-- END s:x -->\n\ntail\n")
     harness.write_block("x", "new", path, script="s")
@@ -32,6 +33,11 @@ def test_write_block_replaces_its_own_block_and_appends_a_new_one(tmp_path):
     assert "old" not in text and "<!-- BEGIN s:x -->\nnew\n<!-- END s:x -->\n\ntail" in text
     assert text.rstrip().endswith("<!-- BEGIN s:y -->\nother\n<!-- END s:y -->")
     assert text.count("BEGIN s:x") == 1
+    monkeypatch.setenv("TN_BENCH_TAG", "intel")  # another machine's run: a block of its own beside the first
+    harness.write_block("x", "intel figures", path, script="s")
+    text = path.read_text()
+    assert "<!-- BEGIN s:x -->\nnew\n<!-- END s:x -->" in text
+    assert text.rstrip().endswith("<!-- BEGIN s:x@intel -->\nintel figures\n<!-- END s:x@intel -->")
 
 
 def test_time_to_reports_the_first_validation_that_reaches_the_threshold():

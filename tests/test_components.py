@@ -347,11 +347,16 @@ def test_few_rows_mode_packs_only_for_a_few_rows_in_eval_mode(monkeypatch):
     from transformer_networks.nn import linear as linear_module
 
     monkeypatch.setattr(linear_module, "MODE", "few-rows")
+    packs = []
+    real_pack = linear_module._pack
+    monkeypatch.setattr(linear_module, "_pack", lambda w: packs.append(1) or real_pack(w))
     torch.manual_seed(0)
     layer = Linear(768, 1536)
     products = _count_onednn_products(monkeypatch)
     x = torch.randn(8, 768, requires_grad=True)
     layer(x).sum().backward()  # training: F.linear
+    with torch.no_grad():
+        layer(torch.randn(8, 768))  # train mode without a gradient: F.linear
     layer.eval()
     with torch.no_grad():
         for rows in [1, 3, 4, 8, 32, 33, 256]:
@@ -361,6 +366,11 @@ def test_few_rows_mode_packs_only_for_a_few_rows_in_eval_mode(monkeypatch):
         Linear(128, 512).eval()(torch.randn(8, 128))  # a small weight: F.linear
         linear_module.linear(torch.randn(8, 768), layer.weight, layer.bias)  # the function never packs: F.linear
     assert products == [(4, 768), (8, 768), (32, 768), (2, 4, 768)]
+    assert len(packs) == 1 and layer._packed is not None  # every oneDNN product used the one packed copy
+    with torch.inference_mode():
+        frozen = Linear(768, 1536).eval()  # an inference-mode weight: not packed, F.linear
+        frozen(torch.randn(8, 768))
+    assert len(products) == 4 and len(packs) == 1
 
 
 def test_onednn_mode_follows_the_cpu_vendor_and_the_environment(monkeypatch):

@@ -3,22 +3,25 @@ that was measured to be faster.
 
 PyTorch's CPU build has two libraries for matrix products: MKL, which `F.linear` and `torch.mm` call for float32,
 and oneDNN, which the same build ships for its own fused operators (`torch.ops.mkldnn`). Which one is faster
-depends on the processor (BENCHMARKS.md, two cores each):
+depends on the processor. Measured on two cores of each (BENCHMARKS.md):
 
-- AMD (EPYC, Zen 5, AVX-512): MKL runs its generic code there, not its AVX-512 one, and oneDNN is about 2.2x
+- AMD EPYC (Zen 5, AVX-512): MKL runs its generic code there, not its AVX-512 one, and oneDNN is about 2.2x
   faster for the same float32 product (a 2048-cube product: 234 GFLOP/s through `torch.mm`, 524 through oneDNN).
   Training steps are mostly such products, so the gain shows up there (bench/train_step.py). On a packed weight
   (reordered into oneDNN's blocked layout) oneDNN also streams the weight of a decoding step at close to memory
   speed: one row of gpt2-small's 50,257 x 768 output layer in 1.9 ms, against 7.3 ms through MKL.
-- Intel (Xeon, AVX-512 and AMX): MKL runs its own AVX-512 kernels; large products are level (about 180 GFLOP/s
-  both), oneDNN's fixed cost per call is higher (~30 us) and a training step is 1.2x slower on oneDNN. One case
-  is left where it wins: 4 to 32 rows by a packed weight, where MKL leaves its matrix-vector path (eight rows by
-  gpt2-small's 3,072 x 768 feed-forward weight: 0.44 ms packed against 0.82 ms through MKL).
+- Intel Xeon (Emerald Rapids, AVX-512 and AMX; other Intel generations are assumed to behave alike): MKL runs
+  its own AVX-512 kernels. Large products run at the same rate on both (about 180 GFLOP/s), oneDNN costs ~30 us
+  more per call, and a training step is 1.2x slower on oneDNN. oneDNN wins in one case only: 4 to 32 rows by a
+  packed weight. One to three rows go through MKL's fast matrix-vector code, but from four rows MKL switches to
+  its general product, which is slow for so few rows (eight rows by gpt2-small's 3,072 x 768 feed-forward
+  weight: 0.44 ms packed against 0.82 ms through MKL).
 
-So `MODE` is "full" on AMD (and Hygon), "few-rows" on Intel, "off" elsewhere (another architecture, a vendor not
-measured); the environment variable TN_ONEDNN=full|few-rows|off overrides it. Both libraries compute in float32,
-so the results agree to float rounding. In "full" mode:
+So `MODE` is "full" on AMD (and Hygon), "few-rows" on Intel, "off" elsewhere (other architectures, vendors not
+measured). The environment variable TN_ONEDNN=full|few-rows|off overrides it when the module is imported; set
+`MODE` to change it later. Both libraries compute in float32, so the results agree to float rounding.
 
+    "full" mode
     training (a gradient is needed)   oneDNN on the weight as it is, through `onednn_linear`: an operator with
                                       its own backward pass, which torch.compile keeps in its graph
     eval mode, no gradient            oneDNN on a packed copy of the weight, made on first use and made again
@@ -26,18 +29,24 @@ so the results agree to float rounding. In "full" mode:
                                       dropped by `train()` and `eval()`
     train mode, no gradient           oneDNN on the weight as it is (weights change too often there to pack)
 
-In "few-rows" mode only the eval-mode case remains, for products of FEW_ROWS rows by a weight of at least
-MIN_WEIGHT_INFERENCE elements. The packed copy costs as much memory as the weight itself while the model is used
-for inference. Writes through `.data` do not show in a weight's version counter: call `eval()` again after them.
+    "few-rows" mode
+    eval mode, no gradient,           oneDNN on a packed copy of the weight, as above
+    4-32 rows (FEW_ROWS), a weight of
+    >= MIN_WEIGHT_INFERENCE elements
+    everything else                   F.linear
 
-`F.linear` (MKL) is used instead for products too small to pay oneDNN's fixed cost of about 10 us per call on AMD
-(`MIN_MACS_TRAINING`, `MIN_MACS_INFERENCE`, `MIN_WEIGHT_INFERENCE`), for other dtypes, devices and layouts
+In both modes the packed copy costs as much memory as the weight itself while the model is used for inference.
+Writes through `.data` do not show in a weight's version counter: call `eval()` again after them.
+
+`F.linear` (MKL) is also used for products too small to pay oneDNN's fixed cost (in "full" mode:
+`MIN_MACS_TRAINING`, `MIN_MACS_INFERENCE`, `MIN_WEIGHT_INFERENCE`), for other dtypes, devices and layouts
 (sparse), under autocast, forward-mode AD and `torch.func` transforms, while `torch.jit` or `torch.export` (the
 ONNX exporter) traces the model, for tensor subclasses (DTensors), and wherever oneDNN is missing or switched off
 (`torch.backends.mkldnn.enabled = False`, read outside torch.compile; or `ONEDNN = False` here). FSDP2 runs its
 forward on plain unsharded parameters, so its training uses oneDNN too; a sharded model evaluated in eval mode
-keeps a full packed copy of each large weight. `linear(x, weight, bias)` is the same choice as a function (never
-packed), for weights that are not a module's own (cross-attention's slices of a fused projection).
+keeps a full packed copy of each large weight. `linear(x, weight, bias)` is the same choice as a function, for
+weights that are not a module's own (cross-attention's slices of a fused projection): it never packs, so in
+"few-rows" mode it is always F.linear.
 """
 
 from __future__ import annotations
@@ -53,9 +62,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-# oneDNN costs about 10 us a call more than MKL. It pays for products of at least these sizes (rows x in x out
-# multiply-adds), and in inference also for a weight of at least MIN_WEIGHT_INFERENCE elements whatever the rows:
-# decoding streams such a weight from memory, where MKL's few-row path reads it at under 20 GB/s.
+# "full" mode: on AMD, oneDNN costs about 10 us a call more than MKL. It pays for products of at least these sizes
+# (rows x in x out multiply-adds), and in inference also for a weight of at least MIN_WEIGHT_INFERENCE elements
+# whatever the rows: decoding streams such a weight from memory, where MKL's few-row path reads it at under 20 GB/s.
 MIN_MACS_TRAINING = 2**22  # the unpacked weight costs oneDNN a reorder per call: it pays from larger products
 MIN_MACS_INFERENCE = 2**21
 MIN_WEIGHT_INFERENCE = 2**18  # 1 MiB of float32: e.g. 768 x 768 and larger
@@ -76,17 +85,19 @@ def _onednn_linear_op() -> Any:
 def cpu_vendor() -> str:
     """The CPU's vendor string ("GenuineIntel", "AuthenticAMD", ...), or "" where it cannot be read."""
     try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:  # Linux
             for line in f:
                 if line.startswith("vendor_id"):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    processor = platform.processor()  # Windows: "AMD64 Family 25 Model 17 Stepping 1, AuthenticAMD"
-    for vendor in ("GenuineIntel", "AuthenticAMD", "HygonGenuine"):
-        if vendor in processor:
-            return vendor
-    return "GenuineIntel" if platform.system() == "Darwin" else ""  # every x86 Mac has an Intel CPU
+    if platform.system() == "Windows":  # "AMD64 Family 25 Model 17 Stepping 1, AuthenticAMD"
+        for vendor in ("GenuineIntel", "AuthenticAMD", "HygonGenuine"):
+            if vendor in platform.processor():
+                return vendor
+    if platform.system() == "Darwin" and platform.machine() == "x86_64":
+        return "GenuineIntel"  # every x86 Mac has an Intel CPU
+    return ""
 
 
 MODES = ("full", "few-rows", "off")
@@ -107,7 +118,7 @@ def _default_mode() -> str:
 
 _LINEAR_OP = _onednn_linear_op()
 ONEDNN = _LINEAR_OP is not None  # set False to use F.linear everywhere
-MODE = _default_mode()  # "full", "few-rows" or "off"; see the module docstring
+MODE = _default_mode() if ONEDNN else "off"  # "full", "few-rows" or "off"; see the module docstring
 
 
 def _onednn(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -120,19 +131,19 @@ def _pack(weight: Tensor) -> Tensor:
     return torch.ops.mkldnn._reorder_linear_weight(weight.detach())
 
 
-def _onednn_applies(x: Tensor, weight: Tensor, bias: Tensor | None, training: bool, packed: bool = False) -> bool:
-    """Whether oneDNN computes x @ weight^T + bias: `training` (a gradient is needed), `packed` (the caller would
-    use a packed copy of the weight). Decoding asks this ~20 times a token, mostly for products too small to pay:
-    the cheap tests come first. torch.export's and torch.jit's traces keep F.linear (torch.compile takes
-    `onednn_linear` as an opaque operator)."""
+def _onednn_applies(x: Tensor, weight: Tensor, bias: Tensor | None, training: bool, packable: bool = False) -> bool:
+    """Whether oneDNN computes x @ weight^T + bias: `training` (a gradient is needed), `packable` (the caller is a
+    `Linear` in eval mode, which packs its weight where it may). Decoding asks this ~20 times a token, mostly for
+    products too small to pay: the cheap tests come first. torch.export's and torch.jit's traces keep F.linear
+    (torch.compile takes `onednn_linear` as an opaque operator)."""
     if not (ONEDNN and type(x) in _PLAIN):  # not a subclass: DTensors, torch.export's fake tensors
         return False
     if MODE == "few-rows":
-        if training or not packed or weight.numel() < MIN_WEIGHT_INFERENCE or not x.dim():
+        if training or not packable or weight.numel() < MIN_WEIGHT_INFERENCE or not x.dim():
             return False
         rows = x.numel() // max(x.size(-1), 1)
-        if not FEW_ROWS[0] <= rows <= FEW_ROWS[1]:
-            return False
+        if not FEW_ROWS[0] <= rows <= FEW_ROWS[1] or torch.compiler.is_compiling() or weight.is_inference():
+            return False  # the packed weight cannot enter a compiled graph, nor follow an inference tensor
     elif MODE != "full":
         return False
     else:
@@ -143,7 +154,7 @@ def _onednn_applies(x: Tensor, weight: Tensor, bias: Tensor | None, training: bo
             return False
     return (x.is_cpu and x.dtype == torch.float32 and type(weight) in _PLAIN and weight.dtype == torch.float32
             and x.layout == torch.strided and weight.layout == torch.strided  # not sparse
-            and weight.dim() == 2 and x.size(-1) == weight.size(1)  # else F.linear's own error message
+            and weight.dim() == 2 and x.dim() >= 1 and x.size(-1) == weight.size(1)  # else F.linear's error
             and (bias is None or (type(bias) in _PLAIN and bias.dtype == torch.float32))
             and not torch.compiler.is_exporting() and not torch.jit.is_tracing()
             and not torch.is_autocast_enabled("cpu")
@@ -219,14 +230,13 @@ class Linear(nn.Linear):
     def forward(self, x: Tensor) -> Tensor:
         weight, bias = self.weight, self.bias
         training = _needs_grad(x, weight, bias)
-        # A packed weight cannot enter a compiled graph, and is not made for a weight that may change unseen:
-        # in train mode, or an inference-mode tensor (see _packed_weight).
-        packed = not (training or torch.compiler.is_compiling() or self.training or weight.is_inference())
-        if not _onednn_applies(x, weight, bias, training, packed):
+        if not _onednn_applies(x, weight, bias, training, packable=not self.training):
             return F.linear(x, weight, bias)
-        if training or torch.compiler.is_compiling():
+        if training or torch.compiler.is_compiling():  # a packed weight cannot enter a compiled graph
             return onednn_linear(x, weight, bias)
-        return _onednn(x, self._packed_weight() if packed else weight, bias)
+        if self.training or weight.is_inference():  # a weight that may change unseen (see _packed_weight)
+            return _onednn(x, weight, bias)
+        return _onednn(x, self._packed_weight(), bias)
 
     def _packed_weight(self) -> Tensor:
         """The packed copy of the weight, made again when the weight is another tensor, was changed in place (its
