@@ -328,7 +328,8 @@ def seq2seq(args: argparse.Namespace) -> str:
                                         dropout=0.0)
     ours = same_init(Seq2SeqTransformer(cfg))
     torch_model = same_init(TorchSeq2Seq(V, C, H, L, FF))
-    sides = [Side("ours", ours, lambda b: loss_of(ours(b[0], b[1]), b[2])),
+    # Ours as its trainer computes the loss: given the labels, the output layer runs on the real targets only.
+    sides = [Side("ours", ours, lambda b: ours(b[0], b[1], labels=b[2], label_smoothing=0.1).loss),
              Side("nn.Transformer model", torch_model, lambda b: loss_of(torch_model(b[0], b[1]), b[2]))]
     if importlib.util.find_spec("transformers"):
         from transformers import MarianConfig, MarianMTModel
@@ -364,7 +365,10 @@ def seq2seq(args: argparse.Namespace) -> str:
         "order on every side; cross-entropy with label smoothing 0.1 ignoring padding; AdamW; dropout 0; float32. "
         "Ours: `Seq2SeqTransformer` of the `small` preset (sinusoidal positions), which skips the padding in its "
         "self-attention projections and feed-forward layers while training (same outputs and gradients at real "
-        "tokens; the peers compute every position); the nn.Transformer model adds the "
+        "tokens; the peers compute every position) and, given the labels as its trainer gives them "
+        "(`model(src, tgt_in, labels=tgt_out, label_smoothing=0.1).loss`), runs the output layer and softmax on "
+        "the real targets only (its smoothing mass skips the padding class; the same work); the nn.Transformer "
+        "model adds the "
         "same embeddings and positions around `torch.nn.Transformer(norm_first=True, batch_first=True)` and is "
         "given its padding masks and causal mask; MarianMTModel (post-LN, its own sinusoidal positions) is built "
         f"with ReLU instead of its default swish. ms per step are medians over {len(batches)} steps per round, "

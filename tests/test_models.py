@@ -85,6 +85,35 @@ def test_seq2seq_padding_invariance(cfg):
         torch.testing.assert_close(batch[i, : len(t)], mt(s[None], t[None])[0], atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_seq2seq_loss_from_labels_equals_the_loss_of_the_full_logits(cfg, smoothing):
+    # With labels the output layer runs on the labelled positions only; the loss and every gradient must be those
+    # of the full (B, T, V) logits scored with the trainer's loss (padding ignored, no smoothing mass on it).
+    from transformer_networks.training import label_smoothed_cross_entropy
+
+    torch.manual_seed(0)
+    mt = tn.Seq2SeqTransformer(cfg).train()
+    src = right_padded([tokens(8), tokens(3), tokens(5)])
+    tgt = right_padded([tokens(3), tokens(7), tokens(5)])  # teacher forcing: inputs tgt[:, :-1], labels tgt[:, 1:]
+    tgt_in, labels = tgt[:, :-1], tgt[:, 1:].clone()
+    labels[2, 0] = -100  # Hugging Face's "not a target" as well as padding
+    out = mt(src, tgt_in, labels=labels, label_smoothing=smoothing)
+    assert out.logits.shape == (int(((labels != PAD) & (labels >= 0)).sum()), V) == (2 + 6 + 3, V)
+    out.loss.backward()
+    grads = {n: p.grad.clone() for n, p in mt.named_parameters() if p.grad is not None}
+    mt.zero_grad()
+    reference = label_smoothed_cross_entropy(mt(src, tgt_in), labels.masked_fill(labels < 0, PAD),
+                                             smoothing=smoothing, ignore_index=PAD, pad_class=PAD)
+    reference.backward()
+    torch.testing.assert_close(out.loss, reference, atol=1e-6, rtol=1e-6)
+    assert grads.keys() == {n for n, p in mt.named_parameters() if p.grad is not None}
+    for name, p in mt.named_parameters():
+        if p.grad is not None:
+            torch.testing.assert_close(grads[name], p.grad, atol=1e-6, rtol=1e-5, msg=name)
+    with pytest.raises(tn.errors.InputError, match="labels must have the shape of tgt_ids"):
+        mt(src, tgt_in, labels=labels[:, :-1])
+
+
 @pytest.mark.parametrize("pooling", ["cls", "mean", "max"])
 def test_classifier_padding_invariance(cfg, pooling):
     clf = tn.TransformerClassifier(tn.TransformerConfig.from_dict({**cfg.to_dict(), "pooling": pooling})).eval()

@@ -23,3 +23,4 @@ class TransformerOutput:
     encoder_hidden_states: list[Tensor] | None = None
     encoder_attentions: list[Tensor] | None = None  # per layer, (B, H, S, S)
     cache: DecoderCache | None = None  # the cache passed in, now holding this call's tokens too
+    loss: Tensor | None = None  # with `labels`: the mean training loss over the labelled positions (logits: (N, V))

@@ -76,12 +76,24 @@ class Seq2SeqTransformer(ModelBase):
         return_attentions: bool = False,
         return_hidden_states: bool = False,
         return_dict: bool = False,
+        labels: Tensor | None = None,
+        label_smoothing: float = 0.0,
     ) -> Tensor | TransformerOutput:
-        """Logits (B, T, V), or a `TransformerOutput` when return_dict / return_attentions / return_hidden_states.
+        """Logits (B, T, V), or a `TransformerOutput` when return_dict / return_attentions / return_hidden_states /
+        labels.
 
         src_mask: (B, S) True = real source token (default: from pad_id). tgt_mask: (B, T) or a full boolean mask
         for the decoder's self-attention (the causal mask is always added). cache: see `init_cache`.
+
+        labels: (B, T) the target token at each position (tgt_ids shifted left); padding (pad_id) and negative
+        labels (Hugging Face's -100) are not targets. Given, the output's `loss` is the mean label-smoothed
+        cross-entropy over the N labelled positions (`training.label_smoothed_cross_entropy`, no smoothing mass on
+        padding), and the output layer runs on those positions only: its `logits` are (N, V), in order. A padded
+        batch (often 30-50% padding) thus skips that share of the output layer and softmax, the costliest
+        position-wise work with a large vocabulary.
         """
+        if labels is not None and labels.shape != tgt_ids.shape:
+            raise InputError(f"labels must have the shape of tgt_ids {tuple(tgt_ids.shape)}, got {tuple(labels.shape)}")
         encoder = None
         if cache is not None and cache.memory is not None:
             memory, memory_mask = cache.memory, cache.memory_mask
@@ -95,8 +107,20 @@ class Seq2SeqTransformer(ModelBase):
                 cache.memory, cache.memory_mask = memory, memory_mask
         decoder = self.decoder(tgt_ids, attention_mask=tgt_mask, memory=memory, memory_mask=memory_mask, cache=cache,
                                need_weights=return_attentions, output_hidden_states=return_hidden_states)
-        logits = self.lm_head(decoder.last_hidden_state)
-        if not (return_dict or return_attentions or return_hidden_states):
+        hidden, loss = decoder.last_hidden_state, None
+        if labels is None:
+            logits = self.lm_head(hidden)
+        else:
+            from ..training.losses import label_smoothed_cross_entropy  # here: training imports the models
+
+            keep = labels >= 0
+            if self.cfg.pad_id is not None:
+                keep &= labels != self.cfg.pad_id
+            rows = keep.reshape(-1).nonzero().squeeze(1)  # (N,) the labelled positions of the flattened B * T
+            logits = self.lm_head(hidden.reshape(-1, hidden.size(-1)).index_select(0, rows))  # (N, V)
+            loss = label_smoothed_cross_entropy(logits, labels.reshape(-1).index_select(0, rows),
+                                                smoothing=label_smoothing, pad_class=self.cfg.pad_id)
+        if not (return_dict or return_attentions or return_hidden_states or labels is not None):
             return logits
         return TransformerOutput(
             logits=logits,
@@ -108,6 +132,7 @@ class Seq2SeqTransformer(ModelBase):
             encoder_hidden_states=None if encoder is None else encoder.hidden_states,
             encoder_attentions=None if encoder is None else encoder.attentions,
             cache=cache,
+            loss=loss,
         )
 
     def generate(self, src_ids: Tensor, src_mask: Tensor | None = None, **kwargs: Any) -> Any:
