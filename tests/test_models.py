@@ -99,6 +99,8 @@ def test_seq2seq_loss_from_labels_equals_the_loss_of_the_full_logits(cfg, smooth
     labels[2, 0] = -100  # Hugging Face's "not a target" as well as padding
     out = mt(src, tgt_in, labels=labels, label_smoothing=smoothing)
     assert out.logits.shape == (int(((labels != PAD) & (labels >= 0)).sum()), V) == (2 + 6 + 3, V)
+    keep = (labels != PAD) & (labels >= 0)
+    torch.testing.assert_close(out.logits, mt(src, tgt_in)[keep], atol=1e-5, rtol=1e-5)  # the same rows, in order
     out.loss.backward()
     grads = {n: p.grad.clone() for n, p in mt.named_parameters() if p.grad is not None}
     mt.zero_grad()
@@ -106,6 +108,9 @@ def test_seq2seq_loss_from_labels_equals_the_loss_of_the_full_logits(cfg, smooth
                                              smoothing=smoothing, ignore_index=PAD, pad_class=PAD)
     reference.backward()
     torch.testing.assert_close(out.loss, reference, atol=1e-6, rtol=1e-6)
+    if smoothing:  # the smoothing convention shows: spread over all V classes, the loss is another one
+        other = label_smoothed_cross_entropy(out.logits, labels[keep], smoothing=smoothing, pad_class=None)
+        assert abs(float(other) - float(out.loss)) > 1e-4
     assert grads.keys() == {n for n, p in mt.named_parameters() if p.grad is not None}
     for name, p in mt.named_parameters():
         if p.grad is not None:

@@ -14,7 +14,7 @@ class TransformerOutput:
     """Shapes: B batch, T length (target length for an encoder-decoder), S source length, C model dim,
     H heads, V vocabulary (or classes for a classifier); L keys seen so far when decoding with a cache."""
 
-    logits: Tensor  # (B, T, V); a classifier's are (B, n_classes)
+    logits: Tensor  # (B, T, V); a classifier's are (B, n_classes); with labels (N, V), the labelled positions
     last_hidden_state: Tensor  # (B, T, C) the final layer's output (after the final norm of a pre-LN stack)
     hidden_states: list[Tensor] | None = None  # the input of every layer, then the final output
     attentions: list[Tensor] | None = None  # self-attention weights per layer, (B, H, T, T or L)

@@ -85,10 +85,11 @@ class Seq2SeqTransformer(ModelBase):
         src_mask: (B, S) True = real source token (default: from pad_id). tgt_mask: (B, T) or a full boolean mask
         for the decoder's self-attention (the causal mask is always added). cache: see `init_cache`.
 
-        labels: (B, T) the target token at each position (tgt_ids shifted left); padding (pad_id) and negative
+        labels: (B, T) the target token at each position (tgt_ids shifted left); padding (cfg.pad_id) and negative
         labels (Hugging Face's -100) are not targets. Given, the output's `loss` is the mean label-smoothed
-        cross-entropy over the N labelled positions (`training.label_smoothed_cross_entropy`, no smoothing mass on
-        padding), and the output layer runs on those positions only: its `logits` are (N, V), in order. A padded
+        cross-entropy over the N labelled positions (`training.label_smoothed_cross_entropy`; the smoothing mass
+        skips the class cfg.pad_id, or, without a pad_id, is spread over every class as `F.cross_entropy` does),
+        and the output layer runs on those positions only: its `logits` are (N, V), in row-major order. A padded
         batch (often 30-50% padding) thus skips that share of the output layer and softmax, the costliest
         position-wise work with a large vocabulary.
         """
@@ -113,6 +114,7 @@ class Seq2SeqTransformer(ModelBase):
         else:
             from ..training.losses import label_smoothed_cross_entropy  # here: training imports the models
 
+            labels = labels.to(hidden.device)
             keep = labels >= 0
             if self.cfg.pad_id is not None:
                 keep &= labels != self.cfg.pad_id

@@ -273,6 +273,10 @@ def train(
         if needed > model_cfg.max_seq_len:
             raise UserError(f"--init {init}: the model takes at most {model_cfg.max_seq_len} positions, the data "
                             f"settings need {needed}; lower max_len (or block_size)")
+        pad_id = task.model_settings().get("pad_id")
+        if task_name == "translation" and model_cfg.pad_id != pad_id:  # masks and loss would disagree on padding
+            raise UserError(f"--init {init}: the model's pad_id is {model_cfg.pad_id}, its tokenizer's padding id "
+                            f"is {pad_id}")
     else:
         model_cfg = resolve_model_config(model_config or TransformerConfig.from_preset("small"),
                                          task.model_settings(), model_fields_set or set())
