@@ -90,14 +90,9 @@ def parameters(model: torch.nn.Module) -> str:
 def cpu_model() -> str:
     """The processor's name ("Intel(R) Xeon(R) Processor", "AMD EPYC 9R45"...): matrix libraries pick their
     kernels by vendor, so figures from different processors are not comparable."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from transformer_networks.nn.linear import cpuinfo
+
+    return cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def machine() -> str:

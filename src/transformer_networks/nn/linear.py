@@ -82,15 +82,23 @@ def _onednn_linear_op() -> Any:
         return None
 
 
-def cpu_vendor() -> str:
-    """The CPU's vendor string ("GenuineIntel", "AuthenticAMD", ...), or "" where it cannot be read."""
+def cpuinfo(field: str) -> str:
+    """A field of Linux's /proc/cpuinfo for the first CPU ("vendor_id", "model name"), or "" where there is none."""
     try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:  # Linux
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
-                if line.startswith("vendor_id"):
+                if line.startswith(field):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return ""
+
+
+def cpu_vendor() -> str:
+    """The CPU's vendor string ("GenuineIntel", "AuthenticAMD", ...), or "" where it cannot be read."""
+    vendor = cpuinfo("vendor_id")
+    if vendor:
+        return vendor
     if platform.system() == "Windows":  # "AMD64 Family 25 Model 17 Stepping 1, AuthenticAMD"
         for vendor in ("GenuineIntel", "AuthenticAMD", "HygonGenuine"):
             if vendor in platform.processor():

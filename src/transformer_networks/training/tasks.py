@@ -305,9 +305,10 @@ class TranslationTask(Task):
         return [self._collate([examples[i] for i in group]) for group in groups]
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
-        # The model computes the loss itself: its output layer then skips the padding positions.
-        labels = batch["tgt_out"].masked_fill(batch["tgt_out"] == self.pad_id, -100)
-        return model(batch["src"], batch["tgt_in"], labels=labels, label_smoothing=self.cfg.label_smoothing).loss
+        # The model computes the loss itself (padding, its cfg.pad_id = self.pad_id, is no target): its output layer
+        # then skips the padding positions.
+        return model(batch["src"], batch["tgt_in"], labels=batch["tgt_out"],
+                     label_smoothing=self.cfg.label_smoothing).loss
 
     @torch.no_grad()
     def translate(self, model: nn.Module, sources: list[list[int]], device: torch.device,

@@ -269,14 +269,13 @@ def train(
         model_cfg = resumed.checkpoint.config
     elif pretrained is not None:
         model_cfg = pretrained.cfg
-        needed = task.model_settings()["max_seq_len"]
-        if needed > model_cfg.max_seq_len:
+        settings = task.model_settings()
+        if settings["max_seq_len"] > model_cfg.max_seq_len:
             raise UserError(f"--init {init}: the model takes at most {model_cfg.max_seq_len} positions, the data "
-                            f"settings need {needed}; lower max_len (or block_size)")
-        pad_id = task.model_settings().get("pad_id")
-        if task_name == "translation" and model_cfg.pad_id != pad_id:  # masks and loss would disagree on padding
+                            f"settings need {settings['max_seq_len']}; lower max_len (or block_size)")
+        if task_name == "translation" and model_cfg.pad_id != settings["pad_id"]:  # the masks and loss use pad_id
             raise UserError(f"--init {init}: the model's pad_id is {model_cfg.pad_id}, its tokenizer's padding id "
-                            f"is {pad_id}")
+                            f"is {settings['pad_id']}")
     else:
         model_cfg = resolve_model_config(model_config or TransformerConfig.from_preset("small"),
                                          task.model_settings(), model_fields_set or set())
