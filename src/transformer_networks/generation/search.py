@@ -25,6 +25,8 @@ class Hypothesis:
 
 def _at_least_float32(logits: Tensor) -> Tensor:
     """Scores are computed in float32 (float64 for a float64 model), whatever the model's precision."""
+    if logits.dtype in (torch.float32, torch.float64):
+        return logits  # (no call: greedy decoding of a small model makes every call per token count)
     return logits.to(torch.promote_types(logits.dtype, torch.float32))
 
 

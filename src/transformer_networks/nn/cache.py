@@ -78,11 +78,12 @@ class KVCache:
             self.k = torch.cat([self.k, k], dim=2)  # (B, G, L + T, D)
             self.v = torch.cat([self.v, v], dim=2)
         else:
-            self._append(k, v)
+            self._append(positions, k, v)
         return self.k, self.v
 
-    def _append(self, k: Tensor, v: Tensor) -> None:
-        """Write k, v (B, G, T, D) after the L cached tokens, into the buffers (a larger pair when they are full)."""
+    def _append(self, positions: Tensor, k: Tensor, v: Tensor) -> None:
+        """Write k, v (B, G, T, D) after the L cached tokens, at `positions` (L .. L+T-1), into the buffers (a larger
+        pair when they are full)."""
         L = 0 if self.k is None else self.k.size(2)
         needed = L + k.size(2)
         kb, vb = self._buffers if self._buffers is not None else (None, None)
@@ -97,8 +98,8 @@ class KVCache:
                 kb.narrow(2, 0, L).copy_(self.k)
                 vb.narrow(2, 0, L).copy_(self.v)
             self._buffers = kb, vb
-        kb.narrow(2, L, k.size(2)).copy_(k)
-        vb.narrow(2, L, v.size(2)).copy_(v)
+        kb.index_copy_(2, positions, k)  # one call where narrow + copy_ is two: decoding makes ~8 a token
+        vb.index_copy_(2, positions, v)
         self.k, self.v = kb.narrow(2, 0, needed), vb.narrow(2, 0, needed)
         self._views = self.k, self.v
 

@@ -49,7 +49,8 @@ class Embeddings(nn.Module):
         if self.scale != 1.0:
             x = x * self.scale
         if self.position is not None:
-            x = x + self.position(positions).to(x.dtype)
+            encoding = self.position(positions)
+            x = x + (encoding if encoding.dtype == x.dtype else encoding.to(x.dtype))
         if self.token_type is not None:
             types = token_type_ids if token_type_ids is not None else torch.zeros_like(ids)
             x = x + self.token_type(types)

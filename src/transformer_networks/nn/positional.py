@@ -59,7 +59,7 @@ class LearnedPositionalEmbedding(nn.Module):
         self.embedding = nn.Embedding(max_len + offset, d_model)
 
     def forward(self, positions: Tensor) -> Tensor:
-        return self.embedding(positions + self.offset)
+        return self.embedding(positions + self.offset if self.offset else positions)
 
 
 class RotaryEmbedding(nn.Module):
