@@ -79,7 +79,8 @@ def round_ratios(times: dict[str, list[float]], slower: str, faster: str) -> str
     """The ratio of two sides in each round (the runs of a round are next to each other in time), and their median:
     on a noisy machine it can differ from the ratio of the two sides' medians, and both deserve to be seen."""
     ratios = [a / b for a, b in zip(times[slower], times[faster], strict=True)]
-    return ", ".join(f"{r:.2f}" for r in ratios) + f"; median of the rounds {statistics.median(ratios):.2f}"
+    median = f"; median of the rounds {statistics.median(ratios):.2f}" if ratios else ""
+    return ", ".join(f"{r:.2f}" for r in ratios) + median
 
 
 def parameters(model: torch.nn.Module) -> str:

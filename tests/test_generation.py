@@ -109,15 +109,17 @@ def test_static_cache_decodes_with_one_compiled_graph(family):
 
 
 def aten_calls_of_a_decoding_step(n_layers):
-    """The ATen calls of one cached decoding step (batch 2, after a 5-token prompt) of a GPT-2-shaped model (pre-LN,
-    learned positions, no padding id)."""
+    """The ATen calls (name -> count) of one cached decoding step (batch 2, after a 5-token prompt) of a GPT-2-shaped
+    model: pre-LN, learned positions, no padding id."""
+    from collections import Counter
+
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    class Count(TorchDispatchMode):
-        calls = 0
+    calls = Counter()
 
+    class Count(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            Count.calls += 1
+            calls[str(func)] += 1
             return func(*args, **(kwargs or {}))
 
     cfg = TransformerConfig.from_preset("gpt2-small", vocab_size=24, d_model=32, n_heads=4, n_layers=n_layers,
@@ -126,20 +128,30 @@ def aten_calls_of_a_decoding_step(n_layers):
     with torch.inference_mode():  # as bench/generation.py runs it (under no_grad the mode sees composites split)
         cache = lm.init_cache()
         lm(torch.randint(24, (2, 5)), cache=cache)
+        token = torch.randint(24, (2, 1))
         with Count():
-            lm(torch.randint(24, (2, 1)), cache=cache)
-    return Count.calls
+            lm(token, cache=cache)
+    return calls
 
 
 def test_a_decoding_step_makes_no_idle_calls():
     # Decoding a small model is bound by the number of calls per token, not by arithmetic (BENCHMARKS.md, greedy
     # generation at nanoGPT size). A pre-LN layer's step is 18 ATen calls: two norms, four products, the
     # activation, two residual adds, one view + permute + unbind for the queries, keys and values, an index_copy_
-    # and a narrowed view for each of the cached keys and values, attention, and the reshape of its output. An
-    # added idle call (a split where one view does, a copy through a narrowed view, a transpose that moves
-    # nothing) fails this.
-    per_layer = (aten_calls_of_a_decoding_step(3) - aten_calls_of_a_decoding_step(1)) / 2
-    assert per_layer == 18
+    # and a narrowed view for each of the cached keys and values, attention, and the reshape of its output. Outside
+    # the layers: the step's positions, two embedding lookups and their sum, the final norm and the output layer.
+    # An added idle call (a split where one view does, a copy through a narrowed view, a transpose that moves
+    # nothing, an addition of zero) fails this. The counts are those of the pinned torch (constraints.txt); another
+    # release may split an operator differently.
+    one, three = aten_calls_of_a_decoding_step(1), aten_calls_of_a_decoding_step(3)
+    per_layer = three.copy()
+    per_layer.subtract(one)
+    per_layer = {name: n // 2 for name, n in per_layer.items() if n}
+    assert sum(per_layer.values()) <= 18, per_layer
+    outside = one.copy()
+    outside.subtract(per_layer)
+    outside = {name: n for name, n in outside.items() if n}
+    assert sum(outside.values()) <= 6, outside
 
 
 def test_lm_rejects_right_padded_prompts_and_full_context():

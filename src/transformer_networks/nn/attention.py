@@ -133,7 +133,8 @@ class MultiHeadAttention(nn.Module):
         mask: boolean, True = may attend, broadcastable to (B, H, Tq, Tk). is_causal: see
         `scaled_dot_product_attention`. rotary: (cos, sin) from `RotaryEmbedding`, applied to the queries and keys
         of self-attention. cache, positions: store this step's keys/values at `positions` (Tq,) and attend over
-        all cached ones (with is_causal, each query sees the cache slots up to its own position).
+        all cached ones (with is_causal, each query sees the cache slots up to its own position); a growing cache
+        holding L tokens needs positions L .. L+Tq-1 (see `KVCache.update`).
         kv: precomputed `project_kv(context)` for cross-attention. real_tokens: self-attention projects only these
         rows of the flattened (B * Tq) positions, the real tokens of a padded batch (see `masks.on_real_tokens`).
 

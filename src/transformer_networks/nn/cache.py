@@ -67,7 +67,8 @@ class KVCache:
     def update(self, positions: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Store k, v (B, G, T, D) for the T tokens at `positions` (T,); return the cached keys and values:
         (B, G, L, D) with L the tokens so far, or all max_len slots of a preallocated cache (unwritten ones are
-        zeros, for the caller's causal mask to hide)."""
+        zeros, for the caller's causal mask to hide). A growing cache holding L tokens needs positions L .. L+T-1
+        (what `TransformerBody` passes): it writes at them, and checking them would cost a device sync per step."""
         if self.preallocated:
             assert self.k is not None and self.v is not None
             self.k.index_copy_(2, positions, k.to(self.k.dtype))
