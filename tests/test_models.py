@@ -336,6 +336,33 @@ def test_growing_cache_appends_in_place_and_reallocates_across_reorders(monkeypa
     assert torch.equal(old, before) and kv.k.size(2) == 17
 
 
+@pytest.mark.parametrize("grad", [False, True])
+def test_growing_cache_reorders_into_a_second_pair_of_buffers(grad):
+    # Beam search reorders the rows at every step. The cache gathers its L cached slots (not the whole capacity)
+    # into a second pair of buffers and swaps the pairs: steps alternate between two allocations, and the keys,
+    # values and logits equal concatenation's. (Without gradients it gathers straight into the buffers.)
+    lm = tn.TransformerLM(config()).eval()
+    ids = tokens(3, 8)
+    ours, concatenated = lm.init_cache(), lm.init_cache()
+    for layer in concatenated.layers:
+        layer.self_attn.concatenate = True
+    order = torch.arange(3)
+    pointers = []
+    with torch.set_grad_enabled(grad):
+        for t in range(8):
+            if t >= 2:
+                swap = torch.tensor([1, 2, 0]) if t % 2 else torch.tensor([0, 0, 2])
+                order = order[swap]
+                ours.reorder(swap)
+                concatenated.reorder(swap)
+            assert torch.equal(lm(ids[order, t:t + 1], cache=ours), lm(ids[order, t:t + 1], cache=concatenated))
+            for x, y in zip(ours.layers, concatenated.layers, strict=True):
+                assert torch.equal(x.self_attn.k, y.self_attn.k) and torch.equal(x.self_attn.v, y.self_attn.v)
+            pointers.append(ours.layers[0].self_attn._buffers[0].data_ptr())
+    assert len(set(pointers)) == 2
+    assert all(a != b for a, b in zip(pointers[1:], pointers[2:], strict=False))  # every reorder swaps the pairs
+
+
 def test_sequence_longer_than_max_seq_len_is_refused():
     lm = tn.TransformerLM(config(max_seq_len=8)).eval()
     with pytest.raises(ValueError, match="max_seq_len=8"):

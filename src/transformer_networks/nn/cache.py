@@ -22,6 +22,8 @@ class KVCache:
     keys and values so far. They live at the start of larger buffers that new tokens are written into in place;
     a full buffer is replaced by one twice as long (up to `limit` slots). Appending a token thus costs a copy of
     that token, not of the whole cache as concatenation would (O(L) per step, O(L^2) per generation).
+    `reorder` (beam search) gathers the cached rows into a second pair of buffers and swaps the pairs, so the
+    views handed out before a reorder are overwritten by the next one: copy them to keep them.
     `concatenate=True` grows by plain concatenation instead: what the ONNX export traces.
     Preallocated (`max_len` given): fixed (B, G, max_len, D) buffers written in place at `positions`; `update`
     then returns all max_len slots and the caller's causal mask (built from positions) hides the slots not
@@ -48,6 +50,7 @@ class KVCache:
         self.k: Tensor | None = None
         self.v: Tensor | None = None
         self._buffers: tuple[Tensor, Tensor] | None = None  # growing: (B, G, capacity, D) each; k, v are views
+        self._spare: tuple[Tensor, Tensor] | None = None  # growing: a second pair that `reorder` gathers into
         self._views: tuple[Tensor | None, Tensor | None] = (None, None)  # the views of them last handed out
         if max_len is not None:
             if None in (batch_size, n_kv_heads, head_dim):
@@ -98,7 +101,7 @@ class KVCache:
             if L:
                 kb.narrow(2, 0, L).copy_(self.k)
                 vb.narrow(2, 0, L).copy_(self.v)
-            self._buffers = kb, vb
+            self._buffers, self._spare = (kb, vb), None
         kb.index_copy_(2, positions, k)  # one call where narrow + copy_ is two: decoding makes ~8 a token
         vb.index_copy_(2, positions, v)
         self.k, self.v = kb.narrow(2, 0, needed), vb.narrow(2, 0, needed)
@@ -119,10 +122,23 @@ class KVCache:
         elif self.preallocated:  # another number of rows: new buffers
             self.k, self.v = self.k.index_select(0, indices), self.v.index_select(0, indices)
         elif self._buffers is not None and self._in_buffers():
-            L = self.k.size(2)  # reorder whole buffers, spare slots included, so that appending stays in place
-            kb, vb = (t.index_select(0, indices) for t in self._buffers)
-            self._buffers = kb, vb
-            self.k, self.v = self._views = kb.narrow(2, 0, L), vb.narrow(2, 0, L)
+            # Gather the L cached slots (not the spare ones after them) into the second pair of buffers, then swap
+            # the pairs: appending stays in place, and a beam-search step copies L slots per row, not the buffers'
+            # whole capacity, and allocates nothing.
+            L = self.k.size(2)
+            kb, vb = self._buffers
+            shape = (indices.numel(), *kb.shape[1:])
+            if self._spare is None or self._spare[0].shape != shape:
+                self._spare = kb.new_empty(shape), vb.new_empty(shape)
+            sk, sv = self._spare
+            if torch.is_grad_enabled() and (self.k.requires_grad or self.v.requires_grad):  # out= has no autograd
+                sk.narrow(2, 0, L).copy_(self.k.index_select(0, indices))
+                sv.narrow(2, 0, L).copy_(self.v.index_select(0, indices))
+            else:
+                torch.index_select(self.k, 0, indices, out=sk.narrow(2, 0, L))
+                torch.index_select(self.v, 0, indices, out=sv.narrow(2, 0, L))
+            self._buffers, self._spare = (sk, sv), ((kb, vb) if kb.shape == shape else None)
+            self.k, self.v = self._views = sk.narrow(2, 0, L), sv.narrow(2, 0, L)
         else:
             self.k = self.k.index_select(0, indices)
             self.v = self.v.index_select(0, indices)
