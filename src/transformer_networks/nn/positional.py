@@ -94,5 +94,7 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Rotate queries or keys x (B, H, T, D) by the angles of their positions; cos, sin: (T, D) or (B, T, D)."""
     if cos.dim() == 3:
         cos, sin = cos[:, None], sin[:, None]  # (B, T, D) -> (B, 1, T, D), broadcast over heads
+    if x.dtype in (torch.float32, torch.float64) and cos.dtype == x.dtype:  # no idle conversions (every step)
+        return x * cos + rotate_half(x) * sin
     xf = x.to(torch.promote_types(x.dtype, torch.float32))  # rotate in at least float32
     return (xf * cos + rotate_half(xf) * sin).to(x.dtype)
