@@ -373,44 +373,6 @@ def test_few_rows_mode_packs_only_for_a_few_rows_in_eval_mode(monkeypatch):
     assert len(products) == 4 and len(packs) == 1
 
 
-def test_few_rows_mode_multiplies_a_small_weight_by_a_transposed_copy(monkeypatch):
-    # Intel's mode: in eval mode without a gradient, 2 to 32 rows by a small weight run on an (in, out) copy of it,
-    # which F.linear receives as a transposed view (strides (1, out)); the copy follows every change of the weight.
-    from transformer_networks.nn import Linear
-    from transformer_networks.nn import linear as linear_module
-
-    monkeypatch.setattr(linear_module, "MODE", "few-rows")
-    real = F.linear
-    strides = []
-    monkeypatch.setattr(linear_module.F, "linear", lambda x, w, b=None: strides.append(w.stride()) or real(x, w, b))
-    torch.manual_seed(0)
-    layer = Linear(128, 384).eval()
-
-    def check(x, transposed):
-        strides.clear()
-        torch.testing.assert_close(layer(x), real(x, layer.weight, layer.bias), atol=1e-5, rtol=1e-5)
-        assert strides == [(1, 384) if transposed else (128, 1)]
-
-    with torch.no_grad():
-        for rows, transposed in [(1, False), (2, True), (8, True), (32, True), (33, False)]:
-            check(torch.randn(rows, 128), transposed)
-        check(torch.randn(2, 4, 128), True)
-        copy = layer._packed[2]
-        check(torch.randn(8, 128), True)
-        assert layer._packed[2] is copy  # made once
-        layer.weight.mul_(2.0)
-        check(torch.randn(8, 128), True)  # an in-place change: made again
-        assert layer._packed[2] is not copy
-    check(torch.randn(8, 128, requires_grad=True), False)  # a gradient is needed: the weight as it is
-    layer.train()
-    assert layer._packed is None
-    with torch.no_grad():
-        check(torch.randn(8, 128), False)  # train mode
-        strides.clear()
-        Linear(768, 512).eval()(torch.randn(2, 768))  # a large weight: packed for oneDNN from 4 rows, never transposed
-        assert strides == [(768, 1)]
-
-
 def test_onednn_mode_follows_the_cpu_vendor_and_the_environment(monkeypatch):
     from transformer_networks.nn import linear as linear_module
 

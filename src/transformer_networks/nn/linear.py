@@ -33,13 +33,9 @@ measured). The environment variable TN_ONEDNN=full|few-rows|off overrides it whe
     eval mode, no gradient,           oneDNN on a packed copy of the weight, as above
     4-32 rows (FEW_ROWS), a weight of
     >= MIN_WEIGHT_INFERENCE elements
-    eval mode, no gradient,           F.linear (MKL) on a transposed copy of the weight, laid out (in, out): MKL's
-    2-32 rows (TRANSPOSED_ROWS), a    product of a few rows is faster that way (8 rows by 128 x 384: 14 us
-    smaller weight                    against 22-26 us); made and made again like the packed copy
     everything else                   F.linear
 
-In both modes the packed (or transposed) copy costs as much memory as the weight itself while the model is used
-for inference.
+In both modes the packed copy costs as much memory as the weight itself while the model is used for inference.
 Writes through `.data` do not show in a weight's version counter: call `eval()` again after them.
 
 `F.linear` (MKL) is also used for products too small to pay oneDNN's fixed cost (in "full" mode:
@@ -73,7 +69,6 @@ MIN_MACS_TRAINING = 2**22  # the unpacked weight costs oneDNN a reorder per call
 MIN_MACS_INFERENCE = 2**21
 MIN_WEIGHT_INFERENCE = 2**18  # 1 MiB of float32: e.g. 768 x 768 and larger
 FEW_ROWS = (4, 32)  # "few-rows" mode: the rows for which a packed weight beats MKL (fewer: its matrix-vector path)
-TRANSPOSED_ROWS = (2, 32)  # "few-rows" mode: the rows for which MKL is faster on a transposed copy of a small weight
 
 
 def _onednn_linear_op() -> Any:
@@ -165,25 +160,6 @@ def _onednn_applies(x: Tensor, weight: Tensor, bias: Tensor | None, training: bo
             return False
         if not training and macs < MIN_MACS_INFERENCE and weight.numel() < MIN_WEIGHT_INFERENCE:
             return False
-    return _plain(x, weight, bias)
-
-
-def _transposed_applies(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
-    """For a `Linear` in eval mode without a gradient: whether, in "few-rows" mode, MKL multiplies by a transposed
-    copy of the weight. For 2 to 32 rows by a small weight (below MIN_WEIGHT_INFERENCE, where oneDNN's fixed cost
-    does not pay) MKL is faster with the weight laid out (in, out), as x @ W_t, than (out, in) as `F.linear` holds
-    it: 8 rows by a 128 x 384 weight take 14 us against 22-26 us (one row takes MKL's matrix-vector path either
-    way). Larger weights are packed for oneDNN instead (`_onednn_applies`)."""
-    if MODE != "few-rows" or type(x) not in _PLAIN or not x.dim() or weight.numel() >= MIN_WEIGHT_INFERENCE:
-        return False
-    rows = x.numel() // max(x.size(-1), 1)
-    return (TRANSPOSED_ROWS[0] <= rows <= TRANSPOSED_ROWS[1] and not torch.compiler.is_compiling()
-            and not weight.is_inference() and _plain(x, weight, bias))
-
-
-def _plain(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
-    """Dense float32 CPU tensors, nothing tracing, exporting or transforming them: where the products of this
-    module may leave `F.linear`."""
     return (x.is_cpu and x.dtype == torch.float32 and type(weight) in _PLAIN and weight.dtype == torch.float32
             and x.layout == torch.strided and weight.layout == torch.strided  # not sparse
             and weight.dim() == 2 and x.dim() >= 1 and x.size(-1) == weight.size(1)  # else F.linear's error
@@ -257,36 +233,29 @@ class Linear(nn.Linear):
     """`nn.Linear` on oneDNN where that is faster; in eval mode and without gradients it multiplies by a packed
     copy of its weight."""
 
-    # (weight, (_cache_key(weight), kind), the weight packed for oneDNN or transposed for MKL): one kind per layer,
-    # since the weight's size decides it
-    _packed: tuple[weakref.ref, tuple[tuple[int, int, int], str], Tensor] | None = None
+    _packed: tuple[weakref.ref, tuple[int, int, int], Tensor] | None = None  # (weight, _cache_key(weight), packed)
 
     def forward(self, x: Tensor) -> Tensor:
         weight, bias = self.weight, self.bias
         training = _needs_grad(x, weight, bias)
         if not _onednn_applies(x, weight, bias, training, packable=not self.training):
-            if not (training or self.training) and _transposed_applies(x, weight, bias):
-                return F.linear(x, self._prepared_weight("transposed"), bias)
             return F.linear(x, weight, bias)
         if training or torch.compiler.is_compiling():  # a packed weight cannot enter a compiled graph
             return onednn_linear(x, weight, bias)
-        if self.training or weight.is_inference():  # a weight that may change unseen (see _prepared_weight)
+        if self.training or weight.is_inference():  # a weight that may change unseen (see _packed_weight)
             return _onednn(x, weight, bias)
-        return _onednn(x, self._prepared_weight("packed"), bias)
+        return _onednn(x, self._packed_weight(), bias)
 
-    def _prepared_weight(self, kind: str) -> Tensor:
-        """The weight packed for oneDNN (kind "packed"), or transposed for MKL ("transposed": an (in, out)
-        contiguous copy, returned as its (out, in) view, which `F.linear` multiplies without transposing again).
-        Made again when the weight is another tensor, was changed in place (its version counter) or moved, or an
-        optimizer has stepped since (fused optimizers leave the version alone). Writes through `.data` are not
-        seen: call `train()` or `eval()` after them. Only used in eval mode."""
-        weight, prepared = self.weight, self._packed  # read once: another thread may call train()/eval()
-        key = (_cache_key(weight), kind)
-        if prepared is None or prepared[0]() is not weight or prepared[1] != key:
-            copy = _pack(weight) if kind == "packed" else weight.detach().t().contiguous().t()
-            prepared = (weakref.ref(weight), key, copy)
-            self._packed = prepared
-        return prepared[2]
+    def _packed_weight(self) -> Tensor:
+        """The packed copy of the weight, made again when the weight is another tensor, was changed in place (its
+        version counter) or moved, or an optimizer has stepped since (fused optimizers leave the version alone).
+        Writes through `.data` are not seen: call `train()` or `eval()` after them. Only used in eval mode."""
+        weight, packed = self.weight, self._packed  # read once: another thread may call train()/eval()
+        key = _cache_key(weight)
+        if packed is None or packed[0]() is not weight or packed[1] != key:
+            packed = (weakref.ref(weight), key, _pack(weight))
+            self._packed = packed
+        return packed[2]
 
     def train(self, mode: bool = True) -> Linear:
         self._packed = None  # the weights are about to change, or were just changed
