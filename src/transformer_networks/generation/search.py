@@ -111,28 +111,22 @@ def beam_search(steps: Steps, batch_size: int, num_beams: int, *, max_new_tokens
         del hyps[K:]
 
     for t in range(max_new_tokens):
-        # The 2K best candidates of an input are among the 2K best tokens of each of its rows: take those first, by
-        # logit (a row's order is its log-probabilities' order), and turn only them into log-probabilities
-        # (logit - logsumexp), rather than normalising and adding the beam's score over the whole vocabulary.
-        logits = logits.to(dtype)  # (N, V)
-        log_z = logits.logsumexp(dim=1, keepdim=True)  # (N, 1), before EOS is barred: scores are true log p
+        logp = logits.to(dtype).log_softmax(dim=-1)  # (N, V)
+        V = logp.size(1)
         if eos_id is not None and t < min_new_tokens:
-            logits[:, eos_id] = float("-inf")
-        M = min(2 * K, logits.size(1))
-        row_logits, row_tokens = logits.topk(M, dim=1)  # (N, M)
-        row_scores = row_logits - log_z + beam_scores[:, None]  # (N, M)
-        top_scores, top = row_scores.view(B, K * M).topk(min(2 * K, K * M), dim=1)  # (B, 2K): enough for K non-EOS
-        top_tokens = row_tokens.view(B, K * M).gather(1, top)
-        top_scores, top, top_tokens = top_scores.tolist(), top.tolist(), top_tokens.tolist()
+            logp[:, eos_id] = float("-inf")
+        candidates = (beam_scores[:, None] + logp).view(B, K * V)
+        top_scores, top_index = candidates.topk(min(2 * K, K * V), dim=1)  # (B, 2K): enough for K non-EOS
+        top_scores, top_index = top_scores.tolist(), top_index.tolist()
         rows, tokens, scores = [], [], []
         last = t == max_new_tokens - 1
         for b in range(B):
             chosen = 0
             if not done[b]:
-                for s, index, token in zip(top_scores[b], top[b], top_tokens[b], strict=True):
+                for s, index in zip(top_scores[b], top_index[b], strict=True):
                     if s == float("-inf") or chosen == K:
                         break
-                    row = b * K + index // M
+                    row, token = b * K + index // V, index % V
                     if token == eos_id:
                         add(b, history[row].tolist() + [token], s)
                         continue
