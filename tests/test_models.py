@@ -297,6 +297,27 @@ def test_cache_reorder_follows_the_batch_rows(preallocate, order):
     torch.testing.assert_close(step[:, 0], lm(ids[order])[:, 5], atol=1e-5, rtol=0)
 
 
+class TwinCaches:
+    """Our growing cache beside one that grows by concatenation (the reference): every step and reorder goes to
+    both, and every step checks that their logits, keys and values are equal."""
+
+    def __init__(self, lm):
+        self.lm, self.ours, self.concatenated = lm, lm.init_cache(), lm.init_cache()
+        for layer in self.concatenated.layers:
+            layer.self_attn.concatenate = True
+
+    def reorder(self, rows):
+        self.ours.reorder(rows)
+        self.concatenated.reorder(rows)
+
+    def step(self, ids):
+        logits = self.lm(ids, cache=self.ours)
+        assert torch.equal(logits, self.lm(ids, cache=self.concatenated))
+        for x, y in zip(self.ours.layers, self.concatenated.layers, strict=True):
+            assert torch.equal(x.self_attn.k, y.self_attn.k) and torch.equal(x.self_attn.v, y.self_attn.v)
+        return logits
+
+
 def test_growing_cache_appends_in_place_and_reallocates_across_reorders(monkeypatch):
     # A first buffer of 2 slots makes the cache grow several times (2 -> 6 -> 14 -> max_seq_len 16) while beams are
     # reordered in between; keys, values and logits must equal concatenation's, and a step within the capacity must
@@ -306,22 +327,16 @@ def test_growing_cache_appends_in_place_and_reallocates_across_reorders(monkeypa
     monkeypatch.setattr(KVCache, "MIN_CAPACITY", 2)
     lm = tn.TransformerLM(config(max_seq_len=16)).eval()
     ids = tokens(3, 16)
-    ours, concatenated = lm.init_cache(), lm.init_cache()
-    for layer in concatenated.layers:
-        layer.self_attn.concatenate = True
+    twins = TwinCaches(lm)
+    ours = twins.ours
     order = torch.arange(3)
     capacities = []
     for t in range(16):
         if t in (4, 9):
             swap = torch.tensor([2, 0, 0])
             order = order[swap]
-            ours.reorder(swap)
-            concatenated.reorder(swap)
-        a = lm(ids[order, t:t + 1], cache=ours)
-        b = lm(ids[order, t:t + 1], cache=concatenated)
-        assert torch.equal(a, b)
-        for x, y in zip(ours.layers, concatenated.layers, strict=True):
-            assert torch.equal(x.self_attn.k, y.self_attn.k) and torch.equal(x.self_attn.v, y.self_attn.v)
+            twins.reorder(swap)
+        a = twins.step(ids[order, t:t + 1])
         capacities.append(ours.layers[0].self_attn._buffers[0].size(2))
     assert capacities == [2, 2, 6, 6, 6, 6, 14, 14, 14, 14, 14, 14, 14, 14, 16, 16]
     torch.testing.assert_close(a[:, 0], lm(ids[order])[:, -1], atol=1e-5, rtol=0)
@@ -343,9 +358,7 @@ def test_growing_cache_reorders_into_a_second_pair_of_buffers(grad):
     # values and logits equal concatenation's. (Without gradients it gathers straight into the buffers.)
     lm = tn.TransformerLM(config()).eval()
     ids = tokens(3, 8)
-    ours, concatenated = lm.init_cache(), lm.init_cache()
-    for layer in concatenated.layers:
-        layer.self_attn.concatenate = True
+    twins = TwinCaches(lm)
     order = torch.arange(3)
     pointers = []
     with torch.set_grad_enabled(grad):
@@ -353,12 +366,9 @@ def test_growing_cache_reorders_into_a_second_pair_of_buffers(grad):
             if t >= 2:
                 swap = torch.tensor([1, 2, 0]) if t % 2 else torch.tensor([0, 0, 2])
                 order = order[swap]
-                ours.reorder(swap)
-                concatenated.reorder(swap)
-            assert torch.equal(lm(ids[order, t:t + 1], cache=ours), lm(ids[order, t:t + 1], cache=concatenated))
-            for x, y in zip(ours.layers, concatenated.layers, strict=True):
-                assert torch.equal(x.self_attn.k, y.self_attn.k) and torch.equal(x.self_attn.v, y.self_attn.v)
-            pointers.append(ours.layers[0].self_attn._buffers[0].data_ptr())
+                twins.reorder(swap)
+            twins.step(ids[order, t:t + 1])
+            pointers.append(twins.ours.layers[0].self_attn._buffers[0].data_ptr())
     assert len(set(pointers)) == 2
     assert all(a != b for a, b in zip(pointers[1:], pointers[2:], strict=False))  # every reorder swaps the pairs
 
