@@ -216,6 +216,36 @@ def test_greedy_score_is_the_log_probability_of_its_tokens():
     assert float(out.scores[0]) == pytest.approx(float(expected), abs=1e-9)
 
 
+def test_the_score_under_min_new_tokens_is_the_models_own_log_probability():
+    # EOS is barred for the first tokens; the score must still be the model's log-probability, not one
+    # renormalised over the other tokens (beam search scores the same way).
+    lm = make(TransformerLM)
+    ids = torch.tensor(prompts([3]))
+    eos = int(generate(lm, ids, max_new_tokens=1)[0, -1])  # the token greedy takes first: barred now
+    out = generate(lm, ids, max_new_tokens=4, min_new_tokens=2, eos_id=eos, return_dict_in_generate=True)
+    tokens = out.hypotheses[0][0].tokens
+    assert tokens[0] != eos
+    seq = torch.cat([ids, torch.tensor([tokens])], dim=1)
+    with torch.no_grad():
+        logp = lm(seq[:, :-1]).log_softmax(-1)[0, 2:]  # the predictions of the new tokens
+    expected = logp.gather(1, seq[0, 3:, None]).sum()
+    assert float(out.scores[0]) == pytest.approx(float(expected), abs=1e-9)
+    beam = generate(lm, ids, max_new_tokens=4, min_new_tokens=2, eos_id=eos, num_beams=1,
+                    return_dict_in_generate=True)
+    assert float(beam.scores[0]) == pytest.approx(float(out.scores[0]), abs=1e-9)
+
+
+def test_pad_id_given_to_generate_masks_the_padding():
+    # A model without a pad_id of its own: the pad_id argument marks the padding, as Hugging Face's does.
+    lm = make(TransformerLM, pad_id=None)
+    rows = prompts([5, 2])
+    ids, mask = left_pad(rows, pad_id=0)
+    by_mask = generate(lm, ids, attention_mask=mask, max_new_tokens=6)
+    assert torch.equal(generate(lm, ids, pad_id=0, max_new_tokens=6), by_mask)
+    alone = generate(lm, torch.tensor(rows[1:]), max_new_tokens=6)
+    assert torch.equal(by_mask[1, -8:], alone[0])
+
+
 def test_top_k_and_top_p_filters():
     logits = torch.log(torch.tensor([[0.05, 0.5, 0.15, 0.3]]))
     kept = lambda x: torch.isfinite(x[0]).nonzero().flatten().tolist()  # noqa: E731
@@ -333,9 +363,14 @@ def test_bad_arguments_are_input_errors():
     lm = make(TransformerLM)
     ids = torch.tensor([[5, 6]])
     for kwargs in ({"num_beams": 2, "do_sample": True}, {"num_beams": 2, "num_return_sequences": 3},
-                   {"num_return_sequences": 2}, {"do_sample": True, "top_p": 1.5}, {"do_sample": True, "top_k": 0}):
+                   {"num_return_sequences": 2}, {"do_sample": True, "top_p": 1.5}, {"do_sample": True, "top_k": 0},
+                   {"max_new_tokens": -1, "static_cache": True}, {"min_new_tokens": -1}, {"eos_id": -1},
+                   {"eos_id": 24}, {"pad_id": 99}):
         with pytest.raises(InputError):
-            generate(lm, ids, max_new_tokens=3, **kwargs)
+            generate(lm, ids, **({"max_new_tokens": 3} | kwargs))
+    for family in (TransformerLM, Seq2SeqTransformer):
+        with pytest.raises(InputError, match="one token"):
+            generate(make(family), torch.zeros(1, 0, dtype=torch.long))
 
 
 def reference_beam_search(log_prob, vocab, eos, beams, max_len, alpha):

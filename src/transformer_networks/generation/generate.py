@@ -63,8 +63,9 @@ def generate(
 ) -> Tensor | GenerationOutput:
     """Generate from a batch of prompts (language model) or sources (seq2seq), (B, P) token ids.
 
-    attention_mask: (B, P), True = real token; default from the model's pad_id. Language-model prompts of
-        different lengths are padded on the left (`steps.left_pad` builds such a batch).
+    attention_mask: (B, P), True = real token; default: the tokens other than `pad_id` (the argument, else the
+        model's). Language-model prompts of different lengths are padded on the left (`steps.left_pad` builds
+        such a batch).
     max_new_tokens: default 100 for a language model; for seq2seq the source length + 50 (the paper). Always
         capped by the model's max_seq_len. min_new_tokens: EOS is forbidden before this many new tokens.
     do_sample, temperature, top_k, top_p, seed: sampling (see `logits.py`); greedy when do_sample is False.
@@ -72,7 +73,9 @@ def generate(
     num_return_sequences: beams give their n best; sampling draws n samples per input.
     eos_id: stops a row (default: the config's eos_id, else for seq2seq the tokenizer's EOS; a language model
         without either runs to max_new_tokens). bos_id: the seq2seq decoder's first token (default: the config's
-        bos_id, e.g. an imported BART's decoder start, else the tokenizer's BOS).
+        bos_id, e.g. an imported BART's decoder start, else the tokenizer's BOS). pad_id: the padding of
+        input_ids (masked when no attention_mask is given, as Hugging Face does with pad_token_id) and what
+        fills the rows that stop early (default: the config's pad_id, else EOS).
     use_cache: the KV cache (prefill once, then one token per step); static_cache: preallocate it, so that every
         step feeds the layers the same shapes: a compiled stack (`model.decoder.stack.compile()`, with
         mode="reduce-overhead" for CUDA graphs) then reuses one graph for all steps instead of recompiling.
@@ -81,9 +84,11 @@ def generate(
         compiled stack are replayed, not recorded again; its rows must equal the batch times the beams or samples.
     Returns the sequences, or a `GenerationOutput` with their scores when return_dict_in_generate.
     """
-    if input_ids.dim() != 2 or input_ids.size(0) == 0:
-        raise InputError(f"input_ids must have shape (batch, length) with at least one row, got "
+    if input_ids.dim() != 2 or input_ids.size(0) == 0 or input_ids.size(1) == 0:
+        raise InputError(f"input_ids must have shape (batch, length) with at least one row and one token, got "
                          f"{tuple(input_ids.shape)}")
+    if (max_new_tokens is not None and max_new_tokens < 0) or min_new_tokens < 0:
+        raise InputError("max_new_tokens and min_new_tokens must be >= 0")
     if num_beams < 1 or num_return_sequences < 1:
         raise InputError("num_beams and num_return_sequences must be >= 1")
     if num_beams > 1 and do_sample:
@@ -96,8 +101,13 @@ def generate(
         check_sampling(temperature, top_k, top_p)
     cfg = model.cfg
     B, P = input_ids.shape
+    for name, token in (("bos_id", bos_id), ("eos_id", eos_id), ("pad_id", pad_id)):
+        if token is not None and not 0 <= token < cfg.target_vocab_size:
+            raise InputError(f"{name}={token} is not a token of the model's vocabulary "
+                             f"(0 to {cfg.target_vocab_size - 1})")
+    input_pad = pad_id if pad_id is not None else cfg.pad_id
     if attention_mask is None:
-        attention_mask = input_ids != cfg.pad_id if cfg.pad_id is not None else torch.ones_like(
+        attention_mask = input_ids != input_pad if input_pad is not None else torch.ones_like(
             input_ids, dtype=torch.bool)
     elif attention_mask.shape != input_ids.shape or attention_mask.dtype != torch.bool:
         raise InputError(f"attention_mask must be a boolean tensor of shape {tuple(input_ids.shape)}")
@@ -127,8 +137,6 @@ def generate(
                         static_len=P + max_new_tokens if static_cache else None)
     else:
         raise InputError(f"generate needs a TransformerLM or a Seq2SeqTransformer, got {type(model).__name__}")
-    if max_new_tokens < 0 or min_new_tokens < 0:
-        raise InputError("max_new_tokens and min_new_tokens must be >= 0")
 
     if num_beams > 1:
         found = beam_search(steps, B, num_beams, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,

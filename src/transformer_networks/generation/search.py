@@ -42,7 +42,8 @@ def greedy_or_sample(steps: Steps, n_rows: int, *, max_new_tokens: int, min_new_
                      top_k: int | None = None, top_p: float | None = None,
                      generator: torch.Generator | None = None) -> list[Hypothesis]:
     """Each row takes the most likely token (greedy) or a sampled one, until EOS or `max_new_tokens`. The score
-    is the model's own log-probability of the tokens taken (before temperature or filtering)."""
+    is the model's own log-probability of the tokens taken (before temperature, filtering or the EOS ban of
+    `min_new_tokens`)."""
     logits = steps.first() if max_new_tokens > 0 else None
     device = logits.device if logits is not None else None
     # Tokens and scores stay on the model's device until the end: without an EOS no step waits for the device.
@@ -52,12 +53,14 @@ def greedy_or_sample(steps: Steps, n_rows: int, *, max_new_tokens: int, min_new_
     taken: list[Tensor] = []
     for t in range(max_new_tokens):
         logits = _at_least_float32(logits)
+        allowed = logits
         if eos_id is not None and t < min_new_tokens:
-            logits[:, eos_id] = float("-inf")
+            allowed = logits.clone()  # EOS may not be taken yet, but the score stays the model's own
+            allowed[:, eos_id] = float("-inf")
         if do_sample:
-            tokens = sample(process_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p), generator)
+            tokens = sample(process_logits(allowed, temperature=temperature, top_k=top_k, top_p=top_p), generator)
         else:
-            tokens = logits.argmax(dim=-1)
+            tokens = allowed.argmax(dim=-1)
         logp = logits.log_softmax(dim=-1).gather(1, tokens[:, None]).squeeze(1)  # (N,)
         if eos_id is None:  # no row can finish early
             scores += logp
