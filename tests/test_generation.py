@@ -244,6 +244,9 @@ def test_pad_id_given_to_generate_masks_the_padding():
     assert torch.equal(generate(lm, ids, pad_id=0, max_new_tokens=6), by_mask)
     alone = generate(lm, torch.tensor(rows[1:]), max_new_tokens=6)
     assert torch.equal(by_mask[1, -8:], alone[0])
+    # A pad_id that is also the EOS (GPT-2's convention) marks no padding: such a token may be a real one.
+    unmasked = generate(lm, ids, attention_mask=torch.ones_like(mask), max_new_tokens=6)
+    assert torch.equal(generate(lm, ids, pad_id=0, eos_id=0, max_new_tokens=6, min_new_tokens=6), unmasked)
 
 
 def test_top_k_and_top_p_filters():

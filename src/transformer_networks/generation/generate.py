@@ -74,8 +74,8 @@ def generate(
     eos_id: stops a row (default: the config's eos_id, else for seq2seq the tokenizer's EOS; a language model
         without either runs to max_new_tokens). bos_id: the seq2seq decoder's first token (default: the config's
         bos_id, e.g. an imported BART's decoder start, else the tokenizer's BOS). pad_id: the padding of
-        input_ids (masked when no attention_mask is given, as Hugging Face does with pad_token_id) and what
-        fills the rows that stop early (default: the config's pad_id, else EOS).
+        input_ids (masked when no attention_mask is given, unless it equals eos_id, as Hugging Face does with
+        pad_token_id) and what fills the rows that stop early (default: the config's pad_id, else EOS).
     use_cache: the KV cache (prefill once, then one token per step); static_cache: preallocate it, so that every
         step feeds the layers the same shapes: a compiled stack (`model.decoder.stack.compile()`, with
         mode="reduce-overhead" for CUDA graphs) then reuses one graph for all steps instead of recompiling.
@@ -105,7 +105,11 @@ def generate(
         if token is not None and not 0 <= token < cfg.target_vocab_size:
             raise InputError(f"{name}={token} is not a token of the model's vocabulary "
                              f"(0 to {cfg.target_vocab_size - 1})")
-    input_pad = pad_id if pad_id is not None else cfg.pad_id
+    if eos_id is None:  # the model's own (imported models), else the tokenizer's <eos> for an encoder-decoder
+        eos_id = cfg.eos_id if cfg.eos_id is not None else EOS_ID if isinstance(model, Seq2SeqTransformer) else None
+    # The padding to mask: pad_id, unless it is also the EOS (GPT-2's convention, where EOS also separates the
+    # documents of a prompt; Hugging Face infers no mask then either), else the model's own.
+    input_pad = pad_id if pad_id is not None and pad_id != eos_id else cfg.pad_id
     if attention_mask is None:
         attention_mask = input_ids != input_pad if input_pad is not None else torch.ones_like(
             input_ids, dtype=torch.bool)
@@ -114,8 +118,6 @@ def generate(
     copies = num_beams if num_beams > 1 else num_return_sequences
     use_cache = use_cache or cache is not None  # a cache given is used, preallocated or growing as it is
     static_cache = static_cache or (cache is not None and cache.max_len is not None)
-    if eos_id is None:  # the model's own (imported models), else the tokenizer's <eos> for an encoder-decoder
-        eos_id = cfg.eos_id if cfg.eos_id is not None else EOS_ID if isinstance(model, Seq2SeqTransformer) else None
     if bos_id is None:
         bos_id = cfg.bos_id if cfg.bos_id is not None else BOS_ID
     fill = pad_id if pad_id is not None else cfg.pad_id if cfg.pad_id is not None else eos_id or 0
