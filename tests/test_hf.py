@@ -9,7 +9,8 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from transformer_networks import Seq2SeqTransformer, TransformerClassifier, TransformerLM, cli  # noqa: E402
-from transformer_networks.interop.hf import HFError, export_hf, load_hf  # noqa: E402
+from transformer_networks.interop.hf import FAMILIES, HFError, export_hf, load_hf  # noqa: E402
+from transformer_networks.interop.weights import map_state_dict  # noqa: E402
 
 V = 64  # vocabulary of every tiny model
 SMALL = dict(max_position_embeddings=40)
@@ -298,3 +299,73 @@ def test_train_lm_from_imported_gpt2_and_wrong_family(tmp_path, capsys):
     assert cli.main(["train", "classification", "--init", str(directory), "--out", str(tmp_path / "x"),
                      "--quiet"]) == 2
     assert "a TransformerLM, but classification trains a TransformerClassifier" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "bert"])
+def test_export_follows_the_per_stack_layer_count(tmp_path, kind):
+    # n_decoder_layers (an LM's depth) and n_encoder_layers (a classifier's) override n_layers: the export must
+    # write the layers the model has, not n_layers of them.
+    from safetensors.torch import load_file
+
+    from transformer_networks import TransformerConfig
+
+    if kind == "gpt2":
+        cfg = TransformerConfig.from_preset("gpt2-small", vocab_size=V, d_model=32, n_heads=4, n_layers=2,
+                                            n_decoder_layers=3, d_ff=64, max_seq_len=40, dropout=0.0)
+        ours = perturb(TransformerLM(cfg))
+    else:
+        cfg = TransformerConfig.from_preset("bert-base", vocab_size=V, d_model=32, n_heads=4, n_layers=2,
+                                            n_encoder_layers=3, d_ff=64, max_seq_len=40, dropout=0.0,
+                                            attention_dropout=0.0, n_classes=3)
+        ours = perturb(TransformerClassifier(cfg))
+    assert len((ours.decoder if kind == "gpt2" else ours.encoder).stack.layers) == 3
+    out = export_hf(ours, tmp_path / "out")
+
+    # Every tensor of ours is in the file (one name of each group of tied tensors), with its values.
+    family = FAMILIES[kind]
+    exported = {k.removeprefix(family.prefix): v for k, v in load_file(str(out / "model.safetensors")).items()}
+    mapped = map_state_dict(exported, family.table, family.transposed)
+    groups = {}
+    for name, tensor in ours.state_dict().items():
+        groups.setdefault(tensor.data_ptr(), []).append(name)
+    missing = [names for names in groups.values() if not any(n in mapped for n in names)]
+    assert not missing, f"not exported: {missing}"
+    mine = ours.state_dict()
+    for name, tensor in mapped.items():
+        torch.testing.assert_close(tensor, mine[name], rtol=0, atol=0, msg=name)
+    # ... and the directory loads back into the same model.
+    back = load_hf(out)
+    assert set(back.state_dict()) == set(mine)
+
+    ids, mask = padded(random_rows([7, 5]), pad=0)
+    if kind == "gpt2":
+        theirs = transformers.GPT2LMHeadModel.from_pretrained(out).eval()
+        assert theirs.config.n_layer == 3
+        ids = torch.tensor(random_rows([7, 7]))
+        with torch.no_grad():
+            torch.testing.assert_close(theirs(ids).logits, ours(ids), rtol=0, atol=1e-5)
+    else:
+        theirs = transformers.BertForSequenceClassification.from_pretrained(out).eval()
+        assert theirs.config.num_hidden_layers == 3
+        real = mask.bool()
+        with torch.no_grad():
+            ref = theirs(ids, attention_mask=mask, output_hidden_states=True)
+            torch.testing.assert_close(ref.hidden_states[-1][real], ours.encode(ids)[real], rtol=0, atol=1e-5)
+            torch.testing.assert_close(ref.logits, ours(ids), rtol=0, atol=1e-5)
+
+
+def test_export_refuses_to_drop_a_tensor(tmp_path, monkeypatch):
+    # A table that has no row for one of the model's tensors (here the final norm) is refused, naming it, rather
+    # than written as a directory that transformers would fill with a fresh initialisation.
+    import dataclasses
+
+    from transformer_networks import TransformerConfig
+
+    family = FAMILIES["gpt2"]
+    table = {k: v for k, v in family.table.items() if not k.startswith("ln_f.")}
+    monkeypatch.setitem(FAMILIES, "gpt2", dataclasses.replace(family, table=table))
+    cfg = TransformerConfig.from_preset("gpt2-small", vocab_size=V, d_model=32, n_heads=4, n_layers=2, d_ff=64,
+                                        max_seq_len=40)
+    with pytest.raises(HFError, match=r"no place for decoder\.stack\.final_norm\.weight"):
+        export_hf(TransformerLM(cfg), tmp_path / "out")
+    assert not (tmp_path / "out").exists()

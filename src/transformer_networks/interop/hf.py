@@ -327,14 +327,19 @@ def export_hf(model: nn.Module, out: str | Path) -> Path:
     from safetensors.torch import save_file
 
     cfg = model.cfg
+    # The depth of the one stack each model builds: n_decoder_layers / n_encoder_layers when set, else n_layers.
     if isinstance(model, TransformerLM):
-        family, hf = FAMILIES["gpt2"], _gpt2_export_config(cfg)
+        n_layers = cfg.decoder_layers
+        family, hf = FAMILIES["gpt2"], _gpt2_export_config(cfg, n_layers)
     elif isinstance(model, TransformerClassifier):
-        family, hf = FAMILIES["bert"], _bert_export_config(cfg)
+        n_layers = cfg.encoder_layers
+        family, hf = FAMILIES["bert"], _bert_export_config(cfg, n_layers)
     else:
         raise HFError(f"export to the Hugging Face layout supports TransformerLM (as GPT-2) and "
                       f"TransformerClassifier (as BERT), not {type(model).__name__}")
-    state = unmap_state_dict(model.state_dict(), family.table, family.transposed, n_layers=cfg.n_layers)
+    ours = model.state_dict()
+    state = unmap_state_dict(ours, family.table, family.transposed, n_layers=n_layers)
+    _check_all_exported(ours, family, n_layers)
     prefix = "transformer." if family.name == "gpt2" else "bert."
     tensors = {(k if k.startswith("classifier.") else prefix + k): v.detach().cpu().contiguous()
                for k, v in state.items()}
@@ -343,6 +348,19 @@ def export_hf(model: nn.Module, out: str | Path) -> Path:
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
     (out / "config.json").write_text(json.dumps(hf, indent=2) + "\n", encoding="utf-8")
     return out
+
+
+def _check_all_exported(ours: dict[str, Tensor], family: Family, n_layers: int) -> None:
+    """Refuse to write a directory that would silently lack one of our tensors (one name per tied group suffices),
+    as loading refuses one that lacks a tensor the model needs."""
+    placed = {dst.format(i).partition(":")[0] for src, dst in family.table.items()
+              for i in (range(n_layers) if "{}" in src else [0])}
+    groups: dict[int, list[str]] = {}
+    for name, tensor in ours.items():
+        groups.setdefault(tensor.data_ptr(), []).append(name)
+    left = [names[0] for names in groups.values() if not placed.intersection(names)]
+    if left:
+        raise HFError(f"this model cannot be written as {family.name}: no place for {', '.join(left)}")
 
 
 def _check_export(cfg: TransformerConfig, family: str, **expected: Any) -> None:
@@ -354,7 +372,7 @@ def _check_export(cfg: TransformerConfig, family: str, **expected: Any) -> None:
 _ACTIVATION_NAMES = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu", "silu": "silu"}
 
 
-def _gpt2_export_config(cfg: TransformerConfig) -> dict[str, Any]:
+def _gpt2_export_config(cfg: TransformerConfig, n_layers: int) -> dict[str, Any]:
     _check_export(cfg, "GPT-2", positional="learned", norm="layernorm", norm_first=True, bias=True,
                   tie_embeddings=True, scale_embeddings=False, kv_heads=cfg.n_heads, position_offset=0,
                   n_token_types=0, embedding_norm=False, final_logits_bias=False)
@@ -362,7 +380,7 @@ def _gpt2_export_config(cfg: TransformerConfig) -> dict[str, Any]:
         raise HFError(f"this model cannot be written as GPT-2: activation={cfg.activation!r}")
     return {
         "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": cfg.vocab_size,
-        "n_embd": cfg.d_model, "n_head": cfg.n_heads, "n_layer": cfg.n_layers, "n_inner": cfg.d_ff,
+        "n_embd": cfg.d_model, "n_head": cfg.n_heads, "n_layer": n_layers, "n_inner": cfg.d_ff,
         "n_positions": cfg.max_seq_len, "activation_function": _ACTIVATION_NAMES[cfg.activation],
         "layer_norm_epsilon": cfg.norm_eps, "resid_pdrop": cfg.dropout, "embd_pdrop": cfg.dropout,
         "attn_pdrop": cfg.attention_dropout, "bos_token_id": cfg.bos_id, "eos_token_id": cfg.eos_id,
@@ -370,7 +388,7 @@ def _gpt2_export_config(cfg: TransformerConfig) -> dict[str, Any]:
     }
 
 
-def _bert_export_config(cfg: TransformerConfig) -> dict[str, Any]:
+def _bert_export_config(cfg: TransformerConfig, n_layers: int) -> dict[str, Any]:
     _check_export(cfg, "BERT", positional="learned", norm="layernorm", norm_first=False, bias=True,
                   kv_heads=cfg.n_heads, position_offset=0, embedding_norm=True, pooling="cls",
                   classifier_pooler=True, scale_embeddings=False)
@@ -379,7 +397,7 @@ def _bert_export_config(cfg: TransformerConfig) -> dict[str, Any]:
                       f"n_token_types={cfg.n_token_types} (needs at least 1)")
     return {
         "architectures": ["BertForSequenceClassification"], "model_type": "bert", "vocab_size": cfg.vocab_size,
-        "hidden_size": cfg.d_model, "num_attention_heads": cfg.n_heads, "num_hidden_layers": cfg.n_layers,
+        "hidden_size": cfg.d_model, "num_attention_heads": cfg.n_heads, "num_hidden_layers": n_layers,
         "intermediate_size": cfg.d_ff, "max_position_embeddings": cfg.max_seq_len,
         "type_vocab_size": cfg.n_token_types, "hidden_act": _ACTIVATION_NAMES[cfg.activation],
         "layer_norm_eps": cfg.norm_eps, "hidden_dropout_prob": cfg.dropout,
