@@ -108,3 +108,46 @@ def test_bad_json_names_file_and_line(tmp_path):
     path.write_text('{\n  "d_model": 64,\n  oops\n}\n')
     with pytest.raises(tn.ConfigError, match=r"bad\.json: line 3"):
         tn.TransformerConfig.from_json(path)
+
+
+def test_resolved_pairs_are_attributes_not_fields():
+    cfg = tn.TransformerConfig(vocab_size=100, tgt_vocab_size=80, n_layers=3, n_encoder_layers=1)
+    assert "target_vocab_size" not in cfg.to_dict() and cfg.to_dict()["src_vocab_size"] is None
+    assert (cfg.source_vocab_size, cfg.target_vocab_size, cfg.encoder_layers, cfg.decoder_layers) == (100, 80, 1, 3)
+    assert tn.TransformerConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(AttributeError, match="encoder_layers is resolved from n_encoder_layers"):
+        cfg.encoder_layers = 4
+    cfg.n_layers = 5  # a field set later moves what falls back to it
+    assert (cfg.encoder_layers, cfg.decoder_layers) == (1, 5)
+    cfg.n_encoder_layers = None
+    assert cfg.encoder_layers == 5
+    assert cfg.replace(n_kv_heads=2).kv_heads == 2
+    with pytest.raises(tn.ConfigError, match="unknown config field.* n_kv_head;"):
+        cfg.replace(n_kv_head=2)
+
+
+def test_pickled_configs_keep_their_resolved_values():
+    import pickle
+
+    cfg = tn.TransformerConfig(n_kv_heads=2)
+    back = pickle.loads(pickle.dumps(cfg))
+    assert back == cfg and back.kv_heads == 2
+
+
+def test_floats_must_be_finite():
+    with pytest.raises(tn.ConfigError, match="norm_eps must be a finite number"):
+        tn.TransformerConfig(norm_eps=float("inf"))
+
+
+def test_config_module_is_the_bottom_layer():
+    # config.py imports nothing of the package but errors, so every other module can import it.
+    import ast
+    from pathlib import Path
+
+    from transformer_networks import config
+    from transformer_networks.nn.feedforward import ACTIVATIONS
+
+    tree = ast.parse(Path(config.__file__).read_text())
+    relative = [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level]
+    assert relative == ["errors"]
+    assert config.ACTIVATIONS == ACTIVATIONS  # the activations nn/feedforward.py implements

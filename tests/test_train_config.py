@@ -58,3 +58,24 @@ def test_precision_choices():
     assert pick_precision("bf16", cpu) is torch.bfloat16
     with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
         pick_precision("fp16", cpu)
+
+
+def test_json_round_trip_and_replace(tmp_path):
+    cfg = TrainConfig(max_epochs=2, clip_norm=None, tokenizer="bpe")
+    assert isinstance(cfg.max_epochs, float)
+    path = tmp_path / "train_config.json"
+    cfg.to_json(path)
+    assert TrainConfig.from_json(path) == cfg and TrainConfig.from_json(cfg.to_json()) == cfg
+    assert cfg.replace(lr=0.5).lr == 0.5
+    with pytest.raises(ConfigError, match="unknown training field.* learning_rate"):
+        cfg.replace(learning_rate=0.5)
+    with pytest.raises(ConfigError, match="lr must be a finite number"):
+        cfg.replace(lr=float("nan"))
+
+
+def test_old_import_path_is_the_same_class():
+    from transformer_networks import config
+    from transformer_networks.training import config as training_config
+
+    assert training_config.TrainConfig is config.TrainConfig and training_config.FIELDS == config.TRAIN_FIELDS
+    assert training_config.BEST_METRIC["translation"] == ("bleu", True)

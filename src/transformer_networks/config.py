@@ -1,33 +1,183 @@
-"""One configuration for the three Transformer families, with named presets.
+"""The two configurations: `TransformerConfig` (the model) and `TrainConfig` (a training run), with model presets.
 
 `TransformerConfig` describes an encoder-decoder (`Seq2SeqTransformer`), a decoder-only language model
 (`TransformerLM`) or an encoder-only classifier (`TransformerClassifier`); each model reads the fields it needs.
 Optional fields left as `None` take their value from a more general field (for example `src_vocab_size` from
-`vocab_size`); the resolved values are the properties at the bottom of the class.
+`vocab_size`): `__post_init__` resolves each pair once into a plain attribute (`source_vocab_size`, `kv_heads`,
+`encoder_layers`, ...; see `TransformerConfig.DERIVED`), which is not a field and so never written to JSON.
+
+`TrainConfig` holds every setting of a training run that is not part of the model. The two are saved side by
+side with each run (`config.json` and `train_config.json`), and `--set key=value` on the command line reaches a
+field of either.
+
+Both share `ConfigBase`: each field's type is checked from its type hint (a JSON file or a command line can hand
+us "false" or "0.1" as strings), `from_dict` refuses unknown fields by name, and `to_dict`, `to_json`, `from_json`
+and `replace` work the same way for both.
 
     cfg = TransformerConfig.from_preset("paper-base", vocab_size=37000)
     cfg.to_json("config.json");  TransformerConfig.from_json("config.json") == cfg
+
+This module is the package's bottom layer: it imports nothing of the package but `errors`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import math
+import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from .errors import ConfigError
-from .nn.feedforward import ACTIVATIONS
 
 POSITIONAL = ("sinusoidal", "learned", "rope")
 NORMS = ("layernorm", "rmsnorm")
+# The feed-forward activations nn/feedforward.py implements (named here, the bottom layer, for validation).
+ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu", "swiglu")
 SINUSOIDAL_LAYOUTS = ("interleaved", "halves")
 POOLINGS = ("cls", "mean", "max")
 
+TASKS = ("lm", "translation", "classification")
+OPTIMIZERS = ("adamw", "adam", "paper")  # "paper": Adam with betas (0.9, 0.98), eps 1e-9 (Section 5.3)
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+TOKENIZERS = ("char", "word", "bpe", "unigram", "pretrained")  # pretrained: the --init model's own
+SCHEDULES = ("noam", "inverse_sqrt", "cosine", "constant")
+
+
+# --- the shared mechanism -----------------------------------------------------------------------------------------
+
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+_C = TypeVar("_C", bound="ConfigBase")
+
+
+@functools.cache
+def _field_types(cls: type) -> dict[str, tuple[tuple[type, ...], bool]]:
+    """Each field's allowed types (from its type hint) and whether it may be None."""
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for f in dataclasses.fields(cls):
+        args = typing.get_args(hints[f.name]) or (hints[f.name],)
+        types = tuple(t for t in args if t is not type(None))
+        if not set(types) <= set(_TYPE_NAMES):
+            raise TypeError(f"{cls.__name__}.{f.name}: only bool, int, float, str and their optionals are checked")
+        out[f.name] = (types, type(None) in args)
+    return out
+
+
+class ConfigBase:
+    """What the config dataclasses share: type checks, unknown-field checks, dict/JSON round trips, `replace`.
+
+    `__post_init__` checks each field's type against its hint (bool is never taken for an int; an int is taken
+    for a float and stored as one; floats must be finite), then resolves `DERIVED`, then runs `check_values`.
+    """
+
+    # Names the config in "unknown <kind> field(s)".
+    KIND: ClassVar[str] = "config"
+    # Resolved attributes: name -> (the optional field, the field it falls back to when that is None). They are
+    # plain attributes, not fields (to_dict and equality ignore them), kept in step when either field is set.
+    DERIVED: ClassVar[dict[str, tuple[str, str]]] = {}
+
+    def __post_init__(self) -> None:
+        self._check_types()
+        self._resolve()
+        self.check_values()
+
+    def check_values(self) -> None:
+        """The checks on values (ranges, choices, relations between fields), once the types are right."""
+
+    def _check_types(self) -> None:
+        for name, (types, optional) in _field_types(type(self)).items():
+            value = getattr(self, name)
+            if value is None and optional:
+                continue
+            accepted = (*types, int) if float in types else types
+            if not isinstance(value, accepted) or isinstance(value, bool) and bool not in types:
+                kinds = " or ".join(_TYPE_NAMES[t] for t in types)
+                raise ConfigError(f"{name} must be {kinds}" + (" or null" if optional else "") + f", got {value!r}")
+            if float in types and not isinstance(value, float):  # an int
+                try:
+                    value = float(value)
+                except OverflowError:
+                    value = math.inf
+                setattr(self, name, value)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{name} must be a finite number, got {value!r}")
+
+    def _resolve(self) -> None:
+        for name, (specific, general) in self.DERIVED.items():
+            value = getattr(self, specific)
+            object.__setattr__(self, name, getattr(self, general) if value is None else value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in self.DERIVED:
+            specific, general = self.DERIVED[name]
+            raise AttributeError(f"{name} is resolved from {specific} (or {general} when it is None); set those")
+        object.__setattr__(self, name, value)
+        # A field set after construction (rare: configs are usually rebuilt with `replace`) moves what it resolves.
+        if self.DERIVED and all(n in self.__dict__ for n in self.DERIVED) and any(
+                name in pair for pair in self.DERIVED.values()):
+            self._resolve()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:  # unpickling one pickled before DERIVED existed
+        self.__dict__.update(state)
+        self._resolve()
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+
+    @classmethod
+    def from_dict(cls: type[_C], values: dict[str, Any]) -> _C:
+        known = cls.field_names()
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown {cls.KIND} field(s) {', '.join(unknown)}; known fields: "
+                              f"{', '.join(sorted(known))}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields only (what config.json holds), None included."""
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        """The config as JSON text; also written to `path` when one is given."""
+        text = json.dumps(self.to_dict(), indent=2) + "\n"
+        if path is not None:
+            Path(path).write_text(text, encoding="utf-8")
+        return text
+
+    @classmethod
+    def from_json(cls: type[_C], text_or_path: str | Path) -> _C:
+        """Read a config from JSON text or from a file holding it."""
+        text = str(text_or_path)
+        source = "JSON text"
+        if not text.lstrip().startswith("{"):
+            source = str(text_or_path)
+            try:
+                text = Path(text_or_path).read_text(encoding="utf-8")
+            except OSError as e:
+                raise ConfigError(f"{source}: cannot read config: {e.strerror}") from None
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{source}: line {e.lineno}: invalid JSON: {e.msg}") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: a config must be a JSON object")
+        return cls.from_dict(values)
+
+    def replace(self: _C, **changes: Any) -> _C:
+        """A copy with some fields changed, checked as a new config (unknown names refused as in `from_dict`)."""
+        return self.from_dict({**self.to_dict(), **changes})
+
+
+# --- the model --------------------------------------------------------------------------------------------------
 
 @dataclass
-class TransformerConfig:
+class TransformerConfig(ConfigBase):
     vocab_size: int = 1000
     # Separate source / target vocabularies for an encoder-decoder; None = `vocab_size`.
     src_vocab_size: int | None = None
@@ -39,7 +189,7 @@ class TransformerConfig:
     # None = n_heads. Must divide n_heads.
     n_kv_heads: int | None = None
     n_layers: int = 6
-    # Per-stack depth of an encoder-decoder; None = `n_layers`.
+    # Per-stack depth; None = `n_layers`. A TransformerLM builds `decoder_layers`, a classifier `encoder_layers`.
     n_encoder_layers: int | None = None
     n_decoder_layers: int | None = None
     d_ff: int = 2048  # hidden size of the position-wise feed-forward network
@@ -79,21 +229,25 @@ class TransformerConfig:
     final_logits_bias: bool = False  # a bias on the output logits, kept fixed (BART, Marian)
     classifier_pooler: bool = False  # classifier: a dense layer + tanh on the pooled state before the head (BERT)
 
-    def __post_init__(self) -> None:
-        # Types first: a JSON file or a command line can hand us "false" or "0.1" as strings.
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            allowed = _FIELD_TYPES[f.name]
-            if value is None and "None" in f.type:
-                continue
-            ok = isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
-            if not ok:
-                kind = _TYPE_NAMES[allowed]
-                raise ConfigError(f"{f.name} must be {kind}" + (" or null" if "None" in f.type else "") +
-                                  f", got {value!r}")
-            if allowed == (int, float):
-                setattr(self, f.name, float(value))
+    DERIVED: ClassVar[dict[str, tuple[str, str]]] = {
+        "kv_heads": ("n_kv_heads", "n_heads"),
+        "encoder_layers": ("n_encoder_layers", "n_layers"),
+        "decoder_layers": ("n_decoder_layers", "n_layers"),
+        "source_vocab_size": ("src_vocab_size", "vocab_size"),
+        "target_vocab_size": ("tgt_vocab_size", "vocab_size"),
+    }
+    if TYPE_CHECKING:  # set by __post_init__ (DERIVED); not fields, so not in to_dict() or config.json
+        kv_heads: int
+        encoder_layers: int
+        decoder_layers: int
+        source_vocab_size: int
+        target_vocab_size: int
 
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    def check_values(self) -> None:
         def positive(name: str) -> None:
             value = getattr(self, name)
             if value < 1:
@@ -145,32 +299,6 @@ class TransformerConfig:
             if value is not None and not 0 <= value < self.target_vocab_size:
                 raise ConfigError(f"{name} must be a token id inside the vocabulary (or None), got {value!r}")
 
-    # --- resolved values -------------------------------------------------------------------------------------
-    @property
-    def head_dim(self) -> int:
-        return self.d_model // self.n_heads
-
-    @property
-    def kv_heads(self) -> int:
-        return self.n_heads if self.n_kv_heads is None else self.n_kv_heads
-
-    @property
-    def encoder_layers(self) -> int:
-        return self.n_layers if self.n_encoder_layers is None else self.n_encoder_layers
-
-    @property
-    def decoder_layers(self) -> int:
-        return self.n_layers if self.n_decoder_layers is None else self.n_decoder_layers
-
-    @property
-    def source_vocab_size(self) -> int:
-        return self.vocab_size if self.src_vocab_size is None else self.src_vocab_size
-
-    @property
-    def target_vocab_size(self) -> int:
-        return self.vocab_size if self.tgt_vocab_size is None else self.tgt_vocab_size
-
-    # --- presets and serialization ---------------------------------------------------------------------------
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> TransformerConfig:
         """A named preset with any field overridden by keyword.
@@ -188,51 +316,6 @@ class TransformerConfig:
             raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(sorted(PRESETS))}")
         return cls.from_dict({**PRESETS[name], **overrides})
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TransformerConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown config field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(known))}")
-        return cls(**values)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_json(self, path: str | Path | None = None) -> str:
-        """The config as JSON text; also written to `path` when one is given."""
-        text = json.dumps(self.to_dict(), indent=2) + "\n"
-        if path is not None:
-            Path(path).write_text(text, encoding="utf-8")
-        return text
-
-    @classmethod
-    def from_json(cls, text_or_path: str | Path) -> TransformerConfig:
-        """Read a config from JSON text or from a file holding it."""
-        text = str(text_or_path)
-        source = "JSON text"
-        if not text.lstrip().startswith("{"):
-            source = str(text_or_path)
-            try:
-                text = Path(text_or_path).read_text(encoding="utf-8")
-            except OSError as e:
-                raise ConfigError(f"{source}: cannot read config: {e.strerror}") from None
-        try:
-            values = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{source}: line {e.lineno}: invalid JSON: {e.msg}") from None
-        if not isinstance(values, dict):
-            raise ConfigError(f"{source}: a config must be a JSON object")
-        return cls.from_dict(values)
-
-
-# The Python types each field accepts (checked in __post_init__; bool is never taken for an int).
-_FIELD_TYPES: dict[str, tuple[type, ...]] = {
-    f.name: {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}[f.type.split(" ")[0]]
-    for f in dataclasses.fields(TransformerConfig)
-}
-
-_TYPE_NAMES = {(bool,): "true or false", (int,): "an integer", (int, float): "a number", (str,): "a string"}
 
 # Named presets. Sizes from the papers named; `vocab_size` is the paper's where it has one.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -284,3 +367,99 @@ PRESETS: dict[str, dict[str, Any]] = {
         tie_embeddings=True, scale_embeddings=True, max_seq_len=256,
     ),
 }
+
+
+# --- a training run -----------------------------------------------------------------------------------------
+
+@dataclass
+class TrainConfig(ConfigBase):
+    """Every setting of a training run that is not part of the model (the model's is a `TransformerConfig`).
+
+    Fields left at None take a default that depends on the task or the data, chosen when training starts: for
+    example the tokenizer is word-level for SCAN and character-level for language modeling.
+    """
+
+    KIND = "training"
+
+    # --- data -----------------------------------------------------------------------------------------------
+    tokenizer: str | None = None  # char | word | bpe | unigram (default: char for lm, bpe otherwise, word for SCAN)
+    vocab_size: int = 8000  # for bpe/unigram; char and word keep every symbol of the training data
+    shared_vocab: bool = True  # translation: one vocabulary for source and target (and tied embeddings)
+    max_len: int = 256  # longest example in tokens (translation: each side; classification: the text)
+    truncate: bool = False  # cut over-long examples to max_len instead of dropping them
+    valid_fraction: float = 0.05  # held out of the training data (seeded) when no validation data is given
+    block_size: int = 128  # language modeling: tokens per training sequence
+    text_column: str | None = None  # classification: default "text", else "sentence"
+    label_column: str = "label"
+    # --- batches --------------------------------------------------------------------------------------------
+    batch_size: int = 32  # sequences per batch (lm, classification)
+    max_tokens: int = 4096  # translation: padded tokens per batch, source or target side (as fairseq)
+    grad_accum: int = 1  # batches per optimizer step
+    # --- optimization ---------------------------------------------------------------------------------------
+    optimizer: str = "adamw"
+    lr: float = 1e-3  # peak learning rate (for "noam": a factor on the paper's formula, 1.0 = the paper's rates)
+    weight_decay: float = 0.01  # decoupled (AdamW); ignored by adam and paper
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    schedule: str = "cosine"
+    warmup: int = 200  # steps of linear warmup (the paper: 4000 with "noam")
+    min_lr_ratio: float = 0.1  # cosine: final learning rate as a fraction of lr
+    label_smoothing: float = 0.0  # the paper: 0.1; padding is never a target
+    clip_norm: float | None = 1.0  # gradient norm clipping (None: off)
+    skip_nonfinite: int = 0  # skip at most this many batches whose loss is NaN or infinite (then stop)
+    # --- stopping -------------------------------------------------------------------------------------------
+    max_steps: int | None = 2000  # optimizer steps
+    max_epochs: float | None = None  # passes over the training data (with max_steps: whichever comes first)
+    max_minutes: float | None = None  # wall-clock limit of the training loop
+    patience: int | None = None  # stop after this many evaluations without a better best metric
+    # --- evaluation and logging -----------------------------------------------------------------------------
+    eval_every: int = 500  # steps between evaluations on the validation data (and checkpoints)
+    eval_examples: int | None = None  # evaluate on at most this many validation examples while training (not lm)
+    log_every: int = 50  # steps between progress lines when stderr is not a terminal
+    fsdp: bool = False  # under torchrun: shard parameters, gradients and optimizer state (FSDP2) instead of DDP
+    activation_checkpointing: bool = False  # recompute each layer's activations in the backward pass (less memory)
+    keep_checkpoints: int = 0  # also keep the last N evaluation checkpoints as RUN/step-NNNNNNN (for `average`)
+    # --- machine --------------------------------------------------------------------------------------------
+    device: str = "auto"  # auto: cuda, then mps, then cpu
+    precision: str = "auto"  # auto: bf16 on a CUDA device that supports it, else fp32
+    compile: bool = False  # torch.compile the model for training
+    seed: int = 0
+    threads: int | None = None  # torch CPU threads (None: PyTorch's default)
+
+    def check_values(self) -> None:
+        def check(name: str, ok: bool, what: str) -> None:
+            if getattr(self, name) is not None and not ok:
+                raise ConfigError(f"{name} must be {what}, got {getattr(self, name)!r}")
+
+        for name in ("vocab_size", "max_len", "block_size", "batch_size", "max_tokens", "grad_accum", "eval_every",
+                     "log_every", "max_steps", "patience", "eval_examples", "threads"):
+            value = getattr(self, name)
+            check(name, value is None or value >= 1, "a positive integer")
+        check("warmup", self.warmup >= 0, "zero or a positive integer")
+        check("keep_checkpoints", self.keep_checkpoints >= 0, "zero or a positive integer")
+        check("skip_nonfinite", self.skip_nonfinite >= 0, "zero or a positive integer")
+        check("warmup", self.warmup >= 1 or self.schedule != "noam", "at least 1 with the noam schedule")
+        check("seed", 0 <= self.seed < 2**32, "in [0, 2**32)")
+        check("lr", self.lr > 0, "positive")
+        check("eps", self.eps > 0, "positive")
+        check("weight_decay", self.weight_decay >= 0, "zero or positive")
+        for name in ("beta1", "beta2", "valid_fraction", "label_smoothing"):
+            check(name, 0 <= getattr(self, name) < 1, "in [0, 1)")
+        check("min_lr_ratio", 0 <= self.min_lr_ratio <= 1, "in [0, 1]")
+        check("clip_norm", self.clip_norm is None or self.clip_norm > 0, "positive (or null for no clipping)")
+        check("max_epochs", self.max_epochs is None or self.max_epochs > 0, "positive")
+        check("max_minutes", self.max_minutes is None or self.max_minutes > 0, "positive")
+        for name, allowed in (("tokenizer", TOKENIZERS), ("optimizer", OPTIMIZERS), ("schedule", SCHEDULES),
+                              ("precision", PRECISIONS)):
+            value = getattr(self, name)
+            if value is not None and value not in allowed:
+                raise ConfigError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
+
+    def check_stopping(self) -> None:
+        """A run needs a stop condition (checked when training starts, so each field can be set on its own)."""
+        if self.max_steps is None and self.max_epochs is None and self.max_minutes is None:
+            raise ConfigError("set at least one of max_steps, max_epochs and max_minutes, or training never stops")
+
+
+TRAIN_FIELDS = TrainConfig.field_names()
