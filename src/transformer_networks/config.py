@@ -122,7 +122,7 @@ class ConfigBase:
                 name in pair for pair in self.DERIVED.values()):
             self._resolve()
 
-    def __setstate__(self, state: dict[str, Any]) -> None:  # unpickling one pickled before DERIVED existed
+    def __setstate__(self, state: dict[str, Any]) -> None:  # a pickle's state may lack the DERIVED attributes
         self.__dict__.update(state)
         self._resolve()
 
