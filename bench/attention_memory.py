@@ -48,7 +48,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from harness import footer, parameters, write_block  # bench/harness.py: this script's folder is on sys.path
+from harness import as_users_run, footer, parameters, write_block  # bench/harness.py: on sys.path
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from transformer_networks.config import TransformerConfig
@@ -107,7 +107,7 @@ def forward_backward(model: TransformerLM, ids: torch.Tensor) -> None:
 
 def measure(length: int, kind: str, device: torch.device) -> dict:
     """Peak bytes and seconds of one forward + backward at `length` tokens."""
-    model = build_model(max(length, WARMUP_TOKENS)).to(device)
+    model = as_users_run(build_model(max(length, WARMUP_TOKENS)).to(device), device)
     generator = torch.Generator().manual_seed(1)
     ids = torch.randint(0, model.cfg.vocab_size, (1, length + 1), generator=generator).to(device)
     warmup = torch.randint(0, model.cfg.vocab_size, (1, WARMUP_TOKENS + 1), generator=generator).to(device)

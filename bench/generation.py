@@ -45,7 +45,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from harness import DATA, ROOT, alternate, footer, parameters, round_ratios, seconds_list, versions, write_block
+from harness import (
+    DATA,
+    ROOT,
+    alternate,
+    as_users_run,
+    footer,
+    parameters,
+    round_ratios,
+    seconds_list,
+    versions,
+    write_block,
+)
 from torch import Tensor
 
 from transformer_networks.config import TransformerConfig
@@ -79,7 +90,7 @@ def quiet_transformers(part: str) -> Any:
 def kv_cache(rounds: int, new_tokens: int = 256, prompt_len: int = 8) -> str:
     cfg = TransformerConfig.from_preset("gpt2-small", n_layers=6, dropout=0.0)
     torch.manual_seed(0)
-    lm = TransformerLM(cfg).eval()
+    lm = as_users_run(TransformerLM(cfg).eval())
     prompt = torch.randint(cfg.vocab_size, (1, prompt_len), generator=torch.Generator().manual_seed(0))
 
     def run(use_cache: bool, n: int = new_tokens) -> Callable[[], Tensor]:
@@ -179,6 +190,7 @@ def greedy_cases(rounds: int, *, shapes: Sequence[str] = tuple(GREEDY_SHAPES), b
     cases = []
     for shape in shapes:
         ours, hf = gpt2_twins(shape)
+        as_users_run(ours)  # the CPU backend on ours only (gpt2_twins also serves gpu.py)
         cfg = ours.cfg
         assert cfg.eos_id is None and hf.generation_config.eos_token_id is None  # nothing stops a row early
         for batch in batches:
@@ -327,7 +339,7 @@ def beam_vs_hf(rounds: int, batch_size: int) -> str | None:
 
     cfg = TransformerConfig.from_dict({**ck.config.to_dict(), "dropout": 0.0})
     torch.manual_seed(0)
-    ours = Seq2SeqTransformer(cfg).eval()
+    ours = as_users_run(Seq2SeqTransformer(cfg).eval())
     hf = marian_twin(cfg)
     print("beam_vs_hf: warm-up (the first and last batch, each side)", file=sys.stderr, flush=True)
     for model, translate in ((ours, translate_ours), (hf, translate_hf)):
@@ -372,7 +384,7 @@ def beam_vs_hf(rounds: int, batch_size: int) -> str | None:
 
 def trained_beam_vs_greedy(ck: Any, batches: list[Batch], rounds: int) -> list[str]:
     """The trained checkpoint: beam 4 against greedy decoding, real lengths (EOS stops a sentence)."""
-    model, tokenizer = ck.model, ck.tokenizer
+    model, tokenizer = as_users_run(ck.model), ck.tokenizer
     references = read_lines(TEST_TARGET)
 
     calls = 0  # calls of the decoder: one per decoding step of a batch

@@ -93,9 +93,20 @@ def parameters(model: torch.nn.Module) -> str:
 def cpu_model() -> str:
     """The processor's name ("Intel(R) Xeon(R) Processor", "AMD EPYC 9R45"...): matrix libraries pick their
     kernels by vendor, so figures from different processors are not comparable."""
-    from transformer_networks.nn.linear import cpuinfo
+    from transformer_networks.backends.onednn import cpuinfo
 
     return cpuinfo("model name") or platform.processor() or platform.machine()
+
+
+def as_users_run(model: torch.nn.Module, device: torch.device | str = "cpu") -> torch.nn.Module:
+    """One of our models as the library runs it on `device`: on a CPU with `use_onednn` (oneDNN products in the mode
+    this CPU gets, `backends.onednn`), elsewhere as it is. Only for our models: the peers run as their users get
+    them."""
+    if torch.device(device).type == "cpu":
+        from transformer_networks.backends import use_onednn
+
+        use_onednn(model)
+    return model
 
 
 def machine() -> str:

@@ -18,17 +18,20 @@ The models are built for the same mathematics where the libraries allow it: GPT-
 (`gelu_new`, a tanh approximation written as separate operations) is shown beside it as users get it out of the box.
 x-transformers has no biases in its attention projections, so it has slightly fewer parameters.
 
+On a CPU our models run as the library runs them there, through `backends.onednn.use_onednn` (its mode for this
+CPU: "full" on AMD, "few-rows" on Intel, TN_ONEDNN overrides); the peers as their users get them.
+
 The seq2seq and classifier batches are padded, as a shuffled data loader yields them. Every side computes the same
 loss on the same real tokens; ours skips the padding in its self-attention projections and feed-forward layers
 while training (`nn.masks.on_real_tokens`, the outputs at real tokens and every gradient unchanged), the peers
 compute every position. The language-model batches have no padding.
 
 lm also times a large float32 matrix multiplication (2048 x 2048 x 2048) in the same alternation, through
-`torch.mm` (MKL on a CPU, where the peers' products run) and on a CPU also through oneDNN (where ours run,
-`nn.linear`): the rates the machine's matrix unit reaches, against which the models' achieved rate is read,
-counting 6N + 12 L T C floating-point operations per token (N parameters without the position table, L layers,
-T block, C width; the forward and backward of every weight and of attention, as nanoGPT and the PaLM paper
-estimate it).
+`torch.mm` (MKL on a CPU, where the peers' products run) and on a CPU also through oneDNN (where ours run where
+`backends.onednn` found it faster): the rates the machine's matrix unit reaches, against which the models'
+achieved rate is read, counting 6N + 12 L T C floating-point operations per token (N parameters without the
+position table, L layers, T block, C width; the forward and backward of every weight and of attention, as nanoGPT
+and the PaLM paper estimate it).
 
 Each part prints its table and replaces its own block in BENCHMARKS.md (machine, versions, date, command).
 Peers are optional: `pip install -e '.[bench]'` installs transformers and x-transformers; a missing one is skipped.
@@ -46,7 +49,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from harness import alternate, footer, medians, versions, write_block
+from harness import alternate, as_users_run, footer, medians, versions, write_block
 from torch import Tensor, nn
 
 from transformer_networks.config import TransformerConfig
@@ -114,6 +117,8 @@ def train_steps(side: Side, batches: list[tuple[Tensor, ...]], device: torch.dev
     """A function that takes len(batches) optimizer steps (each on the next batch), and the warm-up seconds
     (compilation included)."""
     side.model.to(device).train()
+    if side.name == "ours":
+        as_users_run(side.model, device)  # on a CPU: the oneDNN backend, as the library's trainer applies it
     optimizer = adamw(side.model, device)
     loss_fn = torch.compile(side.loss) if compile_model else side.loss
 
@@ -213,14 +218,14 @@ def lm_sides(shape: LMShape) -> list[Side]:
 def matmul_rates(device: torch.device, n: int = 2048) -> tuple[dict[str, Callable[[], Tensor]], float]:
     """Float32 n x n x n matrix products to time, and their floating-point operations: `torch.mm` (MKL on a CPU,
     what the peers' products run on), and on a CPU where it is available the same product on oneDNN (what our
-    `nn.Linear` uses there)."""
-    from transformer_networks.nn import linear as our_linear
+    models' products use there where it is faster)."""
+    from transformer_networks.backends import onednn
 
     generator = torch.Generator().manual_seed(0)
     a, b = (torch.randn(n, n, generator=generator).to(device) for _ in range(2))
     products = {"torch.mm": lambda: a @ b}
-    if device.type == "cpu" and our_linear.ONEDNN:
-        products["oneDNN"] = lambda: our_linear._onednn(a, b)
+    if device.type == "cpu" and onednn.available():
+        products["oneDNN"] = lambda: onednn.linear(a, b)  # no gradient, a large product: oneDNN
     return products, 2.0 * n**3
 
 

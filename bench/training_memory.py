@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from harness import machine, write_block  # bench/harness.py: this script's folder is on sys.path
+from harness import as_users_run, machine, write_block  # bench/harness.py: this script's folder is on sys.path
 
 from transformer_networks.config import TransformerConfig
 from transformer_networks.models import TransformerLM
@@ -60,7 +60,7 @@ def worker(args: argparse.Namespace) -> None:
         baseline = torch.cuda.memory_allocated(device)
     else:
         baseline = resident_bytes()
-    model = TransformerLM(cfg).to(device)
+    model = as_users_run(TransformerLM(cfg).to(device), device)  # before wrapping: FSDP2 subclasses the modules
     parameters = model.num_parameters()
     model.set_activation_checkpointing(checkpointing)
     wrapped = ranks.wrap(model, device, fsdp=fsdp)

@@ -11,10 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from torch import Tensor
+from torch.nn import Linear
 
 from ..config import TransformerConfig
 from ..nn.cache import DecoderCache
-from ..nn.linear import Linear
 from .body import ModelBase, TransformerBody, init_weights
 from .outputs import TransformerOutput
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 from torch import Tensor
+from torch.nn import Linear
 
 from ..config import TransformerConfig
 from ..errors import InputError
 from ..nn.cache import DecoderCache
-from ..nn.linear import Linear
 from ..nn.masks import as_attention_mask, padding_mask
 from .body import ModelBase, TransformerBody, init_weights
 from .outputs import TransformerOutput

@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .cache import KVCache
-from .linear import Linear, linear
 from .masks import causal_mask, combine, on_real_tokens
 from .positional import apply_rotary
 
@@ -85,7 +84,11 @@ class MultiHeadAttention(nn.Module):
     `n_kv_heads` < `n_heads` gives grouped-query attention (1 = multi-query).
 
     The weight layout matches `torch.nn.MultiheadAttention`: `in_proj.weight` stacks W_q, W_k, W_v by rows.
+    `sliced_linear(x, weight, bias)` computes cross-attention's products by slices of that weight (`F.linear`); a
+    backend may set another function of the same signature on an instance (`backends.onednn` does).
     """
+
+    sliced_linear = staticmethod(F.linear)
 
     def __init__(
         self, d_model: int, n_heads: int, n_kv_heads: int | None = None, bias: bool = True, dropout: float = 0.0
@@ -100,8 +103,8 @@ class MultiHeadAttention(nn.Module):
         self.q_dim = n_heads * self.head_dim
         self.kv_dim = n_kv_heads * self.head_dim
         self.dropout_p = dropout  # on the attention weights, in training only
-        self.in_proj = Linear(d_model, self.q_dim + 2 * self.kv_dim, bias=bias)  # [W_q; W_k; W_v]
-        self.out_proj = Linear(self.q_dim, d_model, bias=bias)
+        self.in_proj = nn.Linear(d_model, self.q_dim + 2 * self.kv_dim, bias=bias)  # [W_q; W_k; W_v]
+        self.out_proj = nn.Linear(self.q_dim, d_model, bias=bias)
 
     def _heads(self, x: Tensor, n_heads: int) -> Tensor:
         B, T, _ = x.shape
@@ -111,7 +114,7 @@ class MultiHeadAttention(nn.Module):
         """Keys and values of `context` (B, Tk, C) for cross-attention: two (B, G, Tk, D) tensors."""
         w = self.in_proj.weight[self.q_dim:]
         b = None if self.in_proj.bias is None else self.in_proj.bias[self.q_dim:]
-        k, v = linear(context, w, b).split(self.kv_dim, dim=-1)  # (B, Tk, G*D) each
+        k, v = self.sliced_linear(context, w, b).split(self.kv_dim, dim=-1)  # (B, Tk, G*D) each
         return self._heads(k, self.n_kv_heads), self._heads(v, self.n_kv_heads)
 
     def forward(
@@ -160,7 +163,7 @@ class MultiHeadAttention(nn.Module):
                     is_causal = False
         else:
             b = None if self.in_proj.bias is None else self.in_proj.bias[: self.q_dim]
-            q = self._heads(linear(x, self.in_proj.weight[: self.q_dim], b), self.n_heads)
+            q = self._heads(self.sliced_linear(x, self.in_proj.weight[: self.q_dim], b), self.n_heads)
             k, v = kv if kv is not None else self.project_kv(context)
 
         out, weights = scaled_dot_product_attention(
