@@ -1,7 +1,7 @@
 import torch
 
 from transformer_networks.config import TransformerConfig
-from transformer_networks.generation import greedy_seq2seq
+from transformer_networks.generation import generate
 from transformer_networks.models import Seq2SeqTransformer
 
 
@@ -21,7 +21,7 @@ def test_cached_greedy_equals_recomputing_every_prefix():
     model = Seq2SeqTransformer(cfg).eval()
     src = torch.randint(5, 20, (3, 7))
     src[1, 4:] = 0  # a padded source row
-    got = greedy_seq2seq(model, src, bos_id=2, eos_id=3, max_new_tokens=12)
+    got = generate(model, src, bos_id=2, eos_id=3, max_new_tokens=12, pad_id=model.cfg.pad_id)
     expected = reference_greedy(model, src, 2, 3, 12)
     # rows that never produce EOS match exactly; after an EOS the rest of the row is padding
     for row, ref in zip(got.tolist(), expected.tolist(), strict=True):
@@ -49,6 +49,6 @@ def test_stops_when_every_row_has_ended():
         return logits
 
     model.lm_head.register_forward_hook(favour_eos)
-    out = greedy_seq2seq(model, src, bos_id=2, eos_id=3, max_new_tokens=20)
+    out = generate(model, src, bos_id=2, eos_id=3, max_new_tokens=20, pad_id=model.cfg.pad_id)
     assert len(calls) == 3 and out.shape == (2, 3)
     assert out[0].tolist() == [3, 0, 0] and out[1, 2] == 3 and 3 not in out[1, :2].tolist()

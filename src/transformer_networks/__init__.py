@@ -9,8 +9,7 @@ from .config import PRESETS, TransformerConfig
 from .errors import ConfigError, UserError
 from .models import Seq2SeqTransformer, TransformerClassifier, TransformerLM, TransformerOutput
 from .pretrained import from_pretrained, save_pretrained
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
     "PRESETS", "ConfigError", "Seq2SeqTransformer", "TransformerClassifier", "TransformerConfig", "TransformerLM",

@@ -19,9 +19,11 @@ from pathlib import Path
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 from ..errors import UserError
+from ..tokens import BOS_ID, CLS_ID, EOS_ID, PAD_ID, SPECIAL_TOKENS, UNK_ID
 
-SPECIAL_TOKENS = ("<pad>", "<unk>", "<bos>", "<eos>", "<cls>")
-PAD_ID, UNK_ID, BOS_ID, EOS_ID, CLS_ID = range(len(SPECIAL_TOKENS))
+__all__ = ["BOS_ID", "CLS_ID", "EOS_ID", "KINDS", "PAD_ID", "SPECIAL_TOKENS", "UNK_ID", "TextTokenizer",
+           "train_tokenizer"]
+
 ROLES = ("pad", "unk", "bos", "eos", "cls")
 # The names each role goes by in other tokenizers (BERT, GPT-2, BART/RoBERTa, Marian), the first found wins. A
 # tokenizer without padding pads with its end token; one without a class token uses its start token.

@@ -18,14 +18,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..data.batching import pad_batch
-from ..data.tokenizer import BOS_ID, EOS_ID
 from ..errors import InputError
-from ..models import Seq2SeqTransformer, TransformerLM
 from ..nn.cache import DecoderCache
+from ..tokens import BOS_ID, EOS_ID
 from .logits import check_sampling
 from .search import Hypothesis, beam_search, greedy_or_sample
-from .steps import LMSteps, Seq2SeqSteps
+from .steps import DecodingModel, LMSteps, Seq2SeqSteps, right_pad
 
 EXTRA_SOURCE_TOKENS = 50  # the paper's maximum output length: input length + 50 (Section 6.1)
 
@@ -39,7 +37,7 @@ class GenerationOutput:
 
 @torch.no_grad()
 def generate(
-    model: TransformerLM | Seq2SeqTransformer,
+    model: DecodingModel,
     input_ids: Tensor,
     *,
     attention_mask: Tensor | None = None,
@@ -100,13 +98,14 @@ def generate(
     if do_sample:
         check_sampling(temperature, top_k, top_p)
     cfg = model.cfg
+    family = getattr(model, "family", None)  # "lm" or "seq2seq" (see steps.py)
     B, P = input_ids.shape
     for name, token in (("bos_id", bos_id), ("eos_id", eos_id), ("pad_id", pad_id)):
         if token is not None and not 0 <= token < cfg.target_vocab_size:
             raise InputError(f"{name}={token} is not a token of the model's vocabulary "
                              f"(0 to {cfg.target_vocab_size - 1})")
     if eos_id is None:  # the model's own (imported models), else the tokenizer's <eos> for an encoder-decoder
-        eos_id = cfg.eos_id if cfg.eos_id is not None else EOS_ID if isinstance(model, Seq2SeqTransformer) else None
+        eos_id = cfg.eos_id if cfg.eos_id is not None else EOS_ID if family == "seq2seq" else None
     # The padding to mask: pad_id, unless it is also the EOS (GPT-2's convention, where EOS also separates the
     # documents of a prompt; Hugging Face infers no mask then either), else the model's own.
     input_pad = pad_id if pad_id is not None and pad_id != eos_id else cfg.pad_id
@@ -122,7 +121,7 @@ def generate(
         bos_id = cfg.bos_id if cfg.bos_id is not None else BOS_ID
     fill = pad_id if pad_id is not None else cfg.pad_id if cfg.pad_id is not None else eos_id or 0
 
-    if isinstance(model, Seq2SeqTransformer):
+    if family == "seq2seq":
         limit = cfg.max_seq_len - 1  # the decoder's BOS takes one position
         if max_new_tokens is None:
             max_new_tokens = P + EXTRA_SOURCE_TOKENS
@@ -130,7 +129,7 @@ def generate(
         steps = Seq2SeqSteps(model, input_ids, attention_mask, bos_id=bos_id,
                              copies=copies, use_cache=use_cache, cache=cache,
                              static_len=max_new_tokens + 1 if static_cache else None)
-    elif isinstance(model, TransformerLM):
+    elif family == "lm":
         if P >= cfg.max_seq_len:
             raise InputError(f"a prompt of {P} tokens leaves no room in the model's context of "
                              f"max_seq_len={cfg.max_seq_len} tokens")
@@ -162,7 +161,7 @@ def generate(
     for i, h in enumerate(flat):
         new[i, : len(h.tokens)] = torch.tensor(h.tokens, dtype=torch.long)
     new = new.to(input_ids.device)
-    if isinstance(model, TransformerLM):
+    if family == "lm":
         n = len(flat) // B
         sequences = torch.cat([input_ids.repeat_interleave(n, dim=0), new], dim=1)
     else:
@@ -174,7 +173,7 @@ def generate(
 
 
 @torch.no_grad()
-def generate_in_batches(model: Seq2SeqTransformer, sources: list[list[int]], *, pad_id: int, batch_size: int = 64,
+def generate_in_batches(model: DecodingModel, sources: list[list[int]], *, pad_id: int, batch_size: int = 64,
                         on_batch: Callable[[int], None] | None = None, **kwargs: Any) -> list[list[Hypothesis]]:
     """`generate` over many sources (token-id lists, none empty): batched by similar length (less padding),
     right-padded, results back in input order; each source's hypotheses (n with num_return_sequences)."""
@@ -183,7 +182,7 @@ def generate_in_batches(model: Seq2SeqTransformer, sources: list[list[int]], *, 
     out: list[list[Hypothesis]] = [[] for _ in sources]
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        src = pad_batch([sources[i] for i in rows], pad_id).to(device)
+        src = right_pad([sources[i] for i in rows], pad_id).to(device)
         result = generate(model, src, pad_id=pad_id, return_dict_in_generate=True, **kwargs)
         for i, hyps in zip(rows, result.hypotheses, strict=True):
             out[i] = hyps

@@ -19,18 +19,16 @@ Shapes: B inputs, N = B * copies rows, P prompt length, S source length, V vocab
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..errors import InputError
-from ..models import Seq2SeqTransformer, TransformerLM
 from ..nn.cache import DecoderCache
-from ..nn.masks import as_attention_mask
+from ..nn.masks import as_attention_mask, left_padded_positions
 
-
-def left_padded_positions(attention_mask: Tensor) -> Tensor:
-    """Positions of a left-padded batch: (B, P) mask, True = real token -> (B, P), 0 at each row's first real
-    token (padding gets 0 too; it is never attended to)."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+# What decoding needs of a model (the models package imports this one, not the other way round): a language model
+# ("lm") is called as model(ids, attention_mask=, cache=, positions=); a "seq2seq" model has encode(src, mask) and
+# decode(tokens, memory, memory_mask=, tgt_mask=, cache=); both have cfg and init_cache(rows=None, max_len=None).
+DecodingModel = nn.Module
 
 
 def left_pad(rows: list[list[int]], pad_id: int, device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
@@ -45,7 +43,15 @@ def left_pad(rows: list[list[int]], pad_id: int, device: torch.device | str | No
     return ids.to(device), mask.to(device)
 
 
-def prepared_cache(model: TransformerLM | Seq2SeqTransformer, rows: int, static_len: int | None,
+def right_pad(rows: list[list[int]], pad_id: int) -> Tensor:
+    """Token-id lists of different lengths -> (B, T) ids padded on the right."""
+    ids = torch.full((len(rows), max(len(r) for r in rows)), pad_id, dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+    return ids
+
+
+def prepared_cache(model: DecodingModel, rows: int, static_len: int | None,
                    cache: DecoderCache | None) -> DecoderCache:
     """`cache` emptied for a new generation (checked to fit `rows` rows and `static_len` tokens when preallocated),
     else a new cache: preallocated for `static_len` tokens, or growing."""
@@ -59,7 +65,7 @@ def prepared_cache(model: TransformerLM | Seq2SeqTransformer, rows: int, static_
 
 
 class LMSteps:
-    def __init__(self, model: TransformerLM, ids: Tensor, attention_mask: Tensor, *, copies: int = 1,
+    def __init__(self, model: DecodingModel, ids: Tensor, attention_mask: Tensor, *, copies: int = 1,
                  use_cache: bool = True, static_len: int | None = None, cache: DecoderCache | None = None) -> None:
         if not bool(attention_mask[:, -1].all()):
             raise InputError("pad batched prompts on the left: every row's last token must be a real token")
@@ -103,7 +109,7 @@ class LMSteps:
 
 
 class Seq2SeqSteps:
-    def __init__(self, model: Seq2SeqTransformer, src_ids: Tensor, src_mask: Tensor, *, bos_id: int,
+    def __init__(self, model: DecodingModel, src_ids: Tensor, src_mask: Tensor, *, bos_id: int,
                  copies: int = 1, use_cache: bool = True, static_len: int | None = None,
                  cache: DecoderCache | None = None) -> None:
         self.model = model

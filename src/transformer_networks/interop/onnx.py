@@ -41,10 +41,9 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import UserError
-from ..generation.steps import left_padded_positions
 from ..models import TransformerClassifier, TransformerLM
 from ..nn.cache import KVCache, LayerCache
-from ..nn.masks import causal_mask
+from ..nn.masks import causal_mask, left_padded_positions
 
 __all__ = ["decode_path", "export_onnx"]
 

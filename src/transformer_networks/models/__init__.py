@@ -1,8 +1,24 @@
 """The three Transformer families, each built from one `TransformerConfig`."""
 
+from .body import ModelBase
 from .classifier import TransformerClassifier
 from .lm import TransformerLM
 from .outputs import TransformerOutput
 from .seq2seq import Seq2SeqTransformer
 
-__all__ = ["Seq2SeqTransformer", "TransformerClassifier", "TransformerLM", "TransformerOutput"]
+# The one model registry: family name -> class. Tasks name their family (`tasks.Task.family`); our model
+# directories name the class (`model.json`), found here by `__name__`.
+MODELS: dict[str, type[ModelBase]] = {
+    cls.family: cls for cls in (Seq2SeqTransformer, TransformerLM, TransformerClassifier)
+}
+
+
+def model_class(name: str) -> type[ModelBase] | None:
+    """The model class of a family ("lm") or a class name ("TransformerLM"); None when there is none."""
+    return MODELS.get(name) or {cls.__name__: cls for cls in MODELS.values()}.get(name)
+
+
+__all__ = [
+    "MODELS", "ModelBase", "Seq2SeqTransformer", "TransformerClassifier", "TransformerLM", "TransformerOutput",
+    "model_class",
+]

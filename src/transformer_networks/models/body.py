@@ -9,13 +9,12 @@ Shape legend: B batch, T length of `ids`, L tokens seen so far (with a cache), S
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
 from ..config import TransformerConfig
 from ..errors import InputError
+from ..generation import GenerationOutput, generate
 from ..nn.cache import DecoderCache
 from ..nn.embedding import Embeddings
 from ..nn.layers import StackOutput, TransformerLayer, TransformerStack
@@ -172,9 +171,11 @@ def init_weights(model: nn.Module, cfg: TransformerConfig) -> None:
 
 
 class ModelBase(nn.Module):
-    """What the three model families share besides their bodies."""
+    """What the three model families share besides their bodies. `family` is the model's key in `models.MODELS`
+    ("seq2seq", "lm", "classifier"), which tasks, checkpoints and decoding go by."""
 
     cfg: TransformerConfig
+    family: str
 
     def set_activation_checkpointing(self, enabled: bool = True) -> None:
         """Recompute every layer's activations in the backward pass instead of keeping them (less memory)."""
@@ -182,12 +183,45 @@ class ModelBase(nn.Module):
             if isinstance(module, TransformerStack):
                 module.checkpoint_layers = enabled
 
-    def save_pretrained(self, path: str, **kwargs: Any) -> Any:
-        """Write this model in our layout (see `transformer_networks.pretrained`); load with `from_pretrained`."""
-        from ..pretrained import save_pretrained
-
-        return save_pretrained(self, path, **kwargs)
-
     def num_parameters(self) -> int:
         """The number of parameters, each shared (tied) tensor counted once."""
         return sum(p.numel() for p in self.parameters())
+
+
+class Generates:
+    """`model.generate(...)` for the two families that generate (see `transformer_networks.generation.generate`
+    for what every argument does)."""
+
+    def generate(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        *,
+        max_new_tokens: int | None = None,
+        min_new_tokens: int = 0,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        num_beams: int = 1,
+        length_penalty: float = 1.0,
+        num_return_sequences: int = 1,
+        bos_id: int | None = None,
+        eos_id: int | None = None,
+        pad_id: int | None = None,
+        use_cache: bool = True,
+        static_cache: bool = False,
+        cache: DecoderCache | None = None,
+        seed: int | None = None,
+        return_dict_in_generate: bool = False,
+    ) -> Tensor | GenerationOutput:
+        """A language model continues prompts (B, P), left-padded when of different lengths (with
+        `attention_mask`), and returns prompt + new tokens; an encoder-decoder translates sources (B, S) and returns
+        the new tokens, BOS excluded. Greedy, sampling or beam search (the paper: num_beams=4, length_penalty=0.6)."""
+        return generate(
+            self, input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
+            min_new_tokens=min_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
+            num_beams=num_beams, length_penalty=length_penalty, num_return_sequences=num_return_sequences,
+            bos_id=bos_id, eos_id=eos_id, pad_id=pad_id, use_cache=use_cache, static_cache=static_cache,
+            cache=cache, seed=seed, return_dict_in_generate=return_dict_in_generate,
+        )

@@ -19,6 +19,8 @@ from .outputs import TransformerOutput
 
 
 class TransformerClassifier(ModelBase):
+    family = "classifier"
+
     def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
         self.cfg = cfg

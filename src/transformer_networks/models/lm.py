@@ -8,18 +8,18 @@ from `init_cache()` and feed only the new tokens each call.
 
 from __future__ import annotations
 
-from typing import Any
-
 from torch import Tensor
 from torch.nn import Linear
 
 from ..config import TransformerConfig
 from ..nn.cache import DecoderCache
-from .body import ModelBase, TransformerBody, init_weights
+from .body import Generates, ModelBase, TransformerBody, init_weights
 from .outputs import TransformerOutput
 
 
-class TransformerLM(ModelBase):
+class TransformerLM(Generates, ModelBase):
+    family = "lm"
+
     def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -59,12 +59,3 @@ class TransformerLM(ModelBase):
             return logits
         return TransformerOutput(logits=logits, last_hidden_state=out.last_hidden_state,
                                  hidden_states=out.hidden_states, attentions=out.attentions, cache=cache)
-
-    def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, **kwargs: Any) -> Any:
-        """Continue prompts (B, P) (left-padded when of different lengths, with `attention_mask`): greedy, sampling
-        or beam search. Returns prompt + new tokens; see `transformer_networks.generation.generate` for every
-        argument (max_new_tokens, do_sample, temperature, top_k, top_p, num_beams, length_penalty, eos_id,
-        use_cache, seed, ...)."""
-        from ..generation import generate  # the generation package builds on the models
-
-        return generate(self, input_ids, attention_mask=attention_mask, **kwargs)

@@ -10,20 +10,21 @@ only, and each decoder layer's cross-attention keys/values are computed once.
 
 from __future__ import annotations
 
-from typing import Any
-
 from torch import Tensor
 from torch.nn import Linear
 
 from ..config import TransformerConfig
 from ..errors import InputError
 from ..nn.cache import DecoderCache
+from ..nn.losses import label_smoothed_cross_entropy
 from ..nn.masks import as_attention_mask, padding_mask
-from .body import ModelBase, TransformerBody, init_weights
+from .body import Generates, ModelBase, TransformerBody, init_weights
 from .outputs import TransformerOutput
 
 
-class Seq2SeqTransformer(ModelBase):
+class Seq2SeqTransformer(Generates, ModelBase):
+    family = "seq2seq"
+
     def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -87,7 +88,7 @@ class Seq2SeqTransformer(ModelBase):
 
         labels: (B, T) the target token at each position (tgt_ids shifted left); padding (cfg.pad_id) and negative
         labels (Hugging Face's -100) are not targets. Given, the output's `loss` is the mean label-smoothed
-        cross-entropy over the N labelled positions (`training.label_smoothed_cross_entropy`; the smoothing mass
+        cross-entropy over the N labelled positions (`nn.losses.label_smoothed_cross_entropy`; the smoothing mass
         skips the class cfg.pad_id, or, without a pad_id, is spread over every class as `F.cross_entropy` does),
         and the output layer runs on those positions only: its `logits` are (N, V), in row-major order. A padded
         batch (often 30-50% padding) thus skips that share of the output layer and softmax, the costliest
@@ -112,8 +113,6 @@ class Seq2SeqTransformer(ModelBase):
         if labels is None:
             logits = self.lm_head(hidden)
         else:
-            from ..training.losses import label_smoothed_cross_entropy  # here: training imports the models
-
             labels = labels.to(hidden.device)
             keep = labels >= 0
             if self.cfg.pad_id is not None:
@@ -136,10 +135,3 @@ class Seq2SeqTransformer(ModelBase):
             cache=cache,
             loss=loss,
         )
-
-    def generate(self, src_ids: Tensor, src_mask: Tensor | None = None, **kwargs: Any) -> Any:
-        """Translate sources (B, S): greedy, sampling or beam search (the paper: num_beams=4, length_penalty=0.6).
-        Returns the new tokens, BOS excluded; see `transformer_networks.generation.generate` for every argument."""
-        from ..generation import generate  # the generation package builds on the models
-
-        return generate(self, src_ids, attention_mask=src_mask, **kwargs)

@@ -49,6 +49,12 @@ def as_attention_mask(mask: Tensor | None) -> Tensor | None:
     raise InputError(f"an attention mask has 2, 3 or 4 dimensions, got shape {tuple(mask.shape)}")
 
 
+def left_padded_positions(attention_mask: Tensor) -> Tensor:
+    """Positions of a left-padded batch: (B, P) mask, True = real token -> (B, P), 0 at each row's first real
+    token (padding gets 0 too; it is never attended to)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
 def combine(*masks: Tensor | None) -> Tensor | None:
     """Logical AND of masks, skipping None; None when all are None."""
     result = None
