@@ -198,7 +198,7 @@ def test_training_keeps_the_last_n_checkpoints_for_averaging(tmp_path, capsys):
 def test_a_full_disk_is_a_clear_error_and_the_previous_checkpoint_survives(tmp_path, monkeypatch):
     import errno
 
-    from transformer_networks.training import checkpoint as checkpoint_module
+    from transformer_networks import checkpoints as checkpoint_module  # where checkpoint files are written
     from transformer_networks.training.tasks import DataSpec
     from transformer_networks.training.trainer import TrainingError, train
 

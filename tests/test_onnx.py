@@ -249,7 +249,7 @@ def test_missing_onnx_packages_are_named(tmp_path, monkeypatch):
 
 def test_export_command_writes_both_lm_graphs(tmp_path, capsys):
     model = tn.TransformerLM(config()).eval()
-    model.save_pretrained(tmp_path / "lm")
+    tn.save_pretrained(model, tmp_path / "lm")
     out = tmp_path / "lm.onnx"
     assert tn.cli.main(["export", str(tmp_path / "lm"), "--onnx", str(out)]) == 0
     assert capsys.readouterr().out.split() == [str(out), str(decode_path(out))]

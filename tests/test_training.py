@@ -159,21 +159,22 @@ def test_gradient_accumulation_equals_one_big_batch(tmp_path):
 
 
 def test_evaluate_uses_the_runs_own_splits(tmp_path):
-    from transformer_networks.training.evaluation import run_split
+    from transformer_networks.data.splits import run_split
+    from transformer_networks.tasks import TranslationTask
 
     valid = tmp_path / "valid.tsv"
     valid.write_text("walk\tI_WALK\n", encoding="utf-8")
     cfg = TrainConfig()
     # built-in data with a validation file: "valid" is that file, "train" all of the built-in train split
     spec = DataSpec(data=["builtin:scan"], valid=[str(valid)])
-    assert run_split("translation", spec, cfg, "valid") == ([("walk", "I_WALK")], "the run's validation data")
-    assert len(run_split("translation", spec, cfg, "train")[0]) == 16_728
+    assert run_split(TranslationTask, spec, cfg, "valid") == ([("walk", "I_WALK")], "the run's validation data")
+    assert len(run_split(TranslationTask, spec, cfg, "train")[0]) == 16_728
     # without one: the same seeded hold-out the trainer used, disjoint from what it trained on
     spec = DataSpec(data=["builtin:scan"])
-    held, _ = run_split("translation", spec, cfg, "valid")
-    rest, _ = run_split("translation", spec, cfg, "train")
+    held, _ = run_split(TranslationTask, spec, cfg, "valid")
+    rest, _ = run_split(TranslationTask, spec, cfg, "train")
     assert len(held) == round(0.05 * 16_728) and len(rest) + len(held) == 16_728 and not set(held) & set(rest)
-    assert run_split("translation", spec, cfg, "test")[1] == "builtin:scan test split"
+    assert run_split(TranslationTask, spec, cfg, "test")[1] == "builtin:scan test split"
 
 
 def nan_on_calls(monkeypatch, calls):

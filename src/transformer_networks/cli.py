@@ -1,5 +1,16 @@
-"""The `transformer-networks` command line. Each subcommand is a plain function that Python users can call too;
-`main` only parses arguments and turns a `UserError` into a one-line message with exit code 2."""
+"""The `transformer-networks` command line: the parser, and one table (`COMMANDS`) from each subcommand to the
+typed function of its domain module that does the work, which Python users can call as well:
+
+    train       training.train (settings from settings.resolve_settings)    evaluate   training.evaluate
+    translate   inference.translate_stream                                  generate   inference.generate_text
+    classify    inference.classify_stream                                   attention  inference.draw_attention
+    average     training.average.average_checkpoints / average_run          plot       viz.plot_curves
+    convert     pretrained.convert                                          export     pretrained.export
+    info, demo  models.summary.info / demo
+
+Each entry of `COMMANDS` only turns parsed arguments into that call and prints its result; `main` turns a
+`UserError` into a one-line message with exit code 2.
+"""
 
 from __future__ import annotations
 
@@ -7,170 +18,27 @@ import argparse
 import json
 import os
 import sys
-import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-import torch
+from .checkpoints import load_checkpoint
+from .config import PRESETS
+from .device import pick_device
+from .errors import UserError
+from .generation.logits import check_sampling
+from .inference import classify_stream, draw_attention, generate_text, load_for, read_lines, translate_stream
+from .models import MODELS
+from .models.summary import demo, describe, info
+from .pretrained import convert, export
+from .settings import parse_overrides, resolve_settings, split_settings
+from .tasks import TASKS
+from .training import evaluation
+from .training.average import average_checkpoints, average_run
+from .training.trainer import TrainResult, train
+from .version import __version__
+from .viz.curves import plot_curves
 
-from . import __version__
-from .config import PRESETS, TransformerConfig
-from .errors import ConfigError, UserError
-from .models import Seq2SeqTransformer, TransformerClassifier, TransformerLM
-from .training.config import FIELDS as TRAIN_FIELDS
-from .training.config import TrainConfig
-
-FAMILIES = {"seq2seq": Seq2SeqTransformer, "lm": TransformerLM, "classifier": TransformerClassifier}
-
-
-def build_config(preset: str | None = None, config_file: str | None = None,
-                 overrides: dict[str, Any] | None = None) -> TransformerConfig:
-    """A config from a preset or a JSON file (not both), with field overrides."""
-    if preset and config_file:
-        raise UserError("give --preset or --config, not both")
-    overrides = overrides or {}
-    if config_file:
-        return TransformerConfig.from_dict({**TransformerConfig.from_json(config_file).to_dict(), **overrides})
-    return TransformerConfig.from_preset(preset or "tiny", **overrides)
-
-
-_PYTHON_LITERALS = {"True": True, "False": False, "None": None}
-
-
-def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """["d_model=256", "norm_first=true", "positional=rope"] -> {"d_model": 256, "norm_first": True, ...}."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise UserError(f"--set expects FIELD=VALUE, got {item!r}")
-        if text in _PYTHON_LITERALS:  # people write True/False/None as often as true/false/null
-            out[key] = _PYTHON_LITERALS[text]
-            continue
-        try:
-            out[key] = json.loads(text)
-        except json.JSONDecodeError:
-            out[key] = text  # a bare string such as rope
-    return out
-
-
-MODEL_FIELDS = tuple(TransformerConfig.__dataclass_fields__)
-
-
-def read_config_file(path: str) -> dict[str, Any]:
-    """A YAML or JSON file of settings: flat, or with "model" and "train" sections (and an optional "preset")."""
-    import yaml  # JSON is YAML too, so one parser reads both
-
-    try:
-        text = open(path, encoding="utf-8").read()
-    except OSError as e:
-        raise UserError(f"--config {path}: cannot read: {e.strerror}") from None
-    except UnicodeDecodeError:
-        raise UserError(f"--config {path}: not UTF-8 text") from None
-    try:
-        values = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark is not None else ""
-        raise UserError(f"--config {path}: {where}invalid YAML/JSON: {getattr(e, 'problem', e)}") from None
-    if values is None:
-        values = {}
-    if not isinstance(values, dict):
-        raise UserError(f"--config {path}: expected a mapping of settings")
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        if key in ("model", "train") and isinstance(value, dict):
-            flat.update(value)
-        else:
-            flat[key] = value
-    # YAML 1.1 reads 1e-3 (no dot) as a string; take such strings as the numbers they spell.
-    for key, value in flat.items():
-        if isinstance(value, str):
-            try:
-                number = json.loads(value)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(number, (int, float)) and not isinstance(number, bool):
-                flat[key] = number
-    return flat
-
-
-def split_settings(settings: dict[str, Any], origin: dict[str, str], preset: str) -> tuple[dict, dict]:
-    """Route each setting to the training config or the model config, checking its name and type one by one so
-    that an error names the option it came from (`origin[key]`, e.g. "--set lr=abc"). A name in both configs
-    (vocab_size) is the tokenizer's: the model's vocabulary always comes from the tokenizer."""
-    train: dict[str, Any] = {}
-    model: dict[str, Any] = {}
-    for key, value in settings.items():
-        where = origin.get(key, key)
-        if key in TRAIN_FIELDS:
-            try:
-                TrainConfig.from_dict({key: value})
-            except ConfigError as e:
-                raise UserError(f"{where}: {e}") from None
-            train[key] = value
-        elif key in MODEL_FIELDS:
-            model[key] = value
-        else:
-            raise UserError(f"{where}: unknown setting {key!r}; training settings: {', '.join(TRAIN_FIELDS)}; "
-                            f"model settings: {', '.join(f for f in MODEL_FIELDS if f not in TRAIN_FIELDS)}")
-    try:  # model fields depend on each other (d_model and n_heads): check them together, then blame one
-        TransformerConfig.from_preset(preset, **model)
-    except ConfigError as e:
-        for key, value in model.items():
-            try:
-                TransformerConfig.from_preset(preset, **{key: value})
-            except ConfigError as single:
-                raise UserError(f"{origin.get(key, key)}: {single}") from None
-        raise UserError(f"{', '.join(sorted({origin.get(k, k).split(':')[0] for k in model}))}: {e}") from None
-    return model, train
-
-
-@dataclass
-class ModelSummary:
-    family: str
-    config: TransformerConfig
-    parameters: int
-    output_shape: tuple[int, ...] | None = None
-    seconds: float | None = None
-
-
-def info(family: str = "seq2seq", preset: str | None = None, config_file: str | None = None,
-         overrides: dict[str, Any] | None = None) -> ModelSummary:
-    """Build a model and count its parameters."""
-    if family not in FAMILIES:
-        raise UserError(f"unknown model family {family!r}; choose one of {', '.join(FAMILIES)}")
-    cfg = build_config(preset, config_file, overrides)
-    return ModelSummary(family, cfg, FAMILIES[family](cfg).num_parameters())
-
-
-def demo(preset: str = "paper-base", batch_size: int = 2, seq_len: int = 32, seed: int = 0) -> ModelSummary:
-    """Build the encoder-decoder of a preset, run one forward pass on random tokens, report its size."""
-    torch.manual_seed(seed)
-    cfg = TransformerConfig.from_preset(preset)
-    model = Seq2SeqTransformer(cfg).eval()
-    src = torch.randint(1, cfg.source_vocab_size, (batch_size, seq_len))
-    tgt = torch.randint(1, cfg.target_vocab_size, (batch_size, seq_len))
-    start = time.perf_counter()
-    with torch.no_grad():
-        logits = model(src, tgt)
-    seconds = time.perf_counter() - start
-    return ModelSummary("seq2seq", cfg, model.num_parameters(), tuple(logits.shape), seconds)
-
-
-def _print_summary(s: ModelSummary) -> None:
-    cfg = s.config
-    print(f"model:      {FAMILIES[s.family].__name__}")
-    print(f"parameters: {s.parameters:,} ({s.parameters / 1e6:.1f}M)")
-    print(f"layers:     d_model={cfg.d_model} heads={cfg.n_heads} kv_heads={cfg.kv_heads} d_ff={cfg.d_ff} "
-          f"encoder={cfg.encoder_layers} decoder={cfg.decoder_layers}")
-    print(f"style:      {'pre' if cfg.norm_first else 'post'}-LN {cfg.norm}, {cfg.positional} positions, "
-          f"{cfg.activation}, vocab {cfg.vocab_size}")
-    if s.output_shape is not None:
-        print(f"forward:    logits {s.output_shape} in {s.seconds:.3f}s")
-
+__all__ = ["COMMANDS", "demo", "info", "main", "parse_overrides", "split_settings"]  # the last three: older imports
 
 # Flags of `train` that are shorthands for a training setting (the same as --set NAME=VALUE).
 TRAIN_FLAGS = ("tokenizer", "vocab_size", "max_len", "truncate", "batch_size", "max_tokens", "block_size",
@@ -178,51 +46,48 @@ TRAIN_FLAGS = ("tokenizer", "vocab_size", "max_len", "truncate", "batch_size", "
                "precision", "compile", "text_column", "label_column", "skip_nonfinite")
 
 
-def train_command(args: argparse.Namespace) -> int:
-    """`transformer-networks train TASK ...`: resolve the configs, train, print the best validation metrics."""
-    from .training.tasks import DataSpec
-    from .training.trainer import train
+def _train(args: argparse.Namespace) -> int:
+    """`train TASK ...`: resolve the settings, train, print the best validation metrics."""
+    from .data.splits import DataSpec
 
     if args.resume is not None:
-        return resume_command(args)
+        return _resume(args)
     if args.task is None or args.out is None:
         raise UserError("train needs a task (lm, translation or classification) and --out DIR, or --resume RUN_DIR")
-    settings: dict[str, Any] = {}
+    overrides: dict[str, Any] = {}
     origin: dict[str, str] = {}
-    preset = args.preset
-    if args.config_file:
-        values = read_config_file(args.config_file)
-        file_preset = values.pop("preset", None)
-        preset = preset or file_preset  # --preset on the command line wins over the file's
-        settings.update(values)
-        origin.update({k: f"--config {args.config_file}: {k}" for k in values})
-    preset = preset or "small"
-    if preset not in PRESETS:
-        raise UserError(f"--preset: unknown preset {preset!r}; choose one of {', '.join(sorted(PRESETS))}")
     for name in TRAIN_FLAGS:
         value = getattr(args, name)
         if value is not None and value is not False:
-            settings[name] = value
-            origin[name] = f"--{name.replace('_', '-')}"
+            overrides[name], origin[name] = value, f"--{name.replace('_', '-')}"
     for key, value in parse_overrides(args.overrides).items():
-        settings[key] = value
-        origin[key] = f"--set {key}"
-    model_settings, train_settings = split_settings(settings, origin, preset)
-    if args.init and model_settings:
+        overrides[key], origin[key] = value, f"--set {key}"
+    model_config, train_config, model_fields = resolve_settings(args.preset, args.config_file, overrides, origin)
+    if args.init and model_fields:
         raise UserError(f"--init takes the architecture from {args.init}; model settings "
-                        f"({', '.join(sorted(model_settings))}) cannot change it")
-    model_config = TransformerConfig.from_preset(preset, **model_settings)
-    train_config = TrainConfig.from_dict(train_settings)
+                        f"({', '.join(sorted(model_fields))}) cannot change it")
     spec = DataSpec(data=args.data or [], valid=args.valid or [], source_file=args.source_file,
                     target_file=args.target_file, valid_source_file=args.valid_source_file,
                     valid_target_file=args.valid_target_file)
-    result = train(args.task, args.out, data=spec, model_config=model_config, train_config=train_config,
-                   model_fields_set=set(model_settings), overwrite=args.overwrite, quiet=args.quiet,
-                   init=args.init)
-    return _train_finished(result)
+    return _finished(train(args.task, args.out, data=spec, model_config=model_config, train_config=train_config,
+                           model_fields_set=model_fields, overwrite=args.overwrite, quiet=args.quiet,
+                           init=args.init))
 
 
-def _train_finished(result: Any) -> int:
+def _resume(args: argparse.Namespace) -> int:
+    """`train --resume RUN_DIR` (or `train TASK --out RUN_DIR --resume`): continue a run from its last checkpoint
+    with its own settings; nothing else may be changed, or the run would not be the one it was."""
+    run = args.out if args.resume is True else args.resume
+    if run is None:
+        raise UserError("--resume needs the run directory: --resume RUN_DIR")
+    changed = [f"--{name.replace('_', '-')}" for name in (*TRAIN_FLAGS, "data", "valid", "preset", "config_file")
+               if getattr(args, name, None) not in (None, False, [])] + ["--set"] * bool(args.overrides)
+    if changed:
+        raise UserError(f"--resume continues a run with its own settings; leave out {', '.join(changed)}")
+    return _finished(train(args.task or "", run, resume=True, quiet=args.quiet))
+
+
+def _finished(result: TrainResult) -> int:
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
         return 0
     if result.interrupted:
@@ -234,40 +99,25 @@ def _train_finished(result: Any) -> int:
     return 0
 
 
-def resume_command(args: argparse.Namespace) -> int:
-    """`train --resume RUN_DIR` (or `train TASK --out RUN_DIR --resume`): continue a run from its last checkpoint
-    with its own settings; nothing else may be changed, or the run would not be the one it was."""
-    from .training.trainer import train
-
-    run = args.out if args.resume is True else args.resume
-    if run is None:
-        raise UserError("--resume needs the run directory: --resume RUN_DIR")
-    changed = [f"--{name.replace('_', '-')}" for name in (*TRAIN_FLAGS, "data", "valid", "preset", "config_file")
-               if getattr(args, name, None) not in (None, False, [])] + ["--set"] * bool(args.overrides)
-    if changed:
-        raise UserError(f"--resume continues a run with its own settings; leave out {', '.join(changed)}")
-    return _train_finished(train(args.task or "", run, resume=True, quiet=args.quiet))
-
-
-def evaluate_command(args: argparse.Namespace) -> int:
-    """`transformer-networks evaluate CHECKPOINT`: print the task's metrics (one JSON object with --json)."""
-    from .training.evaluation import evaluate, evaluate_ensemble
-    from .training.tasks import DataSpec
+def _evaluate(args: argparse.Namespace) -> int:
+    """`evaluate CHECKPOINT...`: print the task's metrics (one JSON object with --json)."""
+    from .data.splits import DataSpec
 
     spec = DataSpec(data=args.data or [], source_file=args.source_file, target_file=args.target_file)
     log = None if args.json or args.quiet else (lambda message: print(message, file=sys.stderr))
     if len(args.checkpoint) > 1:
         if args.examples:
             raise UserError("--examples prints one checkpoint's predictions; leave it out for an ensemble")
-        result = evaluate_ensemble(args.checkpoint, spec, split=args.split, device=args.device, log=log)
+        result = evaluation.evaluate_ensemble(args.checkpoint, spec, split=args.split, device=args.device, log=log)
     else:
-        result = evaluate(args.checkpoint[0], spec, split=args.split, device=args.device, samples=args.examples,
-                          log=log, num_beams=args.beam, length_penalty=args.length_penalty)
+        result = evaluation.evaluate(args.checkpoint[0], spec, split=args.split, device=args.device,
+                                     samples=args.examples, log=log, num_beams=args.beam,
+                                     length_penalty=args.length_penalty)
     if args.json:
         print(json.dumps({"task": result.task, "data": result.data, "examples": result.examples,
                           "dropped": result.dropped, **result.metrics}))
         return 0
-    unit = "characters" if result.task == "lm" else "examples"
+    unit = TASKS[result.task].raw_unit
     dropped = f", {result.dropped:,} too long or empty and left out" if result.dropped else ""
     print(f"checkpoint: {result.checkpoint}")
     print(f"data:       {result.data} ({result.examples:,} {unit}{dropped})")
@@ -278,31 +128,6 @@ def evaluate_command(args: argparse.Namespace) -> int:
         for key, value in sample.items():
             print(f"  {key + ':':<11} {value}")
     return 0
-
-
-def plot_command(args: argparse.Namespace) -> int:
-    """`transformer-networks plot RUN_DIR`: learning curves to a PNG."""
-    from .viz.curves import plot_curves
-
-    print(plot_curves(args.run_dir, args.out))
-    return 0
-
-
-def read_lines(stream: Any, chunk: int) -> Iterator[tuple[int, list[str]]]:
-    """(number of the first line, lines) from a binary stream, `chunk` lines at a time, without line endings.
-    A line that is not UTF-8 is an error naming it."""
-    lines: list[str] = []
-    first = 1
-    for number, raw in enumerate(stream, start=1):
-        try:
-            lines.append(raw.decode("utf-8").rstrip("\r\n"))
-        except UnicodeDecodeError:
-            raise UserError(f"stdin: line {number}: not valid UTF-8") from None
-        if len(lines) == chunk:
-            yield first, lines
-            first, lines = number + 1, []
-    if lines:
-        yield first, lines
 
 
 def _stdin() -> Any:
@@ -318,38 +143,22 @@ def _line_progress(quiet: bool) -> Any:
     return tqdm(file=sys.stderr, unit="line", dynamic_ncols=True)
 
 
-def translate_command(args: argparse.Namespace) -> int:
-    """`transformer-networks translate CHECKPOINT`: source lines on stdin, one translation per line on stdout
-    (with --n-best N: N lines per input, `LINE<TAB>SCORE<TAB>TRANSLATION`)."""
-    from .inference import load_for, translate_lines
-    from .training.trainer import pick_device
-
+def _translate(args: argparse.Namespace) -> int:
+    """`translate CHECKPOINT`: source lines on stdin, one translation per line on stdout."""
     if args.n_best > args.beam:
         raise UserError(f"--n-best {args.n_best} needs --beam of at least {args.n_best}")
     ck = load_for("translation", args.checkpoint, pick_device(args.device))
     bar = _line_progress(args.quiet)
-    for first, lines in read_lines(_stdin(), args.batch_size * 16):
-        results = translate_lines(ck, lines, num_beams=args.beam, length_penalty=args.length_penalty,
-                                  n_best=args.n_best, batch_size=args.batch_size, truncate=args.truncate,
-                                  first_line=first, on_batch=None if bar is None else bar.update)
-        for number, hyps in enumerate(results, start=first):
-            if args.n_best == 1:
-                print(hyps[0].text)
-            else:
-                for h in hyps:
-                    print(f"{number}\t{h.score:.4f}\t{h.text}")
-        sys.stdout.flush()
+    translate_stream(ck, _stdin(), sys.stdout, num_beams=args.beam, length_penalty=args.length_penalty,
+                     n_best=args.n_best, batch_size=args.batch_size, truncate=args.truncate,
+                     on_lines=None if bar is None else bar.update)
     if bar is not None:
         bar.close()
     return 0
 
 
-def generate_command(args: argparse.Namespace) -> int:
-    """`transformer-networks generate CHECKPOINT`: continue a prompt (--prompt, else all of stdin)."""
-    from .generation.logits import check_sampling
-    from .inference import generate_text, load_for
-    from .training.trainer import pick_device
-
+def _generate(args: argparse.Namespace) -> int:
+    """`generate CHECKPOINT`: continue a prompt (--prompt, else all of stdin)."""
     if not args.greedy:
         check_sampling(args.temperature, args.top_k, args.top_p)
     ck = load_for("lm", args.checkpoint, pick_device(args.device))
@@ -368,105 +177,72 @@ def generate_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def classify_command(args: argparse.Namespace) -> int:
-    """`transformer-networks classify CHECKPOINT`: one text per line on stdin; `label<TAB>probability` per line
-    on stdout, or with --json one object per line with every class's probability. Empty lines stay empty."""
-    from .inference import classify_lines, load_for
-    from .training.trainer import pick_device
-
+def _classify(args: argparse.Namespace) -> int:
+    """`classify CHECKPOINT`: one text per line on stdin; `label<TAB>probability` (or JSON) per line on stdout."""
     ck = load_for("classification", args.checkpoint, pick_device(args.device))
     bar = _line_progress(args.quiet)
-    for first, lines in read_lines(_stdin(), args.batch_size * 16):
-        results = classify_lines(ck, lines, batch_size=args.batch_size, truncate=args.truncate, first_line=first)
-        for line, probs in zip(lines, results, strict=True):
-            if probs is None:
-                print()
-                continue
-            label = max(probs, key=probs.get)
-            if args.json:
-                print(json.dumps({"text": line, "label": label, "probabilities": probs}, ensure_ascii=False))
-            else:
-                print(f"{label}\t{probs[label]:.4f}")
-        sys.stdout.flush()
-        if bar is not None:
-            bar.update(len(lines))
+    classify_stream(ck, _stdin(), sys.stdout, json_lines=args.json, batch_size=args.batch_size,
+                    truncate=args.truncate, on_lines=None if bar is None else bar.update)
     if bar is not None:
         bar.close()
     return 0
 
 
-def attention_command(args: argparse.Namespace) -> int:
-    """`transformer-networks attention CHECKPOINT --text ... --out FILE.png`: draw attention heatmaps."""
-    from .inference import attention_maps
-    from .training.checkpoint import load_checkpoint
-    from .viz.attention import plot_attention
-
-    ck = load_checkpoint(args.checkpoint)
-    if args.target is not None and ck.task != "translation":
-        raise UserError(f"--target is for translation checkpoints; {ck.path} is a {ck.task} checkpoint")
-    maps = attention_maps(ck, args.text, args.target, truncate=args.truncate)
-    kind = args.kind or ("cross" if ck.task == "translation" else next(iter(maps.weights)))
-    if kind not in maps.weights:
-        raise UserError(f"--kind {kind}: a {ck.task} model has {', '.join(maps.weights)} attention")
-    print(plot_attention(maps.weights[kind], maps.queries[kind], maps.keys[kind], args.out, kind=kind,
-                         layer=args.layer, head=args.head))
+def _attention(args: argparse.Namespace) -> int:
+    """`attention CHECKPOINT --text ... --out FILE.png`: draw attention heatmaps."""
+    print(draw_attention(load_checkpoint(args.checkpoint), args.text, args.out, target=args.target, kind=args.kind,
+                         layer=args.layer, head=args.head, truncate=args.truncate))
     return 0
 
 
-def average_command(args: argparse.Namespace) -> int:
-    """`transformer-networks average CKPT... --out DIR`, or `average RUN --last N --out DIR`."""
-    from .training.average import average_checkpoints, step_checkpoints
-
-    paths = args.checkpoints
+def _average(args: argparse.Namespace) -> int:
+    """`average CKPT... --out DIR`, or `average RUN --last N --out DIR`."""
     if args.last is not None:
-        if len(paths) != 1:
+        if len(args.checkpoints) != 1:
             raise UserError("--last N takes one run directory")
-        kept = step_checkpoints(paths[0])
-        if len(kept) < args.last:
-            raise UserError(f"{paths[0]}: {len(kept)} kept checkpoint(s) (step-*), fewer than --last {args.last} "
-                            f"(train with --set keep_checkpoints=N to keep them)")
-        paths = kept[-args.last :]
-    out = average_checkpoints(paths, args.out, overwrite=args.overwrite)
-    print(f"averaged {len(paths)} checkpoints into {out}")
+        out, n = average_run(args.checkpoints[0], args.last, args.out, overwrite=args.overwrite)
+    else:
+        out, n = average_checkpoints(args.checkpoints, args.out, overwrite=args.overwrite), len(args.checkpoints)
+    print(f"averaged {n} checkpoints into {out}")
     return 0
 
 
-def _fresh_output(path: str, overwrite: bool) -> Path:
-    out = Path(path)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise UserError(f"{out}: already exists; choose another path or pass --overwrite")
-    return out
-
-
-def convert_command(args: argparse.Namespace) -> int:
-    """`transformer-networks convert HF_DIR OUT_DIR`: a Hugging Face model directory in our layout."""
-    from .pretrained import from_pretrained, save_pretrained
-
-    out = _fresh_output(args.out_dir, args.overwrite)
-    model = from_pretrained(args.hf_dir)
-    save_pretrained(model, out)
+def _convert(args: argparse.Namespace) -> int:
+    """`convert HF_DIR OUT_DIR`: a Hugging Face model directory in our layout."""
+    model, out = convert(args.hf_dir, args.out_dir, overwrite=args.overwrite)
     print(f"{type(model).__name__}, {model.num_parameters():,} parameters -> {out}")
     return 0
 
 
-def export_command(args: argparse.Namespace) -> int:
-    """`transformer-networks export CHECKPOINT --onnx OUT.onnx` and/or `--hf DIR` (GPT-2 / BERT layout)."""
-    from .pretrained import from_pretrained
-
-    if not (args.onnx or args.hf):
-        raise UserError("say what to write: --onnx OUT.onnx and/or --hf DIR")
-    model = from_pretrained(args.checkpoint)
-    if args.hf:
-        from .interop.hf import export_hf
-
-        print(export_hf(model, _fresh_output(args.hf, args.overwrite)))
-    if args.onnx:
-        from .interop.onnx import export_onnx
-
-        _fresh_output(args.onnx, args.overwrite)
-        for path in export_onnx(model, args.onnx):
-            print(path)
+def _export(args: argparse.Namespace) -> int:
+    """`export CHECKPOINT --onnx OUT.onnx` and/or `--hf DIR` (GPT-2 / BERT layout)."""
+    for path in export(args.checkpoint, onnx=args.onnx, hf=args.hf, overwrite=args.overwrite):
+        print(path)
     return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    """`plot RUN_DIR`: learning curves to a PNG."""
+    print(plot_curves(args.run_dir, args.out))
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    summary = info(args.family, args.preset, args.config_file, parse_overrides(args.overrides))
+    print(summary.config.to_json(), end="") if args.json else print(describe(summary))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    print(describe(demo(args.preset, args.batch_size, args.seq_len)))
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "demo": _demo, "info": _info, "train": _train, "evaluate": _evaluate, "translate": _translate,
+    "generate": _generate, "classify": _classify, "attention": _attention, "average": _average,
+    "convert": _convert, "export": _export, "plot": _plot,
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -487,7 +263,8 @@ def _positive_int(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="transformer-networks", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="transformer-networks", description="Transformer networks (Vaswani et al. 2017): train, "
+                     "evaluate and use translators, language models and classifiers.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -497,7 +274,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seq-len", type=_positive_int, default=32)
 
     p = sub.add_parser("info", help="build a model from a preset or config file and print its size")
-    p.add_argument("--family", default="seq2seq", choices=sorted(FAMILIES))
+    p.add_argument("--family", default="seq2seq", choices=sorted(MODELS))
     p.add_argument("--preset", help=f"one of: {', '.join(sorted(PRESETS))} (default tiny)")
     p.add_argument("--config", dest="config_file", help="a JSON config file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
@@ -507,7 +284,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a language model, translator or classifier; write a run directory",
                        description="Train on files or on built-in data (builtin:scan, builtin:scan-length, "
                        "builtin:stdlib-docs, builtin:stdlib-topics; the default when no data is given).")
-    p.add_argument("task", nargs="?", choices=["lm", "translation", "classification"])
+    p.add_argument("task", nargs="?", choices=list(TASKS))
     p.add_argument("--resume", nargs="?", const=True, metavar="RUN_DIR",
                    help="continue RUN_DIR (or --out) from its last checkpoint, exactly as it would have gone on")
     p.add_argument("--init", metavar="PATH", help="fine-tune pretrained weights: a checkpoint of ours or a local "
@@ -643,37 +420,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"translate": translate_command, "generate": generate_command, "classify": classify_command,
-            "attention": attention_command, "average": average_command, "convert": convert_command,
-            "export": export_command}
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.command == "demo":
-            _print_summary(demo(args.preset, args.batch_size, args.seq_len))
-        elif args.command == "train":
-            return train_command(args)
-        elif args.command == "evaluate":
-            return evaluate_command(args)
-        elif args.command == "plot":
-            return plot_command(args)
-        elif args.command in COMMANDS:
-            return COMMANDS[args.command](args)
-        elif args.command == "info":
-            summary = info(args.family, args.preset, args.config_file, parse_overrides(args.overrides))
-            if args.json:
-                print(summary.config.to_json(), end="")
-            else:
-                _print_summary(summary)
+        return COMMANDS[args.command](args)
     except UserError as e:
         print(f"transformer-networks: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("transformer-networks: interrupted", file=sys.stderr)
         return 130
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Using a trained checkpoint on text: translate, generate, classify, and look at attention.
 
 Each function takes a loaded `Checkpoint` (see `load_for`) and plain strings, and does the batching, the
-tokenization and the length checks; the `translate`, `generate`, `classify` and `attention` commands are thin
-wrappers around them.
+tokenization and the length checks. `translate_stream` and `classify_stream` run them over a stream of lines (the
+`translate` and `classify` commands: stdin to stdout), `draw_attention` draws `attention_maps` (the `attention`
+command).
 
     ck = load_for("translation", "runs/multi30k")
     translate_lines(ck, ["ein Hund läuft .", ""], num_beams=4)     # [[Translation(text, score)], [...]]
@@ -10,26 +11,34 @@ wrappers around them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, TextIO
 
 import torch
 from torch import Tensor
 
+from .backends.onednn import use_onednn
+from .checkpoints import Checkpoint, load_checkpoint
 from .data.batching import pad_batch
 from .errors import UserError
 from .generation import generate, generate_in_batches
-from .training.checkpoint import Checkpoint, load_checkpoint
+from .viz.attention import plot_attention
 
 WHAT = {"translation": "translation", "lm": "language-model", "classification": "classification"}
 
 
 def load_for(task: str, checkpoint: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
-    """Load a checkpoint (or a run directory's best) and check that it was trained for `task`."""
+    """Load a checkpoint (or a run directory's best) and check that it was trained for `task`. On a CPU the model
+    runs its products on the faster library where that pays (`backends.onednn.use_onednn`)."""
     ck = load_checkpoint(checkpoint, device)
     if ck.task != task:
-        raise UserError(f"{ck.path} is a {WHAT[ck.task]} checkpoint; this needs a {WHAT[task]} checkpoint")
+        what = WHAT.get(ck.task, ck.task)
+        raise UserError(f"{ck.path} is a {what} checkpoint; this needs a {WHAT.get(task, task)} checkpoint")
+    if torch.device(device).type == "cpu":
+        use_onednn(ck.model)
     return ck
 
 
@@ -163,7 +172,8 @@ def attention_maps(ck: Checkpoint, text: str, target: str | None = None, *, trun
 
     if not text.strip():
         raise UserError("--text is empty")
-    if ck.task == "translation":
+    family = ck.model.family
+    if family == "seq2seq":
         src = _fit(ck.source_tokenizer.encode(text) + [tok.eos_id], limit, truncate, "--text")
         src_t = torch.tensor([src], device=device)
         if target is None:
@@ -180,7 +190,7 @@ def attention_maps(ck: Checkpoint, text: str, target: str | None = None, *, trun
             {"encoder": src_names, "decoder": tgt_names, "cross": tgt_names},
             {"encoder": src_names, "decoder": tgt_names, "cross": src_names},
         )
-    if ck.task == "lm":
+    if family == "lm":
         ids = _fit(tok.encode(text), limit, truncate, "--text", keep_end=True)
         out = model(torch.tensor([ids], device=device), return_attentions=True)
         names = _pieces(tok, ids)
@@ -190,3 +200,78 @@ def attention_maps(ck: Checkpoint, text: str, target: str | None = None, *, trun
     names = _pieces(tok, ids)
     return AttentionMaps({"encoder": stack(out.attentions)}, {"encoder": names}, {"encoder": names})
 
+
+# --- streams of lines (the commands) ----------------------------------------------------------------------------
+
+
+def read_lines(stream: BinaryIO, chunk: int) -> Iterator[tuple[int, list[str]]]:
+    """(number of the first line, lines) from a binary stream, `chunk` lines at a time, without line endings.
+    A line that is not UTF-8 is an error naming it."""
+    lines: list[str] = []
+    first = 1
+    for number, raw in enumerate(stream, start=1):
+        try:
+            lines.append(raw.decode("utf-8").rstrip("\r\n"))
+        except UnicodeDecodeError:
+            raise UserError(f"stdin: line {number}: not valid UTF-8") from None
+        if len(lines) == chunk:
+            yield first, lines
+            first, lines = number + 1, []
+    if lines:
+        yield first, lines
+
+
+def translate_stream(ck: Checkpoint, lines: BinaryIO, out: TextIO, *, num_beams: int = 4,
+                     length_penalty: float = 0.6, n_best: int = 1, batch_size: int = 64, truncate: bool = False,
+                     on_lines: Callable[[int], None] | None = None) -> None:
+    """Translate UTF-8 lines from `lines` to `out` in order, one per line (empty lines stay empty); with n_best > 1
+    `n_best` lines per input, `LINE<TAB>SCORE<TAB>TRANSLATION`. Reads `batch_size * 16` lines at a time."""
+    if n_best > num_beams:
+        raise UserError(f"--n-best {n_best} needs --beam of at least {n_best}")
+    for first, chunk in read_lines(lines, batch_size * 16):
+        results = translate_lines(ck, chunk, num_beams=num_beams, length_penalty=length_penalty, n_best=n_best,
+                                  batch_size=batch_size, truncate=truncate, first_line=first, on_batch=on_lines)
+        for number, hyps in enumerate(results, start=first):
+            if n_best == 1:
+                print(hyps[0].text, file=out)
+            else:
+                for h in hyps:
+                    print(f"{number}\t{h.score:.4f}\t{h.text}", file=out)
+        out.flush()
+
+
+def classify_stream(ck: Checkpoint, lines: BinaryIO, out: TextIO, *, json_lines: bool = False,
+                    batch_size: int = 64, truncate: bool = False,
+                    on_lines: Callable[[int], None] | None = None) -> None:
+    """Classify UTF-8 lines from `lines`: `label<TAB>probability` per line on `out`, or with json_lines one object
+    per line with every class's probability. Empty lines stay empty."""
+    for first, chunk in read_lines(lines, batch_size * 16):
+        results = classify_lines(ck, chunk, batch_size=batch_size, truncate=truncate, first_line=first)
+        for line, probs in zip(chunk, results, strict=True):
+            if probs is None:
+                print(file=out)
+                continue
+            label = max(probs, key=probs.get)
+            if json_lines:
+                print(json.dumps({"text": line, "label": label, "probabilities": probs}, ensure_ascii=False),
+                      file=out)
+            else:
+                print(f"{label}\t{probs[label]:.4f}", file=out)
+        out.flush()
+        if on_lines is not None:
+            on_lines(len(chunk))
+
+
+def draw_attention(ck: Checkpoint, text: str, out: str | Path, *, target: str | None = None,
+                   kind: str | None = None, layer: int | None = None, head: int | None = None,
+                   truncate: bool = False) -> Path:
+    """Heatmaps of `attention_maps` (layers x heads, or one `layer` / `head`) of one attention `kind` to a PNG:
+    cross-attention by default for a translator, else the model's self-attention."""
+    if target is not None and ck.model.family != "seq2seq":
+        raise UserError(f"--target is for translation checkpoints; {ck.path} is a {ck.task} checkpoint")
+    maps = attention_maps(ck, text, target, truncate=truncate)
+    kind = kind or ("cross" if "cross" in maps.weights else next(iter(maps.weights)))
+    if kind not in maps.weights:
+        raise UserError(f"--kind {kind}: a {ck.task} model has {', '.join(maps.weights)} attention")
+    return plot_attention(maps.weights[kind], maps.queries[kind], maps.keys[kind], out, kind=kind, layer=layer,
+                          head=head)

@@ -12,35 +12,17 @@ downloaded, and nothing pickled is run.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from safetensors import SafetensorError
-from safetensors.torch import load_model, save_model
 from torch import nn
 
-from .config import TransformerConfig
+from .checkpoints import load_checkpoint, load_model_dir, save_pretrained
 from .errors import UserError, read_json_object
-from .models import Seq2SeqTransformer, TransformerClassifier, TransformerLM
+from .interop.hf import export_hf, load_hf
+from .interop.onnx import export_onnx  # the optional onnx packages are checked when it is called
 
-MODEL_CLASSES = {cls.__name__: cls for cls in (Seq2SeqTransformer, TransformerLM, TransformerClassifier)}
-
-
-def save_pretrained(model: nn.Module, path: str | Path, *, tokenizer: Any = None) -> Path:
-    """Write `model` (and `tokenizer`, or the model's own `tokenizer` attribute) in our layout."""
-    name = type(model).__name__
-    if name not in MODEL_CLASSES:
-        raise UserError(f"save_pretrained takes one of {', '.join(MODEL_CLASSES)}, not {name}")
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    model.cfg.to_json(path / "config.json")
-    (path / "model.json").write_text(json.dumps({"format": 1, "class": name}) + "\n", encoding="utf-8")
-    save_model(model, str(path / "model.safetensors"))
-    tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
-    if tokenizer is not None:
-        tokenizer.save(str(path / "tokenizer.json"))
-    return path
+__all__ = ["convert", "export", "from_pretrained", "save_pretrained"]
 
 
 def from_pretrained(path: str | Path, **options: Any) -> nn.Module:
@@ -52,36 +34,16 @@ def from_pretrained(path: str | Path, **options: Any) -> nn.Module:
     if not path.exists():
         raise UserError(f"{path}: no such directory")
     if (path / "model.json").is_file():
-        model, tokenizer_file = _load_ours(path), path / "tokenizer.json"
+        model, tokenizer_file = load_model_dir(path), path / "tokenizer.json"
     elif (path / "config.json").is_file() and "model_type" in read_json_object(path / "config.json"):
-        from .interop.hf import load_hf
-
         model, tokenizer_file = load_hf(path, **options), path / "tokenizer.json"
     else:
-        from .training.checkpoint import load_checkpoint
-
         checkpoint = load_checkpoint(path)
         model, tokenizer_file = checkpoint.model, None
         model.tokenizer = checkpoint.tokenizer
     if tokenizer_file is not None:
         model.tokenizer = _hf_tokenizer(tokenizer_file) if tokenizer_file.is_file() else None
     return model.eval()
-
-
-def _load_ours(path: Path) -> nn.Module:
-    name = read_json_object(path / "model.json").get("class")
-    if name not in MODEL_CLASSES:
-        raise UserError(f"{path / 'model.json'}: unknown model class {name!r}")
-    cfg = TransformerConfig.from_json(path / "config.json")
-    model = MODEL_CLASSES[name](cfg)
-    try:
-        missing, unexpected = load_model(model, str(path / "model.safetensors"), strict=False)
-    except (SafetensorError, OSError, RuntimeError) as e:
-        raise UserError(f"{path / 'model.safetensors'}: cannot load weights: {str(e).splitlines()[0]}") from None
-    if missing or unexpected:
-        raise UserError(f"{path / 'model.safetensors'}: does not match config.json (missing {sorted(missing)[:5]}, "
-                        f"unexpected {sorted(unexpected)[:5]})")
-    return model
 
 
 def _hf_tokenizer(path: Path) -> Any:
@@ -91,3 +53,34 @@ def _hf_tokenizer(path: Path) -> Any:
         return Tokenizer.from_file(str(path))
     except Exception as e:  # noqa: BLE001 - the tokenizers library raises plain Exceptions
         raise UserError(f"{path}: not a tokenizers file: {str(e).splitlines()[0]}") from None
+
+
+def fresh_output(path: str | Path, overwrite: bool) -> Path:
+    """`path`, which must not exist yet (or be an empty directory) unless overwriting."""
+    out = Path(path)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise UserError(f"{out}: already exists; choose another path or pass --overwrite")
+    return out
+
+
+def convert(hf_dir: str | Path, out_dir: str | Path, *, overwrite: bool = False) -> tuple[nn.Module, Path]:
+    """A Hugging Face model directory rewritten in our layout (`save_pretrained`): (the model, its directory)."""
+    out = fresh_output(out_dir, overwrite)
+    model = from_pretrained(hf_dir)
+    return model, save_pretrained(model, out)
+
+
+def export(checkpoint: str | Path, *, onnx: str | Path | None = None, hf: str | Path | None = None,
+           overwrite: bool = False) -> list[Path]:
+    """Write a model of ours as a Hugging Face directory (`hf`: GPT-2 or BERT layout) and/or ONNX graphs (`onnx`;
+    a language model also writes its decode step beside it). Returns the paths written."""
+    if not (onnx or hf):
+        raise UserError("say what to write: --onnx OUT.onnx and/or --hf DIR")
+    model = from_pretrained(checkpoint)
+    written = []
+    if hf:
+        written.append(export_hf(model, fresh_output(hf, overwrite)))
+    if onnx:
+        fresh_output(onnx, overwrite)
+        written.extend(export_onnx(model, onnx))
+    return written

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
+from ..checkpoints import CheckpointError, load_checkpoint, resolve_checkpoint, save_checkpoint
 from ..errors import UserError
-from .checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint, save_checkpoint
 
 STEP_PREFIX = "step-"
 
@@ -53,3 +53,12 @@ def average_checkpoints(paths: list[str | Path], out: str | Path, *, overwrite: 
     return save_checkpoint(out, last.model, task=last.task, config=last.config, train_config=last.train_config,
                            tokenizer=last.tokenizer, source_tokenizer=last.source_tokenizer, labels=last.labels,
                            data=last.data, step=last.step)
+
+
+def average_run(run_dir: str | Path, last: int, out: str | Path, *, overwrite: bool = False) -> tuple[Path, int]:
+    """The mean of a run's last `last` kept checkpoints (RUN/step-*): (the averaged checkpoint, how many)."""
+    kept = step_checkpoints(run_dir)
+    if len(kept) < last:
+        raise UserError(f"{run_dir}: {len(kept)} kept checkpoint(s) (step-*), fewer than --last {last} "
+                        f"(train with --set keep_checkpoints=N to keep them)")
+    return average_checkpoints(kept[-last:], out, overwrite=overwrite), last

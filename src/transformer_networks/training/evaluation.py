@@ -14,13 +14,15 @@ from typing import Any
 import torch
 
 from .. import metrics as metrics_lib
+from ..backends.onednn import use_onednn
+from ..checkpoints import Checkpoint, load_checkpoint
 from ..data.builtin import load_builtin
+from ..data.splits import SPLITS, DataSpec, run_split
+from ..device import pick_device
 from ..errors import UserError
-from .checkpoint import load_checkpoint
-from .tasks import ClassificationTask, DataSpec, TranslationTask, describe_filtering, holdout, read_examples
-from .trainer import load_task, pick_device
+from ..tasks import ClassificationTask, TranslationTask, describe_filtering, get_task
 
-SPLITS = ("train", "valid", "test")
+__all__ = ["SPLITS", "Evaluation", "evaluate", "evaluate_ensemble", "run_split"]
 
 
 @dataclass
@@ -34,33 +36,11 @@ class Evaluation:
     dropped: int = 0  # examples left out: empty, or longer than the run's max_len
 
 
-def run_split(task: str, spec: DataSpec, train_config: Any, split: str) -> tuple[list, str]:
-    """The raw examples of one split of a run's data, and a description. The held-out validation part is
-    re-derived exactly as training derived it (same fraction and seed)."""
-    if split not in SPLITS:
-        raise UserError(f"--split must be one of {', '.join(SPLITS)}; got {split!r}")
-    has_valid = bool(spec.valid or spec.valid_source_file)
-    if split == "valid" and has_valid:
-        examples = read_examples(task, spec.valid, train_config, spec.valid_source_file, spec.valid_target_file,
-                                 "valid-")
-        return examples, "the run's validation data"
-    if spec.builtin is not None:
-        ds = load_builtin(spec.builtin, seed=0)
-        if split == "test":
-            return list(ds.test), f"builtin:{ds.name} test split"
-        train = list(ds.train)
-    elif split == "test" and has_valid:  # no test split: the validation data
-        examples = read_examples(task, spec.valid, train_config, spec.valid_source_file, spec.valid_target_file,
-                                 "valid-")
-        return examples, "the run's validation data"
-    else:
-        train = read_examples(task, spec.data, train_config, spec.source_file, spec.target_file)
-    if split == "train" and has_valid:
-        return train, "the run's training data"
-    rest, held = holdout(task, train, train_config.valid_fraction, train_config.seed)
-    if split == "train":
-        return rest, "the run's training data (less its held-out validation part)"
-    return held, f"the run's held-out validation data ({train_config.valid_fraction:.0%}, seed {train_config.seed})"
+def _load(checkpoint: str | Path, device: torch.device) -> Checkpoint:
+    ckpt = load_checkpoint(checkpoint, device)
+    if device.type == "cpu":
+        use_onednn(ckpt.model)
+    return ckpt
 
 
 def evaluate(checkpoint: str | Path, data: DataSpec | None = None, *, split: str | None = None,
@@ -74,21 +54,21 @@ def evaluate(checkpoint: str | Path, data: DataSpec | None = None, *, split: str
     greedy, as during training).
     """
     dev = pick_device(device)
-    ckpt = load_checkpoint(checkpoint, dev)
-    task = load_task(ckpt)
+    ckpt = _load(checkpoint, dev)
+    task = ckpt.make_task()
     if isinstance(task, TranslationTask):
         task.num_beams, task.length_penalty = num_beams, length_penalty
     raw, description = _examples(ckpt, data, split)
     encoded = task.encode(raw)
-    if ckpt.task == "lm":
-        n, dropped = sum(len(t) for t in raw), 0
-    else:
+    if task.raw_unit == "examples":
         n, dropped = len(encoded.examples), encoded.dropped
         if log is not None:
             describe_filtering(description, encoded, ckpt.train_config.max_len, log)
+    else:  # a text: its characters
+        n, dropped = task.size(raw), 0
     metrics = task.evaluate(ckpt.model, encoded, dev)
-    return Evaluation(ckpt.path, ckpt.task, description, n, metrics, _samples(task, ckpt.model, raw, samples, dev),
-                      dropped=dropped)
+    shown = task.samples(ckpt.model, raw, samples, dev) if samples > 0 and raw else []
+    return Evaluation(ckpt.path, ckpt.task, description, n, metrics, shown, dropped=dropped)
 
 
 def evaluate_ensemble(checkpoints: list[str | Path], data: DataSpec, *, split: str | None = None,
@@ -102,13 +82,13 @@ def evaluate_ensemble(checkpoints: list[str | Path], data: DataSpec, *, split: s
     """
     if len(checkpoints) < 2:
         raise UserError("an ensemble needs at least two checkpoints")
-    if not (data.data or data.source_file or data.target_file):
+    if not data.given:
         raise UserError("evaluate an ensemble on data given with --data: each run's own validation part differs")
     dev = pick_device(device)
     members = []  # (checkpoint, task) of each member
     for checkpoint in checkpoints:
-        ckpt = load_checkpoint(checkpoint, dev)
-        task = load_task(ckpt)
+        ckpt = _load(checkpoint, dev)
+        task = ckpt.make_task()
         if not isinstance(task, ClassificationTask):
             raise UserError(f"{ckpt.path}: ensembles are for classification checkpoints; this one is {ckpt.task}")
         if members and task.labels != members[0][1].labels:
@@ -140,9 +120,10 @@ def evaluate_ensemble(checkpoints: list[str | Path], data: DataSpec, *, split: s
                       len(labels), scores, dropped=len(raw) - len(labels))
 
 
-def _examples(ckpt: Any, data: DataSpec | None, split: str | None) -> tuple[list, str]:
+def _examples(ckpt: Checkpoint, data: DataSpec | None, split: str | None) -> tuple[list, str]:
     """The raw examples to evaluate a checkpoint on, and their description (see `evaluate`)."""
-    if data is not None and (data.data or data.source_file or data.target_file):
+    task = get_task(ckpt.task)
+    if data is not None and data.given:
         if data.builtin is not None:
             ds = load_builtin(data.builtin, seed=0)
             if ds.task != ckpt.task:
@@ -156,23 +137,7 @@ def _examples(ckpt: Any, data: DataSpec | None, split: str | None) -> tuple[list
             if split not in (None, "test"):
                 raise UserError("--split applies to the run's own data or built-in data, not to files given "
                                 "with --data (all of a file is evaluated)")
-            raw = read_examples(ckpt.task, data.data, ckpt.train_config, data.source_file, data.target_file)
-            description = " ".join(data.data) or f"{data.source_file} + {data.target_file}"
+            raw = task.read(data.data, ckpt.train_config, data.source_file, data.target_file)
+            description = data.describe()
         return raw, description
-    return run_split(ckpt.task, DataSpec.from_dict(ckpt.data), ckpt.train_config, split or "test")
-
-
-def _samples(task: Any, model: torch.nn.Module, raw: list, n: int, device: torch.device) -> list[dict[str, Any]]:
-    if n <= 0 or not raw:
-        return []
-    if isinstance(task, TranslationTask):
-        encoded = task.encode(raw[:n])
-        hypotheses = task.translate(model, [s for s, _ in encoded.examples], device)
-        return [{"source": s, "prediction": h, "reference": t}
-                for (s, t), h in zip(encoded.kept_raw, hypotheses, strict=True)]
-    if isinstance(task, ClassificationTask):
-        encoded = task.encode(raw[:n])
-        predictions, _ = task.predict(model, encoded, device)
-        return [{"text": text, "prediction": task.labels[p], "reference": label}
-                for (text, label), p in zip(encoded.kept_raw, predictions, strict=True)]
-    return []
+    return run_split(task, DataSpec.from_dict(ckpt.data), ckpt.train_config, split or "test")

@@ -1,11 +1,20 @@
-"""One training loop for the three tasks.
+"""One training loop for every task.
 
-    train(task, out, data=..., model_config=..., train_config=...)
-        read the data -> train tokenizers -> encode -> build the model -> loop:
-            batches of the epoch -> (accumulated) forward/backward -> clip -> optimizer and schedule step
-            every eval_every steps: the task's metrics on the validation data -> metrics.jsonl,
-                                    last/ checkpoint, best/ when the metric improved, early stopping
+    train(task, out, data=..., model_config=..., train_config=...)      the facade: picks how the run starts, then
+        Trainer(start, out).run()
+            prepare_data   read the splits, tokenizers (trained, the run's own, or the pretrained model's), encode
+            build_model    the model (new, resumed or pretrained weights), optimizer, schedule, scaler
+            open_run_dir   run.json and metrics.jsonl (or, resuming, the saved training state put back)
+            loop           batches of the epoch -> train_step (accumulated forward/backward, clip, optimizer and
+                           schedule step) -> after_step: log, stop rules (steps, time, signals), and every
+                           eval_every steps evaluate (metrics.jsonl, last/ checkpoint, best/ when the metric
+                           improved, patience)
         until max_steps, max_epochs, max_minutes or the patience runs out.
+
+How a run starts is one of three `Start`s: `FreshStart` (new tokenizers and model from a config), `ResumeStart`
+(a run directory's own settings, tokenizers, weights and training state: the steps that follow are the steps the
+uninterrupted run would have taken) and `InitStart` (pretrained weights with their architecture and tokenizer).
+The run's counters are one `RunState`, which `last/` saves and a resumed run starts from.
 
 Nothing is written to `out` until the data has been read and the model built, so bad input never touches an
 existing directory; a directory that already holds files is refused unless `overwrite=True`.
@@ -14,6 +23,7 @@ existing directory; a directory that already holds files is refused unless `over
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import random
@@ -31,22 +41,28 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import __version__
-from ..config import TransformerConfig
-from ..errors import ConfigError, UserError
-from .average import STEP_PREFIX, step_checkpoints
-from .checkpoint import (
-    MODEL_CLASSES,
-    optimizer_state_dict,
-    pack_training_state,
-    restore_training_state,
+from ..backends.onednn import use_onednn
+from ..checkpoints import (
+    Checkpoint,
+    load_checkpoint,
+    load_training_state,
+    recover_interrupted_save,
     save_checkpoint,
+    task_model_class,
 )
-from .config import TrainConfig
+from ..config import TrainConfig, TransformerConfig
+from ..data.splits import DataSpec, Splits, read_splits
+from ..data.tokenizer import TextTokenizer
+from ..device import pick_device, pick_precision
+from ..errors import ConfigError, UserError
+from ..pretrained import from_pretrained
+from ..tasks import Task, describe_filtering, get_task
+from ..version import __version__
+from .average import STEP_PREFIX, step_checkpoints
+from .checkpoint import optimizer_state_dict, pack_training_state, restore_training_state
 from .distributed import Distributed
 from .progress import Progress, format_duration
 from .schedules import make_scheduler
-from .tasks import DataSpec, Task, build_tokenizers, describe_filtering, make_task, read_splits, sort_labels
 
 RUN_FILES = ("run.json", "metrics.jsonl", "curves.png", "best", "last", "best.tmp", "last.tmp", "best.old", "last.old")
 
@@ -68,43 +84,34 @@ class TrainResult:
     interrupted: str | None = None  # "SIGINT" / "SIGTERM" when a signal stopped the run (its last/ is current)
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    """auto: cuda, then mps, then cpu. A named device that is not there is an error."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps; got {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r}: CUDA is not available on this machine")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ConfigError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"device {name!r}: MPS is not available on this machine")
-    return device
+@dataclass
+class RunState:
+    """The counters of a run: saved in `last/` (training_state.json's "counters"), restored by a resumed run."""
 
+    step: int = 0  # optimizer steps taken
+    epoch: int = 0
+    position: int = 0  # the next batch group of the epoch
+    best_value: float | None = None  # the best validation metric so far
+    best: dict[str, float] = field(default_factory=dict)  # all metrics of that evaluation
+    stale: int = 0  # evaluations since the best one
+    interval_loss: float = 0.0  # summed step losses since the last train record of metrics.jsonl
+    interval_steps: int = 0
+    processes: int = 1  # how many processes trained the run (the data position depends on it)
 
-def pick_precision(name: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for float32. auto: bf16 on a CUDA device that supports it, else float32."""
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
-    if name == "fp32":
-        return None
-    if name == "fp16" and device.type != "cuda":
-        raise ConfigError(f"precision fp16 needs a CUDA device (this run is on {device.type}); use bf16 or fp32")
-    return torch.bfloat16 if name == "bf16" else torch.float16
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RunState:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """Adam, AdamW (weight decay on matrices only, not on biases and norm gains), or the paper's Adam.
 
-    On CPU and CUDA the fused kernel updates every parameter in one call (the same arithmetic as the loop over
-    parameters; on 2 CPU cores it cut the AdamW step of a 0.8M-parameter model from 2.1 ms to 0.55 ms).
+    On CPU and CUDA the fused kernel updates every parameter in one call: the same arithmetic as the loop over
+    parameters, in a fraction of the time for the many small tensors of a small model.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     fused = all(p.device.type in ("cpu", "cuda") for p in params)
@@ -167,12 +174,115 @@ def _absolute(value: Any) -> Any:
     return value
 
 
-def _tokens_in(batch: dict[str, torch.Tensor], pad_id: int | None) -> int:
-    ids = batch.get("ids", batch.get("src"))
-    n = int((ids != pad_id).sum()) if pad_id is not None else ids.numel()
-    if "tgt_out" in batch:
-        n += int((batch["tgt_out"] != pad_id).sum())
-    return n
+# --- how a run starts -----------------------------------------------------------------------------------------
+
+
+class Start:
+    """What differs between the three ways a run starts. `task_name`, `spec` and `cfg` are the run's task, data and
+    training settings; the trainer asks the rest at the point of set-up where it is needed."""
+
+    task_name: str
+    spec: DataSpec
+    cfg: TrainConfig
+    resumed: ResumeStart | None = None
+
+    def tokenizer_kind(self, splits: Splits) -> str:
+        return self.cfg.tokenizer or splits.default_tokenizer
+
+    def tokenizers(self, task: type[Task], splits: Splits) -> tuple[TextTokenizer, TextTokenizer, list[str] | None]:
+        """(tokenizer, source tokenizer, labels)."""
+        raise NotImplementedError
+
+    def model_config(self, task: Task) -> TransformerConfig:
+        raise NotImplementedError
+
+    def load_weights(self, model: nn.Module) -> None:
+        """Put the starting weights into the freshly built `model` (a new model keeps its initialisation)."""
+
+    def check_output(self, out: Path, overwrite: bool) -> None:
+        check_output(out, overwrite)
+
+
+class FreshStart(Start):
+    """A new run: tokenizers trained on the data, a model built from `model_config` with the sizes the data
+    decides (vocabulary, classes, max_seq_len; a max_seq_len named in `fields_set` is kept when long enough)."""
+
+    def __init__(self, task_name: str, spec: DataSpec, cfg: TrainConfig, model_config: TransformerConfig | None,
+                 fields_set: set[str] | None) -> None:
+        self.task_name, self.spec, self.cfg = task_name, spec, cfg
+        self.base_config = model_config or TransformerConfig.from_preset("small")
+        self.fields_set = fields_set or set()
+
+    def tokenizers(self, task: type[Task], splits: Splits) -> tuple[TextTokenizer, TextTokenizer, list[str] | None]:
+        if self.cfg.tokenizer == "pretrained":
+            raise UserError("tokenizer=pretrained is the tokenizer of a model given with --init PATH")
+        tokenizer, source_tokenizer = task.train_tokenizers(splits.train, self.cfg.tokenizer, self.cfg)
+        return tokenizer, source_tokenizer, task.labels_of(splits.train)
+
+    def model_config(self, task: Task) -> TransformerConfig:
+        return resolve_model_config(self.base_config, task.model_settings(), self.fields_set)
+
+
+class InitStart(Start):
+    """Fine-tuning: the architecture, weights and tokenizer of `init` (`from_pretrained`: a checkpoint of ours or a
+    Hugging Face directory); a classifier whose class count differs from the data's gets a fresh head."""
+
+    def __init__(self, task_name: str, spec: DataSpec, cfg: TrainConfig, init: str | Path) -> None:
+        self.task_name, self.spec, self.cfg, self.init = task_name, spec, cfg, init
+        self.pretrained: nn.Module | None = None
+
+    def tokenizer_kind(self, splits: Splits) -> str:
+        return "pretrained"
+
+    def tokenizers(self, task: type[Task], splits: Splits) -> tuple[TextTokenizer, TextTokenizer, list[str] | None]:
+        labels = task.labels_of(splits.train)
+        self.pretrained = _pretrained_model(self.init, self.task_name, len(labels) if labels else None)
+        return self.pretrained.tokenizer, self.pretrained.tokenizer, labels
+
+    def model_config(self, task: Task) -> TransformerConfig:
+        model_cfg = self.pretrained.cfg
+        settings = task.model_settings()
+        if settings["max_seq_len"] > model_cfg.max_seq_len:
+            raise UserError(f"--init {self.init}: the model takes at most {model_cfg.max_seq_len} positions, the "
+                            f"data settings need {settings['max_seq_len']}; lower max_len (or block_size)")
+        if "pad_id" in settings and task.family == "seq2seq" and model_cfg.pad_id != settings["pad_id"]:
+            # the masks and the loss use the model's pad_id
+            raise UserError(f"--init {self.init}: the model's pad_id is {model_cfg.pad_id}, its tokenizer's "
+                            f"padding id is {settings['pad_id']}")
+        return model_cfg
+
+    def load_weights(self, model: nn.Module) -> None:
+        model.load_state_dict(self.pretrained.state_dict())
+        self.pretrained = None
+
+
+class ResumeStart(Start):
+    """`--resume`: the run in `out` goes on from its last checkpoint with its own settings, data, tokenizers,
+    weights, optimizer, schedule, scaler, RNG states and data position."""
+
+    def __init__(self, out: Path) -> None:
+        point = _resume_point(out)
+        self.run, self.checkpoint, self.state = point.run, point.checkpoint, point.state
+        self.task_name = self.run["task"]
+        self.spec = DataSpec.from_dict(self.run["data"])
+        self.cfg = TrainConfig.from_dict(self.run["train"])
+        self.resumed = self
+
+    def check_output(self, out: Path, overwrite: bool) -> None:
+        pass  # the run's own directory
+
+    def tokenizers(self, task: type[Task], splits: Splits) -> tuple[TextTokenizer, TextTokenizer, list[str] | None]:
+        ck = self.checkpoint  # the run's own tokenizers and labels, not retrained
+        return ck.tokenizer, ck.source_tokenizer, ck.labels or None
+
+    def model_config(self, task: Task) -> TransformerConfig:
+        return self.checkpoint.config
+
+    def load_weights(self, model: nn.Module) -> None:
+        model.load_state_dict(self.checkpoint.model.state_dict())
+
+
+# --- the facade -------------------------------------------------------------------------------------------------
 
 
 def train(
@@ -189,7 +299,8 @@ def train(
     resume: bool = False,
     init: str | Path | None = None,
 ) -> TrainResult:
-    """Train a model for `task_name` ("lm", "translation" or "classification") and write the run to `out`.
+    """Train a model for `task_name` (a name of `tasks.TASKS`: "lm", "translation", "classification") and write
+    the run to `out`.
 
     `model_config` gives the architecture (default: the "small" preset); its vocabulary sizes, number of classes
     and max_seq_len are set from the data, except a max_seq_len named in `model_fields_set`.
@@ -205,330 +316,374 @@ def train(
     classes differs from the data's gets a fresh head. `model_config` is then ignored.
     """
     out = Path(out)
-    resumed = None
+    start: Start
     if resume:
-        resumed = _resume_point(out)
-        task_name, data = resumed.run["task"], DataSpec.from_dict(resumed.run["data"])
-        train_config = TrainConfig.from_dict(resumed.run["train"])
-    if task_name not in MODEL_CLASSES:
-        raise UserError(f"unknown task {task_name!r}; choose one of {', '.join(MODEL_CLASSES)}")
-    cfg = train_config or TrainConfig()
-    cfg.check_stopping()
-    spec = data or DataSpec()
-    ranks = Distributed()  # under torchrun: one of several processes; else a no-op
-    quiet = quiet or not ranks.is_main  # only rank 0 reports
-    if not resume and ranks.is_main:
-        check_output(out, overwrite)  # refuse before any work is done
-    progress_log = log or (lambda message: None if quiet else print(message, file=sys.stderr, flush=True))
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = ranks.start(pick_device(cfg.device))
-    amp_dtype = pick_precision(cfg.precision, device)
-
-    # --- data and tokenizers ---
-    spec = DataSpec.from_dict({k: _absolute(v) for k, v in spec.to_dict().items()})  # evaluate runs from anywhere
-    splits = read_splits(task_name, spec, cfg)
-    kind = "pretrained" if init is not None else cfg.tokenizer or splits.default_tokenizer
-    if kind == "pretrained" and init is None and resumed is None:
-        raise UserError("tokenizer=pretrained is the tokenizer of a model given with --init PATH")
-    cfg = cfg.replace(tokenizer=kind)
-    pretrained = None
-    if resumed is not None:  # the run's own tokenizers and labels, not retrained
-        ck = resumed.checkpoint
-        tokenizer, source_tokenizer, labels = ck.tokenizer, ck.source_tokenizer, ck.labels or None
-    elif init is not None:  # the pretrained model's own tokenizer
-        labels = sort_labels({y for _, y in splits.train}) if task_name == "classification" else None
-        pretrained = _pretrained_model(init, task_name, len(labels) if labels else None)
-        tokenizer = source_tokenizer = pretrained.tokenizer
+        start = ResumeStart(out)
+    elif init is not None:
+        start = InitStart(task_name, data or DataSpec(), train_config or TrainConfig(), init)
     else:
-        tokenizer, source_tokenizer = build_tokenizers(task_name, splits.train, kind, cfg)
-        labels = sort_labels({y for _, y in splits.train}) if task_name == "classification" else None
-    task = make_task(task_name, cfg, tokenizer, source_tokenizer, labels, char_level=kind == "char")
-    train_enc = task.encode(splits.train)
-    describe_filtering("training data", train_enc, cfg.max_len, progress_log)
-    if not train_enc.examples:
-        raise UserError("no training example fits max_len; raise max_len or pass --truncate")
-    valid_raw = splits.valid if task_name == "lm" or cfg.eval_examples is None else splits.valid[: cfg.eval_examples]
-    valid_enc = task.encode(valid_raw)  # once for every evaluation, and checked now: bad data must fail early
-    describe_filtering("validation data", valid_enc, cfg.max_len, progress_log)
-    if not valid_enc.examples:
-        raise UserError(f"no validation example from {splits.valid_source} fits max_len={cfg.max_len}")
-    task.batches(valid_enc)  # raises when the text is too short for a block or an example exceeds --max-tokens
-    n_train = len(train_enc.examples) if task_name != "lm" else len(train_enc.examples[0])
-    n_valid = len(splits.valid) if task_name != "lm" else sum(map(len, splits.valid))
-    unit = "tokens" if task_name == "lm" else "examples"
-    vocab = f"{tokenizer.vocab_size:,}" + (f" target, {source_tokenizer.vocab_size:,} source"
-                                           if source_tokenizer is not tokenizer else "")
-    progress_log(f"data: {n_train:,} training {unit}, validation {n_valid:,} "
-                 f"{'characters' if task_name == 'lm' else 'examples'} from {splits.valid_source}; "
-                 f"{kind} tokenizer, vocabulary {vocab}" + (f", {len(labels)} classes" if labels else ""))
+        start = FreshStart(task_name, data or DataSpec(), train_config or TrainConfig(), model_config,
+                           model_fields_set)
+    return Trainer(start, out, overwrite=overwrite, quiet=quiet, log=log).run()
 
-    # --- model, optimizer, schedule ---
-    seed_everything(cfg.seed)
-    if resumed is not None:
-        model_cfg = resumed.checkpoint.config
-    elif pretrained is not None:
-        model_cfg = pretrained.cfg
-        settings = task.model_settings()
-        if settings["max_seq_len"] > model_cfg.max_seq_len:
-            raise UserError(f"--init {init}: the model takes at most {model_cfg.max_seq_len} positions, the data "
-                            f"settings need {settings['max_seq_len']}; lower max_len (or block_size)")
-        if task_name == "translation" and model_cfg.pad_id != settings["pad_id"]:  # the masks and loss use pad_id
-            raise UserError(f"--init {init}: the model's pad_id is {model_cfg.pad_id}, its tokenizer's padding id "
-                            f"is {settings['pad_id']}")
-    else:
-        model_cfg = resolve_model_config(model_config or TransformerConfig.from_preset("small"),
-                                         task.model_settings(), model_fields_set or set())
-    model = MODEL_CLASSES[task_name](model_cfg).to(device)
-    if resumed is not None:
-        model.load_state_dict(resumed.checkpoint.model.state_dict())
-    elif pretrained is not None:
-        model.load_state_dict(pretrained.state_dict())
-        del pretrained
-    if cfg.fsdp and not ranks.enabled:
-        raise UserError("fsdp shards the model over several processes: launch with torchrun --nproc_per_node=N")
-    if cfg.activation_checkpointing:
-        model.set_activation_checkpointing(True)
-    # Under FSDP the training model's parameters are shards; rank 0 evaluates and saves a whole copy.
-    eval_model = MODEL_CLASSES[task_name](model_cfg).to(device) if cfg.fsdp and ranks.is_main else model
-    train_model = ranks.wrap(model, device, fsdp=cfg.fsdp)
-    train_model = torch.compile(train_model) if cfg.compile else train_model
-    if ranks.enabled:  # the same initial weights everywhere, but each process its own dropout masks
-        torch.manual_seed(cfg.seed + ranks.rank)
-    first_epoch = task.batches(train_enc, epoch=0)  # built once: counted here, trained on in the loop
-    per_step = cfg.grad_accum * ranks.world  # batches per optimizer step, over all processes
-    if ranks.enabled and len(first_epoch) < per_step:
-        raise UserError(f"an epoch has {len(first_epoch)} batch(es), fewer than the {per_step} one optimizer step "
-                        f"takes (grad_accum x processes): use more data or smaller batches")
-    # Several processes drop an epoch's last incomplete step (each process needs its share); one keeps it.
-    steps_per_epoch = len(first_epoch) // per_step if ranks.enabled else math.ceil(len(first_epoch) / per_step)
-    limits = [n for n in (cfg.max_steps, cfg.max_epochs and math.ceil(cfg.max_epochs * steps_per_epoch)) if n]
-    step_limit = min(limits) if limits else None
-    if cfg.schedule == "cosine" and step_limit is None:
-        raise ConfigError("the cosine schedule needs max_steps or max_epochs to know where it ends")
-    optimizer = make_optimizer(model, cfg)
-    scheduler = make_scheduler(optimizer, cfg.schedule, warmup=cfg.warmup, total_steps=step_limit,
-                               d_model=model_cfg.d_model, min_ratio=cfg.min_lr_ratio)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
-    progress_log(f"model: {type(model).__name__}, {model.num_parameters():,} parameters, on {device}"
-                 f"{' ' + str(amp_dtype).removeprefix('torch.') if amp_dtype else ''}; "
-                 f"{steps_per_epoch:,} steps per epoch" + (f", {step_limit:,} steps" if step_limit else ""))
 
-    if cfg.schedule == "noam":
-        peak = cfg.lr * model_cfg.d_model**-0.5 * cfg.warmup**-0.5
-        progress_log(f"schedule noam: lr={cfg.lr:g} multiplies the paper's formula (1.0 = the paper's rates); "
+# --- the trainer ------------------------------------------------------------------------------------------------
+
+
+class Trainer:
+    """One training run, set up in the order of `run`; every piece of its state is an attribute."""
+
+    def __init__(self, start: Start, out: Path, *, overwrite: bool = False, quiet: bool = False,
+                 log: Callable[[str], None] | None = None) -> None:
+        self.start, self.out, self.overwrite = start, out, overwrite
+        self.task_class = get_task(start.task_name)
+        self.task_name = start.task_name
+        self.cfg = start.cfg
+        self.cfg.check_stopping()
+        self.ranks = Distributed()  # under torchrun: one of several processes; else a no-op
+        self.quiet = quiet or not self.ranks.is_main  # only rank 0 reports
+        if self.ranks.is_main:
+            start.check_output(out, overwrite)  # refuse before any work is done
+        self.log = log or (lambda message: None if self.quiet else print(message, file=sys.stderr, flush=True))
+        if self.cfg.threads:
+            torch.set_num_threads(self.cfg.threads)
+        self.device = self.ranks.start(pick_device(self.cfg.device))
+        self.amp_dtype = pick_precision(self.cfg.precision, self.device)
+        self.state = RunState(processes=self.ranks.world)
+        self.stop_reason: str | None = None
+        self.last: dict[str, float] = {}  # the metrics of the latest evaluation
+        self.skipped: list[int] = []  # steps whose batch had a non-finite loss and was skipped
+        self.snapshot: dict[str, Any] = {}  # what every process hands over before rank 0 saves (see gather)
+
+    def run(self) -> TrainResult:
+        self.prepare_data()
+        self.build_model()
+        self.open_run_dir()
+        return self.loop()
+
+    # --- set-up ---------------------------------------------------------------------------------------------
+
+    def prepare_data(self) -> None:
+        """Splits, tokenizers and the task; the training and validation data encoded once (and checked now: bad
+        data must fail before anything is written)."""
+        start, cfg = self.start, self.cfg
+        # Paths made absolute, so that `evaluate` finds the data from any directory.
+        self.spec = DataSpec.from_dict({k: _absolute(v) for k, v in start.spec.to_dict().items()})
+        splits = read_splits(self.task_class, self.spec, cfg)
+        kind = start.tokenizer_kind(splits)
+        self.cfg = cfg = start.cfg = cfg.replace(tokenizer=kind)
+        self.tokenizer, self.source_tokenizer, self.labels = start.tokenizers(self.task_class, splits)
+        task = self.task = self.task_class(cfg, self.tokenizer, self.source_tokenizer, self.labels)
+        self.train_data = task.encode(splits.train)
+        describe_filtering("training data", self.train_data, cfg.max_len, self.log)
+        if not self.train_data.examples:
+            raise UserError("no training example fits max_len; raise max_len or pass --truncate")
+        self.valid_data = task.encode(task.limit(splits.valid, cfg.eval_examples))
+        describe_filtering("validation data", self.valid_data, cfg.max_len, self.log)
+        if not self.valid_data.examples:
+            raise UserError(f"no validation example from {splits.valid_source} fits max_len={cfg.max_len}")
+        task.batches(self.valid_data)  # raises for a text too short for a block, an example over --max-tokens
+        vocab = f"{self.tokenizer.vocab_size:,}" + (f" target, {self.source_tokenizer.vocab_size:,} source"
+                                                    if self.source_tokenizer is not self.tokenizer else "")
+        self.log(f"data: {task.count(self.train_data):,} training {task.encoded_unit}, validation "
+                 f"{task.size(splits.valid):,} {task.raw_unit} from {splits.valid_source}; {kind} tokenizer, "
+                 f"vocabulary {vocab}" + (f", {len(self.labels)} classes" if self.labels else ""))
+
+    def build_model(self) -> None:
+        """The model with its starting weights, its training wrapper (DDP/FSDP, compile), the batches of the first
+        epoch, the step limit, optimizer, schedule and scaler."""
+        cfg, ranks, device, task = self.cfg, self.ranks, self.device, self.task
+        seed_everything(cfg.seed)
+        self.model_cfg = self.start.model_config(task)
+        model_class = task_model_class(self.task_name)
+        model = self.model = model_class(self.model_cfg).to(device)
+        self.start.load_weights(model)
+        if cfg.fsdp and not ranks.enabled:
+            raise UserError("fsdp shards the model over several processes: launch with torchrun --nproc_per_node=N")
+        if cfg.activation_checkpointing:
+            model.set_activation_checkpointing(True)
+        # Under FSDP the training model's parameters are shards; rank 0 evaluates and saves a whole copy.
+        self.eval_model = model_class(self.model_cfg).to(device) if cfg.fsdp and ranks.is_main else model
+        if device.type == "cpu":  # the faster float32 products of this CPU, where they pay (backends/onednn.py)
+            use_onednn(model)
+            use_onednn(self.eval_model)
+        train_model = ranks.wrap(model, device, fsdp=cfg.fsdp)
+        self.train_model = torch.compile(train_model) if cfg.compile else train_model
+        if ranks.enabled:  # the same initial weights everywhere, but each process its own dropout masks
+            torch.manual_seed(cfg.seed + ranks.rank)
+        self.first_epoch = task.batches(self.train_data, epoch=0)  # built once: counted here, trained on in the loop
+        self.per_step = cfg.grad_accum * ranks.world  # batches per optimizer step, over all processes
+        if ranks.enabled and len(self.first_epoch) < self.per_step:
+            raise UserError(f"an epoch has {len(self.first_epoch)} batch(es), fewer than the {self.per_step} one "
+                            f"optimizer step takes (grad_accum x processes): use more data or smaller batches")
+        # Several processes drop an epoch's last incomplete step (each process needs its share); one keeps it.
+        n = len(self.first_epoch)
+        self.steps_per_epoch = n // self.per_step if ranks.enabled else math.ceil(n / self.per_step)
+        limits = [n for n in (cfg.max_steps, cfg.max_epochs and math.ceil(cfg.max_epochs * self.steps_per_epoch))
+                  if n]
+        self.step_limit = min(limits) if limits else None
+        if cfg.schedule == "cosine" and self.step_limit is None:
+            raise ConfigError("the cosine schedule needs max_steps or max_epochs to know where it ends")
+        self.optimizer = make_optimizer(model, cfg)
+        self.scheduler = make_scheduler(self.optimizer, cfg.schedule, warmup=cfg.warmup, total_steps=self.step_limit,
+                                        d_model=self.model_cfg.d_model, min_ratio=cfg.min_lr_ratio)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
+        dtype = f" {str(self.amp_dtype).removeprefix('torch.')}" if self.amp_dtype else ""
+        self.log(f"model: {type(model).__name__}, {model.num_parameters():,} parameters, on {device}{dtype}; "
+                 f"{self.steps_per_epoch:,} steps per epoch"
+                 + (f", {self.step_limit:,} steps" if self.step_limit else ""))
+        if cfg.schedule == "noam":
+            peak = cfg.lr * self.model_cfg.d_model**-0.5 * cfg.warmup**-0.5
+            self.log(f"schedule noam: lr={cfg.lr:g} multiplies the paper's formula (1.0 = the paper's rates); "
                      f"peak learning rate {peak:.2e} at step {cfg.warmup}")
 
-    # --- the run directory ---
-    metrics_path = out / "metrics.jsonl"
-    counters: dict[str, Any] = {}
-    if resumed is not None:
-        counters = restore_training_state(resumed.state, None, scheduler, scaler, rank=ranks.rank, device=device)
-        ranks.load_optimizer_state(model, optimizer, optimizer_state_dict(resumed.state), fsdp=cfg.fsdp)
-        if ranks.is_main:
-            _truncate_metrics(metrics_path, counters["step"])  # records written after the checkpoint are redone
-        progress_log(f"resuming {out} from step {counters['step']} (epoch {counters['epoch']}, batch "
-                     f"{counters['position']})")
-    elif ranks.is_main:
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def open_run_dir(self) -> None:
+        """A new run writes run.json and an empty metrics.jsonl; a resumed one puts its training state back and
+        drops the records written after its checkpoint (they are redone)."""
+        out, ranks, resumed = self.out, self.ranks, self.start.resumed
+        self.metrics_path = out / "metrics.jsonl"
+        if resumed is not None:
+            counters = restore_training_state(resumed.state, None, self.scheduler, self.scaler, rank=ranks.rank,
+                                              device=self.device)
+            ranks.load_optimizer_state(self.model, self.optimizer, optimizer_state_dict(resumed.state),
+                                       fsdp=self.cfg.fsdp)
+            self.state = RunState.from_dict(counters)
+            if ranks.is_main:
+                _truncate_metrics(self.metrics_path, self.state.step)
+            self.log(f"resuming {out} from step {self.state.step} (epoch {self.state.epoch}, batch "
+                     f"{self.state.position})")
+            self.check_resumable()
+        elif ranks.is_main:
+            try:
+                prepare_output(out, self.overwrite)
+            except OSError as e:
+                raise UserError(f"--out {out}: cannot write: {e.strerror}") from None
+            init = getattr(self.start, "init", None)
+            run_info = {"version": __version__, "task": self.task_name, "data": self.spec.to_dict(),
+                        "model": self.model_cfg.to_dict(), "train": self.cfg.to_dict(), "labels": self.labels or [],
+                        "init": _absolute(str(init)) if init is not None else None}
+            (out / "run.json").write_text(json.dumps(run_info, indent=2) + "\n", encoding="utf-8")
+            self.metrics_path.write_text("", encoding="utf-8")
+        ranks.barrier()  # the run directory exists before any process goes on
+
+    def check_resumable(self) -> None:
+        state, out = self.state, self.out
+        if state.processes != self.ranks.world:
+            raise UserError(f"--resume {out}: the run trained with {state.processes} process(es), this is "
+                            f"{self.ranks.world}: the data position would mean other batches; resume with as many")
+        if self.step_limit is not None and state.step >= self.step_limit:
+            raise UserError(f"--resume {out}: the run already finished ({state.step} of {self.step_limit} steps)")
+        if self.cfg.patience is not None and state.stale >= self.cfg.patience:
+            raise UserError(f"--resume {out}: the run already stopped early (patience {self.cfg.patience})")
+
+    # --- the loop -------------------------------------------------------------------------------------------
+
+    def loop(self) -> TrainResult:
+        cfg, state = self.cfg, self.state
+        self.progress = Progress(self.step_limit, quiet=self.quiet, every=cfg.log_every,
+                                 max_seconds=cfg.max_minutes * 60 if cfg.max_minutes else None)
+        self.started = time.perf_counter()
+        self.model.train()
+        self.evaluated_at = state.step if self.start.resumed is not None else -1
+        self.signals = _StopSignals()
+        try:  # the signal handlers go back whatever happens
+            while self.stop_reason is None:
+                self.train_epoch()
+        finally:
+            self.signals.restore()
+        self.ranks.close()
+        self.progress.close()
+        return self.finish()
+
+    def train_epoch(self) -> None:
+        """The optimizer steps left in the current epoch (from `state.position`), until the epoch ends or a stop
+        rule fires."""
+        state, per_step = self.state, self.per_step
+        batches = self.first_epoch if state.epoch == 0 else self.task.batches(self.train_data, epoch=state.epoch)
+        epoch_at_start = state.epoch
+        for first in range(state.position, len(batches), per_step):
+            group = batches[first : first + per_step]
+            if self.ranks.enabled and len(group) < per_step:
+                break  # the epoch's incomplete last step: not every process would have a batch
+            done = self.train_step(group)
+            if done is None:
+                continue  # a skipped non-finite batch: the step is taken again with the next one
+            step_loss, lr, tokens = done
+            state.step += 1
+            state.position = first + per_step
+            if state.position + (per_step - 1 if self.ranks.enabled else 0) >= len(batches):
+                state.epoch, state.position = state.epoch + 1, 0
+            if self.after_step(step_loss, lr, tokens):
+                break
+        if not self.stop_reason and state.epoch == epoch_at_start:  # the epoch ended on a skipped or dropped group
+            state.epoch += 1
+        state.position = 0
+
+    def train_step(self, group: list[dict[str, torch.Tensor]]) -> tuple[float, float, int] | None:
+        """One optimizer step on a group of batches (this process's share of it, accumulated): (the loss of the
+        whole step, the learning rate it used, the tokens it read), or None when its loss was not finite and the
+        batch is skipped (`skip_nonfinite`)."""
+        cfg, ranks, device = self.cfg, self.ranks, self.device
+        local = ranks.shard(group)
+        self.optimizer.zero_grad(set_to_none=True)
+        step_loss, tokens = 0.0, 0
+        for i, batch in enumerate(local):
+            tokens += self.task.tokens_in(batch)
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            # Under DDP, gradients are averaged across processes on the last micro-batch only.
+            sync = contextlib.nullcontext() if i == len(local) - 1 or not ranks.enabled or cfg.fsdp \
+                else self.train_model.no_sync()
+            with sync:
+                with self.autocast():
+                    loss = self.task.loss(self.train_model, batch) / len(local)
+                self.scaler.scale(loss).backward()
+            step_loss += float(loss.detach())
+        step_loss = ranks.mean(step_loss, device)  # the loss of the whole step, the same on every process
+        if not math.isfinite(step_loss):
+            self.skip_or_stop(step_loss)
+            return None
+        if cfg.clip_norm is not None:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.scheduler.step()
+        return step_loss, lr, tokens
+
+    def skip_or_stop(self, step_loss: float) -> None:
+        """A non-finite loss: drop this batch's gradients while `skip_nonfinite` allows, else stop the run."""
+        step = self.state.step + 1
+        self.skipped.append(step)
+        if len(self.skipped) <= self.cfg.skip_nonfinite:
+            self.progress.log(f"step {step}: the loss is {step_loss}; batch skipped ({len(self.skipped)} of at "
+                              f"most {self.cfg.skip_nonfinite})")
+            self.optimizer.zero_grad(set_to_none=True)
+            return
+        saved = f"the last checkpoint is {self.out / 'last'}" if self.evaluated_at >= 0 else "no checkpoint was saved"
+        before = self.skipped[:-1]
+        raise TrainingError(f"step {step}: the loss is {step_loss}; stopping ({saved}); try a lower lr, more warmup "
+                            f"or clip_norm" + (f"; {len(before)} bad batch(es) skipped before, at steps "
+                                               f"{', '.join(map(str, before))}" if before else ""))
+
+    def after_step(self, step_loss: float, lr: float, tokens: int) -> bool:
+        """Log the step, apply the stop rules, evaluate when due. True when the run stops here."""
+        cfg, state, ranks = self.cfg, self.state, self.ranks
+        state.interval_loss, state.interval_steps = state.interval_loss + step_loss, state.interval_steps + 1
+        self.progress.update(state.step, loss=step_loss, lr=lr, tokens=tokens)
+        if state.step % cfg.log_every == 0 and ranks.is_main:
+            self.record({"step": state.step, "split": "train", "loss": state.interval_loss / state.interval_steps,
+                         "lr": lr, "seconds": round(time.perf_counter() - self.started, 2)})
+            state.interval_loss, state.interval_steps = 0.0, 0
+        out_of_time = cfg.max_minutes is not None and time.perf_counter() - self.started >= cfg.max_minutes * 60
+        # rank 0's clock decides for every process; a signal to any process stops them all
+        out_of_time, signalled = ranks.any(out_of_time and ranks.is_main, self.signals.signal is not None,
+                                           device=self.device)
+        if self.step_limit is not None and state.step >= self.step_limit:
+            self.stop_reason = f"reached {state.step} steps"
+        elif out_of_time:
+            self.stop_reason = f"reached the time limit of {cfg.max_minutes:g} minutes"
+        if signalled and not self.stop_reason:
+            self.signals.signal = self.signals.signal or "SIGTERM"  # another process was signalled
+            self.gather()
+            if ranks.is_main:
+                self.save("last", with_state=True)
+            self.stop_reason = (f"{self.signals.signal} at step {state.step}; the last checkpoint holds it: resume "
+                                f"with `transformer-networks train --resume {self.out}`")
+            return True
+        if state.step % cfg.eval_every == 0 or self.stop_reason:
+            self.gather()
+            if ranks.is_main:
+                self.evaluate()
+            self.evaluated_at = state.step
+            if ranks.any(self.stop_reason is not None, device=self.device)[0]:  # patience, decided by rank 0
+                self.stop_reason = self.stop_reason or "rank 0 stopped the run"
+        return self.stop_reason is not None
+
+    # --- evaluation and checkpoints -------------------------------------------------------------------------
+
+    def evaluate(self) -> None:
+        """The task's metrics on the validation data: metrics.jsonl, best/ when they improved, last/, the kept
+        step checkpoints, and the patience rule."""
+        state, cfg, task = self.state, self.cfg, self.task
+        self.eval_model.eval()
+        with self.autocast():
+            values = task.evaluate(self.eval_model, self.valid_data, self.device)
+        self.eval_model.train()
+        self.last = values
+        self.record({"step": state.step, "epoch": round(state.step / self.steps_per_epoch, 3), "split": "valid",
+                     "seconds": round(time.perf_counter() - self.started, 2), **values})
+        improved = task.better(values[task.metric], state.best_value)
+        if improved:
+            state.best_value, state.best, state.stale = values[task.metric], values, 0
+        else:
+            state.stale += 1
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in values.items())
+        self.progress.log(f"eval step {state.step}: {shown}" + (" (best)" if improved else ""))
+        if improved:  # best/ first: last/'s counters must never name a best that best/ does not hold
+            self.save("best")
+        self.save("last", with_state=True)
+        if cfg.keep_checkpoints:  # weights only, for `average`; the oldest beyond N are removed
+            self.save(f"{STEP_PREFIX}{state.step:07d}")
+            for old in step_checkpoints(self.out)[: -cfg.keep_checkpoints]:
+                shutil.rmtree(old)
+        if not improved and cfg.patience is not None and state.stale >= cfg.patience:
+            self.stop_reason = f"no better {task.metric} in {state.stale} evaluations (patience)"
+
+    def gather(self) -> None:
+        """Every process takes part before rank 0 evaluates and saves: FSDP gathers the whole weights into
+        eval_model and the optimizer state, and each process hands over its RNG states."""
+        ranks, fsdp = self.ranks, self.cfg.fsdp
+        ranks.gather_into(self.eval_model, self.model, fsdp=fsdp)
+        self.snapshot["optimizer"] = ranks.optimizer_state(self.model, self.optimizer, fsdp=fsdp)
+        self.snapshot["rng"] = ranks.rng_states(self.device)
+
+    def save(self, name: str, *, with_state: bool = False) -> None:
+        """Write checkpoint `out/name`; `with_state`: also what a resumed run needs (last/)."""
+        out, step = self.out, self.state.step
+        training_state = None
+        if with_state:
+            training_state = pack_training_state(self.snapshot["optimizer"], self.scheduler, self.state.to_dict(),
+                                                 self.scaler, rank_rng=self.snapshot["rng"])
         try:
-            prepare_output(out, overwrite)
-        except OSError as e:
-            raise UserError(f"--out {out}: cannot write: {e.strerror}") from None
-        run_info = {"version": __version__, "task": task_name, "data": spec.to_dict(),
-                    "model": model_cfg.to_dict(), "train": cfg.to_dict(), "labels": labels or [],
-                    "init": _absolute(str(init)) if init is not None else None}
-        (out / "run.json").write_text(json.dumps(run_info, indent=2) + "\n", encoding="utf-8")
-        metrics_path.write_text("", encoding="utf-8")
-    ranks.barrier()  # the run directory exists before any process goes on
-
-    def record(entry: dict[str, Any]) -> None:
-        with open(metrics_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(entry) + "\n")
-
-    snapshot: dict[str, Any] = {}
-
-    def gather() -> None:
-        # Every process takes part before rank 0 evaluates and saves: FSDP gathers the whole weights into
-        # eval_model and the optimizer state, and each process hands over its RNG states.
-        ranks.gather_into(eval_model, model, fsdp=cfg.fsdp)
-        snapshot["optimizer"] = ranks.optimizer_state(model, optimizer, fsdp=cfg.fsdp)
-        snapshot["rng"] = ranks.rng_states(device)
-
-    def checkpoint(name: str, step: int, counters: dict[str, Any] | None = None) -> None:
-        state = None
-        if counters is not None:  # last/: what a resumed run needs
-            state = pack_training_state(snapshot["optimizer"], scheduler, counters, scaler, rank_rng=snapshot["rng"])
-        try:
-            save_checkpoint(out / name, eval_model, task=task_name, config=model_cfg, train_config=cfg,
-                            tokenizer=tokenizer, source_tokenizer=source_tokenizer, labels=labels,
-                            data=spec.to_dict(), step=step, training_state=state)
+            save_checkpoint(out / name, self.eval_model, task=self.task_name, config=self.model_cfg,
+                            train_config=self.cfg, tokenizer=self.tokenizer, source_tokenizer=self.source_tokenizer,
+                            labels=self.labels, data=self.spec.to_dict(), step=step, training_state=training_state)
         except OSError as e:  # a full disk, a directory made read-only: the previous checkpoint is untouched
             shutil.rmtree(out / f"{name}.tmp", ignore_errors=True)
             kept = f"the previous {out / name} is intact" if (out / name).exists() else "no earlier one exists"
             raise TrainingError(f"step {step}: cannot write the checkpoint {out / name}: "
                                 f"{e.strerror or e}; {kept}") from None
 
-    progress = Progress(step_limit, quiet=quiet, every=cfg.log_every,
-                        max_seconds=cfg.max_minutes * 60 if cfg.max_minutes else None)
-    start = time.perf_counter()
-    step, epoch, best_value, best, last, stale = 0, 0, None, {}, {}, 0
-    position = 0  # the next batch group of the epoch
-    if counters:
-        step, epoch, position = counters["step"], counters["epoch"], counters["position"]
-        best_value, best, stale = counters["best_value"], counters.get("best", {}), counters["stale"]
-    interval_loss, interval_steps = counters.get("interval_loss", 0.0), counters.get("interval_steps", 0)
-    stop_reason = None
-    if resumed is not None and counters.get("processes", 1) != ranks.world:
-        raise UserError(f"--resume {out}: the run trained with {counters.get('processes', 1)} process(es), this is "
-                        f"{ranks.world}: the data position would mean other batches; resume with as many")
-    if resumed is not None and step_limit is not None and step >= step_limit:
-        raise UserError(f"--resume {out}: the run already finished ({step} of {step_limit} steps)")
-    if resumed is not None and cfg.patience is not None and stale >= cfg.patience:
-        raise UserError(f"--resume {out}: the run already stopped early (patience {cfg.patience})")
+    def record(self, entry: dict[str, Any]) -> None:
+        with open(self.metrics_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(entry) + "\n")
 
-    def state_counters() -> dict[str, Any]:
-        return {"step": step, "epoch": epoch, "position": position, "best_value": best_value, "best": best,
-                "stale": stale, "interval_loss": interval_loss, "interval_steps": interval_steps,
-                "processes": ranks.world}
-
-    def evaluate(step: int) -> None:
-        nonlocal best_value, best, last, stale, stop_reason
-        eval_model.eval()
-        with autocast():
-            values = task.evaluate(eval_model, valid_enc, device)
-        eval_model.train()
-        last = values
-        record({"step": step, "epoch": round(step / steps_per_epoch, 3), "split": "valid",
-                "seconds": round(time.perf_counter() - start, 2), **values})
-        improved = task.better(values[task.metric], best_value)
-        if improved:
-            best_value, best, stale = values[task.metric], values, 0
-        else:
-            stale += 1
-        shown = ", ".join(f"{k} {v:.4g}" for k, v in values.items())
-        progress.log(f"eval step {step}: {shown}" + (" (best)" if improved else ""))
-        if improved:  # best/ first: last/'s counters must never name a best that best/ does not hold
-            checkpoint("best", step)
-        checkpoint("last", step, state_counters())
-        if cfg.keep_checkpoints:  # weights only, for `average`; the oldest beyond N are removed
-            checkpoint(f"{STEP_PREFIX}{step:07d}", step)
-            for old in step_checkpoints(out)[: -cfg.keep_checkpoints]:
-                shutil.rmtree(old)
-        if not improved and cfg.patience is not None and stale >= cfg.patience:
-            stop_reason = f"no better {task.metric} in {stale} evaluations (patience)"
-
-    model.train()
-    evaluated_at = step if resumed is not None else -1
-    stop = _StopSignals()
-    skipped: list[int] = []  # steps whose batch had a non-finite loss and was skipped
-    try:  # the signal handlers go back whatever happens
-        while stop_reason is None:
-            batches = first_epoch if epoch == 0 else task.batches(train_enc, epoch=epoch)
-            epoch_at_start = epoch
-            for first in range(position, len(batches), per_step):
-                group = batches[first : first + per_step]
-                if ranks.enabled and len(group) < per_step:
-                    break  # the epoch's incomplete last step: not every process would have a batch
-                local = ranks.shard(group)
-                optimizer.zero_grad(set_to_none=True)
-                step_loss, tokens = 0.0, 0
-                for i, batch in enumerate(local):
-                    tokens += _tokens_in(batch, tokenizer.pad_id)
-                    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-                    # Under DDP, gradients are averaged across processes on the last micro-batch only.
-                    sync = contextlib.nullcontext() if i == len(local) - 1 or not ranks.enabled or cfg.fsdp \
-                        else train_model.no_sync()
-                    with sync:
-                        with autocast():
-                            loss = task.loss(train_model, batch) / len(local)
-                        scaler.scale(loss).backward()
-                    step_loss += float(loss.detach())
-                step_loss = ranks.mean(step_loss, device)  # the loss of the whole step, the same on every process
-                if not math.isfinite(step_loss):
-                    skipped.append(step + 1)
-                    if len(skipped) <= cfg.skip_nonfinite:  # drop this batch's gradients; the step is taken again
-                        progress.log(f"step {step + 1}: the loss is {step_loss}; batch skipped ({len(skipped)} of at "
-                                     f"most {cfg.skip_nonfinite})")
-                        optimizer.zero_grad(set_to_none=True)
-                        continue
-                    saved = f"the last checkpoint is {out / 'last'}" if evaluated_at >= 0 else "no checkpoint was saved"
-                    raise TrainingError(f"step {step + 1}: the loss is {step_loss}; stopping ({saved}); "
-                                        f"try a lower lr, more warmup or clip_norm" + (
-                                            f"; {len(skipped) - 1} bad batch(es) skipped before, at steps "
-                                            f"{', '.join(map(str, skipped[:-1]))}" if len(skipped) > 1 else ""))
-                if cfg.clip_norm is not None:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
-                scaler.step(optimizer)
-                scaler.update()
-                lr = optimizer.param_groups[0]["lr"]
-                scheduler.step()
-                step += 1
-                position = first + per_step
-                if position + (per_step - 1 if ranks.enabled else 0) >= len(batches):
-                    epoch, position = epoch + 1, 0
-                interval_loss, interval_steps = interval_loss + step_loss, interval_steps + 1
-                progress.update(step, loss=step_loss, lr=lr, tokens=tokens)
-                if step % cfg.log_every == 0 and ranks.is_main:
-                    record({"step": step, "split": "train", "loss": interval_loss / interval_steps, "lr": lr,
-                            "seconds": round(time.perf_counter() - start, 2)})
-                    interval_loss, interval_steps = 0.0, 0
-                out_of_time = cfg.max_minutes is not None and time.perf_counter() - start >= cfg.max_minutes * 60
-                # rank 0's clock decides for every process; a signal to any process stops them all
-                out_of_time, signalled = ranks.any(out_of_time and ranks.is_main, stop.signal is not None,
-                                                   device=device)
-                if step_limit is not None and step >= step_limit:
-                    stop_reason = f"reached {step} steps"
-                elif out_of_time:
-                    stop_reason = f"reached the time limit of {cfg.max_minutes:g} minutes"
-                if signalled and not stop_reason:
-                    stop.signal = stop.signal or "SIGTERM"  # another process was signalled
-                    gather()
-                    if ranks.is_main:
-                        checkpoint("last", step, state_counters())
-                    stop_reason = (f"{stop.signal} at step {step}; the last checkpoint holds it: resume with "
-                                   f"`transformer-networks train --resume {out}`")
-                    break
-                if step % cfg.eval_every == 0 or stop_reason:
-                    gather()
-                    if ranks.is_main:
-                        evaluate(step)
-                    evaluated_at = step
-                    if ranks.any(stop_reason is not None, device=device)[0]:  # patience, decided by rank 0
-                        stop_reason = stop_reason or "rank 0 stopped the run"
-                if stop_reason:
-                    break
-            if not stop_reason and epoch == epoch_at_start:  # the epoch ended on a skipped or dropped batch group
-                epoch += 1
-            position = 0
-    finally:
-        stop.restore()
-    ranks.close()
-    progress.close()
-    seconds = time.perf_counter() - start
-    if skipped:
-        progress_log(f"skipped {len(skipped)} batch(es) with a non-finite loss, at steps "
-                     f"{', '.join(map(str, skipped))}")
-    best_text = f"{best_value:.4g}" if best_value is not None else "not evaluated yet"
-    progress_log(f"stopped: {stop_reason} after {format_duration(seconds)}; best {task.metric} {best_text}; "
-                 f"checkpoints in {out}")
-    return TrainResult(out, task_name, step, stop_reason, seconds, best, last, model.num_parameters(),
-                       interrupted=stop.signal)
+    def finish(self) -> TrainResult:
+        seconds = time.perf_counter() - self.started
+        if self.skipped:
+            self.log(f"skipped {len(self.skipped)} batch(es) with a non-finite loss, at steps "
+                     f"{', '.join(map(str, self.skipped))}")
+        best_value = self.state.best_value
+        best_text = f"{best_value:.4g}" if best_value is not None else "not evaluated yet"
+        self.log(f"stopped: {self.stop_reason} after {format_duration(seconds)}; best {self.task.metric} "
+                 f"{best_text}; checkpoints in {self.out}")
+        return TrainResult(self.out, self.task_name, self.state.step, self.stop_reason or "", seconds,
+                           self.state.best, self.last, self.model.num_parameters(), interrupted=self.signals.signal)
 
 
 def _pretrained_model(init: str | Path, task_name: str, n_classes: int | None) -> nn.Module:
     """`train --init`: the pretrained model for `task_name`, its tokenizer as `model.tokenizer` (a TextTokenizer),
     a classifier's head resized (freshly initialised) to `n_classes`."""
-    import dataclasses
-
-    from ..data.tokenizer import TextTokenizer
-    from ..pretrained import from_pretrained
-
     model = from_pretrained(init, **({"n_classes": n_classes} if n_classes else {}))  # options: HF only
-    if not isinstance(model, MODEL_CLASSES[task_name]):
+    if not isinstance(model, task_model_class(task_name)):
         raise UserError(f"--init {init}: a {type(model).__name__}, but {task_name} trains a "
-                        f"{MODEL_CLASSES[task_name].__name__}")
+                        f"{task_model_class(task_name).__name__}")
     tokenizer = getattr(model, "tokenizer", None)
     if tokenizer is None:
         raise UserError(f"--init {init}: no tokenizer.json beside the weights; the data must be tokenized as the "
@@ -556,8 +711,6 @@ class _ResumePoint:
 
 def _resume_point(out: Path) -> _ResumePoint:
     """What `train(resume=True)` starts from: the run's settings and its last checkpoint."""
-    from .checkpoint import load_checkpoint, load_training_state, recover_interrupted_save
-
     if not (out / "run.json").exists():
         raise UserError(f"--resume {out}: not a training run (no run.json)")
     recover_interrupted_save(out / "last")  # killed while replacing last/
@@ -614,8 +767,6 @@ class _StopSignals:
         self.previous = {}
 
 
-def load_task(checkpoint: Any) -> Task:
+def load_task(checkpoint: Checkpoint) -> Task:
     """The `Task` of a loaded checkpoint (same tokenizers, labels and settings as its training run)."""
-    kind = checkpoint.train_config.tokenizer
-    return make_task(checkpoint.task, checkpoint.train_config, checkpoint.tokenizer, checkpoint.source_tokenizer,
-                     checkpoint.labels, char_level=kind == "char")
+    return checkpoint.make_task()
