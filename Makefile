@@ -2,13 +2,14 @@
 #   make demo   trains an encoder-decoder on built-in SCAN (about 5 minutes on 2 CPU cores), prints its test exact
 #               match and a few translations, leaves a checkpoint and curves.png in $(DEMO_RUN)
 #   make test   runs the test suite
+#   make check  ruff check, ruff format --check and mypy (what CI runs before the tests)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_RUN ?= runs/scan-demo
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint format format-check typecheck check clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +29,19 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+# The formatter's check (`make format` rewrites the files instead).
+format-check: $(STAMP)
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+# lint, format and types: what CI runs before the tests
+check: lint format-check typecheck
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

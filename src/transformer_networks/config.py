@@ -40,7 +40,6 @@ ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu", "swiglu")
 SINUSOIDAL_LAYOUTS = ("interleaved", "halves")
 POOLINGS = ("cls", "mean", "max")
 
-TASKS = ("lm", "translation", "classification")
 OPTIMIZERS = ("adamw", "adam", "paper")  # "paper": Adam with betas (0.9, 0.98), eps 1e-9 (Section 5.3)
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 TOKENIZERS = ("char", "word", "bpe", "unigram", "pretrained")  # pretrained: the --init model's own
