@@ -32,7 +32,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from safetensors import SafetensorError
@@ -58,7 +58,7 @@ class Checkpoint:
 
     path: Path
     task: str
-    model: nn.Module
+    model: ModelBase
     config: TransformerConfig
     train_config: TrainConfig
     tokenizer: TextTokenizer  # the target side for translation
@@ -185,7 +185,9 @@ def recover_interrupted_save(path: str | Path) -> None:
     if path.exists() or not old.exists():
         return
     try:
-        complete = (tmp / CHECKSUMS).exists() and verify_checksums(tmp) is None
+        complete = (tmp / CHECKSUMS).exists()
+        if complete:
+            verify_checksums(tmp)  # raises CheckpointError where a checksum fails
     except CheckpointError:
         complete = False
     try:
@@ -256,7 +258,7 @@ def save_pretrained(model: nn.Module, path: str | Path, *, tokenizer: Any = None
         raise UserError(f"save_pretrained takes one of {', '.join(c.__name__ for c in MODELS.values())}, not {name}")
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    model.cfg.to_json(path / "config.json")
+    cast(ModelBase, model).cfg.to_json(path / "config.json")  # one of MODELS (its class name is, above)
     (path / "model.json").write_text(json.dumps({"format": 1, "class": name}) + "\n", encoding="utf-8")
     save_model(model, str(path / "model.safetensors"))
     tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
@@ -265,7 +267,7 @@ def save_pretrained(model: nn.Module, path: str | Path, *, tokenizer: Any = None
     return path
 
 
-def load_model_dir(path: str | Path) -> nn.Module:
+def load_model_dir(path: str | Path) -> ModelBase:
     """A model written by `save_pretrained` (without its tokenizer)."""
     path = Path(path)
     name = read_json_object(path / "model.json").get("class")

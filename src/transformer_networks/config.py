@@ -89,7 +89,8 @@ class ConfigBase:
         """The checks on values (ranges, choices, relations between fields), once the types are right."""
 
     def _check_types(self) -> None:
-        for name, (types, optional) in _field_types(type(self)).items():
+        cls: type = type(self)  # as `type`: mypy takes type[ConfigBase] for unhashable (the instances' __hash__)
+        for name, (types, optional) in _field_types(cls).items():
             value = getattr(self, name)
             if value is None and optional:
                 continue
@@ -97,7 +98,7 @@ class ConfigBase:
             if not isinstance(value, accepted) or isinstance(value, bool) and bool not in types:
                 kinds = " or ".join(_TYPE_NAMES[t] for t in types)
                 raise ConfigError(f"{name} must be {kinds}" + (" or null" if optional else "") + f", got {value!r}")
-            if float in types and not isinstance(value, float):  # an int
+            if float in types and isinstance(value, int):  # an int for a float (bool is refused above unless hinted)
                 try:
                     value = float(value)
                 except OverflowError:
@@ -235,12 +236,13 @@ class TransformerConfig(ConfigBase):
         "source_vocab_size": ("src_vocab_size", "vocab_size"),
         "target_vocab_size": ("tgt_vocab_size", "vocab_size"),
     }
-    if TYPE_CHECKING:  # set by __post_init__ (DERIVED); not fields, so not in to_dict() or config.json
-        kv_heads: int
-        encoder_layers: int
-        decoder_layers: int
-        source_vocab_size: int
-        target_vocab_size: int
+    if TYPE_CHECKING:  # set by __post_init__ (DERIVED); not fields, so not in to_dict() or config.json. Declared
+        # as init=False fields for the type checker alone: plain annotations would be fields without a default.
+        kv_heads: int = dataclasses.field(init=False)
+        encoder_layers: int = dataclasses.field(init=False)
+        decoder_layers: int = dataclasses.field(init=False)
+        source_vocab_size: int = dataclasses.field(init=False)
+        target_vocab_size: int = dataclasses.field(init=False)
 
     @property
     def head_dim(self) -> int:

@@ -15,7 +15,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, TextIO
+from typing import BinaryIO, TextIO, cast
 
 import torch
 from torch import Tensor
@@ -25,6 +25,7 @@ from .checkpoints import Checkpoint, load_checkpoint
 from .data.batching import pad_batch
 from .errors import UserError
 from .generation import generate, generate_in_batches
+from .generation.steps import DecodingModel
 from .viz.attention import plot_attention
 
 WHAT = {"translation": "translation", "lm": "language-model", "classification": "classification"}
@@ -82,7 +83,8 @@ def translate_lines(ck: Checkpoint, lines: list[str], *, num_beams: int = 4, len
                if line.strip() else [] for i, line in enumerate(lines)]
     out: list[list[Translation]] = [[Translation("", 0.0)] for _ in lines]
     todo = [i for i, s in enumerate(sources) if s]
-    found = generate_in_batches(ck.model, [sources[i] for i in todo], pad_id=ck.tokenizer.pad_id,
+    model = cast(DecodingModel, ck.model)  # a translation checkpoint's: a Seq2SeqTransformer
+    found = generate_in_batches(model, [sources[i] for i in todo], pad_id=ck.tokenizer.pad_id,
                                 batch_size=batch_size, on_batch=on_batch, num_beams=num_beams,
                                 length_penalty=length_penalty, num_return_sequences=n_best,
                                 bos_id=ck.tokenizer.bos_id, eos_id=eos)
@@ -106,9 +108,11 @@ def generate_text(ck: Checkpoint, prompt: str, *, max_new_tokens: int = 200, do_
     limit = ck.config.max_seq_len
     ids = _fit(ids, limit, truncate, "the prompt", keep_end=True, room=1)
     device = next(ck.model.parameters()).device
-    out = generate(ck.model, torch.tensor([ids], device=device), max_new_tokens=max_new_tokens,
+    model = cast(DecodingModel, ck.model)  # a language model's checkpoint: a TransformerLM
+    out = generate(model, torch.tensor([ids], device=device), max_new_tokens=max_new_tokens,
                    do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
                    num_beams=num_beams, eos_id=ck.tokenizer.eos_id, pad_id=ck.tokenizer.pad_id)
+    assert isinstance(out, Tensor)  # the sequences: no return_dict_in_generate
     # Decode prompt and continuation together, so that a word-level tokenizer puts the space between them.
     head, full = ck.tokenizer.decode(ids), ck.tokenizer.decode(out[0].tolist())
     text = full[len(head):] if full.startswith(head) else ck.tokenizer.decode(out[0, len(ids):].tolist())
@@ -177,7 +181,9 @@ def attention_maps(ck: Checkpoint, text: str, target: str | None = None, *, trun
         src = _fit(ck.source_tokenizer.encode(text) + [tok.eos_id], limit, truncate, "--text")
         src_t = torch.tensor([src], device=device)
         if target is None:
-            tgt = generate(model, src_t, bos_id=tok.bos_id, eos_id=tok.eos_id)[0].tolist()
+            generated = generate(cast(DecodingModel, model), src_t, bos_id=tok.bos_id, eos_id=tok.eos_id)
+            assert isinstance(generated, Tensor)  # the sequences: no return_dict_in_generate
+            tgt = generated[0].tolist()
             tgt = tgt[: tgt.index(tok.eos_id) + 1] if tok.eos_id in tgt else tgt
         else:
             tgt = tok.encode(target) + [tok.eos_id]
@@ -251,7 +257,7 @@ def classify_stream(ck: Checkpoint, lines: BinaryIO, out: TextIO, *, json_lines:
             if probs is None:
                 print(file=out)
                 continue
-            label = max(probs, key=probs.get)
+            label = max(probs, key=probs.__getitem__)
             if json_lines:
                 print(json.dumps({"text": line, "label": label, "probabilities": probs}, ensure_ascii=False),
                       file=out)

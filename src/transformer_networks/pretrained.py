@@ -15,17 +15,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-
 from .checkpoints import load_checkpoint, load_model_dir, save_pretrained
 from .errors import UserError, read_json_object
 from .interop.hf import export_hf, load_hf
 from .interop.onnx import export_onnx  # the optional onnx packages are checked when it is called
+from .models import ModelBase
 
 __all__ = ["convert", "export", "from_pretrained", "save_pretrained"]
 
 
-def from_pretrained(path: str | Path, **options: Any) -> nn.Module:
+def from_pretrained(path: str | Path, **options: Any) -> ModelBase:
     """Our model, in eval mode, from a local directory: a checkpoint or run of ours, our `save_pretrained`
     layout, or a Hugging Face model directory (`interop.hf.load_hf`; options such as n_classes go to it).
     The tokenizer beside the weights becomes `model.tokenizer` (ours for our checkpoints, a Hugging Face
@@ -63,7 +62,7 @@ def fresh_output(path: str | Path, overwrite: bool) -> Path:
     return out
 
 
-def convert(hf_dir: str | Path, out_dir: str | Path, *, overwrite: bool = False) -> tuple[nn.Module, Path]:
+def convert(hf_dir: str | Path, out_dir: str | Path, *, overwrite: bool = False) -> tuple[ModelBase, Path]:
     """A Hugging Face model directory rewritten in our layout (`save_pretrained`): (the model, its directory)."""
     out = fresh_output(out_dir, overwrite)
     model = from_pretrained(hf_dir)

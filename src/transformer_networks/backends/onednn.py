@@ -68,7 +68,7 @@ import platform
 import threading
 import warnings
 import weakref
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -213,12 +213,16 @@ def onednn_mode() -> str:
 
 def _onednn(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """x (..., in) @ weight^T + bias on oneDNN; weight is (out, in), dense or packed."""
-    return _ops().linear(x, weight, bias, "none", [], "")
+    ops = _ops()
+    assert ops is not None  # called only where `_applies`, which needs the operators
+    return ops.linear(x, weight, bias, "none", [], "")
 
 
 def _pack(weight: Tensor) -> Tensor:
     """weight (out, in) reordered into oneDNN's layout for products with any number of rows."""
-    return _ops().reorder(weight.detach())
+    ops = _ops()
+    assert ops is not None  # called only where `_applies`, which needs the operators
+    return ops.reorder(weight.detach())
 
 
 _PLAIN = (Tensor, nn.Parameter)
@@ -424,7 +428,7 @@ def use_onednn(model: nn.Module, mode: str | None = None) -> nn.Module:
                 module.__class__ = nn.Linear
             else:
                 module.__class__ = OneDNNLinear
-                module.onednn_mode = mode
+                cast(OneDNNLinear, module).onednn_mode = mode  # the class it was just given
         elif isinstance(module, MultiHeadAttention):
             if mode == "full":
                 module.sliced_linear = linear  # an instance attribute: called as linear(x, weight, bias)

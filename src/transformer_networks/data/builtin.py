@@ -105,10 +105,8 @@ def load_builtin(name: str, seed: int = 0) -> BuiltinDataset:
         train, test = scan_split("length" if name == "scan-length" else "simple", seed=seed)
         return BuiltinDataset(name, "translation", train, test, tokenizer="word")
     if name == "stdlib-docs":
-        train, test = stdlib_docs(seed)
-        return BuiltinDataset(name, "lm", train, test, tokenizer="char")
+        return BuiltinDataset(name, "lm", *stdlib_docs(seed), tokenizer="char")
     if name == "stdlib-topics":
-        train, test = stdlib_topics(seed)
-        return BuiltinDataset(name, "classification", train, test, tokenizer="word")
+        return BuiltinDataset(name, "classification", *stdlib_topics(seed), tokenizer="word")
     raise UserError(f"unknown built-in dataset builtin:{name}; choose one of "
                     f"{', '.join('builtin:' + n for n in BUILTINS)}")

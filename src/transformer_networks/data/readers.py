@@ -156,11 +156,11 @@ def read_classification(
         if label_column not in header:
             raise DataError(f"{path}: line 1: no label column {label_column!r} in header {header}")
         ti, li = header.index(text_key), header.index(label_column)
-        quoting = csv.QUOTE_MINIMAL if delimiter == "," else csv.QUOTE_NONE
         for number, line in lines:
             if not line.strip():
                 continue
-            fields = next(csv.reader([line], delimiter=delimiter, quoting=quoting))
+            fields = next(csv.reader([line], delimiter=delimiter,
+                                     quoting=csv.QUOTE_MINIMAL if delimiter == "," else csv.QUOTE_NONE))
             if len(fields) != len(header):
                 raise DataError(f"{path}: line {number}: expected {len(header)} fields, found {len(fields)}")
             rows.append((fields[ti], fields[li]))

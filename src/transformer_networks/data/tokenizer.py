@@ -65,7 +65,7 @@ class TextTokenizer:
         if missing:
             raise UserError(f"{source}: no token for {', '.join(missing)} (looked for "
                             f"{'; '.join(' '.join(KNOWN_SPECIALS[r]) for r in missing)})")
-        return cls(tokenizer, found)
+        return cls(tokenizer, {role: i for role, i in found.items() if i is not None})  # all of them: none missing
 
     @property
     def vocab_size(self) -> int:
@@ -103,6 +103,7 @@ class TextTokenizer:
 def train_tokenizer(texts: Iterable[str], kind: str = "bpe", vocab_size: int = 8000) -> TextTokenizer:
     """Learn a vocabulary from `texts`. `vocab_size` bounds subword vocabularies (char and word keep every
     symbol seen). Unknown symbols at encoding time become <unk>."""
+    trainer: trainers.Trainer
     if kind == "char":
         tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
         tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")  # every character, "\n" too

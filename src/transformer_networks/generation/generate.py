@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -22,8 +22,8 @@ from ..errors import InputError
 from ..nn.cache import DecoderCache
 from ..tokens import BOS_ID, EOS_ID
 from .logits import check_sampling
-from .search import Hypothesis, beam_search, greedy_or_sample
-from .steps import DecodingModel, LMSteps, Seq2SeqSteps, right_pad
+from .search import Hypothesis, Steps, beam_search, greedy_or_sample
+from .steps import DecodingLM, DecodingModel, DecodingSeq2Seq, LMSteps, Seq2SeqSteps, right_pad
 
 EXTRA_SOURCE_TOKENS = 50  # the paper's maximum output length: input length + 50 (Section 6.1)
 
@@ -121,12 +121,14 @@ def generate(
         bos_id = cfg.bos_id if cfg.bos_id is not None else BOS_ID
     fill = pad_id if pad_id is not None else cfg.pad_id if cfg.pad_id is not None else eos_id or 0
 
+    # The casts: a model's `family` names which of the two decoding interfaces it has.
+    steps: Steps
     if family == "seq2seq":
         limit = cfg.max_seq_len - 1  # the decoder's BOS takes one position
         if max_new_tokens is None:
             max_new_tokens = P + EXTRA_SOURCE_TOKENS
         max_new_tokens = min(max_new_tokens, limit)
-        steps = Seq2SeqSteps(model, input_ids, attention_mask, bos_id=bos_id,
+        steps = Seq2SeqSteps(cast(DecodingSeq2Seq, model), input_ids, attention_mask, bos_id=bos_id,
                              copies=copies, use_cache=use_cache, cache=cache,
                              static_len=max_new_tokens + 1 if static_cache else None)
     elif family == "lm":
@@ -134,8 +136,8 @@ def generate(
             raise InputError(f"a prompt of {P} tokens leaves no room in the model's context of "
                              f"max_seq_len={cfg.max_seq_len} tokens")
         max_new_tokens = min(100 if max_new_tokens is None else max_new_tokens, cfg.max_seq_len - P)
-        steps = LMSteps(model, input_ids, attention_mask, copies=copies, use_cache=use_cache, cache=cache,
-                        static_len=P + max_new_tokens if static_cache else None)
+        steps = LMSteps(cast(DecodingLM, model), input_ids, attention_mask, copies=copies, use_cache=use_cache,
+                        cache=cache, static_len=P + max_new_tokens if static_cache else None)
     else:
         raise InputError(f"generate needs a TransformerLM or a Seq2SeqTransformer, got {type(model).__name__}")
 
@@ -184,6 +186,7 @@ def generate_in_batches(model: DecodingModel, sources: list[list[int]], *, pad_i
         rows = order[start : start + batch_size]
         src = right_pad([sources[i] for i in rows], pad_id).to(device)
         result = generate(model, src, pad_id=pad_id, return_dict_in_generate=True, **kwargs)
+        assert isinstance(result, GenerationOutput)  # return_dict_in_generate=True
         for i, hyps in zip(rows, result.hypotheses, strict=True):
             out[i] = hyps
         if on_batch is not None:

@@ -52,6 +52,7 @@ def greedy_or_sample(steps: Steps, n_rows: int, *, max_new_tokens: int, min_new_
     scores = torch.zeros(n_rows, dtype=score_dtype, device=device)
     taken: list[Tensor] = []
     for t in range(max_new_tokens):
+        assert logits is not None  # max_new_tokens > 0: steps.first() ran
         logits = _at_least_float32(logits)
         allowed = logits
         if eos_id is not None and t < min_new_tokens:
@@ -119,8 +120,8 @@ def beam_search(steps: Steps, batch_size: int, num_beams: int, *, max_new_tokens
         if eos_id is not None and t < min_new_tokens:
             logp[:, eos_id] = float("-inf")
         candidates = (beam_scores[:, None] + logp).view(B, K * V)
-        top_scores, top_index = candidates.topk(min(2 * K, K * V), dim=1)  # (B, 2K): enough for K non-EOS
-        top_scores, top_index = top_scores.tolist(), top_index.tolist()
+        top = candidates.topk(min(2 * K, K * V), dim=1)  # (B, 2K): enough for K non-EOS
+        top_scores, top_index = top.values.tolist(), top.indices.tolist()
         rows, tokens, scores = [], [], []
         last = t == max_new_tokens - 1
         for b in range(B):

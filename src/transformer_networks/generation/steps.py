@@ -18,6 +18,9 @@ Shapes: B inputs, N = B * copies rows, P prompt length, S source length, V vocab
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Protocol
+
 import torch
 from torch import Tensor, nn
 
@@ -25,10 +28,33 @@ from ..errors import InputError
 from ..nn.cache import DecoderCache
 from ..nn.masks import as_attention_mask, left_padded_positions
 
-# What decoding needs of a model (the models package imports this one, not the other way round): a language model
-# ("lm") is called as model(ids, attention_mask=, cache=, positions=); a "seq2seq" model has encode(src, mask) and
-# decode(tokens, memory, memory_mask=, tgt_mask=, cache=); both have cfg and init_cache(rows=None, max_len=None).
-DecodingModel = nn.Module
+if TYPE_CHECKING:
+    from ..config import TransformerConfig
+
+
+# What decoding needs of a model (the models package imports this one, not the other way round), as Protocols:
+# both families have cfg, parameters() and init_cache(batch_size=None, max_len=None); a language model ("lm") is called
+# as model(ids, attention_mask=, cache=, positions=); a "seq2seq" model has encode(src, mask) and
+# decode(tokens, memory, memory_mask=, tgt_mask=, cache=). A model's `family` says which of the two it is.
+class DecodingModel(Protocol):
+    cfg: TransformerConfig
+
+    def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]: ...
+
+    def init_cache(self, batch_size: int | None = None, max_len: int | None = None) -> DecoderCache: ...
+
+
+class DecodingLM(DecodingModel, Protocol):
+    # Any: the call returns the logits (B, T, V) here (no return_dict); an nn.Module's __call__ is typed as Any.
+    def __call__(self, ids: Tensor, /, *, attention_mask: Tensor | None = ..., cache: DecoderCache | None = ...,
+                 positions: Tensor | None = ...) -> Any: ...
+
+
+class DecodingSeq2Seq(DecodingModel, Protocol):
+    def encode(self, src_ids: Tensor, src_mask: Tensor | None = ..., /) -> Tensor: ...
+
+    def decode(self, tgt_ids: Tensor, memory: Tensor, /, *, memory_mask: Tensor | None = ...,
+               tgt_mask: Tensor | None = ..., cache: DecoderCache | None = ...) -> Tensor: ...
 
 
 def left_pad(rows: list[list[int]], pad_id: int, device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
@@ -65,7 +91,7 @@ def prepared_cache(model: DecodingModel, rows: int, static_len: int | None,
 
 
 class LMSteps:
-    def __init__(self, model: DecodingModel, ids: Tensor, attention_mask: Tensor, *, copies: int = 1,
+    def __init__(self, model: DecodingLM, ids: Tensor, attention_mask: Tensor, *, copies: int = 1,
                  use_cache: bool = True, static_len: int | None = None, cache: DecoderCache | None = None) -> None:
         if not bool(attention_mask[:, -1].all()):
             raise InputError("pad batched prompts on the left: every row's last token must be a real token")
@@ -94,6 +120,7 @@ class LMSteps:
         self.ids = torch.cat([self.ids, tokens], dim=1)
         self.mask = torch.cat([self.mask, real], dim=1)
         if self.positions is not None:
+            assert positions is not None  # next_position is set whenever positions are
             self.positions = torch.cat([self.positions, positions], dim=1)
         return self.model(self.ids, attention_mask=self.mask, positions=self.positions)[:, -1]
 
@@ -109,7 +136,7 @@ class LMSteps:
 
 
 class Seq2SeqSteps:
-    def __init__(self, model: DecodingModel, src_ids: Tensor, src_mask: Tensor, *, bos_id: int,
+    def __init__(self, model: DecodingSeq2Seq, src_ids: Tensor, src_mask: Tensor, *, bos_id: int,
                  copies: int = 1, use_cache: bool = True, static_len: int | None = None,
                  cache: DecoderCache | None = None) -> None:
         self.model = model

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from ..config import TransformerConfig
 from ..errors import UserError, read_json_object
-from ..models import Seq2SeqTransformer, TransformerClassifier, TransformerLM
+from ..models import ModelBase, Seq2SeqTransformer, TransformerClassifier, TransformerLM
 from .weights import WeightMappingError, load_state_dict_strict, map_state_dict, unmap_state_dict
 
 
@@ -187,7 +187,7 @@ def _seq2seq_config(hf: dict[str, Any], source: str, *, bart: bool) -> dict[str,
 @dataclass(frozen=True)
 class Family:
     name: str  # config.json's model_type
-    model_class: type[nn.Module]
+    model_class: type[ModelBase]
     table: dict[str, str]
     config: Callable[[dict[str, Any], str], dict[str, Any]]
     prefix: str = ""  # the base model's prefix in task-specific checkpoints ("bert.", "transformer.", "model.")
@@ -279,7 +279,7 @@ def _foreign_state(family: Family, raw: dict[str, Tensor], source: str) -> dict[
     return state
 
 
-def load_hf(path: str | Path, *, n_classes: int | None = None) -> nn.Module:
+def load_hf(path: str | Path, *, n_classes: int | None = None) -> ModelBase:
     """Our model with the weights of a local Hugging Face directory (see the module docstring), in eval mode.
 
     BERT -> TransformerClassifier (its head is fresh unless the checkpoint has one; n_classes sets its size),
@@ -326,12 +326,13 @@ def export_hf(model: nn.Module, out: str | Path) -> Path:
     BertForSequenceClassification. Other shapes are refused, naming the setting that does not fit."""
     from safetensors.torch import save_file
 
-    cfg = model.cfg
     # The depth of the one stack each model builds: n_decoder_layers / n_encoder_layers when set, else n_layers.
     if isinstance(model, TransformerLM):
+        cfg = model.cfg
         n_layers = cfg.decoder_layers
         family, hf = FAMILIES["gpt2"], _gpt2_export_config(cfg, n_layers)
     elif isinstance(model, TransformerClassifier):
+        cfg = model.cfg
         n_layers = cfg.encoder_layers
         family, hf = FAMILIES["bert"], _bert_export_config(cfg, n_layers)
     else:

@@ -143,7 +143,7 @@ EXAMPLE_BATCH, EXAMPLE_LENGTH = 2, 3
 MAX_INLINE_BYTES = 1_800_000_000
 
 
-def _example_ids(model: nn.Module, batch: int, length: int) -> Tensor:
+def _example_ids(model: TransformerClassifier | TransformerLM, batch: int, length: int) -> Tensor:
     device = next(model.parameters()).device
     return torch.randint(0, model.cfg.vocab_size, (batch, length), device=device)  # (B, T), all marked real
 
@@ -167,6 +167,7 @@ def _save(wrapper: nn.Module, args: tuple, path: Path, input_names: list[str], o
     finally:
         registry_log.setLevel(level)
     size = sum(p.numel() * p.element_size() for p in wrapper.parameters())
+    assert program is not None  # dynamo=True returns the program
     program.save(path, external_data=size > MAX_INLINE_BYTES)
     data = path.with_name(path.name + ".data")
     return [path, data] if size > MAX_INLINE_BYTES and data.exists() else [path]

@@ -89,7 +89,7 @@ def load_state_dict_strict(module: nn.Module, state: Mapping[str, Tensor]) -> No
     """Load `state` into `module`, requiring every tensor (one per group of tied tensors) and every shape."""
     expected = module.state_dict()
     # Tied parameters appear under several names; a group is satisfied when any one of its names is given.
-    groups: dict[int, list[str]] = {}
+    groups: dict[int | str, list[str]] = {}  # by data pointer; by name for a tensor without storage
     for name, tensor in expected.items():
         groups.setdefault(tensor.data_ptr() or name, []).append(name)
     missing = [names[0] for names in groups.values() if not any(n in state for n in names)]

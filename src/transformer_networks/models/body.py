@@ -9,12 +9,15 @@ Shape legend: B batch, T length of `ids`, L tokens seen so far (with a cache), S
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
 from ..config import TransformerConfig
 from ..errors import InputError
 from ..generation import GenerationOutput, generate
+from ..generation.steps import DecodingModel
 from ..nn.cache import DecoderCache
 from ..nn.embedding import Embeddings
 from ..nn.layers import StackOutput, TransformerLayer, TransformerStack
@@ -176,6 +179,7 @@ class ModelBase(nn.Module):
 
     cfg: TransformerConfig
     family: str
+    tokenizer: Any  # set by `from_pretrained` (and `train --init`): the tokenizer beside the weights, or None
 
     def set_activation_checkpointing(self, enabled: bool = True) -> None:
         """Recompute every layer's activations in the backward pass instead of keeping them (less memory)."""
@@ -193,7 +197,7 @@ class Generates:
     for what every argument does)."""
 
     def generate(
-        self,
+        self: DecodingModel,  # a mixin: the class it is mixed into has the decoding interface
         input_ids: Tensor,
         attention_mask: Tensor | None = None,
         *,

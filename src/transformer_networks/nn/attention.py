@@ -10,6 +10,7 @@ Masks are boolean, True = may attend (see `masks.py`).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -88,7 +89,8 @@ class MultiHeadAttention(nn.Module):
     backend may set another function of the same signature on an instance (`backends.onednn` does).
     """
 
-    sliced_linear = staticmethod(F.linear)
+    # (x, weight, bias) -> x @ weight^T + bias, positional: a backend's function need not name them as F.linear does
+    sliced_linear: Callable[[Tensor, Tensor, Tensor | None], Tensor] = staticmethod(F.linear)
 
     def __init__(
         self, d_model: int, n_heads: int, n_kv_heads: int | None = None, bias: bool = True, dropout: float = 0.0
@@ -164,7 +166,10 @@ class MultiHeadAttention(nn.Module):
         else:
             b = None if self.in_proj.bias is None else self.in_proj.bias[: self.q_dim]
             q = self._heads(self.sliced_linear(x, self.in_proj.weight[: self.q_dim], b), self.n_heads)
-            k, v = kv if kv is not None else self.project_kv(context)
+            if kv is None:
+                assert context is not None  # the branch above took context and kv both None
+                kv = self.project_kv(context)
+            k, v = kv
 
         out, weights = scaled_dot_product_attention(
             q, k, v, mask, is_causal=is_causal, dropout_p=self.dropout_p if self.training else 0.0,

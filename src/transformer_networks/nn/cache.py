@@ -53,7 +53,7 @@ class KVCache:
         self._spare: tuple[Tensor, Tensor] | None = None  # growing: a second pair that `reorder` gathers into
         self._views: tuple[Tensor | None, Tensor | None] = (None, None)  # the views of them last handed out
         if max_len is not None:
-            if None in (batch_size, n_kv_heads, head_dim):
+            if batch_size is None or n_kv_heads is None or head_dim is None:
                 raise ValueError("a preallocated KVCache needs batch_size, n_kv_heads and head_dim")
             shape = (batch_size, n_kv_heads, max_len, head_dim)  # (B, G, max_len, D)
             self.k = torch.zeros(shape, dtype=dtype, device=device)
@@ -79,10 +79,12 @@ class KVCache:
         elif self.k is None and self.concatenate:
             self.k, self.v = k, v
         elif self.concatenate:
+            assert self.k is not None and self.v is not None  # k and v are set together
             self.k = torch.cat([self.k, k], dim=2)  # (B, G, L + T, D)
             self.v = torch.cat([self.v, v], dim=2)
         else:
             self._append(positions, k, v)
+        assert self.k is not None and self.v is not None  # every branch above stored them
         return self.k, self.v
 
     def _append(self, positions: Tensor, k: Tensor, v: Tensor) -> None:
@@ -99,9 +101,11 @@ class KVCache:
             B, G, _, D = k.shape
             kb, vb = k.new_empty(B, G, capacity, D), v.new_empty(B, G, capacity, D)
             if L:
+                assert self.k is not None and self.v is not None  # L > 0: tokens are cached
                 kb.narrow(2, 0, L).copy_(self.k)
                 vb.narrow(2, 0, L).copy_(self.v)
             self._buffers, self._spare = (kb, vb), None
+        assert vb is not None  # the buffers come in pairs: vb is set whenever kb is
         kb.index_copy_(2, positions, k)  # one call where narrow + copy_ is two: decoding makes ~8 a token
         vb.index_copy_(2, positions, v)
         self.k, self.v = kb.narrow(2, 0, needed), vb.narrow(2, 0, needed)
@@ -115,6 +119,7 @@ class KVCache:
         """Select batch rows (beam search keeps the rows of the surviving hypotheses)."""
         if self.k is None:
             return
+        assert self.v is not None  # k and v are set together
         if self.preallocated and indices.numel() == self.k.size(0):
             # In place: the buffers keep their address (a compiled graph's static inputs).
             self.k.copy_(self.k.index_select(0, indices))
@@ -182,6 +187,7 @@ class DecoderCache:
         # growing cache leaves it None while every key is real, so that decoding steps need no mask at all.
         self.key_mask: Tensor | None = None
         if max_len is not None:
+            assert batch_size is not None  # each layer's preallocated KVCache refused a missing batch_size
             self.key_mask = torch.ones(batch_size, max_len, dtype=torch.bool, device=device)
         # Encoder-decoder only: the encoder output (B, S, C) and its key mask (B, 1, 1, S) or None.
         self.memory: Tensor | None = None
@@ -228,7 +234,8 @@ class DecoderCache:
         for layer in self.layers:
             layer.self_attn.reorder(indices)
             if cross and layer.cross_kv is not None:
-                layer.cross_kv = tuple(t.index_select(0, indices) for t in layer.cross_kv)
+                k, v = layer.cross_kv
+                layer.cross_kv = k.index_select(0, indices), v.index_select(0, indices)
         if self.key_mask is not None:
             self.key_mask = self.key_mask.index_select(0, indices)
         if self.batch_size is not None:

@@ -43,6 +43,7 @@ class FeedForward(nn.Module):
         elif self.activation == "silu":
             h = F.silu(h)
         else:
+            assert self.gate is not None  # swiglu, the one activation left, builds the gate
             h = F.silu(h) * self.gate(x)
         if self.training and self.dropout.p > 0:  # (an idle module call is skipped, as in `Residual`)
             h = self.dropout(h)

@@ -13,6 +13,7 @@ Shape legend: B batch, T target/query length, S source length, C model dim, H he
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.utils.checkpoint
@@ -122,6 +123,7 @@ class TransformerLayer(nn.Module):
 
         cross_weights = None
         if self.cross_attn is not None:
+            assert self.cross_attn_residual is not None  # built together with cross_attn
             if memory is None:
                 raise ValueError("this layer has cross-attention: it needs the encoder output (memory)")
             kv = None
@@ -175,15 +177,16 @@ class TransformerStack(nn.Module):
         real_tokens: Tensor | None = None,
     ) -> StackOutput:
         """See `TransformerLayer.forward` for the arguments."""
-        hidden_states = [] if output_hidden_states else None
-        attentions = [] if need_weights else None
-        cross_attentions = [] if need_weights and memory is not None else None
+        hidden_states: list[Tensor] | None = [] if output_hidden_states else None
+        attentions: list[Tensor] | None = [] if need_weights else None
+        cross_attentions: list[Tensor] | None = [] if need_weights and memory is not None else None
         for i, layer in enumerate(self.layers):
             if hidden_states is not None:
                 hidden_states.append(x)
-            kwargs = dict(mask=mask, is_causal=is_causal, rotary=rotary, memory=memory, memory_mask=memory_mask,
-                          cache=None if caches is None else caches[i], positions=positions, need_weights=need_weights,
-                          real_tokens=real_tokens)
+            kwargs: dict[str, Any] = dict(
+                mask=mask, is_causal=is_causal, rotary=rotary, memory=memory, memory_mask=memory_mask,
+                cache=None if caches is None else caches[i], positions=positions, need_weights=need_weights,
+                real_tokens=real_tokens)
             if self.checkpoint_layers and self.training and torch.is_grad_enabled() and caches is None:
                 out = torch.utils.checkpoint.checkpoint(layer, x, use_reentrant=False, **kwargs)
             else:

@@ -40,6 +40,8 @@ def sinusoidal_table(n_positions: int, dim: int, layout: str = "interleaved") ->
 class SinusoidalPositionalEncoding(nn.Module):
     """Fixed (not trained) sinusoidal encodings for positions 0..max_len-1: positions -> (..., C)."""
 
+    table: Tensor  # (max_len, C), a buffer
+
     def __init__(self, d_model: int, max_len: int, layout: str = "interleaved") -> None:
         super().__init__()
         # Not persistent: it is a function of the config, so checkpoints need not carry it.
@@ -69,6 +71,9 @@ class RotaryEmbedding(nn.Module):
     layout of GPT-NeoX and Llama in Hugging Face `transformers`), and each pair is rotated by the angle
     position * theta^(-2i/D).
     """
+
+    cos: Tensor  # (max_len, D), buffers
+    sin: Tensor
 
     def __init__(self, head_dim: int, max_len: int, theta: float = 10000.0) -> None:
         super().__init__()

@@ -62,12 +62,12 @@ class ClassificationTask(Task):
                             f"({', '.join(map(repr, self.labels))})")
         out, kept, dropped, truncated = [], [], 0, 0
         for pair, ids in zip(raw, self.tokenizer.encode_batch([t for t, _ in raw]), strict=True):
-            ids, cut = self.fit([self.tokenizer.cls_id, *ids], self.cfg.max_len)
-            if ids is None:
+            fitted, cut = self.fit([self.tokenizer.cls_id, *ids], self.cfg.max_len)
+            if fitted is None:
                 dropped += 1
                 continue
             truncated += cut
-            out.append((ids, self.label_index[pair[1]]))
+            out.append((fitted, self.label_index[pair[1]]))
             kept.append(pair)
         return Encoded(out, dropped, truncated, kept)
 
@@ -113,5 +113,6 @@ class ClassificationTask(Task):
     def samples(self, model: nn.Module, raw: list, n: int, device: torch.device) -> list[dict[str, Any]]:
         encoded = self.encode(raw[:n])
         predictions, _ = self.predict(model, encoded, device)
+        assert encoded.kept_raw is not None  # `encode` keeps them
         return [{"text": text, "prediction": self.labels[p], "reference": label}
                 for (text, label), p in zip(encoded.kept_raw, predictions, strict=True)]

@@ -3,7 +3,7 @@ decoded translations (greedy while training, beam search in `evaluate`)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -13,6 +13,7 @@ from ..data.batching import pad_batch, token_budget_batches
 from ..data.readers import DataError, read_parallel, read_translation_tsv
 from ..errors import UserError
 from ..generation import generate_in_batches
+from ..generation.steps import DecodingModel
 from ..nn.losses import label_smoothed_cross_entropy
 from .base import Batch, Encoded, Task
 
@@ -66,13 +67,13 @@ class TranslationTask(Task):
             if not src or not tgt:
                 dropped += 1
                 continue
-            src, cut_src = self.fit(src, self.cfg.max_len - 1)
-            tgt, cut_tgt = self.fit(tgt, self.cfg.max_len - 1)
-            if src is None or tgt is None:
+            src_fit, cut_src = self.fit(src, self.cfg.max_len - 1)
+            tgt_fit, cut_tgt = self.fit(tgt, self.cfg.max_len - 1)
+            if src_fit is None or tgt_fit is None:
                 dropped += 1
                 continue
             truncated += cut_src or cut_tgt
-            out.append((src + [eos], tgt))
+            out.append((src_fit + [eos], tgt_fit))
             kept.append(pair)
         return Encoded(out, dropped, truncated, kept)
 
@@ -105,7 +106,8 @@ class TranslationTask(Task):
                   batch_size: int = 128) -> list[str]:
         """Translations of encoded sources (each ending in EOS), in order, detokenized: greedy, or beam search
         when `num_beams` > 1."""
-        hypotheses = generate_in_batches(model, sources, pad_id=self.pad_id, batch_size=batch_size,
+        # The cast: the model this task trains, a Seq2SeqTransformer.
+        hypotheses = generate_in_batches(cast(DecodingModel, model), sources, pad_id=self.pad_id, batch_size=batch_size,
                                          bos_id=self.tokenizer.bos_id, eos_id=self.tokenizer.eos_id,
                                          num_beams=self.num_beams, length_penalty=self.length_penalty)
         return [self.tokenizer.decode(hyps[0].tokens) for hyps in hypotheses]
@@ -123,6 +125,7 @@ class TranslationTask(Task):
             c, n = metrics.token_accuracy(logits, batch["tgt_out"], ignore_index=self.pad_id)
             correct, count = correct + c, count + n
         hypotheses = self.translate(model, [s for s, _ in encoded.examples], device)
+        assert encoded.kept_raw is not None  # `encode` keeps them
         references = [t for _, t in encoded.kept_raw]
         loss = total / count
         return {
@@ -134,5 +137,6 @@ class TranslationTask(Task):
     def samples(self, model: nn.Module, raw: list, n: int, device: torch.device) -> list[dict[str, Any]]:
         encoded = self.encode(raw[:n])
         hypotheses = self.translate(model, [s for s, _ in encoded.examples], device)
+        assert encoded.kept_raw is not None  # `encode` keeps them
         return [{"source": s, "prediction": h, "reference": t}
                 for (s, t), h in zip(encoded.kept_raw, hypotheses, strict=True)]

@@ -10,6 +10,7 @@ settings from the last one given. (`train --set keep_checkpoints=N` keeps the la
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -26,7 +27,7 @@ def step_checkpoints(run_dir: str | Path) -> list[Path]:
                   if not p.name.endswith((".tmp", ".old")) and (p / "model.safetensors").exists())
 
 
-def average_checkpoints(paths: list[str | Path], out: str | Path, *, overwrite: bool = False) -> Path:
+def average_checkpoints(paths: Sequence[str | Path], out: str | Path, *, overwrite: bool = False) -> Path:
     """Write a checkpoint at `out` whose every floating-point weight is the mean of the checkpoints' weights."""
     if len(paths) < 2:
         raise UserError("averaging needs at least two checkpoints")

@@ -57,6 +57,7 @@ def pack_training_state(optimizer: torch.optim.Optimizer | dict[str, Any], sched
         if rank > 0:  # rank 0 is this process, saved above at this very moment
             tensors.update({f"rng.rank{rank}.{kind}": value.cpu() for kind, value in states.items()})
     np_state = np.random.get_state()
+    assert isinstance(np_state, tuple)  # legacy (the default): the tuple of numpy's global MT19937 generator
     meta = {
         "counters": counters,
         "optimizer": {"param_groups": opt["param_groups"], "scalars": scalars},

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -81,8 +82,9 @@ class Distributed:
             return optimizer.state_dict() if self.is_main else None
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
-        full = get_optimizer_state_dict(model, optimizer,
-                                        options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        # Any: the values of an optimizer state_dict (state: parameter -> its tensors, param_groups: dicts)
+        full: dict[str, Any] = get_optimizer_state_dict(model, optimizer, options=options)
         if not self.is_main:
             return None
         index = {name: i for i, name in enumerate(_parameter_names(model, optimizer))}
@@ -100,8 +102,9 @@ class Distributed:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
         names = _parameter_names(model, optimizer)
-        full = {"state": {names[i]: value for i, value in state["state"].items()},
-                "param_groups": [{**g, "params": [names[i] for i in g["params"]]} for g in state["param_groups"]]}
+        full: dict[str, Any] = {  # Any: as above
+            "state": {names[i]: value for i, value in state["state"].items()},
+            "param_groups": [{**g, "params": [names[i] for i in g["params"]]} for g in state["param_groups"]]}
         set_optimizer_state_dict(model, optimizer, full, options=StateDictOptions(full_state_dict=True))
 
     def rng_states(self, device: torch.device) -> list[dict[str, torch.Tensor]]:

@@ -85,7 +85,7 @@ def evaluate_ensemble(checkpoints: list[str | Path], data: DataSpec, *, split: s
     if not data.given:
         raise UserError("evaluate an ensemble on data given with --data: each run's own validation part differs")
     dev = pick_device(device)
-    members = []  # (checkpoint, task) of each member
+    members: list[tuple[Checkpoint, ClassificationTask]] = []  # (checkpoint, task) of each member
     for checkpoint in checkpoints:
         ckpt = _load(checkpoint, dev)
         task = ckpt.make_task()

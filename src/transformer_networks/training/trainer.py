@@ -35,11 +35,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from ..backends.onednn import use_onednn
 from ..checkpoints import (
@@ -55,6 +56,7 @@ from ..data.splits import DataSpec, Splits, read_splits
 from ..data.tokenizer import TextTokenizer
 from ..device import pick_device, pick_precision
 from ..errors import ConfigError, UserError
+from ..models import ModelBase
 from ..pretrained import from_pretrained
 from ..tasks import Task, describe_filtering, get_task
 from ..version import __version__
@@ -216,6 +218,7 @@ class FreshStart(Start):
     def tokenizers(self, task: type[Task], splits: Splits) -> tuple[TextTokenizer, TextTokenizer, list[str] | None]:
         if self.cfg.tokenizer == "pretrained":
             raise UserError("tokenizer=pretrained is the tokenizer of a model given with --init PATH")
+        assert self.cfg.tokenizer is not None  # prepare_data sets the kind (tokenizer_kind) before this call
         tokenizer, source_tokenizer = task.train_tokenizers(splits.train, self.cfg.tokenizer, self.cfg)
         return tokenizer, source_tokenizer, task.labels_of(splits.train)
 
@@ -229,7 +232,7 @@ class InitStart(Start):
 
     def __init__(self, task_name: str, spec: DataSpec, cfg: TrainConfig, init: str | Path) -> None:
         self.task_name, self.spec, self.cfg, self.init = task_name, spec, cfg, init
-        self.pretrained: nn.Module | None = None
+        self.pretrained: ModelBase | None = None
 
     def tokenizer_kind(self, splits: Splits) -> str:
         return "pretrained"
@@ -240,6 +243,7 @@ class InitStart(Start):
         return self.pretrained.tokenizer, self.pretrained.tokenizer, labels
 
     def model_config(self, task: Task) -> TransformerConfig:
+        assert self.pretrained is not None  # loaded by tokenizers(), which prepare_data calls first
         model_cfg = self.pretrained.cfg
         settings = task.model_settings()
         if settings["max_seq_len"] > model_cfg.max_seq_len:
@@ -252,6 +256,7 @@ class InitStart(Start):
         return model_cfg
 
     def load_weights(self, model: nn.Module) -> None:
+        assert self.pretrained is not None  # loaded by tokenizers(); dropped here, once used
         model.load_state_dict(self.pretrained.state_dict())
         self.pretrained = None
 
@@ -408,7 +413,8 @@ class Trainer:
             use_onednn(model)
             use_onednn(self.eval_model)
         train_model = ranks.wrap(model, device, fsdp=cfg.fsdp)
-        self.train_model = torch.compile(train_model) if cfg.compile else train_model
+        # The cast: torch.compile of a module returns a module (an OptimizedModule); its annotation says a callable.
+        self.train_model = cast(nn.Module, torch.compile(train_model)) if cfg.compile else train_model
         if ranks.enabled:  # the same initial weights everywhere, but each process its own dropout masks
             torch.manual_seed(cfg.seed + ranks.rank)
         self.first_epoch = task.batches(self.train_data, epoch=0)  # built once: counted here, trained on in the loop
@@ -537,7 +543,7 @@ class Trainer:
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             # Under DDP, gradients are averaged across processes on the last micro-batch only.
             sync = contextlib.nullcontext() if i == len(local) - 1 or not ranks.enabled or cfg.fsdp \
-                else self.train_model.no_sync()
+                else cast(DistributedDataParallel, self.train_model).no_sync()  # (compiled, it forwards no_sync)
             with sync:
                 with self.autocast():
                     loss = self.task.loss(self.train_model, batch) / len(local)
@@ -677,7 +683,7 @@ class Trainer:
                            self.state.best, self.last, self.model.num_parameters(), interrupted=self.signals.signal)
 
 
-def _pretrained_model(init: str | Path, task_name: str, n_classes: int | None) -> nn.Module:
+def _pretrained_model(init: str | Path, task_name: str, n_classes: int | None) -> ModelBase:
     """`train --init`: the pretrained model for `task_name`, its tokenizer as `model.tokenizer` (a TextTokenizer),
     a classifier's head resized (freshly initialised) to `n_classes`."""
     model = from_pretrained(init, **({"n_classes": n_classes} if n_classes else {}))  # options: HF only
