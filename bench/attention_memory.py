@@ -64,8 +64,16 @@ MiB = 2**20
 def build_model(max_seq_len: int) -> TransformerLM:
     """The nanoGPT-shaped language model every case measures (random weights from seed 0)."""
     cfg = TransformerConfig(
-        vocab_size=65, d_model=128, n_heads=4, n_layers=4, d_ff=512, dropout=0.0, norm_first=True,
-        positional="rope", max_seq_len=max_seq_len, pad_id=None,
+        vocab_size=65,
+        d_model=128,
+        n_heads=4,
+        n_layers=4,
+        d_ff=512,
+        dropout=0.0,
+        norm_first=True,
+        positional="rope",
+        max_seq_len=max_seq_len,
+        pad_id=None,
     )
     torch.manual_seed(0)
     return TransformerLM(cfg)
@@ -158,8 +166,17 @@ def worker(args: argparse.Namespace) -> None:
 
 def run_case(length: int, kind: str, args: argparse.Namespace) -> dict:
     """Run one case in a fresh process and return its JSON result."""
-    argv = [sys.executable, __file__, "--worker", "--worker-length", str(length), "--worker-kind", kind,
-            "--device", args.device]
+    argv = [
+        sys.executable,
+        __file__,
+        "--worker",
+        "--worker-length",
+        str(length),
+        "--worker-kind",
+        kind,
+        "--device",
+        args.device,
+    ]
     if args.threads:
         argv += ["--threads", str(args.threads)]
     # See the module docstring: a fixed glibc mmap threshold makes the resident size follow the live tensors.
@@ -168,8 +185,7 @@ def run_case(length: int, kind: str, args: argparse.Namespace) -> dict:
     if done.returncode == -signal.SIGKILL:  # the kernel's OOM killer ends the process without a word
         return {"length": length, "kind": kind, "error": f"{OUT_OF_MEMORY} (killed)"}
     if done.returncode != 0:
-        sys.exit(f"{kind} at {length} tokens: the worker failed (exit code {done.returncode}):\n"
-                 f"{done.stderr[-3000:]}")
+        sys.exit(f"{kind} at {length} tokens: the worker failed (exit code {done.returncode}):\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -206,14 +222,24 @@ def growth_line(kind: str, points: list[tuple[int, float]]) -> str:
     if not factors or factors[-1] is None:
         return f"{kind}: too few measured lengths to tell its growth"
     lengths = [length for length, _ in sorted(points)]
-    steps = ", ".join(f"{a}->{b} " + ("n/a" if f is None else f"x{f:.2f}")
-                      for a, b, f in zip(lengths[:-1], lengths[1:], factors, strict=True))
-    return (f"{kind}: x{factors[-1]:.2f} per doubling ({growth_label(factors[-1])}), from the two largest lengths "
-            f"(each step: {steps})")
+    steps = ", ".join(
+        f"{a}->{b} " + ("n/a" if f is None else f"x{f:.2f}")
+        for a, b, f in zip(lengths[:-1], lengths[1:], factors, strict=True)
+    )
+    return (
+        f"{kind}: x{factors[-1]:.2f} per doubling ({growth_label(factors[-1])}), from the two largest lengths "
+        f"(each step: {steps})"
+    )
 
 
-def report(results: dict[tuple[int, str], dict], lengths: list[int], kinds: list[str], device: str,
-           model: TransformerLM, method: str) -> str:
+def report(
+    results: dict[tuple[int, str], dict],
+    lengths: list[int],
+    kinds: list[str],
+    device: str,
+    model: TransformerLM,
+    method: str,
+) -> str:
     def mib(length: int, kind: str) -> str:
         r = results.get((length, kind))
         if r is None:
@@ -226,12 +252,12 @@ def report(results: dict[tuple[int, str], dict], lengths: list[int], kinds: list
 
     measure_text = {
         "max_memory_allocated": "GPU memory allocated (`torch.cuda.max_memory_allocated`) above what was allocated "
-                                "before the forward",
+        "before the forward",
         "VmHWM": "peak resident set size (VmHWM, reset through /proc/self/clear_refs) above the resident size "
-                 "before the forward, with glibc's mmap threshold fixed at 128 KiB so that freed tensors leave the "
-                 "resident set",
+        "before the forward, with glibc's mmap threshold fixed at 128 KiB so that freed tensors leave the "
+        "resident set",
         "ru_maxrss": "the process's lifetime peak resident set size (ru_maxrss; /proc/self/clear_refs was not "
-                     "writable, so this is coarse) above the resident size before the forward",
+        "writable, so this is coarse) above the resident size before the forward",
     }[method]
     cfg = model.cfg
     lines = [
@@ -255,20 +281,27 @@ def report(results: dict[tuple[int, str], dict], lengths: list[int], kinds: list
             per_1k = f"{ours['peak_bytes'] / MiB / (length / 1024):.1f}"
             if naive is not None and "error" not in naive:
                 ratio = f"{naive['peak_bytes'] / ours['peak_bytes']:.2f}"
-        lines.append(f"| {length} | {mib(length, 'ours')} | {mib(length, 'naive')} | {ratio} | {per_1k} | "
-                     f"{seconds(length, 'ours')} | {seconds(length, 'naive')} |")
+        lines.append(
+            f"| {length} | {mib(length, 'ours')} | {mib(length, 'naive')} | {ratio} | {per_1k} | "
+            f"{seconds(length, 'ours')} | {seconds(length, 'naive')} |"
+        )
 
     lines.append("")
     for kind in kinds:
-        points = [(length, results[(length, kind)]["peak_bytes"]) for length in lengths
-                  if "error" not in results[(length, kind)]]
+        points = [
+            (length, results[(length, kind)]["peak_bytes"])
+            for length in lengths
+            if "error" not in results[(length, kind)]
+        ]
         lines.append(f"- {growth_line(kind, points)}.")
     # What the math path keeps per layer: the softmax weights of every head, batch x heads x T x T float32.
     largest = max(lengths)
     matrix = 1 * cfg.n_heads * largest * largest * 4
-    lines.append(f"- For scale: at {largest} tokens the T x T attention weights that naive keeps are "
-                 f"{matrix / MiB:.0f} MiB per layer (1 x {cfg.n_heads} heads x {largest} x {largest} float32), "
-                 f"{cfg.n_layers * matrix / MiB:.0f} MiB over the {cfg.n_layers} layers.")
+    lines.append(
+        f"- For scale: at {largest} tokens the T x T attention weights that naive keeps are "
+        f"{matrix / MiB:.0f} MiB per layer (1 x {cfg.n_heads} heads x {largest} x {largest} float32), "
+        f"{cfg.n_layers * matrix / MiB:.0f} MiB over the {cfg.n_layers} layers."
+    )
     lines += ["", *footer(SCRIPT)]
     return "\n".join(lines)
 

@@ -77,8 +77,9 @@ def quiet_transformers(part: str) -> Any:
     try:
         import transformers
     except ImportError:
-        print(f"{part}: skipped, Hugging Face transformers is not installed: pip install -e '.[bench]'",
-              file=sys.stderr)
+        print(
+            f"{part}: skipped, Hugging Face transformers is not installed: pip install -e '.[bench]'", file=sys.stderr
+        )
         return None
     transformers.logging.set_verbosity_error()
     return transformers
@@ -104,28 +105,33 @@ def kv_cache(rounds: int, new_tokens: int = 256, prompt_len: int = 8) -> str:
     full = all(r["cached"].size(1) == prompt_len + new_tokens for r in results)
     cached, uncached = statistics.median(times["cached"]), statistics.median(times["uncached"])
     ratio = uncached / cached
-    return "\n".join([
-        "### Greedy generation with and without the KV cache",
-        "",
-        f"| {new_tokens} new tokens, batch 1 | median time | tokens/s | every run (s) |",
-        "|---|---|---|---|",
-        f"| with the cache | {cached:.2f} s | {new_tokens / cached:.1f} | {seconds_list(times['cached'])} |",
-        f"| without (whole sequence every step) | {uncached:.2f} s | {new_tokens / uncached:.1f} | "
-        f"{seconds_list(times['uncached'])} |",
-        "",
-        f"- Result: **uncached / cached = {ratio:.1f}x** (round by round: {round_ratios(times, 'uncached', 'cached')})"
-        f"; the cached and uncached tokens are "
-        f"{'identical' if same else 'NOT identical'} in every round"
-        + ("" if full else f"; WARNING: some run stopped before {new_tokens} tokens"),
-        f"- Setup: TransformerLM of gpt2-small shape with {cfg.n_layers} layers ({cfg.d_model} dims, {cfg.n_heads} "
-        f"heads, d_ff {cfg.d_ff}, vocabulary {cfg.vocab_size}, learned positions, {parameters(lm)} parameters), "
-        f"random weights (seed 0), dropout 0; a prompt of {prompt_len} random tokens, {new_tokens} new tokens, greedy, "
-        f"no EOS; `lm.generate(prompt, max_new_tokens={new_tokens}, use_cache=True/False)`. {rounds} rounds "
-        f"alternating cached / uncached after a warm-up (one cached run of {new_tokens} tokens, one uncached of 32)",
-        "- Target: with the cache at least 5x faster than without; nanoGPT's KV-cache pull request measured 7.4x "
-        "for GPT-2 on a CPU",
-        *footer(SCRIPT),
-    ])
+    return "\n".join(
+        [
+            "### Greedy generation with and without the KV cache",
+            "",
+            f"| {new_tokens} new tokens, batch 1 | median time | tokens/s | every run (s) |",
+            "|---|---|---|---|",
+            f"| with the cache | {cached:.2f} s | {new_tokens / cached:.1f} | {seconds_list(times['cached'])} |",
+            f"| without (whole sequence every step) | {uncached:.2f} s | {new_tokens / uncached:.1f} | "
+            f"{seconds_list(times['uncached'])} |",
+            "",
+            f"- Result: **uncached / cached = {ratio:.1f}x** (round by round: "
+            f"{round_ratios(times, 'uncached', 'cached')})"
+            f"; the cached and uncached tokens are "
+            f"{'identical' if same else 'NOT identical'} in every round"
+            + ("" if full else f"; WARNING: some run stopped before {new_tokens} tokens"),
+            f"- Setup: TransformerLM of gpt2-small shape with {cfg.n_layers} layers ({cfg.d_model} dims, {cfg.n_heads} "
+            f"heads, d_ff {cfg.d_ff}, vocabulary {cfg.vocab_size}, learned positions, {parameters(lm)} parameters), "
+            f"random weights (seed 0), dropout 0; a prompt of {prompt_len} random tokens, {new_tokens} new "
+            f"tokens, greedy, "
+            f"no EOS; `lm.generate(prompt, max_new_tokens={new_tokens}, use_cache=True/False)`. {rounds} rounds "
+            f"alternating cached / uncached after a warm-up (one cached run of {new_tokens} tokens, one uncached "
+            f"of 32)",
+            "- Target: with the cache at least 5x faster than without; nanoGPT's KV-cache pull request measured 7.4x "
+            "for GPT-2 on a CPU",
+            *footer(SCRIPT),
+        ]
+    )
 
 
 # --- greedy_vs_hf ----------------------------------------------------------------------------------------------
@@ -167,8 +173,9 @@ def gpt2_twins(shape: str, **overrides: Any) -> tuple[TransformerLM, torch.nn.Mo
     return ours, hf
 
 
-def greedy_sides(ours: TransformerLM, hf: torch.nn.Module, prompt: Tensor,
-                 new_tokens: int) -> tuple[Callable[[], Tensor], Callable[[], Tensor]]:
+def greedy_sides(
+    ours: TransformerLM, hf: torch.nn.Module, prompt: Tensor, new_tokens: int
+) -> tuple[Callable[[], Tensor], Callable[[], Tensor]]:
     """The two sides' calls: prompt (B, P) -> prompt + new_tokens greedy tokens, (B, P + new_tokens)."""
     mask = torch.ones_like(prompt)
 
@@ -178,14 +185,27 @@ def greedy_sides(ours: TransformerLM, hf: torch.nn.Module, prompt: Tensor,
 
     def run_hf() -> Tensor:
         with torch.inference_mode():
-            return hf.generate(input_ids=prompt, attention_mask=mask, max_new_tokens=new_tokens,
-                               min_new_tokens=new_tokens, do_sample=False, use_cache=True, pad_token_id=0)
+            return hf.generate(
+                input_ids=prompt,
+                attention_mask=mask,
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                do_sample=False,
+                use_cache=True,
+                pad_token_id=0,
+            )
 
     return run_ours, run_hf
 
 
-def greedy_cases(rounds: int, *, shapes: Sequence[str] = tuple(GREEDY_SHAPES), batches: Sequence[int] = GREEDY_BATCHES,
-                 new_tokens: int = GREEDY_NEW_TOKENS, prompt_len: int = GREEDY_PROMPT_LEN) -> list[GreedyCase]:
+def greedy_cases(
+    rounds: int,
+    *,
+    shapes: Sequence[str] = tuple(GREEDY_SHAPES),
+    batches: Sequence[int] = GREEDY_BATCHES,
+    new_tokens: int = GREEDY_NEW_TOKENS,
+    prompt_len: int = GREEDY_PROMPT_LEN,
+) -> list[GreedyCase]:
     """Time ours against HF for every shape and batch: a warm-up run of each side, then `rounds` alternating."""
     cases = []
     for shape in shapes:
@@ -202,15 +222,32 @@ def greedy_cases(rounds: int, *, shapes: Sequence[str] = tuple(GREEDY_SHAPES), b
             run_hf()
             times, results = alternate({"ours": run_ours, "hf": run_hf}, rounds, label=label)
             shape_ok = [r["ours"].shape == r["hf"].shape == (batch, prompt_len + new_tokens) for r in results]
-            mismatched = sum(int((r["ours"] != r["hf"]).sum()) if ok else r["ours"].numel()
-                             for r, ok in zip(results, shape_ok, strict=True))
-            cases.append(GreedyCase(shape, batch, cfg, parameters(ours), times, mismatched == 0 and all(shape_ok),
-                                    mismatched, all(shape_ok)))
+            mismatched = sum(
+                int((r["ours"] != r["hf"]).sum()) if ok else r["ours"].numel()
+                for r, ok in zip(results, shape_ok, strict=True)
+            )
+            cases.append(
+                GreedyCase(
+                    shape,
+                    batch,
+                    cfg,
+                    parameters(ours),
+                    times,
+                    mismatched == 0 and all(shape_ok),
+                    mismatched,
+                    all(shape_ok),
+                )
+            )
     return cases
 
 
-def greedy_vs_hf(rounds: int, *, shapes: Sequence[str] = tuple(GREEDY_SHAPES),
-                 batches: Sequence[int] = GREEDY_BATCHES, new_tokens: int = GREEDY_NEW_TOKENS) -> str | None:
+def greedy_vs_hf(
+    rounds: int,
+    *,
+    shapes: Sequence[str] = tuple(GREEDY_SHAPES),
+    batches: Sequence[int] = GREEDY_BATCHES,
+    new_tokens: int = GREEDY_NEW_TOKENS,
+) -> str | None:
     transformers = quiet_transformers("greedy_vs_hf")
     if transformers is None:
         return None
@@ -221,39 +258,48 @@ def greedy_vs_hf(rounds: int, *, shapes: Sequence[str] = tuple(GREEDY_SHAPES),
         ours_s, hf_s = statistics.median(c.times["ours"]), statistics.median(c.times["hf"])
         ratios.append(hf_s / ours_s)
         tokens = c.batch * new_tokens
-        rows.append(f"| {c.shape} | {c.batch} | {ours_s:.3f} s | {hf_s:.3f} s | {tokens / ours_s:,.0f} | "
-                    f"{tokens / hf_s:,.0f} | {hf_s / ours_s:.2f} | "
-                    f"{'yes' if c.identical else f'NO ({c.mismatched} tokens differ)'} |")
-        results.append(f"{c.shape} batch {c.batch} **{hf_s / ours_s:.2f}x** (round by round: "
-                       f"{round_ratios(c.times, 'hf', 'ours')})")
+        rows.append(
+            f"| {c.shape} | {c.batch} | {ours_s:.3f} s | {hf_s:.3f} s | {tokens / ours_s:,.0f} | "
+            f"{tokens / hf_s:,.0f} | {hf_s / ours_s:.2f} | "
+            f"{'yes' if c.identical else f'NO ({c.mismatched} tokens differ)'} |"
+        )
+        results.append(
+            f"{c.shape} batch {c.batch} **{hf_s / ours_s:.2f}x** (round by round: "
+            f"{round_ratios(c.times, 'hf', 'ours')})"
+        )
         cfg = c.cfg
-        setups[c.shape] = (f"{c.shape}: {cfg.n_layers} layers, {cfg.d_model} dims, {cfg.n_heads} heads, d_ff "
-                           f"{cfg.d_ff}, vocabulary {cfg.vocab_size}, max_seq_len {cfg.max_seq_len}, {c.params} "
-                           f"parameters")
+        setups[c.shape] = (
+            f"{c.shape}: {cfg.n_layers} layers, {cfg.d_model} dims, {cfg.n_heads} heads, d_ff "
+            f"{cfg.d_ff}, vocabulary {cfg.vocab_size}, max_seq_len {cfg.max_seq_len}, {c.params} "
+            f"parameters"
+        )
     met = all(ratio >= 2 for ratio in ratios)
     full = all(c.full for c in cases)
-    return "\n".join([
-        f"### Greedy generation against Hugging Face `generate` (GPT-2 architecture, {new_tokens} new tokens)",
-        "",
-        "| shape | batch | ours median | HF median | tokens/s ours | tokens/s HF | hf / ours | tokens identical |",
-        "|---|---|---|---|---|---|---|---|",
-        *rows,
-        "",
-        f"- Result: hf / ours = {'; '.join(results)}. Target **>= 2x on CPU: "
-        f"{'met' if met else 'not met'}**" + ("" if full else f"; WARNING: some run did not give {new_tokens} tokens"),
-        f"- Work: a prompt of {GREEDY_PROMPT_LEN} random tokens per row (no padding), {new_tokens} new tokens, "
-        f"greedy, no EOS; tokens/s counts the new tokens of every row. Ours: `lm.generate(prompt, max_new_tokens="
-        f"{new_tokens})`; HF: `GPT2LMHeadModel.generate(input_ids, attention_mask, max_new_tokens={new_tokens}, "
-        f"min_new_tokens={new_tokens}, do_sample=False, use_cache=True)` (its DynamicCache), both under "
-        f"`torch.inference_mode()`. Tokens identical: the same sequences from both sides in every round",
-        f"- Models: our TransformerLM from the gpt2-small preset (pre-LN, learned positions, tanh GELU, tied "
-        f"embeddings), random weights (seed 0), dropout 0, float32, exported with `export_hf` and loaded by "
-        f"`GPT2LMHeadModel.from_pretrained(dir, attn_implementation=\"sdpa\")`: {'; '.join(setups.values())}. "
-        f"{rounds} rounds alternating ours / HF per shape and batch, after a warm-up run of each",
-        "- Target (the issue): greedy generation, 128 new tokens, batch 1 and batch 8, at least 2x as fast as "
-        "transformers `generate` with its cache, same shape and dtype, on CPU",
-        *footer(SCRIPT, versions("transformers")),
-    ])
+    return "\n".join(
+        [
+            f"### Greedy generation against Hugging Face `generate` (GPT-2 architecture, {new_tokens} new tokens)",
+            "",
+            "| shape | batch | ours median | HF median | tokens/s ours | tokens/s HF | hf / ours | tokens identical |",
+            "|---|---|---|---|---|---|---|---|",
+            *rows,
+            "",
+            f"- Result: hf / ours = {'; '.join(results)}. Target **>= 2x on CPU: "
+            f"{'met' if met else 'not met'}**"
+            + ("" if full else f"; WARNING: some run did not give {new_tokens} tokens"),
+            f"- Work: a prompt of {GREEDY_PROMPT_LEN} random tokens per row (no padding), {new_tokens} new tokens, "
+            f"greedy, no EOS; tokens/s counts the new tokens of every row. Ours: `lm.generate(prompt, max_new_tokens="
+            f"{new_tokens})`; HF: `GPT2LMHeadModel.generate(input_ids, attention_mask, max_new_tokens={new_tokens}, "
+            f"min_new_tokens={new_tokens}, do_sample=False, use_cache=True)` (its DynamicCache), both under "
+            f"`torch.inference_mode()`. Tokens identical: the same sequences from both sides in every round",
+            f"- Models: our TransformerLM from the gpt2-small preset (pre-LN, learned positions, tanh GELU, tied "
+            f"embeddings), random weights (seed 0), dropout 0, float32, exported with `export_hf` and loaded by "
+            f'`GPT2LMHeadModel.from_pretrained(dir, attn_implementation="sdpa")`: {"; ".join(setups.values())}. '
+            f"{rounds} rounds alternating ours / HF per shape and batch, after a warm-up run of each",
+            "- Target (the issue): greedy generation, 128 new tokens, batch 1 and batch 8, at least 2x as fast as "
+            "transformers `generate` with its cache, same shape and dtype, on CPU",
+            *footer(SCRIPT, versions("transformers")),
+        ]
+    )
 
 
 # --- beam_vs_hf ------------------------------------------------------------------------------------------------
@@ -289,13 +335,26 @@ def marian_twin(cfg: TransformerConfig) -> torch.nn.Module:
     from transformers import MarianConfig, MarianMTModel
 
     hf_cfg = MarianConfig(
-        vocab_size=cfg.target_vocab_size, d_model=cfg.d_model, encoder_layers=cfg.encoder_layers,
-        decoder_layers=cfg.decoder_layers, encoder_attention_heads=cfg.n_heads, decoder_attention_heads=cfg.n_heads,
-        encoder_ffn_dim=cfg.d_ff, decoder_ffn_dim=cfg.d_ff, max_position_embeddings=cfg.max_seq_len,
-        activation_function=cfg.activation, scale_embedding=cfg.scale_embeddings,
-        share_encoder_decoder_embeddings=True, tie_word_embeddings=cfg.tie_embeddings, pad_token_id=PAD_ID,
-        eos_token_id=EOS_ID, decoder_start_token_id=BOS_ID, forced_eos_token_id=None, dropout=0.0,
-        attention_dropout=0.0, activation_dropout=0.0,
+        vocab_size=cfg.target_vocab_size,
+        d_model=cfg.d_model,
+        encoder_layers=cfg.encoder_layers,
+        decoder_layers=cfg.decoder_layers,
+        encoder_attention_heads=cfg.n_heads,
+        decoder_attention_heads=cfg.n_heads,
+        encoder_ffn_dim=cfg.d_ff,
+        decoder_ffn_dim=cfg.d_ff,
+        max_position_embeddings=cfg.max_seq_len,
+        activation_function=cfg.activation,
+        scale_embedding=cfg.scale_embeddings,
+        share_encoder_decoder_embeddings=True,
+        tie_word_embeddings=cfg.tie_embeddings,
+        pad_token_id=PAD_ID,
+        eos_token_id=EOS_ID,
+        decoder_start_token_id=BOS_ID,
+        forced_eos_token_id=None,
+        dropout=0.0,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
     )
     torch.manual_seed(0)
     return MarianMTModel(hf_cfg).eval()
@@ -306,21 +365,40 @@ def forced_length(batch: Batch) -> int:
 
 
 def translate_ours(model: Seq2SeqTransformer, batches: list[Batch]) -> list[Tensor]:
-    return [model.generate(b.ids, num_beams=BEAMS, length_penalty=LENGTH_PENALTY, max_new_tokens=forced_length(b),
-                           min_new_tokens=forced_length(b)) for b in batches]
+    return [
+        model.generate(
+            b.ids,
+            num_beams=BEAMS,
+            length_penalty=LENGTH_PENALTY,
+            max_new_tokens=forced_length(b),
+            min_new_tokens=forced_length(b),
+        )
+        for b in batches
+    ]
 
 
 def translate_hf(model: torch.nn.Module, batches: list[Batch]) -> list[Tensor]:
-    return [model.generate(input_ids=b.ids, attention_mask=(b.ids != PAD_ID).long(), num_beams=BEAMS,
-                           length_penalty=LENGTH_PENALTY, max_new_tokens=forced_length(b),
-                           min_new_tokens=forced_length(b), do_sample=False) for b in batches]
+    return [
+        model.generate(
+            input_ids=b.ids,
+            attention_mask=(b.ids != PAD_ID).long(),
+            num_beams=BEAMS,
+            length_penalty=LENGTH_PENALTY,
+            max_new_tokens=forced_length(b),
+            min_new_tokens=forced_length(b),
+            do_sample=False,
+        )
+        for b in batches
+    ]
 
 
 def same_work(batches: list[Batch], ours: list[Tensor], hf: list[Tensor]) -> bool:
     """Every sentence decoded exactly its forced length on both sides (HF's output starts with the decoder's
     start token, ours does not)."""
-    return all(o.shape == (b.ids.size(0), forced_length(b)) and h.shape == (b.ids.size(0), forced_length(b) + 1)
-               for b, o, h in zip(batches, ours, hf, strict=True))
+    return all(
+        o.shape == (b.ids.size(0), forced_length(b)) and h.shape == (b.ids.size(0), forced_length(b) + 1)
+        for b, o, h in zip(batches, ours, hf, strict=True)
+    )
 
 
 def beam_vs_hf(rounds: int, batch_size: int) -> str | None:
@@ -344,8 +422,9 @@ def beam_vs_hf(rounds: int, batch_size: int) -> str | None:
     print("beam_vs_hf: warm-up (the first and last batch, each side)", file=sys.stderr, flush=True)
     for model, translate in ((ours, translate_ours), (hf, translate_hf)):
         translate(model, [batches[0], batches[-1]])
-    times, results = alternate({"ours": lambda: translate_ours(ours, batches),
-                                "hf": lambda: translate_hf(hf, batches)}, rounds)
+    times, results = alternate(
+        {"ours": lambda: translate_ours(ours, batches), "hf": lambda: translate_hf(hf, batches)}, rounds
+    )
     equal = all(same_work(batches, r["ours"], r["hf"]) for r in results)
     ours_s, hf_s = statistics.median(times["ours"]), statistics.median(times["hf"])
     tokens = sum(b.ids.size(0) * forced_length(b) for b in batches)
@@ -354,32 +433,38 @@ def beam_vs_hf(rounds: int, batch_size: int) -> str | None:
 
     trained = trained_beam_vs_greedy(ck, batches, rounds)
     attention = getattr(hf.config, "_attn_implementation", "?")
-    return "\n".join([
-        "### Beam search (4 beams) against Hugging Face `generate`, Multi30k test 2016",
-        "",
-        f"| {n:,} sentences, beam {BEAMS}, forced lengths | median time | sentences/s | every run (s) |",
-        "|---|---|---|---|",
-        f"| ours: `Seq2SeqTransformer.generate` | {ours_s:.2f} s | {n / ours_s:.1f} | {seconds_list(times['ours'])} |",
-        f"| Hugging Face: `MarianMTModel.generate` | {hf_s:.2f} s | {n / hf_s:.1f} | {seconds_list(times['hf'])} |",
-        "",
-        f"- Result: **hf / ours = {hf_s / ours_s:.2f}** (above 1: ours is faster; round by round: "
-        f"{round_ratios(times, 'hf', 'ours')}); every sentence decoded exactly "
-        f"its forced length on both sides: {'yes' if equal else 'NO'}",
-        f"- Work: {len(batches)} length-sorted batches of up to {batch_size} sentences, right-padded (attention mask "
-        f"for HF); every sentence decodes (its batch's source length + {EXTRA_TOKENS}) tokens with min_new_tokens = "
-        f"max_new_tokens, {steps} beam steps and {tokens:,} tokens per beam over the set; length penalty "
-        f"{LENGTH_PENALTY}. {rounds} rounds alternating ours / HF after a warm-up (two batches each)",
-        f"- Models, both randomly initialised (seed 0), dropout 0, the shape of runs/bench/multi30k: "
-        f"{cfg.encoder_layers}+{cfg.decoder_layers} layers, {cfg.d_model} dims, {cfg.n_heads} heads, d_ff "
-        f"{cfg.d_ff}, shared vocabulary {cfg.vocab_size} tied to the output, {cfg.activation}, scaled embeddings. "
-        f"Ours as the checkpoint: pre-LN, {cfg.positional} positions, {parameters(ours)} parameters. Marian: "
-        f"post-LN, sinusoidal positions, a final logits bias, attention `{attention}`, {parameters(hf)} parameters",
-        "- Target: beam-4 translation of the Multi30k test set at least as fast as Hugging Face `generate` with the "
-        "same model size and beam, measured side by side",
-        "",
-        *trained,
-        *footer(SCRIPT, versions("transformers")),
-    ])
+    return "\n".join(
+        [
+            "### Beam search (4 beams) against Hugging Face `generate`, Multi30k test 2016",
+            "",
+            f"| {n:,} sentences, beam {BEAMS}, forced lengths | median time | sentences/s | every run (s) |",
+            "|---|---|---|---|",
+            f"| ours: `Seq2SeqTransformer.generate` | {ours_s:.2f} s | {n / ours_s:.1f} | "
+            f"{seconds_list(times['ours'])} |",
+            f"| Hugging Face: `MarianMTModel.generate` | {hf_s:.2f} s | {n / hf_s:.1f} | {seconds_list(times['hf'])} |",
+            "",
+            f"- Result: **hf / ours = {hf_s / ours_s:.2f}** (above 1: ours is faster; round by round: "
+            f"{round_ratios(times, 'hf', 'ours')}); every sentence decoded exactly "
+            f"its forced length on both sides: {'yes' if equal else 'NO'}",
+            f"- Work: {len(batches)} length-sorted batches of up to {batch_size} sentences, right-padded "
+            f"(attention mask "
+            f"for HF); every sentence decodes (its batch's source length + {EXTRA_TOKENS}) tokens with "
+            f"min_new_tokens = "
+            f"max_new_tokens, {steps} beam steps and {tokens:,} tokens per beam over the set; length penalty "
+            f"{LENGTH_PENALTY}. {rounds} rounds alternating ours / HF after a warm-up (two batches each)",
+            f"- Models, both randomly initialised (seed 0), dropout 0, the shape of runs/bench/multi30k: "
+            f"{cfg.encoder_layers}+{cfg.decoder_layers} layers, {cfg.d_model} dims, {cfg.n_heads} heads, d_ff "
+            f"{cfg.d_ff}, shared vocabulary {cfg.vocab_size} tied to the output, {cfg.activation}, scaled embeddings. "
+            f"Ours as the checkpoint: pre-LN, {cfg.positional} positions, {parameters(ours)} parameters. Marian: "
+            f"post-LN, sinusoidal positions, a final logits bias, attention `{attention}`, {parameters(hf)} parameters",
+            "- Target: beam-4 translation of the Multi30k test set at least as fast as Hugging Face `generate` "
+            "with the "
+            "same model size and beam, measured side by side",
+            "",
+            *trained,
+            *footer(SCRIPT, versions("transformers")),
+        ]
+    )
 
 
 def trained_beam_vs_greedy(ck: Any, batches: list[Batch], rounds: int) -> list[str]:
@@ -412,8 +497,11 @@ def trained_beam_vs_greedy(ck: Any, batches: list[Batch], rounds: int) -> list[s
 
     def mean_length(outputs: list[Tensor]) -> float:
         """New tokens per sentence, up to and including EOS (rows are filled with PAD_ID after it)."""
-        lengths = [row.index(EOS_ID) + 1 if EOS_ID in row else sum(t != PAD_ID for t in row)
-                   for ids in outputs for row in ids.tolist()]
+        lengths = [
+            row.index(EOS_ID) + 1 if EOS_ID in row else sum(t != PAD_ID for t in row)
+            for ids in outputs
+            for row in ids.tolist()
+        ]
         return sum(lengths) / len(lengths)
 
     print("trained checkpoint: warm-up (the first batch, beam and greedy)", file=sys.stderr, flush=True)
@@ -424,11 +512,15 @@ def trained_beam_vs_greedy(ck: Any, batches: list[Batch], rounds: int) -> list[s
     last = results[-1]
     beam_s, greedy_s = statistics.median(times["beam"]), statistics.median(times["greedy"])
     rows = []
-    for name, k, label, seconds in (("beam", BEAMS, f"beam {BEAMS}, length penalty {LENGTH_PENALTY}", beam_s),
-                                    ("greedy", 1, "greedy", greedy_s)):
-        rows.append(f"| {label} | {seconds:.2f} s | {len(references) / seconds:.1f} | "
-                    f"{bleu(texts(last[name]), references):.2f} | {mean_length(last[name]):.1f} | {steps[k]} | "
-                    f"{seconds_list(times[name])} |")
+    for name, k, label, seconds in (
+        ("beam", BEAMS, f"beam {BEAMS}, length penalty {LENGTH_PENALTY}", beam_s),
+        ("greedy", 1, "greedy", greedy_s),
+    ):
+        rows.append(
+            f"| {label} | {seconds:.2f} s | {len(references) / seconds:.1f} | "
+            f"{bleu(texts(last[name]), references):.2f} | {mean_length(last[name]):.1f} | {steps[k]} | "
+            f"{seconds_list(times[name])} |"
+        )
     return [
         f"#### The trained checkpoint (runs/bench/multi30k, step {ck.step:,}): beam {BEAMS} against greedy",
         "",
@@ -453,10 +545,16 @@ def main() -> None:
     parser.add_argument("names", nargs="+", choices=["kv_cache", "greedy_vs_hf", "beam_vs_hf", "all"])
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds of each side, after a warm-up")
     parser.add_argument("--batch-size", type=int, default=64, help="beam_vs_hf: sentences per batch")
-    parser.add_argument("--shapes", nargs="+", choices=list(GREEDY_SHAPES), default=list(GREEDY_SHAPES),
-                        help="greedy_vs_hf: the model sizes")
-    parser.add_argument("--batches", nargs="+", type=int, default=list(GREEDY_BATCHES),
-                        help="greedy_vs_hf: the batch sizes")
+    parser.add_argument(
+        "--shapes",
+        nargs="+",
+        choices=list(GREEDY_SHAPES),
+        default=list(GREEDY_SHAPES),
+        help="greedy_vs_hf: the model sizes",
+    )
+    parser.add_argument(
+        "--batches", nargs="+", type=int, default=list(GREEDY_BATCHES), help="greedy_vs_hf: the batch sizes"
+    )
     parser.add_argument("--new-tokens", type=int, default=GREEDY_NEW_TOKENS, help="greedy_vs_hf: tokens to generate")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch.set_num_threads")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
@@ -475,6 +573,7 @@ def main() -> None:
         print(text, flush=True)
         if not args.no_write:
             write_block(name, text, script="generation")
+
 
 if __name__ == "__main__":
     main()

@@ -56,10 +56,20 @@ PROMPT_LEN = 16  # decode: random prompt tokens
 
 # mfu shapes; steps: training steps per timed round. GPT-2's vocabulary 50,257 padded to 50,304 (a multiple of 64).
 SHAPES = {
-    "gpt2-small": LMShape("gpt2-small (12 layers, 12 heads, 768 dims)", 12, 12, 768, 1024, 16, 50304, steps=10,
-                          target=">= 45% MFU on an H100"),
-    "tiny": LMShape("tiny (2 layers, 2 heads, 64 dims), CPU smoke test", 2, 2, 64, 32, 4, 65, steps=2,
-                    target="none (smoke test)"),
+    "gpt2-small": LMShape(
+        "gpt2-small (12 layers, 12 heads, 768 dims)",
+        12,
+        12,
+        768,
+        1024,
+        16,
+        50304,
+        steps=10,
+        target=">= 45% MFU on an H100",
+    ),
+    "tiny": LMShape(
+        "tiny (2 layers, 2 heads, 64 dims), CPU smoke test", 2, 2, 64, 32, 4, 65, steps=2, target="none (smoke test)"
+    ),
 }
 JUDGED_PEER = "transformers GPT-2"  # lm_sides' GPT-2 with exact GELU; its gelu_new twin and x-transformers are left out
 
@@ -148,23 +158,40 @@ def under_bf16(side: Side, device: torch.device) -> Side:
     return Side(side.name, side.model, loss, side.judged)
 
 
-def mfu_table(sides: list[Side], per_step: dict[str, float], warmups: dict[str, float], shape: LMShape,
-              peak: float | None, matmul: tuple[str, float]) -> list[str]:
+def mfu_table(
+    sides: list[Side],
+    per_step: dict[str, float],
+    warmups: dict[str, float],
+    shape: LMShape,
+    peak: float | None,
+    matmul: tuple[str, float],
+) -> list[str]:
     """One row per side and one for the matrix product (its name and TFLOP/s)."""
     label, matmul_tflops = matmul
-    rows = ["| side | N (no positions) | ms per step | peer / ours | tokens/s | TFLOP/s | MFU | of matmul rate "
-            "| warm-up s |", "|---|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| side | N (no positions) | ms per step | peer / ours | tokens/s | TFLOP/s | MFU | of matmul rate "
+        "| warm-up s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     tokens = shape.batch * shape.block
     for side in sides:
         n = non_position_params(side.model)
         t = per_step[side.name]
-        tflops = flops_per_token(n, shape.n_layers, shape.n_heads, shape.d_model // shape.n_heads,
-                                 shape.block) * tokens / t / 1e12
-        rows.append(f"| {side.name} | {n:,} | {t * 1000:.1f} | {t / per_step['ours']:.2f} | {tokens / t:,.0f} | "
-                    f"{tflops:.2f} | {percent(peak and tflops / peak)} | {tflops / matmul_tflops:.0%} | "
-                    f"{warmups[side.name]:.1f} |")
-    rows.append(f"| {label} | | {per_step['matmul'] * 1000:.2f} per product | | | {matmul_tflops:.2f} | "
-                f"{percent(peak and matmul_tflops / peak)} | 100% | |")
+        tflops = (
+            flops_per_token(n, shape.n_layers, shape.n_heads, shape.d_model // shape.n_heads, shape.block)
+            * tokens
+            / t
+            / 1e12
+        )
+        rows.append(
+            f"| {side.name} | {n:,} | {t * 1000:.1f} | {t / per_step['ours']:.2f} | {tokens / t:,.0f} | "
+            f"{tflops:.2f} | {percent(peak and tflops / peak)} | {tflops / matmul_tflops:.0%} | "
+            f"{warmups[side.name]:.1f} |"
+        )
+    rows.append(
+        f"| {label} | | {per_step['matmul'] * 1000:.2f} per product | | | {matmul_tflops:.2f} | "
+        f"{percent(peak and matmul_tflops / peak)} | 100% | |"
+    )
     return rows
 
 
@@ -191,35 +218,40 @@ def mfu(args: argparse.Namespace) -> str | None:
 
     peers = [s.name for s in sides if s.name != "ours"]
     best = min(peers, key=per_step.__getitem__, default=None)
-    peer_text = (f"best peer ({best}): MFU {percent(peak and tflops(best) / peak)} ({tflops(best):.2f} TFLOP/s)"
-                 if best else "no peer installed")
+    peer_text = (
+        f"best peer ({best}): MFU {percent(peak and tflops(best) / peak)} ({tflops(best):.2f} TFLOP/s)"
+        if best
+        else "no peer installed"
+    )
     peak_text = f"{peak:g} TFLOP/s" if peak else "unknown (give --peak-tflops)"
     mode = "eager" if args.no_compile else "torch.compile"
-    return "\n".join([
-        f"### Model FLOPs utilisation of {args.shape} language-model training (bf16 autocast, {mode}, "
-        f"{device.type})",
-        "",
-        *mfu_table(sides, per_step, warmups, shape, peak, (f"bf16 matmul {n}^3", matmul_tflops)),
-        "",
-        f"- Result: **MFU of ours {percent(peak and tflops('ours') / peak)} (target >= 45%)**, "
-        f"{tflops('ours'):.2f} TFLOP/s; {peer_text}; {ratio_text(per_step, sides)}",
-        f"- Device: {device_name(device)}, spec dense bf16 peak {peak_text}; a bf16 {n} x {n} x {n} matrix product "
-        f"in the same alternation runs at {matmul_tflops:.2f} TFLOP/s (measured peak"
-        + (f", {matmul_tflops / peak:.0%} of the spec)" if peak else ")"),
-        f"- Work: {shape.name}, block {shape.block}, batch {shape.batch} ({tokens:,} tokens per step), vocabulary "
-        f"{shape.vocab:,}" + (" (GPT-2's 50,257 padded to a multiple of 64, as nanoGPT and llm.c do)"
-                               if shape.vocab == 50304 else "")
-        + f"; {per_token / 1e6:,.1f} MFLOP per token by 6N + 12 L H Q T (N = {n_ours:,} parameters without the "
-        "position table, the tied output projection counted once; attention counted over the full block)",
-        "- Sides: ours, `TransformerLM` of the gpt2-small preset (pre-LN, learned positions, exact GELU, tied "
-        "output); transformers `GPT2LMHeadModel(activation_function=\"gelu\", attn_implementation=\"sdpa\")`; every "
-        "matrix from N(0, 0.02), dropout 0; float32 weights, gradients and fused AdamW state, forward and cross-"
-        f"entropy under `torch.autocast({device.type!r}, dtype=torch.bfloat16)`"
-        + ("" if args.no_compile else ", the loss function (model + loss) compiled with `torch.compile`")
-        + f". Two warm-up steps, then {args.rounds} alternating rounds of {shape.steps} steps on the same batch of "
-        "random tokens; ms per step are medians",
-        *footer(SCRIPT, versions("transformers")),
-    ])
+    return "\n".join(
+        [
+            f"### Model FLOPs utilisation of {args.shape} language-model training (bf16 autocast, {mode}, "
+            f"{device.type})",
+            "",
+            *mfu_table(sides, per_step, warmups, shape, peak, (f"bf16 matmul {n}^3", matmul_tflops)),
+            "",
+            f"- Result: **MFU of ours {percent(peak and tflops('ours') / peak)} (target >= 45%)**, "
+            f"{tflops('ours'):.2f} TFLOP/s; {peer_text}; {ratio_text(per_step, sides)}",
+            f"- Device: {device_name(device)}, spec dense bf16 peak {peak_text}; a bf16 {n} x {n} x {n} matrix product "
+            f"in the same alternation runs at {matmul_tflops:.2f} TFLOP/s (measured peak"
+            + (f", {matmul_tflops / peak:.0%} of the spec)" if peak else ")"),
+            f"- Work: {shape.name}, block {shape.block}, batch {shape.batch} ({tokens:,} tokens per step), vocabulary "
+            f"{shape.vocab:,}"
+            + (" (GPT-2's 50,257 padded to a multiple of 64, as nanoGPT and llm.c do)" if shape.vocab == 50304 else "")
+            + f"; {per_token / 1e6:,.1f} MFLOP per token by 6N + 12 L H Q T (N = {n_ours:,} parameters without the "
+            "position table, the tied output projection counted once; attention counted over the full block)",
+            "- Sides: ours, `TransformerLM` of the gpt2-small preset (pre-LN, learned positions, exact GELU, tied "
+            'output); transformers `GPT2LMHeadModel(activation_function="gelu", attn_implementation="sdpa")`; every '
+            "matrix from N(0, 0.02), dropout 0; float32 weights, gradients and fused AdamW state, forward and cross-"
+            f"entropy under `torch.autocast({device.type!r}, dtype=torch.bfloat16)`"
+            + ("" if args.no_compile else ", the loss function (model + loss) compiled with `torch.compile`")
+            + f". Two warm-up steps, then {args.rounds} alternating rounds of {shape.steps} steps on the same batch of "
+            "random tokens; ms per step are medians",
+            *footer(SCRIPT, versions("transformers")),
+        ]
+    )
 
 
 # --- decode ----------------------------------------------------------------------------------------------------
@@ -231,8 +263,15 @@ def decode_twins(args: argparse.Namespace) -> tuple[nn.Module, nn.Module]:
         ours, hf = gpt2_twins("gpt2-small")
     else:
         s = SHAPES[args.shape]
-        ours, hf = gpt2_twins("gpt2-small", n_layers=s.n_layers, n_heads=s.n_heads, d_model=s.d_model,
-                              d_ff=4 * s.d_model, vocab_size=s.vocab, max_seq_len=s.block)
+        ours, hf = gpt2_twins(
+            "gpt2-small",
+            n_layers=s.n_layers,
+            n_heads=s.n_heads,
+            d_model=s.d_model,
+            d_ff=4 * s.d_model,
+            vocab_size=s.vocab,
+            max_seq_len=s.block,
+        )
     return ours.to(args.device, torch.bfloat16), hf.to(args.device, torch.bfloat16)
 
 
@@ -245,8 +284,9 @@ def bytes_per_token(model: nn.Module, new_tokens: int) -> tuple[float, float]:
     return weights, cache
 
 
-def decode_sides(ours: nn.Module, hf: nn.Module, prompt: Tensor, n: int, compile_stack: bool
-                 ) -> dict[str, Callable[[], Tensor]]:
+def decode_sides(
+    ours: nn.Module, hf: nn.Module, prompt: Tensor, n: int, compile_stack: bool
+) -> dict[str, Callable[[], Tensor]]:
     """Each side's call: prompt (1, P) -> prompt + n greedy tokens, (1, P + n)."""
     run_ours, run_hf = greedy_sides(ours, hf, prompt, n)
     sides = {"ours, growing cache": run_ours}
@@ -269,8 +309,16 @@ def decode_sides(ours: nn.Module, hf: nn.Module, prompt: Tensor, n: int, compile
 
         def run_hf_static() -> Tensor:
             with torch.inference_mode():
-                return hf.generate(input_ids=prompt, attention_mask=mask, max_new_tokens=n, min_new_tokens=n,
-                                   do_sample=False, use_cache=True, pad_token_id=0, cache_implementation="static")
+                return hf.generate(
+                    input_ids=prompt,
+                    attention_mask=mask,
+                    max_new_tokens=n,
+                    min_new_tokens=n,
+                    do_sample=False,
+                    use_cache=True,
+                    pad_token_id=0,
+                    cache_implementation="static",
+                )
 
         sides["HF generate, static cache"] = run_hf_static
     return sides
@@ -304,20 +352,32 @@ def same_tokens(results: list[dict], name: str, reference: str) -> float:
     return same / total
 
 
-def decode_table(seconds: dict[str, float], results: list[dict], n: int, per_token_bytes: float,
-                 bandwidth: float | None, copy_gbs: float, copy_label: str) -> list[str]:
+def decode_table(
+    seconds: dict[str, float],
+    results: list[dict],
+    n: int,
+    per_token_bytes: float,
+    bandwidth: float | None,
+    copy_gbs: float,
+    copy_label: str,
+) -> list[str]:
     """One row per side and one for the copy."""
     spec_head = f"of spec {bandwidth:g} GB/s" if bandwidth else "of spec"
-    rows = [f"| side | s per run | tokens/s | ms per token | GB/s | {spec_head} | of measured copy | time / ours' best "
-            "| same tokens as ours |", "|---|---|---|---|---|---|---|---|---|"]
+    rows = [
+        f"| side | s per run | tokens/s | ms per token | GB/s | {spec_head} | of measured copy | time / ours' best "
+        "| same tokens as ours |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     best_ours = min(t for name, t in seconds.items() if name.startswith("ours"))
     for name, t in seconds.items():
         if name == "copy":
             continue
         gbs = per_token_bytes * n / t / 1e9
-        rows.append(f"| {name} | {t:.3f} | {n / t:,.1f} | {t / n * 1000:.2f} | {gbs:.1f} | "
-                    f"{percent(bandwidth and gbs / bandwidth)} | {gbs / copy_gbs:.1%} | {t / best_ours:.2f} | "
-                    f"{same_tokens(results, name, 'ours, growing cache'):.1%} |")
+        rows.append(
+            f"| {name} | {t:.3f} | {n / t:,.1f} | {t / n * 1000:.2f} | {gbs:.1f} | "
+            f"{percent(bandwidth and gbs / bandwidth)} | {gbs / copy_gbs:.1%} | {t / best_ours:.2f} | "
+            f"{same_tokens(results, name, 'ours, growing cache'):.1%} |"
+        )
     rows.append(f"| {copy_label} | | | | {copy_gbs:.1f} | {percent(bandwidth and copy_gbs / bandwidth)} | 100% | | |")
     return rows
 
@@ -349,41 +409,53 @@ def decode(args: argparse.Namespace) -> str | None:
 
     def reached(name: str) -> str:
         gbs = per_token * n / seconds[name] / 1e9
-        return (f"{percent(bandwidth and gbs / bandwidth)} of the spec bandwidth, {gbs / copy_gbs:.1%} of the "
-                f"measured copy bandwidth")
+        return (
+            f"{percent(bandwidth and gbs / bandwidth)} of the spec bandwidth, {gbs / copy_gbs:.1%} of the "
+            f"measured copy bandwidth"
+        )
 
-    limit = (f"{per_token / (bandwidth * 1e9) * 1000:.3f} ms per token ({bandwidth * 1e9 / per_token:,.0f} tokens/s)"
-             if bandwidth else "unknown (give --bandwidth-gbs)")
+    limit = (
+        f"{per_token / (bandwidth * 1e9) * 1000:.3f} ms per token ({bandwidth * 1e9 / per_token:,.0f} tokens/s)"
+        if bandwidth
+        else "unknown (give --bandwidth-gbs)"
+    )
     copy_label = f"copy {copy_bytes // 2 // 2**20} MiB (read + write)"
     cfg = ours.cfg
-    return "\n".join([
-        f"### Batch-1 decoding of {args.shape} against the memory-bandwidth limit (bf16, {device.type})",
-        "",
-        *decode_table(seconds, results, n, per_token, bandwidth, copy_gbs, copy_label),
-        "",
-        f"- Result: **{best_ours} reaches {reached(best_ours)}**; {best_hf}: {reached(best_hf)}; "
-        f"**{best_hf} / {best_ours} = {seconds[best_hf] / seconds[best_ours]:.2f}x**. gpt-fast reaches about 70% "
-        "of an A100's bandwidth with compile and a static cache",
-        f"- Limit: {per_token / 1e6:.2f} MB read per token = {weights / 1e6:.2f} MB of bf16 weights (every "
-        f"parameter but the position table, the tied embedding once) + {cache / 1e6:.2f} MB of KV cache (keys and "
-        f"values of {cfg.n_layers} layers at {PROMPT_LEN} + {n}/2 tokens on average); at the spec bandwidth "
-        f"({device_name(device)}: " + (f"{bandwidth:g} GB/s" if bandwidth else "unknown") + f") the limit is "
-        f"{limit}; the copy in the same alternation measures {copy_gbs:.1f} GB/s",
-        f"- Work: a prompt of {PROMPT_LEN} random tokens, {n} new tokens, greedy, no EOS, batch 1; tokens/s counts "
-        "the new tokens and a run includes the prompt's prefill. Ours: `lm.generate(prompt, max_new_tokens=n)` "
-        "under `torch.inference_mode()`"
-        + ("" if args.no_compile else "; its copy with `model.decoder.stack.compile(mode=\"reduce-overhead\" on a "
-           "GPU, else \"default\", dynamic=False)` runs `generate(..., cache=cache)` with one preallocated cache "
-           "for every run (`init_cache(1, P + n)`, so that CUDA graphs are replayed, not recorded again)")
-        + f". HF: `GPT2LMHeadModel.generate(input_ids, attention_mask, max_new_tokens={n}, min_new_tokens={n}, "
-        "do_sample=False, use_cache=True)`"
-        + ("" if args.no_compile else ", and the same with `cache_implementation=\"static\"`") + ". Same tokens: "
-        "the share of new tokens equal to ours (growing cache) position by position; bf16 can flip near-ties",
-        f"- Models: `generation.gpt2_twins` ({cfg.n_layers} layers, {cfg.d_model} dims, {cfg.n_heads} heads, "
-        f"vocabulary {cfg.vocab_size:,}, tanh GELU, random weights seed 0) cast to bf16; {WARMUPS} warm-up runs of "
-        f"every side, then {args.rounds} alternating rounds; s per run are medians",
-        *footer(SCRIPT, versions("transformers")),
-    ])
+    return "\n".join(
+        [
+            f"### Batch-1 decoding of {args.shape} against the memory-bandwidth limit (bf16, {device.type})",
+            "",
+            *decode_table(seconds, results, n, per_token, bandwidth, copy_gbs, copy_label),
+            "",
+            f"- Result: **{best_ours} reaches {reached(best_ours)}**; {best_hf}: {reached(best_hf)}; "
+            f"**{best_hf} / {best_ours} = {seconds[best_hf] / seconds[best_ours]:.2f}x**. gpt-fast reaches about 70% "
+            "of an A100's bandwidth with compile and a static cache",
+            f"- Limit: {per_token / 1e6:.2f} MB read per token = {weights / 1e6:.2f} MB of bf16 weights (every "
+            f"parameter but the position table, the tied embedding once) + {cache / 1e6:.2f} MB of KV cache (keys and "
+            f"values of {cfg.n_layers} layers at {PROMPT_LEN} + {n}/2 tokens on average); at the spec bandwidth "
+            f"({device_name(device)}: " + (f"{bandwidth:g} GB/s" if bandwidth else "unknown") + f") the limit is "
+            f"{limit}; the copy in the same alternation measures {copy_gbs:.1f} GB/s",
+            f"- Work: a prompt of {PROMPT_LEN} random tokens, {n} new tokens, greedy, no EOS, batch 1; tokens/s counts "
+            "the new tokens and a run includes the prompt's prefill. Ours: `lm.generate(prompt, max_new_tokens=n)` "
+            "under `torch.inference_mode()`"
+            + (
+                ""
+                if args.no_compile
+                else '; its copy with `model.decoder.stack.compile(mode="reduce-overhead" on a '
+                'GPU, else "default", dynamic=False)` runs `generate(..., cache=cache)` with one preallocated cache '
+                "for every run (`init_cache(1, P + n)`, so that CUDA graphs are replayed, not recorded again)"
+            )
+            + f". HF: `GPT2LMHeadModel.generate(input_ids, attention_mask, max_new_tokens={n}, min_new_tokens={n}, "
+            "do_sample=False, use_cache=True)`"
+            + ("" if args.no_compile else ', and the same with `cache_implementation="static"`')
+            + ". Same tokens: "
+            "the share of new tokens equal to ours (growing cache) position by position; bf16 can flip near-ties",
+            f"- Models: `generation.gpt2_twins` ({cfg.n_layers} layers, {cfg.d_model} dims, {cfg.n_heads} heads, "
+            f"vocabulary {cfg.vocab_size:,}, tanh GELU, random weights seed 0) cast to bf16; {WARMUPS} warm-up runs of "
+            f"every side, then {args.rounds} alternating rounds; s per run are medians",
+            *footer(SCRIPT, versions("transformers")),
+        ]
+    )
 
 
 # --- command line ----------------------------------------------------------------------------------------------
@@ -393,8 +465,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("parts", nargs="+", choices=["mfu", "decode", "all"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--shape", choices=list(SHAPES), default="gpt2-small",
-                        help="gpt2-small, or tiny (2 layers, 64 dims, block 32, vocabulary 65) for a CPU smoke test")
+    parser.add_argument(
+        "--shape",
+        choices=list(SHAPES),
+        default="gpt2-small",
+        help="gpt2-small, or tiny (2 layers, 64 dims, block 32, vocabulary 65) for a CPU smoke test",
+    )
     parser.add_argument("--batch", type=int, help="mfu: rows per step (default 16 for gpt2-small, 4 for tiny)")
     parser.add_argument("--block", type=int, help="mfu: tokens per row (default 1024 for gpt2-small, 32 for tiny)")
     parser.add_argument("--steps", type=int, help="mfu: steps per timed round (default 10 for gpt2-small)")

@@ -50,8 +50,14 @@ def timed(fn: Callable[[], Any], device: torch.device | str = "cpu") -> tuple[fl
     return time.perf_counter() - start_time, result
 
 
-def alternate(sides: dict[str, Callable[[], Any]], rounds: int, *, repeat: int = 1, device: torch.device | str = "cpu",
-              label: str = "") -> tuple[dict[str, list[float]], list[dict]]:
+def alternate(
+    sides: dict[str, Callable[[], Any]],
+    rounds: int,
+    *,
+    repeat: int = 1,
+    device: torch.device | str = "cpu",
+    label: str = "",
+) -> tuple[dict[str, list[float]], list[dict]]:
     """Run every side in turn once per round (A B A B ...): seconds per call of each side in each round (the mean
     over `repeat` back-to-back calls), and each round's results (of the last call)."""
     times: dict[str, list[float]] = {name: [] for name in sides}
@@ -61,8 +67,9 @@ def alternate(sides: dict[str, Callable[[], Any]], rounds: int, *, repeat: int =
         for name, fn in sides.items():
             seconds, outputs[name] = timed(lambda fn=fn: [fn() for _ in range(repeat)][-1], device)
             times[name].append(seconds / repeat)
-            print(f"  {label}round {r + 1}/{rounds}: {name} {seconds / repeat * 1000:.1f} ms", file=sys.stderr,
-                  flush=True)
+            print(
+                f"  {label}round {r + 1}/{rounds}: {name} {seconds / repeat * 1000:.1f} ms", file=sys.stderr, flush=True
+            )
         results.append(outputs)
     return times, results
 
@@ -112,9 +119,11 @@ def as_users_run(model: torch.nn.Module, device: torch.device | str = "cpu") -> 
 def machine() -> str:
     from transformer_networks import __version__
 
-    text = (f"{platform.system()} {platform.machine()}, {cpu_model()}, {os.cpu_count()} CPU cores, torch "
-            f"{torch.__version__} ({torch.get_num_threads()} threads), transformer-networks {__version__}, Python "
-            f"{platform.python_version()}")
+    text = (
+        f"{platform.system()} {platform.machine()}, {cpu_model()}, {os.cpu_count()} CPU cores, torch "
+        f"{torch.__version__} ({torch.get_num_threads()} threads), transformer-networks {__version__}, Python "
+        f"{platform.python_version()}"
+    )
     if torch.cuda.is_available():
         text += f", {torch.cuda.get_device_name()}"
     return text

@@ -76,10 +76,28 @@ class LMShape:
 
 
 LM_SHAPES = {
-    "nanogpt": LMShape("nanoGPT CPU (4 layers, 4 heads, 128 dims, block 64, batch 12, vocab 65)",
-                       4, 4, 128, 64, 12, 65, steps=20, target=">= 1.3x"),
-    "large": LMShape("larger (6 layers, 6 heads, 384 dims, block 256, batch 8, vocab 65)",
-                     6, 6, 384, 256, 8, 65, steps=3, target=">= 1.05x and >= 90% of the matmul rate"),
+    "nanogpt": LMShape(
+        "nanoGPT CPU (4 layers, 4 heads, 128 dims, block 64, batch 12, vocab 65)",
+        4,
+        4,
+        128,
+        64,
+        12,
+        65,
+        steps=20,
+        target=">= 1.3x",
+    ),
+    "large": LMShape(
+        "larger (6 layers, 6 heads, 384 dims, block 256, batch 8, vocab 65)",
+        6,
+        6,
+        384,
+        256,
+        8,
+        65,
+        steps=3,
+        target=">= 1.05x and >= 90% of the matmul rate",
+    ),
 }
 
 
@@ -98,8 +116,7 @@ def same_init(model: nn.Module, seed: int = 0) -> nn.Module:
 
 def adamw(model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
     fused = device.type in ("cpu", "cuda")
-    return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.1,
-                             fused=fused)
+    return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.1, fused=fused)
 
 
 @dataclass
@@ -112,8 +129,9 @@ class Side:
     judged: bool = True  # counts as a peer for the target (False: shown for information)
 
 
-def train_steps(side: Side, batches: list[tuple[Tensor, ...]], device: torch.device,
-                compile_model: bool) -> tuple[Callable[[], Tensor], float]:
+def train_steps(
+    side: Side, batches: list[tuple[Tensor, ...]], device: torch.device, compile_model: bool
+) -> tuple[Callable[[], Tensor], float]:
     """A function that takes len(batches) optimizer steps (each on the next batch), and the warm-up seconds
     (compilation included)."""
     side.model.to(device).train()
@@ -138,9 +156,14 @@ def train_steps(side: Side, batches: list[tuple[Tensor, ...]], device: torch.dev
     return steps, time.perf_counter() - start
 
 
-def compare(sides: list[Side], batches: list[tuple[Tensor, ...]], args: argparse.Namespace, label: str,
-            repeat: int, extra: dict[str, Callable[[], object]] | None = None
-            ) -> tuple[dict[str, float], dict[str, float]]:
+def compare(
+    sides: list[Side],
+    batches: list[tuple[Tensor, ...]],
+    args: argparse.Namespace,
+    label: str,
+    repeat: int,
+    extra: dict[str, Callable[[], object]] | None = None,
+) -> tuple[dict[str, float], dict[str, float]]:
     """Median seconds per step of every side (and per call of each `extra` function), and the warm-up seconds.
     Each timed run of a side takes `repeat` passes over `batches`."""
     runs, warmups = {}, {}
@@ -164,8 +187,13 @@ def ratio_text(per_step: dict[str, float], sides: list[Side]) -> str:
     return f"best peer ({best}) / ours = **{per_step[best] / ours:.2f}x**"
 
 
-def table(sides: list[Side], per_step: dict[str, float], warmups: dict[str, float], tokens: int | None,
-          flops: float | None = None) -> list[str]:
+def table(
+    sides: list[Side],
+    per_step: dict[str, float],
+    warmups: dict[str, float],
+    tokens: int | None,
+    flops: float | None = None,
+) -> list[str]:
     columns = ["side", "parameters", "ms per step", "peer / ours"]
     columns += ["tokens/s"] * bool(tokens) + ["GFLOP/s"] * bool(flops) + ["warm-up s"]
     rows = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
@@ -191,26 +219,57 @@ def lm_sides(shape: LMShape) -> list[Side]:
     def loss_of(logits: Tensor, targets: Tensor) -> Tensor:
         return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
 
-    cfg = TransformerConfig.from_preset("gpt2-small", vocab_size=V, d_model=C, n_heads=H, n_layers=L, d_ff=4 * C,
-                                        max_seq_len=T, dropout=0.0, activation="gelu")
+    cfg = TransformerConfig.from_preset(
+        "gpt2-small",
+        vocab_size=V,
+        d_model=C,
+        n_heads=H,
+        n_layers=L,
+        d_ff=4 * C,
+        max_seq_len=T,
+        dropout=0.0,
+        activation="gelu",
+    )
     ours = same_init(TransformerLM(cfg))
     sides = [Side("ours", ours, lambda b: loss_of(ours(b[0]), b[1]))]
     if importlib.util.find_spec("transformers"):
         from transformers import GPT2Config, GPT2LMHeadModel
 
-        for activation, name, judged in (("gelu", "transformers GPT-2", True),
-                                         ("gelu_new", "transformers GPT-2, default gelu_new", False)):
-            hf = same_init(GPT2LMHeadModel(GPT2Config(
-                vocab_size=V, n_positions=T, n_embd=C, n_layer=L, n_head=H, activation_function=activation,
-                resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, use_cache=False, bos_token_id=0, eos_token_id=0,
-                attn_implementation="sdpa")))
+        for activation, name, judged in (
+            ("gelu", "transformers GPT-2", True),
+            ("gelu_new", "transformers GPT-2, default gelu_new", False),
+        ):
+            hf = same_init(
+                GPT2LMHeadModel(
+                    GPT2Config(
+                        vocab_size=V,
+                        n_positions=T,
+                        n_embd=C,
+                        n_layer=L,
+                        n_head=H,
+                        activation_function=activation,
+                        resid_pdrop=0.0,
+                        embd_pdrop=0.0,
+                        attn_pdrop=0.0,
+                        use_cache=False,
+                        bos_token_id=0,
+                        eos_token_id=0,
+                        attn_implementation="sdpa",
+                    )
+                )
+            )
             sides.append(Side(name, hf, lambda b, hf=hf: loss_of(hf(input_ids=b[0]).logits, b[1]), judged))
     if importlib.util.find_spec("x_transformers"):
         from x_transformers import Decoder, TransformerWrapper
 
-        xt = same_init(TransformerWrapper(
-            num_tokens=V, max_seq_len=T, tie_embedding=True,
-            attn_layers=Decoder(dim=C, depth=L, heads=H, attn_dim_head=C // H, ff_mult=4, attn_flash=True)))
+        xt = same_init(
+            TransformerWrapper(
+                num_tokens=V,
+                max_seq_len=T,
+                tie_embedding=True,
+                attn_layers=Decoder(dim=C, depth=L, heads=H, attn_dim_head=C // H, ff_mult=4, attn_flash=True),
+            )
+        )
         sides.append(Side("x-transformers", xt, lambda b: loss_of(xt(b[0]), b[1])))
     return sides
 
@@ -240,8 +299,9 @@ def lm(args: argparse.Namespace) -> str:
         ids = torch.randint(shape.vocab, (shape.batch, shape.block + 1), generator=generator)
         batches = [(ids[:, :-1].to(args.device), ids[:, 1:].to(args.device))]
         products, multiply_flops = matmul_rates(args.device)
-        extra = {name: lambda multiply=multiply: [multiply() for _ in range(5)][-1]
-                 for name, multiply in products.items()}
+        extra = {
+            name: lambda multiply=multiply: [multiply() for _ in range(5)][-1] for name, multiply in products.items()
+        }
         per_step, warmups = compare(sides, batches, args, key, shape.steps, extra)
         rates = {name: multiply_flops / (per_step[name] / 5) / 1e9 for name in products}
         ours = sides[0].model
@@ -265,23 +325,26 @@ def lm(args: argparse.Namespace) -> str:
             "",
         ]
     mode = "compile" if args.compile else "eager"
-    return "\n".join([
-        f"### Language-model training step ({mode}, {args.device.type})",
-        "",
-        f"Forward, cross-entropy, backward and AdamW step on a batch of random tokens; {args.rounds} alternating "
-        f"rounds after two warm-up rounds; ms per step are medians. Ours: `TransformerLM` of the gpt2-small preset "
-        "resized (pre-LN, learned positions, exact GELU, tied output); the peers at the same shape.",
-        "",
-        *blocks,
-        *footer(SCRIPT, versions(*PEERS)),
-    ])
+    return "\n".join(
+        [
+            f"### Language-model training step ({mode}, {args.device.type})",
+            "",
+            f"Forward, cross-entropy, backward and AdamW step on a batch of random tokens; {args.rounds} alternating "
+            f"rounds after two warm-up rounds; ms per step are medians. Ours: `TransformerLM` of the gpt2-small preset "
+            "resized (pre-LN, learned positions, exact GELU, tied output); the peers at the same shape.",
+            "",
+            *blocks,
+            *footer(SCRIPT, versions(*PEERS)),
+        ]
+    )
 
 
 # --- encoder-decoder -------------------------------------------------------------------------------------------
 
 
-def padded_batches(n_batches: int, rows: int, mean: float, std: float, low: int, high: int, vocab: int,
-                   seed: int) -> list[Tensor]:
+def padded_batches(
+    n_batches: int, rows: int, mean: float, std: float, low: int, high: int, vocab: int, seed: int
+) -> list[Tensor]:
     """Batches of random token ids (>= 3) whose row lengths follow N(mean, std) clipped to [low, high], padded with 0
     at the end to the batch's longest row, as a shuffled data loader yields them."""
     generator = torch.Generator().manual_seed(seed)
@@ -306,8 +369,9 @@ class TorchSeq2Seq(nn.Module):
         table = torch.zeros(max_len, d_model)
         table[:, 0::2], table[:, 1::2] = torch.sin(position * frequencies), torch.cos(position * frequencies)
         self.register_buffer("positions", table, persistent=False)
-        self.transformer = nn.Transformer(d_model, n_heads, n_layers, n_layers, d_ff, dropout=0.0, batch_first=True,
-                                          norm_first=True)
+        self.transformer = nn.Transformer(
+            d_model, n_heads, n_layers, n_layers, d_ff, dropout=0.0, batch_first=True, norm_first=True
+        )
         self.out = nn.Linear(d_model, vocab, bias=False)
         self.out.weight = self.embedding.weight
         self.scale = math.sqrt(d_model)
@@ -317,9 +381,15 @@ class TorchSeq2Seq(nn.Module):
 
     def forward(self, src: Tensor, tgt: Tensor) -> Tensor:
         causal = nn.Transformer.generate_square_subsequent_mask(tgt.size(1), device=tgt.device)
-        hidden = self.transformer(self.embed(src), self.embed(tgt), tgt_mask=causal, tgt_is_causal=True,
-                                  src_key_padding_mask=src == 0, tgt_key_padding_mask=tgt == 0,
-                                  memory_key_padding_mask=src == 0)
+        hidden = self.transformer(
+            self.embed(src),
+            self.embed(tgt),
+            tgt_mask=causal,
+            tgt_is_causal=True,
+            src_key_padding_mask=src == 0,
+            tgt_key_padding_mask=tgt == 0,
+            memory_key_padding_mask=src == 0,
+        )
         return self.out(hidden)
 
 
@@ -329,24 +399,56 @@ def seq2seq(args: argparse.Namespace) -> str:
     def loss_of(logits: Tensor, targets: Tensor) -> Tensor:
         return F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1), ignore_index=0, label_smoothing=0.1)
 
-    cfg = TransformerConfig.from_preset("small", vocab_size=V, d_model=C, n_heads=H, n_layers=L, d_ff=FF,
-                                        dropout=0.0)
+    cfg = TransformerConfig.from_preset("small", vocab_size=V, d_model=C, n_heads=H, n_layers=L, d_ff=FF, dropout=0.0)
     ours = same_init(Seq2SeqTransformer(cfg))
     torch_model = same_init(TorchSeq2Seq(V, C, H, L, FF))
     # Ours as its trainer computes the loss: given the labels, the output layer runs on the real targets only.
-    sides = [Side("ours", ours, lambda b: ours(b[0], b[1], labels=b[2], label_smoothing=0.1).loss),
-             Side("nn.Transformer model", torch_model, lambda b: loss_of(torch_model(b[0], b[1]), b[2]))]
+    sides = [
+        Side("ours", ours, lambda b: ours(b[0], b[1], labels=b[2], label_smoothing=0.1).loss),
+        Side("nn.Transformer model", torch_model, lambda b: loss_of(torch_model(b[0], b[1]), b[2])),
+    ]
     if importlib.util.find_spec("transformers"):
         from transformers import MarianConfig, MarianMTModel
 
-        marian = same_init(MarianMTModel(MarianConfig(
-            vocab_size=V, d_model=C, encoder_layers=L, decoder_layers=L, encoder_attention_heads=H,
-            decoder_attention_heads=H, encoder_ffn_dim=FF, decoder_ffn_dim=FF, activation_function="relu",
-            dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, scale_embedding=True, pad_token_id=0,
-            decoder_start_token_id=0, eos_token_id=2, max_position_embeddings=512, attn_implementation="sdpa")))
-        sides.append(Side("transformers MarianMTModel", marian, lambda b: loss_of(
-            marian(input_ids=b[0], attention_mask=b[0] != 0, decoder_input_ids=b[1],
-                   decoder_attention_mask=b[1] != 0).logits, b[2])))
+        marian = same_init(
+            MarianMTModel(
+                MarianConfig(
+                    vocab_size=V,
+                    d_model=C,
+                    encoder_layers=L,
+                    decoder_layers=L,
+                    encoder_attention_heads=H,
+                    decoder_attention_heads=H,
+                    encoder_ffn_dim=FF,
+                    decoder_ffn_dim=FF,
+                    activation_function="relu",
+                    dropout=0.0,
+                    attention_dropout=0.0,
+                    activation_dropout=0.0,
+                    scale_embedding=True,
+                    pad_token_id=0,
+                    decoder_start_token_id=0,
+                    eos_token_id=2,
+                    max_position_embeddings=512,
+                    attn_implementation="sdpa",
+                )
+            )
+        )
+        sides.append(
+            Side(
+                "transformers MarianMTModel",
+                marian,
+                lambda b: loss_of(
+                    marian(
+                        input_ids=b[0],
+                        attention_mask=b[0] != 0,
+                        decoder_input_ids=b[1],
+                        decoder_attention_mask=b[1] != 0,
+                    ).logits,
+                    b[2],
+                ),
+            )
+        )
 
     # Multi30k de->en with an 8000-piece vocabulary: about 16 source and 17 target tokens a sentence, at most ~40.
     sources = padded_batches(8, args.rows, 16, 5, 4, 40, V, seed=2)
@@ -358,28 +460,30 @@ def seq2seq(args: argparse.Namespace) -> str:
     per_step, warmups = compare(sides, batches, args, "seq2seq", repeat=1)
     tokens = sum(int((b[2] != 0).sum()) for b in batches) / len(batches)
     result = ratio_text(per_step, sides)
-    return "\n".join([
-        f"### Encoder-decoder training step ({args.device.type})",
-        "",
-        *table(sides, per_step, warmups, round(tokens)),
-        "",
-        f"- Result: {result}; target >= 1.2x",
-        f"- Setup: 3 + 3 layers, 256 dims, 4 heads, feed-forward 1024, shared vocabulary of {V:,}, pre-LN, ReLU, "
-        f"scaled embeddings, tied output; {len(batches)} batches of {args.rows} sentence pairs with Multi30k-like "
-        "lengths (source N(16, 5), target N(17, 5) tokens, clipped to 4-40), padded at the end, cycled in the same "
-        "order on every side; cross-entropy with label smoothing 0.1 ignoring padding; AdamW; dropout 0; float32. "
-        "Ours: `Seq2SeqTransformer` of the `small` preset (sinusoidal positions), which skips the padding in its "
-        "self-attention projections and feed-forward layers while training (same outputs and gradients at real "
-        "tokens; the peers compute every position) and, given the labels as its trainer gives them "
-        "(`model(src, tgt_in, labels=tgt_out, label_smoothing=0.1).loss`), runs the output layer and softmax on "
-        "the real targets only (its smoothing mass skips the padding class; the same work); the nn.Transformer "
-        "model adds the "
-        "same embeddings and positions around `torch.nn.Transformer(norm_first=True, batch_first=True)` and is "
-        "given its padding masks and causal mask; MarianMTModel (post-LN, its own sinusoidal positions) is built "
-        f"with ReLU instead of its default swish. ms per step are medians over {len(batches)} steps per round, "
-        f"{args.rounds} alternating rounds; tokens/s counts target tokens",
-        *footer(SCRIPT, versions(*PEERS)),
-    ])
+    return "\n".join(
+        [
+            f"### Encoder-decoder training step ({args.device.type})",
+            "",
+            *table(sides, per_step, warmups, round(tokens)),
+            "",
+            f"- Result: {result}; target >= 1.2x",
+            f"- Setup: 3 + 3 layers, 256 dims, 4 heads, feed-forward 1024, shared vocabulary of {V:,}, pre-LN, ReLU, "
+            f"scaled embeddings, tied output; {len(batches)} batches of {args.rows} sentence pairs with Multi30k-like "
+            "lengths (source N(16, 5), target N(17, 5) tokens, clipped to 4-40), padded at the end, cycled in the same "
+            "order on every side; cross-entropy with label smoothing 0.1 ignoring padding; AdamW; dropout 0; float32. "
+            "Ours: `Seq2SeqTransformer` of the `small` preset (sinusoidal positions), which skips the padding in its "
+            "self-attention projections and feed-forward layers while training (same outputs and gradients at real "
+            "tokens; the peers compute every position) and, given the labels as its trainer gives them "
+            "(`model(src, tgt_in, labels=tgt_out, label_smoothing=0.1).loss`), runs the output layer and softmax on "
+            "the real targets only (its smoothing mass skips the padding class; the same work); the nn.Transformer "
+            "model adds the "
+            "same embeddings and positions around `torch.nn.Transformer(norm_first=True, batch_first=True)` and is "
+            "given its padding masks and causal mask; MarianMTModel (post-LN, its own sinusoidal positions) is built "
+            f"with ReLU instead of its default swish. ms per step are medians over {len(batches)} steps per round, "
+            f"{args.rounds} alternating rounds; tokens/s counts target tokens",
+            *footer(SCRIPT, versions(*PEERS)),
+        ]
+    )
 
 
 # --- classifier ------------------------------------------------------------------------------------------------
@@ -391,19 +495,36 @@ def classifier(args: argparse.Namespace) -> str:
     def loss_of(logits: Tensor, labels: Tensor) -> Tensor:
         return F.cross_entropy(logits, labels)
 
-    cfg = TransformerConfig.from_preset("bert-base", vocab_size=V, d_model=C, n_heads=H, n_layers=L, d_ff=FF,
-                                        dropout=0.0, n_classes=N_CLASSES)
+    cfg = TransformerConfig.from_preset(
+        "bert-base", vocab_size=V, d_model=C, n_heads=H, n_layers=L, d_ff=FF, dropout=0.0, n_classes=N_CLASSES
+    )
     ours = same_init(TransformerClassifier(cfg))
     sides = [Side("ours", ours, lambda b: loss_of(ours(b[0], attention_mask=b[0] != 0), b[1]))]
     if importlib.util.find_spec("transformers"):
         from transformers import BertConfig, BertForSequenceClassification
 
-        bert = same_init(BertForSequenceClassification(BertConfig(
-            vocab_size=V, hidden_size=C, num_hidden_layers=L, num_attention_heads=H, intermediate_size=FF,
-            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, num_labels=N_CLASSES,
-            attn_implementation="sdpa")))
-        sides.append(Side("transformers BertForSequenceClassification", bert,
-                          lambda b: loss_of(bert(input_ids=b[0], attention_mask=(b[0] != 0).long()).logits, b[1])))
+        bert = same_init(
+            BertForSequenceClassification(
+                BertConfig(
+                    vocab_size=V,
+                    hidden_size=C,
+                    num_hidden_layers=L,
+                    num_attention_heads=H,
+                    intermediate_size=FF,
+                    hidden_dropout_prob=0.0,
+                    attention_probs_dropout_prob=0.0,
+                    num_labels=N_CLASSES,
+                    attn_implementation="sdpa",
+                )
+            )
+        )
+        sides.append(
+            Side(
+                "transformers BertForSequenceClassification",
+                bert,
+                lambda b: loss_of(bert(input_ids=b[0], attention_mask=(b[0] != 0).long()).logits, b[1]),
+            )
+        )
 
     # SST-2 sentences in WordPiece tokens: about 25 tokens with [CLS] and [SEP], up to ~66.
     generator = torch.Generator().manual_seed(4)
@@ -415,23 +536,25 @@ def classifier(args: argparse.Namespace) -> str:
     per_step, warmups = compare(sides, batches, args, "classifier", repeat=1)
     tokens = sum(int((b[0] != 0).sum()) for b in batches) / len(batches)
     result = ratio_text(per_step, sides)
-    return "\n".join([
-        f"### Classifier training step ({args.device.type})",
-        "",
-        *table(sides, per_step, warmups, round(tokens)),
-        "",
-        f"- Result: {result}; target >= 1.2x",
-        f"- Setup: BERT architecture at BERT-mini size (4 layers, 256 dims, 4 heads, feed-forward 1024, WordPiece "
-        f"vocabulary {V:,}, post-LN, exact GELU, LayerNorm on the embeddings, two token types, [CLS] pooler, 2 "
-        f"classes); {len(batches)} batches of {args.rows} sentences with SST-2-like lengths (N(25, 10) tokens, "
-        "clipped to 4-66), padded at the end, cycled in the same order on every side; ours is "
-        "`TransformerClassifier` of the `bert-base` preset resized, given the padding as `attention_mask`, which "
-        "skips it in self-attention projections and feed-forward layers while training (BERT computes every "
-        "position); "
-        f"cross-entropy, AdamW, dropout 0, float32; medians over {len(batches)} steps per round, {args.rounds} "
-        "alternating rounds; tokens/s counts real tokens",
-        *footer(SCRIPT, versions(*PEERS)),
-    ])
+    return "\n".join(
+        [
+            f"### Classifier training step ({args.device.type})",
+            "",
+            *table(sides, per_step, warmups, round(tokens)),
+            "",
+            f"- Result: {result}; target >= 1.2x",
+            f"- Setup: BERT architecture at BERT-mini size (4 layers, 256 dims, 4 heads, feed-forward 1024, WordPiece "
+            f"vocabulary {V:,}, post-LN, exact GELU, LayerNorm on the embeddings, two token types, [CLS] pooler, 2 "
+            f"classes); {len(batches)} batches of {args.rows} sentences with SST-2-like lengths (N(25, 10) tokens, "
+            "clipped to 4-66), padded at the end, cycled in the same order on every side; ours is "
+            "`TransformerClassifier` of the `bert-base` preset resized, given the padding as `attention_mask`, which "
+            "skips it in self-attention projections and feed-forward layers while training (BERT computes every "
+            "position); "
+            f"cross-entropy, AdamW, dropout 0, float32; medians over {len(batches)} steps per round, {args.rounds} "
+            "alternating rounds; tokens/s counts real tokens",
+            *footer(SCRIPT, versions(*PEERS)),
+        ]
+    )
 
 
 # --- main ------------------------------------------------------------------------------------------------------

@@ -41,62 +41,96 @@ def benchmarks(minutes: float) -> dict[str, dict]:
             "report": ["exact_match", "bleu", "token_accuracy"],
             "time_to": ("exact_match", 0.99),
             "target": "exact match >= 99% on the test split (4,182 commands) within 5 minutes of training on "
-                      "2 CPU cores; Lake & Baroni 2018 report about 99.8% for seq2seq models",
+            "2 CPU cores; Lake & Baroni 2018 report about 99.8% for seq2seq models",
         },
         "shakespeare": {
             "title": "Tiny Shakespeare, character level, nanoGPT's CPU configuration",
             "needs": [d / "tinyshakespeare/input.txt"],
-            "train": ["train", "lm", "--data", str(d / "tinyshakespeare/input.txt"), "--config",
-                      "configs/shakespeare-char.yaml"],
+            "train": [
+                "train",
+                "lm",
+                "--data",
+                str(d / "tinyshakespeare/input.txt"),
+                "--config",
+                "configs/shakespeare-char.yaml",
+            ],
             "evaluate": ["--split", "valid"],
             "report": ["loss", "perplexity", "bits_per_character"],
             "target": "nanoGPT reports validation loss 1.88 with this configuration (4 layers, 4 heads, 128 dims, "
-                      "block 64, batch 12, 2000 iterations, dropout 0; last 10% of the text held out)",
+            "block 64, batch 12, 2000 iterations, dropout 0; last 10% of the text held out)",
         },
         "shakespeare-modern": {
             "title": "Tiny Shakespeare, the same budget with a modern model (RoPE, SwiGLU, RMSNorm, no biases)",
             "needs": [d / "tinyshakespeare/input.txt"],
-            "train": ["train", "lm", "--data", str(d / "tinyshakespeare/input.txt"), "--config",
-                      "configs/shakespeare-char-modern.yaml"],
+            "train": [
+                "train",
+                "lm",
+                "--data",
+                str(d / "tinyshakespeare/input.txt"),
+                "--config",
+                "configs/shakespeare-char-modern.yaml",
+            ],
             "evaluate": ["--split", "valid"],
             "report": ["loss", "perplexity", "bits_per_character"],
             "target": "none set; the same training as the block above (2000 iterations, same data split, "
-                      "optimizer and schedule) with rotary positions, SwiGLU (d_ff 344), RMSNorm, no biases",
+            "optimizer and schedule) with rotary positions, SwiGLU (d_ff 344), RMSNorm, no biases",
         },
         "sst2": {
             "title": "SST-2, trained from scratch",
             "needs": [d / "sst2/train.tsv", d / "sst2/dev.tsv"],
-            "train": ["train", "classification", "--data", str(d / "sst2/train.tsv"), "--config",
-                      "configs/sst2.yaml"],
+            "train": ["train", "classification", "--data", str(d / "sst2/train.tsv"), "--config", "configs/sst2.yaml"],
             "evaluate": ["--data", str(d / "sst2/dev.tsv")],  # the checkpoint was chosen on held-out train data
             "report": ["accuracy", "macro_f1"],
             "target": "dev accuracy >= 83%; models trained from scratch without pretrained embeddings reach about "
-                      "82-83% (a CNN with random initialisation)",
+            "82-83% (a CNN with random initialisation)",
         },
         "sst2-ensemble": {
             "title": "SST-2, trained from scratch: an ensemble of 10 seeds",
             "needs": [d / "sst2/train.tsv", d / "sst2/dev.tsv"],
-            "train": ["train", "classification", "--data", str(d / "sst2/train.tsv"), "--config",
-                      "configs/sst2-small.yaml"],
+            "train": [
+                "train",
+                "classification",
+                "--data",
+                str(d / "sst2/train.tsv"),
+                "--config",
+                "configs/sst2-small.yaml",
+            ],
             "seeds": list(range(10)),  # one run per seed; `evaluate` averages their class probabilities
             "evaluate": ["--data", str(d / "sst2/dev.tsv")],
             "report": ["accuracy", "macro_f1"],
             "target": "dev accuracy >= 83%; models trained from scratch without pretrained embeddings reach about "
-                      "82-83% (a CNN with random initialisation)",
+            "82-83% (a CNN with random initialisation)",
         },
         "multi30k": {
             "title": f"Multi30k de->en, {minutes:g}-minute budget",
-            "needs": [d / f"multi30k/{s}.{lang}.gz" for s in ("train", "val", "test_2016_flickr") for lang in "de en"
-                      .split()],
-            "train": ["train", "translation", "--source-file", str(d / "multi30k/train.de.gz"), "--target-file",
-                      str(d / "multi30k/train.en.gz"), "--valid-source-file", str(d / "multi30k/val.de.gz"),
-                      "--valid-target-file", str(d / "multi30k/val.en.gz"), "--config", "configs/multi30k.yaml",
-                      "--max-minutes", f"{minutes:g}"],
-            "evaluate": ["--source-file", str(d / "multi30k/test_2016_flickr.de.gz"), "--target-file",
-                         str(d / "multi30k/test_2016_flickr.en.gz")],
+            "needs": [
+                d / f"multi30k/{s}.{lang}.gz" for s in ("train", "val", "test_2016_flickr") for lang in "de en".split()
+            ],
+            "train": [
+                "train",
+                "translation",
+                "--source-file",
+                str(d / "multi30k/train.de.gz"),
+                "--target-file",
+                str(d / "multi30k/train.en.gz"),
+                "--valid-source-file",
+                str(d / "multi30k/val.de.gz"),
+                "--valid-target-file",
+                str(d / "multi30k/val.en.gz"),
+                "--config",
+                "configs/multi30k.yaml",
+                "--max-minutes",
+                f"{minutes:g}",
+            ],
+            "evaluate": [
+                "--source-file",
+                str(d / "multi30k/test_2016_flickr.de.gz"),
+                "--target-file",
+                str(d / "multi30k/test_2016_flickr.en.gz"),
+            ],
             "report": ["bleu", "chrf", "loss"],
             "target": "a 3-layer, 256-dim Transformer (9.0M parameters, greedy decoding) reports BLEU 36.5 on test "
-                      "2016; fairseq's transformer-tiny reports 41.0 (en->de, beam 5)",
+            "2016; fairseq's transformer-tiny reports 41.0 (en->de, beam 5)",
         },
     }
 
@@ -113,8 +147,11 @@ def run_benchmark(name: str, spec: dict, report_only: bool = False) -> dict | No
         return None
     # One run, or one per seed (an ensemble, evaluated together): (output directory, train command) each.
     seeds = spec.get("seeds")
-    runs = ([(RUNS / name / f"seed{seed}", [*spec["train"], "--seed", str(seed)]) for seed in seeds] if seeds
-            else [(RUNS / name, spec["train"])])
+    runs = (
+        [(RUNS / name / f"seed{seed}", [*spec["train"], "--seed", str(seed)]) for seed in seeds]
+        if seeds
+        else [(RUNS / name, spec["train"])]
+    )
     runs = [(out, [*train, "--out", str(out), "--overwrite"]) for out, train in runs]
     wall = None
     if not report_only:
@@ -135,9 +172,18 @@ def run_benchmark(name: str, spec: dict, report_only: bool = False) -> dict | No
     logs = [[json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()] for out, _ in runs]
     train_seconds = sum(max((m["seconds"] for m in log), default=0.0) for log in logs)
     steps = max((m["step"] for log in logs for m in log), default=0)
-    return {"name": name, "train": [train for _, train in runs], "evaluate": evaluate, "values": values,
-            "wall": wall, "train_seconds": train_seconds, "steps": steps, "metrics": logs[0], "members": members,
-            "seeds": seeds}
+    return {
+        "name": name,
+        "train": [train for _, train in runs],
+        "evaluate": evaluate,
+        "values": values,
+        "wall": wall,
+        "train_seconds": train_seconds,
+        "steps": steps,
+        "metrics": logs[0],
+        "members": members,
+        "seeds": seeds,
+    }
 
 
 def time_to(metrics: list[dict], key: str, threshold: float) -> str:
@@ -147,9 +193,11 @@ def time_to(metrics: list[dict], key: str, threshold: float) -> str:
     every = f"validation every {evaluations[0]['step']:,} steps" if evaluations else "no validation logged"
     if reached is None:
         return f"- Time to {threshold:.0%} {key}: not reached during training ({every})"
-    return (f"- Time to {threshold:.0%} {key}: **{reached['seconds'] / 60:.1f} minutes** of training, at step "
-            f"{reached['step']:,} (validation {key} {reached[key]:.4f}; {every}, so it is reached at most one "
-            "interval earlier)")
+    return (
+        f"- Time to {threshold:.0%} {key}: **{reached['seconds'] / 60:.1f} minutes** of training, at step "
+        f"{reached['step']:,} (validation {key} {reached[key]:.4f}; {every}, so it is reached at most one "
+        "interval earlier)"
+    )
 
 
 def members_line(spec: dict, r: dict) -> list[str]:
@@ -158,33 +206,47 @@ def members_line(spec: dict, r: dict) -> list[str]:
         return []
     key = spec["report"][0]
     alone = [m[key] for m in r["members"]]
-    return [f"- Each member alone: {key} " + ", ".join(f"{a:.4f}" for a in alone)
-            + f" (mean {sum(alone) / len(alone):.4f}); the ensemble averages their class probabilities"]
+    return [
+        f"- Each member alone: {key} "
+        + ", ".join(f"{a:.4f}" for a in alone)
+        + f" (mean {sum(alone) / len(alone):.4f}); the ensemble averages their class probabilities"
+    ]
 
 
 def markdown(spec: dict, r: dict) -> str:
-    figures = ", ".join(f"**{k} {r['values'][k]:.4g}**" if i == 0 else f"{k} {r['values'][k]:.4g}"
-                        for i, k in enumerate(spec["report"]) if k in r["values"])
-    return "\n".join([
-        f"### {spec['title']}",
-        "",
-        f"- Result: {figures} on {r['values']['data'].replace(str(DATA), '$TN_DATA_DIR')} ({r['values']['examples']:,} "
-        f"{'characters' if r['values']['task'] == 'lm' else 'examples'})",
-        *members_line(spec, r),
-        f"- Training: {r['steps']:,} steps" + (f" in each of {len(r['seeds'])} runs (seeds "
-                                               f"{', '.join(map(str, r['seeds']))})" if r["seeds"] else "")
-        + f" in {r['train_seconds'] / 60:.1f} minutes" + (" in all" if r["seeds"] else "")
-        + (f" (wall clock of the whole command, data preparation and final evaluation included: "
-           f"{r['wall'] / 60:.1f} minutes)" if r["wall"] is not None else ""),
-        *([time_to(r["metrics"], *spec["time_to"])] if "time_to" in spec else []),
-        f"- Target: {spec['target']}",
-        f"- Machine: {machine()}; {date.today().isoformat()}",
-        "- Commands:",
-        "  ```",
-        *[f"  {command_text(train)}" for train in r["train"]],
-        f"  {command_text(r['evaluate'])}",
-        "  ```",
-    ])
+    figures = ", ".join(
+        f"**{k} {r['values'][k]:.4g}**" if i == 0 else f"{k} {r['values'][k]:.4g}"
+        for i, k in enumerate(spec["report"])
+        if k in r["values"]
+    )
+    return "\n".join(
+        [
+            f"### {spec['title']}",
+            "",
+            f"- Result: {figures} on {r['values']['data'].replace(str(DATA), '$TN_DATA_DIR')} "
+            f"({r['values']['examples']:,} "
+            f"{'characters' if r['values']['task'] == 'lm' else 'examples'})",
+            *members_line(spec, r),
+            f"- Training: {r['steps']:,} steps"
+            + (f" in each of {len(r['seeds'])} runs (seeds {', '.join(map(str, r['seeds']))})" if r["seeds"] else "")
+            + f" in {r['train_seconds'] / 60:.1f} minutes"
+            + (" in all" if r["seeds"] else "")
+            + (
+                f" (wall clock of the whole command, data preparation and final evaluation included: "
+                f"{r['wall'] / 60:.1f} minutes)"
+                if r["wall"] is not None
+                else ""
+            ),
+            *([time_to(r["metrics"], *spec["time_to"])] if "time_to" in spec else []),
+            f"- Target: {spec['target']}",
+            f"- Machine: {machine()}; {date.today().isoformat()}",
+            "- Commands:",
+            "  ```",
+            *[f"  {command_text(train)}" for train in r["train"]],
+            f"  {command_text(r['evaluate'])}",
+            "  ```",
+        ]
+    )
 
 
 def main() -> None:
@@ -192,8 +254,11 @@ def main() -> None:
     parser.add_argument("names", nargs="+", choices=[*benchmarks(60), "all"])
     parser.add_argument("--minutes", type=float, default=60, help="multi30k: training budget in minutes")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
-    parser.add_argument("--report-only", action="store_true",
-                        help="do not train: evaluate the run already in runs/bench/NAME and report it")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="do not train: evaluate the run already in runs/bench/NAME and report it",
+    )
     args = parser.parse_args()
     specs = benchmarks(args.minutes)
     names = list(specs) if "all" in args.names else args.names

@@ -39,8 +39,12 @@ from transformer_networks.config import TransformerConfig
 from transformer_networks.models import TransformerLM
 from transformer_networks.training.distributed import Distributed
 
-MODES = {"ddp": (False, False), "ddp + activation checkpointing": (False, True),
-         "fsdp": (True, False), "fsdp + activation checkpointing": (True, True)}
+MODES = {
+    "ddp": (False, False),
+    "ddp + activation checkpointing": (False, True),
+    "fsdp": (True, False),
+    "fsdp + activation checkpointing": (True, True),
+}
 
 
 def resident_bytes() -> int:
@@ -85,8 +89,12 @@ def worker(args: argparse.Namespace) -> None:
     peaks = torch.tensor([float(peak)], dtype=torch.float64, device=device)
     torch.distributed.all_reduce(peaks, op=torch.distributed.ReduceOp.MAX)
     if ranks.is_main:
-        result = {"peak_bytes": float(peaks), "seconds": statistics.median(seconds[1:] or seconds),
-                  "parameters": parameters, "device": str(device.type)}
+        result = {
+            "peak_bytes": float(peaks),
+            "seconds": statistics.median(seconds[1:] or seconds),
+            "parameters": parameters,
+            "device": str(device.type),
+        }
         Path(args.result).write_text(json.dumps(result), encoding="utf-8")
     ranks.close()
 
@@ -94,9 +102,26 @@ def worker(args: argparse.Namespace) -> None:
 def run_mode(mode: str, args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "result.json"
-        argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.procs}",
-                __file__, "--worker", mode, "--result", str(result), "--layers", str(args.layers),
-                "--block", str(args.block), "--batch", str(args.batch), "--steps", str(args.steps)]
+        argv = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={args.procs}",
+            __file__,
+            "--worker",
+            mode,
+            "--result",
+            str(result),
+            "--layers",
+            str(args.layers),
+            "--block",
+            str(args.block),
+            "--batch",
+            str(args.batch),
+            "--steps",
+            str(args.steps),
+        ]
         env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // args.procs))}
         done = subprocess.run(argv, capture_output=True, text=True, env=env)
         if done.returncode != 0:
@@ -121,8 +146,9 @@ def main() -> None:
     results = {}
     for mode in MODES:
         results[mode] = run_mode(mode, args)
-        print(f"{mode}: {results[mode]['peak_bytes'] / 2**30:.2f} GiB, {results[mode]['seconds']:.2f} s/step",
-              flush=True)
+        print(
+            f"{mode}: {results[mode]['peak_bytes'] / 2**30:.2f} GiB, {results[mode]['seconds']:.2f} s/step", flush=True
+        )
     first = results["ddp"]
     where = "GPU memory allocated" if first["device"] == "cuda" else "peak resident memory added"
     lines = [
@@ -137,14 +163,25 @@ def main() -> None:
         "|---|---|---|---|",
     ]
     for mode, r in results.items():
-        lines.append(f"| {mode} | {r['peak_bytes'] / 2**30:.2f} GiB | {r['peak_bytes'] / first['peak_bytes']:.2f} | "
-                     f"{r['seconds']:.2f} |")
+        lines.append(
+            f"| {mode} | {r['peak_bytes'] / 2**30:.2f} GiB | {r['peak_bytes'] / first['peak_bytes']:.2f} | "
+            f"{r['seconds']:.2f} |"
+        )
     if first["device"] != "cuda":
-        lines += ["", "On CPU the resident size is a coarse measure: the allocator keeps freed memory, and every "
-                  "process builds the whole model before it is sharded. The GPU figures (allocated bytes) are the "
-                  "ones to plan with."]
-    lines += ["", f"- Machine: {machine()}; {date.today().isoformat()}", "- Command:", "  ```",
-              f"  {shlex.join(['python', 'bench/training_memory.py', *sys.argv[1:]])}", "  ```"]
+        lines += [
+            "",
+            "On CPU the resident size is a coarse measure: the allocator keeps freed memory, and every "
+            "process builds the whole model before it is sharded. The GPU figures (allocated bytes) are the "
+            "ones to plan with.",
+        ]
+    lines += [
+        "",
+        f"- Machine: {machine()}; {date.today().isoformat()}",
+        "- Command:",
+        "  ```",
+        f"  {shlex.join(['python', 'bench/training_memory.py', *sys.argv[1:]])}",
+        "  ```",
+    ]
     text = "\n".join(lines)
     print(text)
     if not args.no_write:

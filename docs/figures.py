@@ -35,8 +35,11 @@ def positional_encoding_figure(out: Path) -> None:
     table = sinusoidal_table(n_positions, d_model).numpy()  # (positions, features)
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [3, 2]})
     image = left.imshow(table, cmap="RdBu", vmin=-1, vmax=1, aspect="auto", interpolation="nearest")
-    left.set(title=f"sinusoidal encodings, d_model={d_model}: PE[pos, 2i] = sin, PE[pos, 2i+1] = cos",
-             xlabel="feature (2i, 2i+1: one frequency)", ylabel="position")
+    left.set(
+        title=f"sinusoidal encodings, d_model={d_model}: PE[pos, 2i] = sin, PE[pos, 2i+1] = cos",
+        xlabel="feature (2i, 2i+1: one frequency)",
+        ylabel="position",
+    )
     fig.colorbar(image, ax=left, fraction=0.04)
     for feature in (0, 1, 10, 40, 100):
         right.plot(table[:, feature], label=f"feature {feature}")
@@ -53,23 +56,44 @@ def train_scan(run: Path, threads: int | None) -> None:
     from transformer_networks.training import DataSpec, TrainConfig, train
 
     # A small version of configs/scan-demo.yaml: 2+2 layers, 128 dimensions, 4 heads, rotary positions.
-    model = TransformerConfig.from_preset("small", d_model=128, n_heads=4, n_layers=2, d_ff=512, dropout=0.0,
-                                          positional="rope")
-    settings = TrainConfig(tokenizer="word", max_tokens=2048, lr=1.5e-3, schedule="cosine", warmup=100,
-                           min_lr_ratio=0.05, max_steps=1000, eval_every=200, eval_examples=100, log_every=25,
-                           device="cpu", seed=0, threads=threads)
-    result = train("translation", run, data=DataSpec(data=["builtin:scan"]), model_config=model,
-                   train_config=settings, overwrite=True)
-    print(f"trained {result.steps} steps in {result.seconds:.0f} s; best exact match "
-          f"{result.best['exact_match']:.3f}")
+    model = TransformerConfig.from_preset(
+        "small", d_model=128, n_heads=4, n_layers=2, d_ff=512, dropout=0.0, positional="rope"
+    )
+    settings = TrainConfig(
+        tokenizer="word",
+        max_tokens=2048,
+        lr=1.5e-3,
+        schedule="cosine",
+        warmup=100,
+        min_lr_ratio=0.05,
+        max_steps=1000,
+        eval_every=200,
+        eval_examples=100,
+        log_every=25,
+        device="cpu",
+        seed=0,
+        threads=threads,
+    )
+    result = train(
+        "translation",
+        run,
+        data=DataSpec(data=["builtin:scan"]),
+        model_config=model,
+        train_config=settings,
+        overwrite=True,
+    )
+    print(f"trained {result.steps} steps in {result.seconds:.0f} s; best exact match {result.best['exact_match']:.3f}")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, default=Path("runs/figures-scan"), help="the training run directory")
     parser.add_argument("--skip-training", action="store_true", help="draw from the run already in --run")
-    parser.add_argument("--threads", type=int, help="torch CPU threads for training (default: PyTorch's; 1 is "
-                        "faster on a machine other jobs keep busy)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads for training (default: PyTorch's; 1 is faster on a machine other jobs keep busy)",
+    )
     args = parser.parse_args(argv)
     start = time.perf_counter()
     IMAGES.mkdir(parents=True, exist_ok=True)
@@ -85,8 +109,14 @@ def main(argv: list[str] | None = None) -> None:
     ck = load_for("translation", args.run)
     maps = attention_maps(ck, COMMAND)  # the target is the model's own greedy translation
     last_layer = maps.weights["cross"].shape[0] - 1
-    plot_attention(maps.weights["cross"], maps.queries["cross"], maps.keys["cross"], IMAGES / "attention-map.png",
-                   kind="cross", layer=last_layer)
+    plot_attention(
+        maps.weights["cross"],
+        maps.queries["cross"],
+        maps.keys["cross"],
+        IMAGES / "attention-map.png",
+        kind="cross",
+        layer=last_layer,
+    )
     for name in ("positional-encoding", "learning-curve", "attention-map"):
         path = IMAGES / f"{name}.png"
         print(f"{path.relative_to(HERE.parent)}: {path.stat().st_size / 1024:.0f} KB")

@@ -105,8 +105,9 @@ def run_blocks(path: Path, directory: Path, *, timeout: float = 300) -> list[Blo
                 ran.append(block)
         elif block.is_shell:
             args = ["bash", "-n"] if block.illustrative else ["bash", "-e", "-o", "pipefail"]
-            result = subprocess.run([*args, "-c", block.code], cwd=directory, env=env, capture_output=True,
-                                    text=True, timeout=timeout)
+            result = subprocess.run(
+                [*args, "-c", block.code], cwd=directory, env=env, capture_output=True, text=True, timeout=timeout
+            )
             assert result.returncode == 0, (
                 f"{where}: shell block exited with {result.returncode}\n{block.code}\n"
                 f"--- stdout ---\n{result.stdout[-3000:]}\n--- stderr ---\n{result.stderr[-3000:]}"

@@ -106,7 +106,9 @@ def test_grouped_query_attention_equals_attention_with_repeated_kv_heads():
     for need_weights in (False, True):
         torch.testing.assert_close(
             gqa(x, mask=keep, is_causal=True, need_weights=need_weights)[0],
-            full(x, mask=keep, is_causal=True)[0], atol=1e-6, rtol=0,
+            full(x, mask=keep, is_causal=True)[0],
+            atol=1e-6,
+            rtol=0,
         )
     assert gqa.in_proj.weight.shape == (E + 2 * n_kv_heads * D, E)
 
@@ -134,7 +136,7 @@ def test_standalone_attention_with_a_cache_matches_the_full_pass(preallocate):
     full, _ = attn(x, is_causal=True)
     cache = KVCache(2, 2, E // H, max_len=T + 3) if preallocate else KVCache()
     steps = [attn(x[:, :2], is_causal=True, cache=cache, positions=torch.arange(2))[0]]
-    steps += [attn(x[:, t:t + 1], is_causal=True, cache=cache, positions=torch.tensor([t]))[0] for t in range(2, T)]
+    steps += [attn(x[:, t : t + 1], is_causal=True, cache=cache, positions=torch.tensor([t]))[0] for t in range(2, T)]
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=0)
 
 
@@ -156,9 +158,7 @@ def test_gradcheck_float64(need_weights):
     memory = torch.randn(2, 4, 8, dtype=torch.float64, requires_grad=True)
     keep = torch.tensor([[True, True, True, False], [True, True, False, False]])[:, None, None, :]
     assert torch.autograd.gradcheck(lambda a: attn(a, is_causal=True, need_weights=need_weights)[0], (x,))
-    assert torch.autograd.gradcheck(
-        lambda a, m: attn(a, m, mask=keep, need_weights=need_weights)[0], (x, memory)
-    )
+    assert torch.autograd.gradcheck(lambda a, m: attn(a, m, mask=keep, need_weights=need_weights)[0], (x, memory))
 
 
 def test_sdpa_is_what_the_fast_path_calls(monkeypatch):

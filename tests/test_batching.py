@@ -23,10 +23,12 @@ def test_token_budget_batches_respect_the_budget_and_cover_every_example():
         # Bucketing keeps padding low: at most 15% of the padded tokens are padding.
         padded = sum(max(lengths[i] for i in b) * len(b) for b in batches)
         assert sum(lengths) / padded > 0.85
-    assert token_budget_batches(lengths, 200, shuffle=True, seed=3) == token_budget_batches(lengths, 200, shuffle=True,
-                                                                                           seed=3)
-    assert token_budget_batches(lengths, 200, shuffle=True, seed=4) != token_budget_batches(lengths, 200, shuffle=True,
-                                                                                           seed=3)
+    assert token_budget_batches(lengths, 200, shuffle=True, seed=3) == token_budget_batches(
+        lengths, 200, shuffle=True, seed=3
+    )
+    assert token_budget_batches(lengths, 200, shuffle=True, seed=4) != token_budget_batches(
+        lengths, 200, shuffle=True, seed=3
+    )
 
 
 def test_token_budget_refuses_examples_that_never_fit():

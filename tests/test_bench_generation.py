@@ -35,8 +35,23 @@ def test_greedy_tokens_are_the_same_as_transformers(generation):
 def test_the_command_prints_the_block_and_writes_nothing(generation, monkeypatch, capsys):
     written = []
     monkeypatch.setattr(generation, "write_block", lambda *args, **kwargs: written.append(args))
-    monkeypatch.setattr(sys, "argv", ["generation.py", "greedy_vs_hf", "--shapes", "nanogpt", "--batches", "2",
-                                      "--new-tokens", "8", "--rounds", "1", "--no-write"])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "generation.py",
+            "greedy_vs_hf",
+            "--shapes",
+            "nanogpt",
+            "--batches",
+            "2",
+            "--new-tokens",
+            "8",
+            "--rounds",
+            "1",
+            "--no-write",
+        ],
+    )
     threads = torch.get_num_threads()
     try:
         generation.main()

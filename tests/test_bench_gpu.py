@@ -48,25 +48,54 @@ def test_flops_per_token_is_what_the_flop_counter_counts():
 
 def test_spec_figures_come_from_the_device_name(monkeypatch):
     cuda = torch.device("cuda")
-    for name, peak, bandwidth in (("NVIDIA H100 80GB HBM3", 989, 3350), ("NVIDIA H100 PCIe", 756, 2000),
-                                  ("NVIDIA H200", 989, 4800), ("NVIDIA A100-SXM4-80GB", 312, 2039),
-                                  ("NVIDIA GeForce RTX 4090", None, None)):
+    for name, peak, bandwidth in (
+        ("NVIDIA H100 80GB HBM3", 989, 3350),
+        ("NVIDIA H100 PCIe", 756, 2000),
+        ("NVIDIA H200", 989, 4800),
+        ("NVIDIA A100-SXM4-80GB", 312, 2039),
+        ("NVIDIA GeForce RTX 4090", None, None),
+    ):
         monkeypatch.setattr(gpu, "device_name", lambda _, name=name: name)
         assert (gpu.spec(cuda, gpu.PEAK_TFLOPS), gpu.spec(cuda, gpu.BANDWIDTH_GBS)) == (peak, bandwidth), name
 
 
 def test_script_runs_both_parts_on_a_cpu():
     result = subprocess.run(
-        [sys.executable, "bench/gpu.py", "mfu", "decode", "--device", "cpu", "--shape", "tiny", "--rounds", "1",
-         "--steps", "1", "--new-tokens", "4", "--no-compile", "--no-write"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "bench/gpu.py",
+            "mfu",
+            "decode",
+            "--device",
+            "cpu",
+            "--shape",
+            "tiny",
+            "--rounds",
+            "1",
+            "--steps",
+            "1",
+            "--new-tokens",
+            "4",
+            "--no-compile",
+            "--no-write",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
     assert "### Model FLOPs utilisation of tiny language-model training (bf16 autocast, eager, cpu)" in out
     assert "### Batch-1 decoding of tiny against the memory-bandwidth limit (bf16, cpu)" in out
-    for row in ("| ours | 104,256 |", "| transformers GPT-2 | 104,256 |", "| bf16 matmul 1024^3 |",
-                "| ours, growing cache |", "| HF generate |", "| copy 64 MiB (read + write) |"):
+    for row in (
+        "| ours | 104,256 |",
+        "| transformers GPT-2 | 104,256 |",
+        "| bf16 matmul 1024^3 |",
+        "| ours, growing cache |",
+        "| HF generate |",
+        "| copy 64 MiB (read + write) |",
+    ):
         assert row in out, row
     assert "static cache" not in out.split("| side |")[-1].split("\n\n")[0]  # --no-compile: no static-cache rows
     assert "MFU of ours n/a (target >= 45%)" in out  # no peak known for a CPU

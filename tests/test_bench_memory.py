@@ -39,8 +39,13 @@ def test_growth_label(bench):
 
 def test_small_run_through_workers():
     # Two short lengths, each (length, kind) in its own worker process; BENCHMARKS.md is left alone.
-    done = subprocess.run([sys.executable, str(SCRIPT.relative_to(ROOT)), "--lengths", "256", "512", "--threads", "1",
-                           "--no-write"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT.relative_to(ROOT)), "--lengths", "256", "512", "--threads", "1", "--no-write"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert "| length | ours peak MiB | naive peak MiB | naive/ours |" in done.stdout
     rows = [line for line in done.stdout.splitlines() if line.startswith(("| 256 |", "| 512 |"))]
@@ -53,8 +58,25 @@ def test_small_run_through_workers():
 
 
 def test_worker_prints_one_json_line():
-    done = subprocess.run([sys.executable, str(SCRIPT), "--worker", "--worker-length", "64", "--worker-kind", "naive",
-                           "--device", "cpu", "--threads", "1"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--worker",
+            "--worker-length",
+            "64",
+            "--worker-kind",
+            "naive",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["length"] == 64 and result["kind"] == "naive"

@@ -45,15 +45,35 @@ def test_same_init_draws_every_matrix_at_the_same_scale():
 
 def test_script_runs_every_part(tmp_path):
     result = subprocess.run(
-        [sys.executable, "bench/train_step.py", "lm", "seq2seq", "classifier", "--shapes", "nanogpt", "--rounds", "1",
-         "--rows", "4", "--no-write"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "bench/train_step.py",
+            "lm",
+            "seq2seq",
+            "classifier",
+            "--shapes",
+            "nanogpt",
+            "--rounds",
+            "1",
+            "--rows",
+            "4",
+            "--no-write",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
     for title in ("Language-model training step", "Encoder-decoder training step", "Classifier training step"):
         assert title in out
-    for side in ("| ours |", "| transformers GPT-2 |", "| nn.Transformer model |", "| transformers MarianMTModel |",
-                 "| transformers BertForSequenceClassification |"):
+    for side in (
+        "| ours |",
+        "| transformers GPT-2 |",
+        "| nn.Transformer model |",
+        "| transformers MarianMTModel |",
+        "| transformers BertForSequenceClassification |",
+    ):
         assert side in out
     assert out.count("best peer") == 3

@@ -30,8 +30,16 @@ def saved(tmp_path):
     tok = train_tokenizer(["a b c d e f"], "word")
     cfg = TransformerConfig.from_preset("tiny", vocab_size=tok.vocab_size, d_model=16, n_heads=2, n_layers=1, d_ff=32)
     model = Seq2SeqTransformer(cfg).eval()
-    path = save_checkpoint(tmp_path / "run" / "best", model, task="translation", config=cfg,
-                           train_config=TrainConfig(lr=5e-4), tokenizer=tok, step=7, data={"data": ["x.tsv"]})
+    path = save_checkpoint(
+        tmp_path / "run" / "best",
+        model,
+        task="translation",
+        config=cfg,
+        train_config=TrainConfig(lr=5e-4),
+        tokenizer=tok,
+        step=7,
+        data={"data": ["x.tsv"]},
+    )
     return path, model, tok
 
 
@@ -53,8 +61,15 @@ def test_a_kill_between_the_two_renames_loses_nothing(saved, new_is_whole):
     next save (or resume) puts the new checkpoint in place when it is whole, else the previous one."""
     path, model, tok = saved
     before = path.with_name("before")
-    save_checkpoint(before, model, task="translation", config=load_checkpoint(path).config,
-                    train_config=TrainConfig(), tokenizer=tok, step=8)
+    save_checkpoint(
+        before,
+        model,
+        task="translation",
+        config=load_checkpoint(path).config,
+        train_config=TrainConfig(),
+        tokenizer=tok,
+        step=8,
+    )
     path.rename(path.with_name("best.old"))  # the state the kill left: previous at .old, step 8 at .tmp
     before.rename(path.with_name("best.tmp"))
     if not new_is_whole:
@@ -64,8 +79,15 @@ def test_a_kill_between_the_two_renames_loses_nothing(saved, new_is_whole):
     assert not path.with_name("best.old").exists()
     # and a save that starts from that state never deletes the only whole copy
     path.rename(path.with_name("best.old"))
-    save_checkpoint(path, model, task="translation", config=load_checkpoint(path.with_name("best.old")).config,
-                    train_config=TrainConfig(), tokenizer=tok, step=9)
+    save_checkpoint(
+        path,
+        model,
+        task="translation",
+        config=load_checkpoint(path.with_name("best.old")).config,
+        train_config=TrainConfig(),
+        tokenizer=tok,
+        step=9,
+    )
     assert load_checkpoint(path).step == 9
 
 
@@ -136,8 +158,15 @@ def test_training_state_round_trip(tmp_path, saved):
         sched.step()
         opt.zero_grad()
     state = pack_training_state(opt, sched, {"step": 3})
-    save_checkpoint(tmp_path / "last", model, task="translation", config=model.cfg, train_config=TrainConfig(),
-                    tokenizer=tok, training_state=state)
+    save_checkpoint(
+        tmp_path / "last",
+        model,
+        task="translation",
+        config=model.cfg,
+        train_config=TrainConfig(),
+        tokenizer=tok,
+        training_state=state,
+    )
     expected_rng = torch.rand(3)
 
     opt2 = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -159,8 +188,15 @@ def test_average_of_two_checkpoints_is_their_mean(tmp_path, capsys):
     for seed in (1, 2):
         torch.manual_seed(seed)
         models.append(Seq2SeqTransformer(cfg).eval())
-        save_checkpoint(tmp_path / f"c{seed}", models[-1], task="translation", config=cfg,
-                        train_config=TrainConfig(), tokenizer=tok, step=seed * 10)
+        save_checkpoint(
+            tmp_path / f"c{seed}",
+            models[-1],
+            task="translation",
+            config=cfg,
+            train_config=TrainConfig(),
+            tokenizer=tok,
+            step=seed * 10,
+        )
     assert cli.main(["average", str(tmp_path / "c1"), str(tmp_path / "c2"), "--out", str(tmp_path / "avg")]) == 0
     avg = load_checkpoint(tmp_path / "avg")
     for name, value in avg.model.state_dict().items():
@@ -170,10 +206,15 @@ def test_average_of_two_checkpoints_is_their_mean(tmp_path, capsys):
     capsys.readouterr()
     # The output is never overwritten without --overwrite; a different model is refused.
     assert cli.main(["average", str(tmp_path / "c1"), str(tmp_path / "c2"), "--out", str(tmp_path / "avg")]) == 2
-    other = TransformerConfig.from_preset("tiny", vocab_size=tok.vocab_size, d_model=16, n_heads=2, n_layers=2,
-                                          d_ff=32)
-    save_checkpoint(tmp_path / "c3", Seq2SeqTransformer(other), task="translation", config=other,
-                    train_config=TrainConfig(), tokenizer=tok)
+    other = TransformerConfig.from_preset("tiny", vocab_size=tok.vocab_size, d_model=16, n_heads=2, n_layers=2, d_ff=32)
+    save_checkpoint(
+        tmp_path / "c3",
+        Seq2SeqTransformer(other),
+        task="translation",
+        config=other,
+        train_config=TrainConfig(),
+        tokenizer=tok,
+    )
     assert cli.main(["average", str(tmp_path / "c1"), str(tmp_path / "c3"), "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert "already exists" in err and "only checkpoints of one model can be averaged" in err
@@ -183,12 +224,35 @@ def test_average_of_two_checkpoints_is_their_mean(tmp_path, capsys):
 def test_training_keeps_the_last_n_checkpoints_for_averaging(tmp_path, capsys):
     data = tmp_path / "t.txt"
     data.write_text("hello world\n" * 50, encoding="utf-8")
-    argv = ["train", "lm", "--data", str(data), "--out", str(tmp_path / "r"), "--preset", "tiny", "--set",
-            "d_model=16", "--set", "n_heads=2", "--set", "n_layers=1", "--max-steps", "8", "--eval-every", "2",
-            "--block-size", "8", "--set", "keep_checkpoints=3", "--quiet", "--device", "cpu"]
+    argv = [
+        "train",
+        "lm",
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "r"),
+        "--preset",
+        "tiny",
+        "--set",
+        "d_model=16",
+        "--set",
+        "n_heads=2",
+        "--set",
+        "n_layers=1",
+        "--max-steps",
+        "8",
+        "--eval-every",
+        "2",
+        "--block-size",
+        "8",
+        "--set",
+        "keep_checkpoints=3",
+        "--quiet",
+        "--device",
+        "cpu",
+    ]
     assert cli.main(argv) == 0
-    assert [p.name for p in sorted((tmp_path / "r").glob("step-*"))] == ["step-0000004", "step-0000006",
-                                                                          "step-0000008"]
+    assert [p.name for p in sorted((tmp_path / "r").glob("step-*"))] == ["step-0000004", "step-0000006", "step-0000008"]
     assert cli.main(["average", str(tmp_path / "r"), "--last", "3", "--out", str(tmp_path / "r" / "avg")]) == 0
     assert load_checkpoint(tmp_path / "r" / "avg").step == 8
     assert cli.main(["average", str(tmp_path / "r"), "--last", "4", "--out", str(tmp_path / "a2")]) == 2
@@ -214,10 +278,19 @@ def test_a_full_disk_is_a_clear_error_and_the_previous_checkpoint_survives(tmp_p
         return real(model, filename, *args, **kwargs)
 
     monkeypatch.setattr(checkpoint_module, "save_model", save_model)
-    with pytest.raises(TrainingError, match=r"step 4: cannot write the checkpoint .*best: No space left on device; "
-                                            r"the previous .*best is intact"):
-        train("lm", tmp_path / "run", data=DataSpec(data=[str(text)]), model_config=cfg,
-              train_config=TrainConfig(block_size=8, max_steps=6, eval_every=2, device="cpu"), quiet=True)
+    with pytest.raises(
+        TrainingError,
+        match=r"step 4: cannot write the checkpoint .*best: No space left on device; "
+        r"the previous .*best is intact",
+    ):
+        train(
+            "lm",
+            tmp_path / "run",
+            data=DataSpec(data=[str(text)]),
+            model_config=cfg,
+            train_config=TrainConfig(block_size=8, max_steps=6, eval_every=2, device="cpu"),
+            quiet=True,
+        )
     for name in ("best", "last"):  # whole, checksums and all
         assert load_checkpoint(tmp_path / "run" / name).step == 2
         assert not (tmp_path / "run" / f"{name}.tmp").exists()

@@ -10,8 +10,9 @@ from transformer_networks import cli
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "transformer_networks", *args], capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "transformer_networks", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_demo_builds_paper_base_and_prints_its_size():
@@ -22,8 +23,9 @@ def test_demo_builds_paper_base_and_prints_its_size():
 
 
 def test_info_prints_the_resolved_config_as_json():
-    result = run("info", "--family", "lm", "--preset", "tiny", "--set", "positional=rope", "--set", "n_kv_heads=2",
-                 "--json")
+    result = run(
+        "info", "--family", "lm", "--preset", "tiny", "--set", "positional=rope", "--set", "n_kv_heads=2", "--json"
+    )
     assert result.returncode == 0, result.stderr
     values = json.loads(result.stdout)
     assert values["positional"] == "rope" and values["n_kv_heads"] == 2 and values["d_model"] == 64
@@ -37,17 +39,20 @@ def test_info_reads_a_config_file(tmp_path):
     assert "TransformerClassifier" in result.stdout
 
 
-@pytest.mark.parametrize("args, message", [
-    (["info", "--set", "d_model=30"], "d_model must be divisible by n_heads"),
-    (["info", "--set", "activation=tanh"], "activation must be one of"),
-    (["info", "--set", "oops"], "--set expects FIELD=VALUE"),
-    (["info", "--config", "/nonexistent/model.json"], "/nonexistent/model.json: cannot read config"),
-    (["info", "--set", "dropout=abc"], "dropout must be a number, got 'abc'"),
-    (["info", "--family", "bogus"], "invalid choice: 'bogus'"),
-    (["demo", "--seq-len", "5000"], "exceeds max_seq_len=1024"),
-    (["demo", "--batch-size", "-1"], "expected a positive integer"),
-    (["bogus"], "invalid choice"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["info", "--set", "d_model=30"], "d_model must be divisible by n_heads"),
+        (["info", "--set", "activation=tanh"], "activation must be one of"),
+        (["info", "--set", "oops"], "--set expects FIELD=VALUE"),
+        (["info", "--config", "/nonexistent/model.json"], "/nonexistent/model.json: cannot read config"),
+        (["info", "--set", "dropout=abc"], "dropout must be a number, got 'abc'"),
+        (["info", "--family", "bogus"], "invalid choice: 'bogus'"),
+        (["demo", "--seq-len", "5000"], "exceeds max_seq_len=1024"),
+        (["demo", "--batch-size", "-1"], "expected a positive integer"),
+        (["bogus"], "invalid choice"),
+    ],
+)
 def test_bad_input_gives_one_line_and_exit_code_2(args, message):
     result = run(*args)
     assert result.returncode == 2
@@ -68,4 +73,8 @@ def test_functions_behind_the_commands():
     summary = cli.info("lm", "tiny", overrides={"n_layers": 1})
     assert summary.config.n_layers == 1 and summary.parameters > 0
     assert cli.parse_overrides(["norm_first=true", "positional=rope", "dropout=0.2", "bias=False"]) == {
-        "norm_first": True, "positional": "rope", "dropout": 0.2, "bias": False}
+        "norm_first": True,
+        "positional": "rope",
+        "dropout": 0.2,
+        "bias": False,
+    }

@@ -77,15 +77,18 @@ def test_bad_configs_name_the_field(kwargs, names):
         assert name in str(err.value)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(norm_first="false"), "norm_first must be true or false, got 'false'"),
-    (dict(bias="no"), "bias must be true or false"),
-    (dict(dropout="0.1"), "dropout must be a number"),
-    (dict(norm_eps=None), "norm_eps must be a number"),
-    (dict(pad_id=1.5), "pad_id must be an integer or null"),
-    (dict(d_model=True), "d_model must be an integer"),
-    (dict(positional=3), "positional must be a string"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(norm_first="false"), "norm_first must be true or false, got 'false'"),
+        (dict(bias="no"), "bias must be true or false"),
+        (dict(dropout="0.1"), "dropout must be a number"),
+        (dict(norm_eps=None), "norm_eps must be a number"),
+        (dict(pad_id=1.5), "pad_id must be an integer or null"),
+        (dict(d_model=True), "d_model must be an integer"),
+        (dict(positional=3), "positional must be a string"),
+    ],
+)
 def test_wrong_types_are_refused(kwargs, message):
     with pytest.raises(tn.ConfigError, match=message):
         tn.TransformerConfig(**kwargs)

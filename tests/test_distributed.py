@@ -12,10 +12,42 @@ import pytest
 
 
 def train_args(data, out, *extra):
-    return ["train", "lm", "--data", str(data), "--out", str(out), "--preset", "tiny", "--set", "d_model=32",
-            "--set", "n_heads=2", "--set", "n_layers=1", "--set", "dropout=0", "--set", "log_every=1",
-            "--set", "threads=1", "--max-steps", "6", "--eval-every", "3", "--block-size", "16", "--batch-size", "4",
-            "--tokenizer", "char", "--device", "cpu", "--quiet", *extra]
+    return [
+        "train",
+        "lm",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--preset",
+        "tiny",
+        "--set",
+        "d_model=32",
+        "--set",
+        "n_heads=2",
+        "--set",
+        "n_layers=1",
+        "--set",
+        "dropout=0",
+        "--set",
+        "log_every=1",
+        "--set",
+        "threads=1",
+        "--max-steps",
+        "6",
+        "--eval-every",
+        "3",
+        "--block-size",
+        "16",
+        "--batch-size",
+        "4",
+        "--tokenizer",
+        "char",
+        "--device",
+        "cpu",
+        "--quiet",
+        *extra,
+    ]
 
 
 def train_losses(run):
@@ -23,21 +55,40 @@ def train_losses(run):
     return {r["step"]: r["loss"] for r in map(json.loads, lines) if r["split"] == "train"}
 
 
-@pytest.mark.parametrize(("accum", "extra"), [
-    (1, []),
-    (2, []),
-    (1, ["--set", "fsdp=true", "--set", "activation_checkpointing=true"]),  # FSDP2: sharded, same steps
-])
+@pytest.mark.parametrize(
+    ("accum", "extra"),
+    [
+        (1, []),
+        (2, []),
+        (1, ["--set", "fsdp=true", "--set", "activation_checkpointing=true"]),  # FSDP2: sharded, same steps
+    ],
+)
 def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path, accum, extra):
     data = tmp_path / "text.txt"
     data.write_text(Path(__file__).read_text() * 4, encoding="utf-8")
-    single = subprocess.run([sys.executable, "-m", "transformer_networks",
-                             *train_args(data, tmp_path / "one", "--set", f"grad_accum={2 * accum}")],
-                            capture_output=True, text=True, timeout=300)
+    single = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "transformer_networks",
+            *train_args(data, tmp_path / "one", "--set", f"grad_accum={2 * accum}"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert single.returncode == 0, single.stderr
-    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
-            "transformer_networks", *train_args(data, tmp_path / "two", "--set", f"grad_accum={accum}", *extra),
-            "--overwrite"]
+    argv = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "transformer_networks",
+        *train_args(data, tmp_path / "two", "--set", f"grad_accum={accum}", *extra),
+        "--overwrite",
+    ]
     two = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     if two.returncode != 0:  # the launch of two local processes now and then fails on a loaded machine: once more
         first = two.stderr
@@ -49,8 +100,14 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
         assert abs(one[step] - both[step]) < 1e-5, (step, one[step], both[step])
     # Only rank 0 wrote: one run.json, one metrics file, checkpoints once.
     assert (tmp_path / "two" / "last" / "model.safetensors").exists()
-    assert sum(1 for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()
-               if json.loads(line)["split"] == "valid") == 2
+    assert (
+        sum(
+            1
+            for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()
+            if json.loads(line)["split"] == "valid"
+        )
+        == 2
+    )
 
 
 def checkpoint_step(run):
@@ -78,8 +135,16 @@ def descendants(pid):
 
 
 def torchrun(*args):
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
-            "transformer_networks", *args]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "transformer_networks",
+        *args,
+    ]
 
 
 @pytest.mark.parametrize("extra", [[], ["--set", "fsdp=true"]], ids=["ddp", "fsdp"])
@@ -88,8 +153,18 @@ def test_a_distributed_run_killed_after_a_checkpoint_resumes_bitwise(tmp_path, e
     optimizer state is sharded and must be gathered into last/ and sharded again on resume."""
     data = tmp_path / "text.txt"
     data.write_text(Path(__file__).read_text() * 8, encoding="utf-8")
-    args = [*train_args(data, "RUN"), "--set", "dropout=0.1", "--set", "d_model=64", "--max-steps", "40",
-            "--eval-every", "20", *extra]
+    args = [
+        *train_args(data, "RUN"),
+        "--set",
+        "dropout=0.1",
+        "--set",
+        "d_model=64",
+        "--max-steps",
+        "40",
+        "--eval-every",
+        "20",
+        *extra,
+    ]
 
     def argv(run):
         return torchrun(*[str(run) if a == "RUN" else a for a in args])
@@ -107,8 +182,9 @@ def test_a_distributed_run_killed_after_a_checkpoint_resumes_bitwise(tmp_path, e
         os.kill(pid, signal.SIGKILL)
     child.communicate()
     assert checkpoint_step(run) == 20  # killed before the run could end
-    resumed = subprocess.run(torchrun("train", "--resume", str(run), "--quiet"), capture_output=True, text=True,
-                             timeout=300)
+    resumed = subprocess.run(
+        torchrun("train", "--resume", str(run), "--quiet"), capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr
     ours, theirs = train_losses(run), train_losses(tmp_path / "straight")
     assert sorted(ours) == sorted(theirs) == list(range(1, 41))

@@ -59,8 +59,9 @@ def test_guide_relative_links_resolve():
         if "://" not in target:
             assert (GUIDE.parent / target).exists(), f"broken link: {target}"
     anchors = set(re.findall(r"\]\(#([^)]+)\)", text))
-    headings = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
-                for h in re.findall(r"^#+ (.+)$", text, flags=re.M)}
+    headings = {
+        re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in re.findall(r"^#+ (.+)$", text, flags=re.M)
+    }
     assert anchors <= headings, f"links to missing sections: {anchors - headings}"
 
 

@@ -122,8 +122,9 @@ def aten_calls_of_a_decoding_step(n_layers):
             calls[str(func)] += 1
             return func(*args, **(kwargs or {}))
 
-    cfg = TransformerConfig.from_preset("gpt2-small", vocab_size=24, d_model=32, n_heads=4, n_layers=n_layers,
-                                        d_ff=64, max_seq_len=64, dropout=0.0)
+    cfg = TransformerConfig.from_preset(
+        "gpt2-small", vocab_size=24, d_model=32, n_heads=4, n_layers=n_layers, d_ff=64, max_seq_len=64, dropout=0.0
+    )
     lm = TransformerLM(cfg).eval()
     with torch.inference_mode():  # as bench/generation.py runs it (under no_grad the mode sees composites split)
         cache = lm.init_cache()
@@ -200,7 +201,7 @@ def test_eos_stops_a_row_and_max_new_tokens_is_respected():
     out = generate(mt, src, max_new_tokens=6, eos_id=eos, pad_id=0, return_dict_in_generate=True)
     first = out.hypotheses[0][0].tokens
     assert first[-1] == eos and eos not in first[:-1] and len(first) <= 3
-    assert out.sequences[0, len(first):].eq(0).all()
+    assert out.sequences[0, len(first) :].eq(0).all()
     # min_new_tokens forbids EOS before that many tokens
     longer = generate(mt, src, max_new_tokens=6, min_new_tokens=4, eos_id=eos, return_dict_in_generate=True)
     assert all(len(h[0].tokens) >= 4 for h in longer.hypotheses)
@@ -230,8 +231,7 @@ def test_the_score_under_min_new_tokens_is_the_models_own_log_probability():
         logp = lm(seq[:, :-1]).log_softmax(-1)[0, 2:]  # the predictions of the new tokens
     expected = logp.gather(1, seq[0, 3:, None]).sum()
     assert float(out.scores[0]) == pytest.approx(float(expected), abs=1e-9)
-    beam = generate(lm, ids, max_new_tokens=4, min_new_tokens=2, eos_id=eos, num_beams=1,
-                    return_dict_in_generate=True)
+    beam = generate(lm, ids, max_new_tokens=4, min_new_tokens=2, eos_id=eos, num_beams=1, return_dict_in_generate=True)
     assert float(beam.scores[0]) == pytest.approx(float(out.scores[0]), abs=1e-9)
 
 
@@ -315,8 +315,15 @@ def test_beam_search_finds_the_exhaustive_optimum_lm(alpha):
     prompt = [0, 1]
     best = exhaustive_best(lambda s: lm_log_prob(lm, prompt, s), vocab, eos, max_len, alpha)
     # With as many beams as there are live prefixes (3^3), beam search must find the optimum.
-    out = generate(lm, torch.tensor([prompt]), num_beams=27, max_new_tokens=max_len, eos_id=eos,
-                   length_penalty=alpha, return_dict_in_generate=True)
+    out = generate(
+        lm,
+        torch.tensor([prompt]),
+        num_beams=27,
+        max_new_tokens=max_len,
+        eos_id=eos,
+        length_penalty=alpha,
+        return_dict_in_generate=True,
+    )
     top = out.hypotheses[0][0]
     assert top.tokens == best[1]
     assert top.score == pytest.approx(best[0], abs=1e-9)
@@ -328,8 +335,16 @@ def test_beam_search_finds_the_exhaustive_optimum_seq2seq(alpha, min_len):
     mt = make(Seq2SeqTransformer, vocab_size=vocab, pad_id=None, sharpen=2.0, seed=2)
     src = [4, 1, 0, eos]
     best = exhaustive_best(lambda s: mt_log_prob(mt, src, s), vocab, eos, max_len, alpha, min_len)
-    out = generate(mt, torch.tensor([src]), num_beams=16, max_new_tokens=max_len, min_new_tokens=min_len,
-                   eos_id=eos, length_penalty=alpha, return_dict_in_generate=True)
+    out = generate(
+        mt,
+        torch.tensor([src]),
+        num_beams=16,
+        max_new_tokens=max_len,
+        min_new_tokens=min_len,
+        eos_id=eos,
+        length_penalty=alpha,
+        return_dict_in_generate=True,
+    )
     top = out.hypotheses[0][0]
     assert top.tokens == best[1]
     assert top.score == pytest.approx(best[0], abs=1e-9)
@@ -338,8 +353,9 @@ def test_beam_search_finds_the_exhaustive_optimum_seq2seq(alpha, min_len):
 def test_beam_search_n_best_is_sorted_and_scored_batched():
     mt = make(Seq2SeqTransformer, seed=3, sharpen=1.5)
     src = pad_batch(prompts([6, 3, 8]), 0)  # sources are padded on the right: positions 0..S-1
-    out = generate(mt, src, num_beams=5, num_return_sequences=5, length_penalty=0.6, max_new_tokens=8,
-                   return_dict_in_generate=True)
+    out = generate(
+        mt, src, num_beams=5, num_return_sequences=5, length_penalty=0.6, max_new_tokens=8, return_dict_in_generate=True
+    )
     assert out.sequences.shape[0] == 15
     for b, hyps in enumerate(out.hypotheses):
         scores = [h.score for h in hyps]
@@ -350,8 +366,15 @@ def test_beam_search_n_best_is_sorted_and_scored_batched():
             assert h.score == pytest.approx(expected / gnmt_length_penalty(len(h.tokens), 0.6), abs=1e-9)
     # Batched beams equal each source decoded alone.
     for b in range(3):
-        alone = generate(mt, src[b : b + 1, : len(src[b].nonzero())], num_beams=5, num_return_sequences=5,
-                         length_penalty=0.6, max_new_tokens=8, return_dict_in_generate=True)
+        alone = generate(
+            mt,
+            src[b : b + 1, : len(src[b].nonzero())],
+            num_beams=5,
+            num_return_sequences=5,
+            length_penalty=0.6,
+            max_new_tokens=8,
+            return_dict_in_generate=True,
+        )
         assert [h.tokens for h in alone.hypotheses[0]] == [h.tokens for h in out.hypotheses[b]]
 
 
@@ -365,10 +388,18 @@ def test_gnmt_length_penalty():
 def test_bad_arguments_are_input_errors():
     lm = make(TransformerLM)
     ids = torch.tensor([[5, 6]])
-    for kwargs in ({"num_beams": 2, "do_sample": True}, {"num_beams": 2, "num_return_sequences": 3},
-                   {"num_return_sequences": 2}, {"do_sample": True, "top_p": 1.5}, {"do_sample": True, "top_k": 0},
-                   {"max_new_tokens": -1, "static_cache": True}, {"min_new_tokens": -1}, {"eos_id": -1},
-                   {"eos_id": 24}, {"pad_id": 99}):
+    for kwargs in (
+        {"num_beams": 2, "do_sample": True},
+        {"num_beams": 2, "num_return_sequences": 3},
+        {"num_return_sequences": 2},
+        {"do_sample": True, "top_p": 1.5},
+        {"do_sample": True, "top_k": 0},
+        {"max_new_tokens": -1, "static_cache": True},
+        {"min_new_tokens": -1},
+        {"eos_id": -1},
+        {"eos_id": 24},
+        {"pad_id": 99},
+    ):
         with pytest.raises(InputError):
             generate(lm, ids, **({"max_new_tokens": 3} | kwargs))
     for family in (TransformerLM, Seq2SeqTransformer):
@@ -381,8 +412,9 @@ def reference_beam_search(log_prob, vocab, eos, beams, max_len, alpha):
     stopping rule may only end a search when nothing left could change the answer."""
     live, finished = [([], 0.0)], []
     for _ in range(max_len):
-        candidates = sorted(((seq + [tok], log_prob(seq + [tok])) for seq, _ in live for tok in range(vocab)),
-                            key=lambda c: -c[1])
+        candidates = sorted(
+            ((seq + [tok], log_prob(seq + [tok])) for seq, _ in live for tok in range(vocab)), key=lambda c: -c[1]
+        )
         live = []
         for seq, score in candidates:
             if len(live) == beams:
@@ -404,8 +436,15 @@ def test_beam_search_stopping_rule_changes_nothing(vocab, seed):
     src = [1, 0, 2, eos]
     for alpha in (0.0, 1.0, 3.0):
         expected = reference_beam_search(lambda s: mt_log_prob(mt, src, s), vocab, eos, 2, max_len, alpha)
-        out = generate(mt, torch.tensor([src]), num_beams=2, max_new_tokens=max_len, eos_id=eos,
-                       length_penalty=alpha, return_dict_in_generate=True)
+        out = generate(
+            mt,
+            torch.tensor([src]),
+            num_beams=2,
+            max_new_tokens=max_len,
+            eos_id=eos,
+            length_penalty=alpha,
+            return_dict_in_generate=True,
+        )
         assert out.hypotheses[0][0].tokens == expected[0]
         assert out.hypotheses[0][0].score == pytest.approx(expected[1], abs=1e-9)
 
@@ -419,17 +458,21 @@ def test_a_cache_given_to_generate_is_reused_in_place(family):
     model = make(family, **VARIANTS["gqa"])
     cache = model.init_cache(batch_size=6, max_len=40)
     addresses = [layer.self_attn.k.data_ptr() for layer in cache.layers]
-    calls = [([4, 2], {"num_beams": 3}), ([3, 6], {"num_beams": 3, "num_return_sequences": 2}),
-             ([5, 5], {"do_sample": True, "seed": 0, "num_return_sequences": 3})]
+    calls = [
+        ([4, 2], {"num_beams": 3}),
+        ([3, 6], {"num_beams": 3, "num_return_sequences": 2}),
+        ([5, 5], {"do_sample": True, "seed": 0, "num_return_sequences": 3}),
+    ]
     for seed, (lengths, kwargs) in enumerate(calls):
         ids, mask = left_pad(prompts(lengths, seed=seed), pad_id=0)
         expected = generate(model, ids, attention_mask=mask, max_new_tokens=8, **kwargs)
-        assert torch.equal(generate(model, ids, attention_mask=mask, max_new_tokens=8, cache=cache, **kwargs),
-                           expected)
+        assert torch.equal(generate(model, ids, attention_mask=mask, max_new_tokens=8, cache=cache, **kwargs), expected)
         assert [layer.self_attn.k.data_ptr() for layer in cache.layers] == addresses
     growing = model.init_cache()
     for rows in (ids, ids[:1]):  # a growing cache is emptied and reused for any batch size
-        assert torch.equal(generate(model, rows, attention_mask=mask[: len(rows)], max_new_tokens=5, cache=growing),
-                           generate(model, rows, attention_mask=mask[: len(rows)], max_new_tokens=5))
+        assert torch.equal(
+            generate(model, rows, attention_mask=mask[: len(rows)], max_new_tokens=5, cache=growing),
+            generate(model, rows, attention_mask=mask[: len(rows)], max_new_tokens=5),
+        )
     with pytest.raises(InputError, match="holds 6 rows of 40 tokens; this generation needs 2 rows"):
         generate(model, ids, attention_mask=mask, cache=cache, max_new_tokens=8)

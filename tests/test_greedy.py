@@ -16,8 +16,9 @@ def reference_greedy(model, src, bos, eos, steps):
 
 def test_cached_greedy_equals_recomputing_every_prefix():
     torch.manual_seed(0)
-    cfg = TransformerConfig.from_preset("tiny", vocab_size=20, d_model=32, n_heads=4, n_kv_heads=2, dropout=0.0,
-                                        positional="rope")
+    cfg = TransformerConfig.from_preset(
+        "tiny", vocab_size=20, d_model=32, n_heads=4, n_kv_heads=2, dropout=0.0, positional="rope"
+    )
     model = Seq2SeqTransformer(cfg).eval()
     src = torch.randint(5, 20, (3, 7))
     src[1, 4:] = 0  # a padded source row

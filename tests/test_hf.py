@@ -36,27 +36,55 @@ def save(model, path):
 
 
 def bert(**kw):
-    cfg = transformers.BertConfig(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                  intermediate_size=64, **SMALL, **kw)
+    cfg = transformers.BertConfig(
+        vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, **SMALL, **kw
+    )
     return cfg
 
 
 def gpt2():
-    return transformers.GPT2LMHeadModel(transformers.GPT2Config(
-        vocab_size=V, n_embd=32, n_layer=2, n_head=4, n_positions=40, bos_token_id=V - 1, eos_token_id=V - 1))
+    return transformers.GPT2LMHeadModel(
+        transformers.GPT2Config(
+            vocab_size=V, n_embd=32, n_layer=2, n_head=4, n_positions=40, bos_token_id=V - 1, eos_token_id=V - 1
+        )
+    )
 
 
 def bart():
-    return transformers.BartForConditionalGeneration(transformers.BartConfig(
-        vocab_size=V, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
-        decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, **SMALL))
+    return transformers.BartForConditionalGeneration(
+        transformers.BartConfig(
+            vocab_size=V,
+            d_model=32,
+            encoder_layers=2,
+            decoder_layers=2,
+            encoder_attention_heads=4,
+            decoder_attention_heads=4,
+            encoder_ffn_dim=64,
+            decoder_ffn_dim=64,
+            **SMALL,
+        )
+    )
 
 
 def marian():  # opus-mt's settings: SiLU ("swish"), scaled embeddings, pad = decoder start = last id
-    return transformers.MarianMTModel(transformers.MarianConfig(
-        vocab_size=V, d_model=32, encoder_layers=2, decoder_layers=3, encoder_attention_heads=4,
-        decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, activation_function="swish",
-        scale_embedding=True, pad_token_id=V - 1, decoder_start_token_id=V - 1, eos_token_id=0, **SMALL))
+    return transformers.MarianMTModel(
+        transformers.MarianConfig(
+            vocab_size=V,
+            d_model=32,
+            encoder_layers=2,
+            decoder_layers=3,
+            encoder_attention_heads=4,
+            decoder_attention_heads=4,
+            encoder_ffn_dim=64,
+            decoder_ffn_dim=64,
+            activation_function="swish",
+            scale_embedding=True,
+            pad_token_id=V - 1,
+            decoder_start_token_id=V - 1,
+            eos_token_id=0,
+            **SMALL,
+        )
+    )
 
 
 def padded(rows, pad):
@@ -89,8 +117,9 @@ def test_bert_hidden_states_and_classifier_logits(tmp_path):
 def test_bertmodel_and_sentence_transformers_root_get_a_fresh_head(tmp_path):
     ref = perturb(transformers.BertModel(bert()))
     directory = save(ref, tmp_path / "st")
-    (directory / "modules.json").write_text(json.dumps([{"idx": 0, "name": "0", "path": "",
-                                                          "type": "sentence_transformers.models.Transformer"}]))
+    (directory / "modules.json").write_text(
+        json.dumps([{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}])
+    )
     ours = load_hf(directory, n_classes=5)
     assert ours.cfg.n_classes == 5 and ours.cfg.classifier_pooler
     ids = torch.tensor([random_rows([8])[0]])
@@ -109,8 +138,9 @@ def test_gpt2_logits_and_greedy_tokens_with_left_padding(tmp_path):
     T = max(map(len, rows))
     prompts = torch.tensor([[V - 1] * (T - len(r)) + r for r in rows])  # left padding
     mask = torch.tensor([[0] * (T - len(r)) + [1] * len(r) for r in rows])
-    theirs = ref.generate(prompts, attention_mask=mask, max_new_tokens=12, do_sample=False, num_beams=1,
-                          pad_token_id=V - 1)
+    theirs = ref.generate(
+        prompts, attention_mask=mask, max_new_tokens=12, do_sample=False, num_beams=1, pad_token_id=V - 1
+    )
     mine = ours.generate(prompts, attention_mask=mask.bool(), max_new_tokens=12)
     assert mine.tolist() == theirs.tolist()
 
@@ -126,9 +156,17 @@ def test_seq2seq_logits_and_greedy_tokens_with_padding(tmp_path, build):
     with torch.no_grad():
         theirs = ref(input_ids=src, attention_mask=src_mask, decoder_input_ids=tgt).logits
         torch.testing.assert_close(ours(src, tgt), theirs, rtol=0, atol=1e-5)
-    generated = ref.generate(src, attention_mask=src_mask, max_new_tokens=10, do_sample=False, num_beams=1,
-                             min_length=0, forced_bos_token_id=None, forced_eos_token_id=None,
-                             no_repeat_ngram_size=0)
+    generated = ref.generate(
+        src,
+        attention_mask=src_mask,
+        max_new_tokens=10,
+        do_sample=False,
+        num_beams=1,
+        min_length=0,
+        forced_bos_token_id=None,
+        forced_eos_token_id=None,
+        no_repeat_ngram_size=0,
+    )
     mine = ours.generate(src, max_new_tokens=10)
     assert mine.tolist() == generated[:, 1:].tolist()  # theirs starts with the decoder start token
 
@@ -165,8 +203,9 @@ def test_export_loads_in_transformers_with_the_same_outputs(tmp_path, kind):
 def test_an_lm_of_our_own_exports_as_gpt2(tmp_path):
     from transformer_networks import TransformerConfig
 
-    cfg = TransformerConfig.from_preset("gpt2-small", vocab_size=V, d_model=32, n_heads=4, n_layers=2, d_ff=64,
-                                        max_seq_len=40, dropout=0.0)
+    cfg = TransformerConfig.from_preset(
+        "gpt2-small", vocab_size=V, d_model=32, n_heads=4, n_layers=2, d_ff=64, max_seq_len=40, dropout=0.0
+    )
     ours = perturb(TransformerLM(cfg))
     export_hf(ours, tmp_path / "out")
     theirs = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "out").eval()
@@ -174,8 +213,9 @@ def test_an_lm_of_our_own_exports_as_gpt2(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(theirs(ids).logits, ours(ids), rtol=0, atol=1e-5)
     with pytest.raises(HFError, match="norm_first=False"):
-        export_hf(TransformerLM(TransformerConfig.from_preset("tiny", norm_first=False, positional="learned")),
-                  tmp_path / "x")
+        export_hf(
+            TransformerLM(TransformerConfig.from_preset("tiny", norm_first=False, positional="learned")), tmp_path / "x"
+        )
 
 
 def test_bad_directories_are_one_line_errors(tmp_path):
@@ -221,8 +261,12 @@ def test_bad_directories_are_one_line_errors(tmp_path):
     import sys
 
     for bad in (cut, wrong, empty):
-        done = subprocess.run([sys.executable, "-m", "transformer_networks", "convert", str(bad),
-                               str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-m", "transformer_networks", "convert", str(bad), str(tmp_path / "out")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
         assert len(done.stderr.strip().splitlines()) == 1 and str(bad) in done.stderr
 
@@ -243,21 +287,57 @@ def test_train_classification_from_imported_bert(tmp_path):
 
     words = "good bad great awful fine poor nice terrible movie film plot".split()
     tok = wordpiece(words)
-    ref = perturb(transformers.BertModel(transformers.BertConfig(
-        vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0)))
+    ref = perturb(
+        transformers.BertModel(
+            transformers.BertConfig(
+                vocab_size=tok.get_vocab_size(),
+                hidden_size=32,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                intermediate_size=64,
+                max_position_embeddings=64,
+                hidden_dropout_prob=0.0,
+                attention_probs_dropout_prob=0.0,
+            )
+        )
+    )
     directory = save(ref, tmp_path / "bert")
     tok.save(str(directory / "tokenizer.json"))
-    lines = [f"{a} {b}\t{'pos' if a in ('good', 'great', 'fine', 'nice') else 'neg'}"
-             for a in words[:8] for b in words[8:]]
+    lines = [
+        f"{a} {b}\t{'pos' if a in ('good', 'great', 'fine', 'nice') else 'neg'}" for a in words[:8] for b in words[8:]
+    ]
     data = tmp_path / "train.tsv"
     data.write_text("text\tlabel\n" + "\n".join(lines) + "\n")
     run = tmp_path / "run"
     # A learning rate of 1e-12: the checkpoint still holds the imported encoder (to 1e-5), with a new 2-class head.
-    assert cli.main(["train", "classification", "--init", str(directory), "--data", str(data), "--out", str(run),
-                     "--max-steps", "2", "--eval-every", "2", "--batch-size", "8", "--set", "lr=1e-12",
-                     "--set", "schedule=constant", "--set", "max_len=16", "--quiet"]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "classification",
+                "--init",
+                str(directory),
+                "--data",
+                str(data),
+                "--out",
+                str(run),
+                "--max-steps",
+                "2",
+                "--eval-every",
+                "2",
+                "--batch-size",
+                "8",
+                "--set",
+                "lr=1e-12",
+                "--set",
+                "schedule=constant",
+                "--set",
+                "max_len=16",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     ck = load_checkpoint(run / "last")
     assert ck.config.n_classes == 2 and ck.labels == ["neg", "pos"]
     assert ck.tokenizer.cls_id == tok.token_to_id("[CLS]") and ck.tokenizer.pad_id == 0
@@ -279,25 +359,57 @@ def test_train_lm_from_imported_gpt2_and_wrong_family(tmp_path, capsys):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator([text], trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
-                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.train_from_iterator(
+        [text],
+        trainers.BpeTrainer(
+            vocab_size=300, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
     eos = tok.token_to_id("<|endoftext|>")
-    ref = transformers.GPT2LMHeadModel(transformers.GPT2Config(
-        vocab_size=tok.get_vocab_size(), n_embd=32, n_layer=2, n_head=4, n_positions=64, bos_token_id=eos,
-        eos_token_id=eos))
+    ref = transformers.GPT2LMHeadModel(
+        transformers.GPT2Config(
+            vocab_size=tok.get_vocab_size(),
+            n_embd=32,
+            n_layer=2,
+            n_head=4,
+            n_positions=64,
+            bos_token_id=eos,
+            eos_token_id=eos,
+        )
+    )
     directory = save(perturb(ref), tmp_path / "gpt2")
     tok.save(str(directory / "tokenizer.json"))
     data = tmp_path / "text.txt"
     data.write_text(text)
     run = tmp_path / "lm"
-    assert cli.main(["train", "lm", "--init", str(directory), "--data", str(data), "--out", str(run),
-                     "--max-steps", "3", "--eval-every", "3", "--block-size", "16", "--batch-size", "4",
-                     "--quiet"]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "lm",
+                "--init",
+                str(directory),
+                "--data",
+                str(data),
+                "--out",
+                str(run),
+                "--max-steps",
+                "3",
+                "--eval-every",
+                "3",
+                "--block-size",
+                "16",
+                "--batch-size",
+                "4",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     ck = load_checkpoint(run / "last")
     assert isinstance(ck.model, TransformerLM) and ck.config.eos_id == eos and ck.tokenizer.eos_id == eos
     assert ck.tokenizer.decode(ck.tokenizer.encode("the cat sat")) == "the cat sat"
-    assert cli.main(["train", "classification", "--init", str(directory), "--out", str(tmp_path / "x"),
-                     "--quiet"]) == 2
+    assert cli.main(["train", "classification", "--init", str(directory), "--out", str(tmp_path / "x"), "--quiet"]) == 2
     assert "a TransformerLM, but classification trains a TransformerClassifier" in capsys.readouterr().err
 
 
@@ -310,13 +422,32 @@ def test_export_follows_the_per_stack_layer_count(tmp_path, kind):
     from transformer_networks import TransformerConfig
 
     if kind == "gpt2":
-        cfg = TransformerConfig.from_preset("gpt2-small", vocab_size=V, d_model=32, n_heads=4, n_layers=2,
-                                            n_decoder_layers=3, d_ff=64, max_seq_len=40, dropout=0.0)
+        cfg = TransformerConfig.from_preset(
+            "gpt2-small",
+            vocab_size=V,
+            d_model=32,
+            n_heads=4,
+            n_layers=2,
+            n_decoder_layers=3,
+            d_ff=64,
+            max_seq_len=40,
+            dropout=0.0,
+        )
         ours = perturb(TransformerLM(cfg))
     else:
-        cfg = TransformerConfig.from_preset("bert-base", vocab_size=V, d_model=32, n_heads=4, n_layers=2,
-                                            n_encoder_layers=3, d_ff=64, max_seq_len=40, dropout=0.0,
-                                            attention_dropout=0.0, n_classes=3)
+        cfg = TransformerConfig.from_preset(
+            "bert-base",
+            vocab_size=V,
+            d_model=32,
+            n_heads=4,
+            n_layers=2,
+            n_encoder_layers=3,
+            d_ff=64,
+            max_seq_len=40,
+            dropout=0.0,
+            attention_dropout=0.0,
+            n_classes=3,
+        )
         ours = perturb(TransformerClassifier(cfg))
     assert len((ours.decoder if kind == "gpt2" else ours.encoder).stack.layers) == 3
     out = export_hf(ours, tmp_path / "out")
@@ -364,8 +495,9 @@ def test_export_refuses_to_drop_a_tensor(tmp_path, monkeypatch):
     family = FAMILIES["gpt2"]
     table = {k: v for k, v in family.table.items() if not k.startswith("ln_f.")}
     monkeypatch.setitem(FAMILIES, "gpt2", dataclasses.replace(family, table=table))
-    cfg = TransformerConfig.from_preset("gpt2-small", vocab_size=V, d_model=32, n_heads=4, n_layers=2, d_ff=64,
-                                        max_seq_len=40)
+    cfg = TransformerConfig.from_preset(
+        "gpt2-small", vocab_size=V, d_model=32, n_heads=4, n_layers=2, d_ff=64, max_seq_len=40
+    )
     with pytest.raises(HFError, match=r"no place for decoder\.stack\.final_norm\.weight"):
         export_hf(TransformerLM(cfg), tmp_path / "out")
     assert not (tmp_path / "out").exists()

@@ -16,8 +16,21 @@ from transformer_networks.inference import attention_maps, classify_lines, load_
 from transformer_networks.training.evaluation import evaluate
 from transformer_networks.training.tasks import DataSpec
 
-TINY = ["--preset", "tiny", "--set", "d_model=32", "--set", "n_heads=2", "--set", "n_layers=1", "--set", "d_ff=64",
-        "--device", "cpu", "--quiet"]
+TINY = [
+    "--preset",
+    "tiny",
+    "--set",
+    "d_model=32",
+    "--set",
+    "n_heads=2",
+    "--set",
+    "n_layers=1",
+    "--set",
+    "d_ff=64",
+    "--device",
+    "cpu",
+    "--quiet",
+]
 WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet".split()
 
 
@@ -31,12 +44,46 @@ def runs(tmp_path_factory):
     rows = "".join(f"{w} {w}\t{'pos' if i % 2 else 'neg'}\n" for i, w in enumerate(WORDS))
     (tmp / "cls.tsv").write_text("text\tlabel\n" + rows * 5, encoding="utf-8")
     argvs = {
-        "mt": ["train", "translation", "--data", tmp / "mt.tsv", "--tokenizer", "word", "--max-steps", "40",
-               "--set", "lr=3e-3", "--eval-every", "40"],
-        "lm": ["train", "lm", "--data", tmp / "lm.txt", "--tokenizer", "char", "--block-size", "16",
-               "--max-steps", "20", "--eval-every", "20"],
-        "cls": ["train", "classification", "--data", tmp / "cls.tsv", "--tokenizer", "word", "--max-steps", "10",
-                "--eval-every", "10"],
+        "mt": [
+            "train",
+            "translation",
+            "--data",
+            tmp / "mt.tsv",
+            "--tokenizer",
+            "word",
+            "--max-steps",
+            "40",
+            "--set",
+            "lr=3e-3",
+            "--eval-every",
+            "40",
+        ],
+        "lm": [
+            "train",
+            "lm",
+            "--data",
+            tmp / "lm.txt",
+            "--tokenizer",
+            "char",
+            "--block-size",
+            "16",
+            "--max-steps",
+            "20",
+            "--eval-every",
+            "20",
+        ],
+        "cls": [
+            "train",
+            "classification",
+            "--data",
+            tmp / "cls.tsv",
+            "--tokenizer",
+            "word",
+            "--max-steps",
+            "10",
+            "--eval-every",
+            "10",
+        ],
     }
     for name, argv in argvs.items():
         assert cli.main([*map(str, argv), "--out", str(tmp / name), *TINY]) == 0
@@ -55,8 +102,12 @@ def run_cli(monkeypatch, capsys, argv, stdin=b""):
 
 def test_translate_keeps_order_and_empty_lines_and_equals_beam_search(runs, monkeypatch, capsys):
     sources = ["alpha bravo charlie", "", "golf", "juliet echo alpha bravo charlie delta"]
-    code, out, err = run_cli(monkeypatch, capsys, ["translate", runs / "mt", "--batch-size", "2", "--device", "cpu"],
-                             "\n".join(sources).encode() + b"\n")
+    code, out, err = run_cli(
+        monkeypatch,
+        capsys,
+        ["translate", runs / "mt", "--batch-size", "2", "--device", "cpu"],
+        "\n".join(sources).encode() + b"\n",
+    )
     assert code == 0, err
     lines = out.split("\n")[:-1]
     assert len(lines) == 4 and lines[1] == ""
@@ -70,8 +121,12 @@ def test_translate_keeps_order_and_empty_lines_and_equals_beam_search(runs, monk
 
 
 def test_translate_n_best(runs, monkeypatch, capsys):
-    code, out, err = run_cli(monkeypatch, capsys, ["translate", runs / "mt", "--n-best", "3", "--beam", "5",
-                                                   "--device", "cpu"], b"alpha bravo charlie\ngolf hotel\n")
+    code, out, err = run_cli(
+        monkeypatch,
+        capsys,
+        ["translate", runs / "mt", "--n-best", "3", "--beam", "5", "--device", "cpu"],
+        b"alpha bravo charlie\ngolf hotel\n",
+    )
     assert code == 0, err
     rows = [line.split("\t") for line in out.splitlines()]
     assert [r[0] for r in rows] == ["1", "1", "1", "2", "2", "2"]
@@ -105,8 +160,9 @@ def test_generate_is_reproducible_with_a_seed_and_stops_at_a_stop_string(runs, m
     stop = expected[len("the quick") + 3 :][:2]  # a string the greedy continuation contains
     code, cut, _ = run_cli(monkeypatch, capsys, [*argv, "--greedy", "--stop", stop])
     assert cut == expected[: expected.index(stop, len("the quick"))] + "\n"
-    code, piped, _ = run_cli(monkeypatch, capsys, [a for a in argv if a not in ("--prompt", "the quick")]
-                             + ["--greedy"], b"the quick")
+    code, piped, _ = run_cli(
+        monkeypatch, capsys, [a for a in argv if a not in ("--prompt", "the quick")] + ["--greedy"], b"the quick"
+    )
     assert piped == greedy
 
 
@@ -114,8 +170,11 @@ def test_generate_prompt_longer_than_the_context(runs, monkeypatch, capsys):
     long = "the quick brown fox " * 5  # 100 characters, the context is 16
     code, out, err = run_cli(monkeypatch, capsys, ["generate", runs / "lm", "--prompt", long, "--device", "cpu"])
     assert code == 2 and err.count("\n") == 1 and "--truncate" in err and "16" in err
-    code, out, err = run_cli(monkeypatch, capsys, ["generate", runs / "lm", "--prompt", long, "--truncate",
-                                                   "--max-new-tokens", "1", "--device", "cpu"])
+    code, out, err = run_cli(
+        monkeypatch,
+        capsys,
+        ["generate", runs / "lm", "--prompt", long, "--truncate", "--max-new-tokens", "1", "--device", "cpu"],
+    )
     assert code == 0 and out.startswith(long)
 
 
@@ -150,18 +209,35 @@ def test_evaluate_an_ensemble_averages_the_members_probabilities(runs, monkeypat
     # accuracy and loss must equal those of the mean of the two models' probabilities as `classify_lines` gives them.
     other = runs / "cls-seed1"
     if not other.exists():
-        argv = ["train", "classification", "--data", runs / "cls.tsv", "--tokenizer", "word", "--max-steps", "6",
-                "--eval-every", "6", "--seed", "1", "--out", other, *TINY]
+        argv = [
+            "train",
+            "classification",
+            "--data",
+            runs / "cls.tsv",
+            "--tokenizer",
+            "word",
+            "--max-steps",
+            "6",
+            "--eval-every",
+            "6",
+            "--seed",
+            "1",
+            "--out",
+            other,
+            *TINY,
+        ]
         assert cli.main([str(a) for a in argv]) == 0
         capsys.readouterr()  # the run's summary
     data = runs / "cls.tsv"
-    code, out, err = run_cli(monkeypatch, capsys, ["evaluate", runs / "cls", other, "--data", data, "--json",
-                                                   "--device", "cpu"])
+    code, out, err = run_cli(
+        monkeypatch, capsys, ["evaluate", runs / "cls", other, "--data", data, "--json", "--device", "cpu"]
+    )
     assert code == 0, err
     result = json.loads(out)
     rows = [line.split("\t") for line in data.read_text(encoding="utf-8").splitlines()[1:]]
-    members = [classify_lines(load_for("classification", run), [text for text, _ in rows]) for run in
-               (runs / "cls", other)]
+    members = [
+        classify_lines(load_for("classification", run), [text for text, _ in rows]) for run in (runs / "cls", other)
+    ]
     mean = [{label: (a[label] + b[label]) / 2 for label in a} for a, b in zip(*members, strict=True)]
     correct = [max(m, key=m.get) == label for m, (_, label) in zip(mean, rows, strict=True)]
     loss = -sum(math.log(m[label]) for m, (_, label) in zip(mean, rows, strict=True)) / len(rows)
@@ -171,15 +247,18 @@ def test_evaluate_an_ensemble_averages_the_members_probabilities(runs, monkeypat
 
     # One checkpoint twice is that checkpoint.
     single = evaluate(runs / "cls", DataSpec(data=[str(data)]), device="cpu")
-    code, out, _ = run_cli(monkeypatch, capsys, ["evaluate", runs / "cls", runs / "cls", "--data", data, "--json",
-                                                 "--device", "cpu"])
+    code, out, _ = run_cli(
+        monkeypatch, capsys, ["evaluate", runs / "cls", runs / "cls", "--data", data, "--json", "--device", "cpu"]
+    )
     twice = json.loads(out)
     assert twice["accuracy"] == single.metrics["accuracy"]
     assert twice["loss"] == pytest.approx(single.metrics["loss"], rel=1e-5)
 
-    for argv, message in ((["evaluate", runs / "cls", other], "evaluate an ensemble on data given with --data"),
-                          (["evaluate", runs / "cls", runs / "mt", "--data", data], "ensembles are for classification"),
-                          (["evaluate", runs / "cls", other, "--data", data, "--examples", "2"], "leave it out")):
+    for argv, message in (
+        (["evaluate", runs / "cls", other], "evaluate an ensemble on data given with --data"),
+        (["evaluate", runs / "cls", runs / "mt", "--data", data], "ensembles are for classification"),
+        (["evaluate", runs / "cls", other, "--data", data, "--examples", "2"], "leave it out"),
+    ):
         code, _, err = run_cli(monkeypatch, capsys, [*argv, "--device", "cpu"])
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
 
@@ -200,8 +279,9 @@ def test_attention_maps_are_the_models_weights_and_draw(runs, tmp_path, monkeypa
     assert maps.weights["decoder"][0, :, 0, 1:].abs().max() == 0  # causal: the first query sees itself only
     for task, extra in (("mt", []), ("mt", ["--kind", "encoder", "--head", "1"]), ("lm", []), ("cls", [])):
         png = tmp_path / f"{task}{len(extra)}.png"
-        code, printed, err = run_cli(monkeypatch, capsys, ["attention", runs / task, "--text", "alpha bravo",
-                                                           "--out", png, *extra])
+        code, printed, err = run_cli(
+            monkeypatch, capsys, ["attention", runs / task, "--text", "alpha bravo", "--out", png, *extra]
+        )
         assert code == 0, err
         assert printed.strip() == str(png) and png.read_bytes()[:4] == b"\x89PNG"
 
@@ -209,18 +289,21 @@ def test_attention_maps_are_the_models_weights_and_draw(runs, tmp_path, monkeypa
 # --- bad input --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("argv", "stdin", "message"), [
-    (["translate", "{runs}/nope"], b"x\n", "no such checkpoint"),
-    (["translate", "{runs}/cls"], b"x\n", "is a classification checkpoint; this needs a translation checkpoint"),
-    (["classify", "{runs}/mt"], b"x\n", "is a translation checkpoint"),
-    (["generate", "{runs}/cls", "--prompt", "x"], b"", "is a classification checkpoint"),
-    (["translate", "{runs}/mt"], b"alpha\n" + b"alpha " * 400 + b"\n", "line 2: 401 tokens do not fit"),
-    (["classify", "{runs}/cls"], b"ok\n\xff\xfe\n", "stdin: line 2: not valid UTF-8"),
-    (["translate", "{runs}/mt", "--n-best", "5"], b"x\n", "--n-best 5 needs --beam of at least 5"),
-    (["generate", "{runs}/lm", "--prompt", "the", "--top-p", "2"], b"", "top_p must be in (0, 1]"),
-    (["attention", "{runs}/mt", "--text", "alpha", "--layer", "3", "--out", "{runs}/x.png"], b"", "--layer 3"),
-    (["attention", "{runs}/lm", "--text", "the", "--kind", "cross", "--out", "{runs}/x.png"], b"", "--kind cross"),
-])
+@pytest.mark.parametrize(
+    ("argv", "stdin", "message"),
+    [
+        (["translate", "{runs}/nope"], b"x\n", "no such checkpoint"),
+        (["translate", "{runs}/cls"], b"x\n", "is a classification checkpoint; this needs a translation checkpoint"),
+        (["classify", "{runs}/mt"], b"x\n", "is a translation checkpoint"),
+        (["generate", "{runs}/cls", "--prompt", "x"], b"", "is a classification checkpoint"),
+        (["translate", "{runs}/mt"], b"alpha\n" + b"alpha " * 400 + b"\n", "line 2: 401 tokens do not fit"),
+        (["classify", "{runs}/cls"], b"ok\n\xff\xfe\n", "stdin: line 2: not valid UTF-8"),
+        (["translate", "{runs}/mt", "--n-best", "5"], b"x\n", "--n-best 5 needs --beam of at least 5"),
+        (["generate", "{runs}/lm", "--prompt", "the", "--top-p", "2"], b"", "top_p must be in (0, 1]"),
+        (["attention", "{runs}/mt", "--text", "alpha", "--layer", "3", "--out", "{runs}/x.png"], b"", "--layer 3"),
+        (["attention", "{runs}/lm", "--text", "the", "--kind", "cross", "--out", "{runs}/x.png"], b"", "--kind cross"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(runs, monkeypatch, capsys, argv, stdin, message):
     argv = [a.format(runs=runs) for a in argv]
     code, out, err = run_cli(monkeypatch, capsys, argv, stdin)
@@ -229,16 +312,27 @@ def test_bad_input_is_one_line_and_exit_2(runs, monkeypatch, capsys, argv, stdin
 
 
 def test_too_long_input_is_cut_with_truncate(runs, monkeypatch, capsys):
-    code, out, err = run_cli(monkeypatch, capsys, ["translate", runs / "mt", "--truncate", "--device", "cpu"],
-                             b"alpha " * 400 + b"\n")
+    code, out, err = run_cli(
+        monkeypatch, capsys, ["translate", runs / "mt", "--truncate", "--device", "cpu"], b"alpha " * 400 + b"\n"
+    )
     assert code == 0 and out.count("\n") == 1
 
 
 def test_a_real_process_pipes_text_through(runs):
-    result = subprocess.run([sys.executable, "-m", "transformer_networks", "classify", str(runs / "cls")],
-                            input="alpha alpha\n\n", capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "transformer_networks", "classify", str(runs / "cls")],
+        input="alpha alpha\n\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0 and result.stderr == ""
     assert result.stdout.split("\n")[1] == "" and result.stdout.split("\t")[0] in ("neg", "pos")
-    result = subprocess.run([sys.executable, "-m", "transformer_networks", "translate", str(runs / "lm")],
-                            input="x\n", capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "transformer_networks", "translate", str(runs / "lm")],
+        input="x\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr and result.stderr.count("\n") == 1

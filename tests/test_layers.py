@@ -92,8 +92,12 @@ def test_every_component_has_a_layer():
 
 
 def test_imports_go_downward_only():
-    wrong = sorted(f"{m} -> {t}" for m, targets in GRAPH.items() for t in targets
-                   if component(m) != component(t) and RANK[component(t)] >= RANK[component(m)])
+    wrong = sorted(
+        f"{m} -> {t}"
+        for m, targets in GRAPH.items()
+        for t in targets
+        if component(m) != component(t) and RANK[component(t)] >= RANK[component(m)]
+    )
     assert not wrong, "imports that go up or sideways:\n" + "\n".join(wrong)
 
 

@@ -21,8 +21,9 @@ def test_without_smoothing_equals_cross_entropy_ignoring_padding(batch):
     got = label_smoothed_cross_entropy(logits, targets, ignore_index=0)
     torch.testing.assert_close(got, expected)
     expected_sum = F.cross_entropy(logits.reshape(-1, 11), targets.reshape(-1), ignore_index=0, reduction="sum")
-    torch.testing.assert_close(label_smoothed_cross_entropy(logits, targets, ignore_index=0, reduction="sum"),
-                               expected_sum)
+    torch.testing.assert_close(
+        label_smoothed_cross_entropy(logits, targets, ignore_index=0, reduction="sum"), expected_sum
+    )
 
 
 def test_smoothing_over_all_classes_equals_pytorch(batch):

@@ -40,10 +40,10 @@ def test_lm_outputs_ignore_later_tokens(cfg):
     base = lm(ids)
     for t in (0, 4, 8):
         changed = ids.clone()
-        changed[:, t + 1:] = tokens(2, 10 - t - 1)
+        changed[:, t + 1 :] = tokens(2, 10 - t - 1)
         out = lm(changed)
         torch.testing.assert_close(out[:, : t + 1], base[:, : t + 1], atol=1e-5, rtol=0)
-        assert not torch.allclose(out[:, t + 1:], base[:, t + 1:])
+        assert not torch.allclose(out[:, t + 1 :], base[:, t + 1 :])
 
 
 def test_seq2seq_decoder_outputs_ignore_later_target_tokens(cfg):
@@ -52,7 +52,7 @@ def test_seq2seq_decoder_outputs_ignore_later_target_tokens(cfg):
     base = mt(src, tgt)
     for t in (0, 3, 7):
         changed = tgt.clone()
-        changed[:, t + 1:] = tokens(2, 9 - t - 1)
+        changed[:, t + 1 :] = tokens(2, 9 - t - 1)
         torch.testing.assert_close(mt(src, changed)[:, : t + 1], base[:, : t + 1], atol=1e-5, rtol=0)
     # ...but every target position sees the whole source.
     other_src = src.clone()
@@ -104,8 +104,9 @@ def test_seq2seq_loss_from_labels_equals_the_loss_of_the_full_logits(cfg, smooth
     out.loss.backward()
     grads = {n: p.grad.clone() for n, p in mt.named_parameters() if p.grad is not None}
     mt.zero_grad()
-    reference = label_smoothed_cross_entropy(mt(src, tgt_in), labels.masked_fill(labels < 0, PAD),
-                                             smoothing=smoothing, ignore_index=PAD, pad_class=PAD)
+    reference = label_smoothed_cross_entropy(
+        mt(src, tgt_in), labels.masked_fill(labels < 0, PAD), smoothing=smoothing, ignore_index=PAD, pad_class=PAD
+    )
     reference.backward()
     torch.testing.assert_close(out.loss, reference, atol=1e-6, rtol=1e-6)
     if smoothing:  # the smoothing convention shows: spread over all V classes, the loss is another one
@@ -199,7 +200,7 @@ def test_lm_cache_matches_full_forward(cfg, preallocate):
     full = lm(ids)
     cache = lm.init_cache(batch_size=2, max_len=20 if preallocate else None)
     steps = [lm(ids[:, :5], cache=cache)]  # prefill 5 tokens, then one token a step
-    steps += [lm(ids[:, t:t + 1], cache=cache) for t in range(5, 12)]
+    steps += [lm(ids[:, t : t + 1], cache=cache) for t in range(5, 12)]
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=0)
     assert cache.length == 12
 
@@ -213,7 +214,7 @@ def test_seq2seq_cache_matches_full_forward(cfg, preallocate):
     encoder_calls = []
     mt.encoder.register_forward_hook(lambda *args: encoder_calls.append(1))
     cache = mt.init_cache(batch_size=2, max_len=16 if preallocate else None)
-    steps = [mt(src, tgt[:, t:t + 1], cache=cache) for t in range(8)]
+    steps = [mt(src, tgt[:, t : t + 1], cache=cache) for t in range(8)]
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=0)
     assert len(encoder_calls) == 1  # the source is encoded once, on the first step
     assert all(layer.cross_kv is not None for layer in cache.layers)
@@ -224,7 +225,7 @@ def test_cache_with_padded_prompts_matches_full_forward():
     ids = right_padded([tokens(6), tokens(3)])
     full = lm(ids)
     cache = lm.init_cache()
-    steps = torch.cat([lm(ids[:, t:t + 1], cache=cache) for t in range(ids.size(1))], dim=1)
+    steps = torch.cat([lm(ids[:, t : t + 1], cache=cache) for t in range(ids.size(1))], dim=1)
     keep = ids != PAD
     torch.testing.assert_close(steps[keep], full[keep], atol=1e-5, rtol=0)
 
@@ -237,8 +238,7 @@ def test_cache_fed_in_chunks_matches_full_forward(padded):
     ids = right_padded([tokens(12), tokens(7)]) if padded else tokens(2, 12)
     full = lm(ids)
     cache = lm.init_cache()
-    steps = torch.cat([lm(ids[:, a:b], cache=cache) for a, b in ((0, 5), (5, 8), (8, 9), (9, ids.size(1)))],
-                      dim=1)
+    steps = torch.cat([lm(ids[:, a:b], cache=cache) for a, b in ((0, 5), (5, 8), (8, 9), (9, ids.size(1)))], dim=1)
     keep = ids != PAD
     torch.testing.assert_close(steps[keep], full[keep], atol=1e-5, rtol=0)
     assert (cache.key_mask is None) == (not padded)  # no padding: no mask was ever built
@@ -336,7 +336,7 @@ def test_growing_cache_appends_in_place_and_reallocates_across_reorders(monkeypa
             swap = torch.tensor([2, 0, 0])
             order = order[swap]
             twins.reorder(swap)
-        a = twins.step(ids[order, t:t + 1])
+        a = twins.step(ids[order, t : t + 1])
         capacities.append(ours.layers[0].self_attn._buffers[0].size(2))
     assert capacities == [2, 2, 6, 6, 6, 6, 14, 14, 14, 14, 14, 14, 14, 14, 16, 16]
     torch.testing.assert_close(a[:, 0], lm(ids[order])[:, -1], atol=1e-5, rtol=0)
@@ -367,7 +367,7 @@ def test_growing_cache_reorders_into_a_second_pair_of_buffers(grad):
                 swap = torch.tensor([1, 2, 0]) if t % 2 else torch.tensor([0, 0, 2])
                 order = order[swap]
                 twins.reorder(swap)
-            twins.step(ids[order, t:t + 1])
+            twins.step(ids[order, t : t + 1])
             pointers.append(twins.ours.layers[0].self_attn._buffers[0].data_ptr())
     assert len(set(pointers)) == 2
     assert all(a != b for a, b in zip(pointers[1:], pointers[2:], strict=False))  # every reorder swaps the pairs

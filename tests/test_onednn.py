@@ -41,8 +41,9 @@ def _count_onednn_products(monkeypatch) -> list[tuple[int, ...]]:
     return products
 
 
-needs_onednn = pytest.mark.skipif(not onednn.available(),
-                                  reason="oneDNN's linear operators are not available in this PyTorch build")
+needs_onednn = pytest.mark.skipif(
+    not onednn.available(), reason="oneDNN's linear operators are not available in this PyTorch build"
+)
 
 
 def _linears(model: nn.Module) -> list[type]:
@@ -162,8 +163,9 @@ def test_linear_works_where_nn_linear_does(monkeypatch):
 
 
 def _small_lm() -> TransformerLM:
-    cfg = TransformerConfig.from_preset("gpt2-small", n_layers=2, n_heads=4, d_model=128, d_ff=512, vocab_size=97,
-                                        max_seq_len=64, dropout=0.0)
+    cfg = TransformerConfig.from_preset(
+        "gpt2-small", n_layers=2, n_heads=4, d_model=128, d_ff=512, vocab_size=97, max_seq_len=64, dropout=0.0
+    )
     torch.manual_seed(0)
     return TransformerLM(cfg)
 
@@ -227,8 +229,9 @@ def test_seq2seq_training_step_is_the_same_with_and_without_onednn(monkeypatch):
     # The encoder-decoder adds cross-attention, whose projections multiply slices of the fused in_proj weight
     # (`MultiHeadAttention.sliced_linear`, which "full" mode sets to `onednn.linear`), and padded batches, whose
     # projections run on the real tokens only.
-    cfg = TransformerConfig.from_preset("small", d_model=128, n_heads=4, d_ff=512, n_layers=1,
-                                        vocab_size=101, pad_id=0, dropout=0.0)
+    cfg = TransformerConfig.from_preset(
+        "small", d_model=128, n_heads=4, d_ff=512, n_layers=1, vocab_size=101, pad_id=0, dropout=0.0
+    )
     torch.manual_seed(0)
     mt = use_onednn(Seq2SeqTransformer(cfg), "full")
     src, tgt = torch.randint(4, 101, (8, 48)), torch.randint(4, 101, (8, 49))
@@ -297,8 +300,9 @@ def test_few_rows_mode_packs_only_for_a_few_rows_in_eval_mode(monkeypatch):
 @needs_onednn
 @pytest.mark.parametrize("mode", ["full", "few-rows"])
 def test_use_onednn_keeps_parameters_state_dict_tied_weights_and_outputs(mode):
-    cfg = TransformerConfig.from_preset("gpt2-small", n_layers=1, n_heads=8, d_model=512, d_ff=2048, vocab_size=97,
-                                        max_seq_len=64, dropout=0.0)
+    cfg = TransformerConfig.from_preset(
+        "gpt2-small", n_layers=1, n_heads=8, d_model=512, d_ff=2048, vocab_size=97, max_seq_len=64, dropout=0.0
+    )
     torch.manual_seed(0)
     lm = TransformerLM(cfg)
     plain = copy.deepcopy(lm)
@@ -397,8 +401,11 @@ def test_without_onednns_operators_everything_is_f_linear_and_one_warning_says_s
     model = nn.Sequential(nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 8))
     x = torch.randn(8, 512)
     expected = model(x)
-    with pytest.warns(UserWarning, match=r"oneDNN products were asked for \(use_onednn\(mode='full'\)\) but are not "
-                                         r"available here .* F\.linear"):
+    with pytest.warns(
+        UserWarning,
+        match=r"oneDNN products were asked for \(use_onednn\(mode='full'\)\) but are not "
+        r"available here .* F\.linear",
+    ):
         assert use_onednn(model, "full") is model
     assert set(_linears(model)) == {nn.Linear}
     torch.testing.assert_close(model(x), expected)

@@ -26,8 +26,9 @@ ATOL = 1e-4
 LM_VARIANTS = {
     "pre-ln-sinusoidal": dict(norm_first=True, positional="sinusoidal"),
     "post-ln-learned": dict(norm_first=False, positional="learned", activation="gelu", tie_embeddings=False),
-    "rope-gqa": dict(positional="rope", n_heads=4, n_kv_heads=1, norm_first=True, norm="rmsnorm",
-                     activation="swiglu", bias=False),
+    "rope-gqa": dict(
+        positional="rope", n_heads=4, n_kv_heads=1, norm_first=True, norm="rmsnorm", activation="swiglu", bias=False
+    ),
 }
 CLASSIFIER_VARIANTS = {
     "post-ln-cls": dict(pooling="cls"),
@@ -37,8 +38,9 @@ CLASSIFIER_VARIANTS = {
 
 
 def config(**overrides) -> tn.TransformerConfig:
-    values = dict(vocab_size=V, d_model=32, n_heads=2, n_layers=2, d_ff=64, dropout=0.0, max_seq_len=64,
-                  pad_id=PAD, n_classes=3)
+    values = dict(
+        vocab_size=V, d_model=32, n_heads=2, n_layers=2, d_ff=64, dropout=0.0, max_seq_len=64, pad_id=PAD, n_classes=3
+    )
     return tn.TransformerConfig(**{**values, **overrides})
 
 
@@ -70,8 +72,9 @@ class OnnxLM:
         self.kv_names = [f"{i}.{kind}" for i in range(n_layers) for kind in ("key", "value")]
 
     def prefill(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[np.ndarray, list[np.ndarray]]:
-        logits, *present = self.prefill_session.run(None, {"input_ids": ids.numpy(),
-                                                          "attention_mask": mask.long().numpy()})
+        logits, *present = self.prefill_session.run(
+            None, {"input_ids": ids.numpy(), "attention_mask": mask.long().numpy()}
+        )
         return logits, present
 
     def decode(self, ids: torch.Tensor, mask: torch.Tensor, past: list[np.ndarray]):
@@ -241,8 +244,9 @@ def test_missing_onnx_packages_are_named(tmp_path, monkeypatch):
     import importlib.util
 
     find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else
-                        find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else find_spec(name, *a)
+    )
     with pytest.raises(tn.UserError, match=r"onnxscript.*pip install 'transformer-networks\[onnx\]'"):
         export_onnx(tn.TransformerLM(config()), tmp_path / "lm.onnx")
 

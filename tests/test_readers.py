@@ -57,18 +57,21 @@ def test_reads_the_shared_sst2_and_multi30k_files():
     assert len(pairs) == 1014
 
 
-@pytest.mark.parametrize("name, content, reader, message", [
-    ("missing.txt", None, read_lm_text, "missing.txt: no such file"),
-    ("empty.txt", "", read_lm_text, "empty.txt: no text"),
-    ("latin1.txt", b"ok\ncaf\xe9\n", read_lm_text, "latin1.txt: line 2: not UTF-8"),
-    ("pairs.tsv", "a\tb\nno tab here\n", read_translation_tsv, "pairs.tsv: line 2: expected 'source<TAB>target'"),
-    ("empty.tsv", "\n", read_translation_tsv, "empty.tsv: empty file"),
-    ("nolabel.tsv", "sentence\tscore\nx\t1\n", read_classification, "nolabel.tsv: line 1: no label column 'label'"),
-    ("notext.tsv", "body\tlabel\nx\t1\n", read_classification, "no text column"),
-    ("short.tsv", "sentence\tlabel\nx\t1\ny\n", read_classification, "short.tsv: line 3: expected 2 fields"),
-    ("bad.jsonl", '{"text": "a", "label": 1}\n{oops\n', read_classification, "bad.jsonl: line 2: invalid JSON"),
-    ("nokey.jsonl", '{"text": "a"}\n', read_classification, "nokey.jsonl: line 1: no 'label' key"),
-])
+@pytest.mark.parametrize(
+    "name, content, reader, message",
+    [
+        ("missing.txt", None, read_lm_text, "missing.txt: no such file"),
+        ("empty.txt", "", read_lm_text, "empty.txt: no text"),
+        ("latin1.txt", b"ok\ncaf\xe9\n", read_lm_text, "latin1.txt: line 2: not UTF-8"),
+        ("pairs.tsv", "a\tb\nno tab here\n", read_translation_tsv, "pairs.tsv: line 2: expected 'source<TAB>target'"),
+        ("empty.tsv", "\n", read_translation_tsv, "empty.tsv: empty file"),
+        ("nolabel.tsv", "sentence\tscore\nx\t1\n", read_classification, "nolabel.tsv: line 1: no label column 'label'"),
+        ("notext.tsv", "body\tlabel\nx\t1\n", read_classification, "no text column"),
+        ("short.tsv", "sentence\tlabel\nx\t1\ny\n", read_classification, "short.tsv: line 3: expected 2 fields"),
+        ("bad.jsonl", '{"text": "a", "label": 1}\n{oops\n', read_classification, "bad.jsonl: line 2: invalid JSON"),
+        ("nokey.jsonl", '{"text": "a"}\n', read_classification, "nokey.jsonl: line 1: no 'label' key"),
+    ],
+)
 def test_bad_input_names_file_and_line(tmp_path, name, content, reader, message):
     path = tmp_path / name
     if isinstance(content, bytes):

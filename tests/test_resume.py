@@ -17,10 +17,41 @@ N = 10  # the checkpoint the interrupted runs resume from; the runs are 2N steps
 
 
 def train_argv(data, out, *extra, log_every=1):
-    return [sys.executable, "-m", "transformer_networks", "train", "lm", "--data", str(data), "--out", str(out),
-            "--preset", "tiny", "--set", "d_model=128", "--set", "dropout=0.1", "--set", f"log_every={log_every}",
-            "--set", "threads=1", "--max-steps", str(2 * N), "--eval-every", str(N), "--block-size", "128",
-            "--batch-size", "16", "--tokenizer", "char", "--device", "cpu", "--quiet", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "transformer_networks",
+        "train",
+        "lm",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--preset",
+        "tiny",
+        "--set",
+        "d_model=128",
+        "--set",
+        "dropout=0.1",
+        "--set",
+        f"log_every={log_every}",
+        "--set",
+        "threads=1",
+        "--max-steps",
+        str(2 * N),
+        "--eval-every",
+        str(N),
+        "--block-size",
+        "128",
+        "--batch-size",
+        "16",
+        "--tokenizer",
+        "char",
+        "--device",
+        "cpu",
+        "--quiet",
+        *extra,
+    ]
 
 
 def records(run, split):
@@ -54,8 +85,12 @@ def reference(tmp_path_factory):
     data = tmp / "text.txt"
     data.write_text(Path(__file__).read_text() * 3, encoding="utf-8")
     for log_every in (1, 3):
-        result = subprocess.run(train_argv(data, tmp / f"straight{log_every}", log_every=log_every),
-                                capture_output=True, text=True, timeout=300)
+        result = subprocess.run(
+            train_argv(data, tmp / f"straight{log_every}", log_every=log_every),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert result.returncode == 0, result.stderr
     return data, tmp / "straight1"
 
@@ -79,8 +114,12 @@ def test_sigkill_after_a_checkpoint_then_resume_is_bitwise_identical(reference, 
     child.wait()
     assert child.returncode == -signal.SIGKILL
     assert checkpoint_step(run) == N  # killed before the run could end
-    result = subprocess.run([sys.executable, "-m", "transformer_networks", "train", "--resume", str(run),
-                             "--quiet"], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "transformer_networks", "train", "--resume", str(run), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert_same_run_after(run, straight, N)
 

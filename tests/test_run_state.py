@@ -10,10 +10,28 @@ FIXTURES = Path(__file__).parent / "fixtures" / "checkpoints-0.1.0"
 
 
 def test_counters_round_trip_in_the_saved_format():
-    state = RunState(step=7, epoch=1, position=3, best_value=0.5, best={"loss": 0.5}, stale=2, interval_loss=1.5,
-                     interval_steps=3, processes=2)
-    assert list(state.to_dict()) == ["step", "epoch", "position", "best_value", "best", "stale", "interval_loss",
-                                     "interval_steps", "processes"]
+    state = RunState(
+        step=7,
+        epoch=1,
+        position=3,
+        best_value=0.5,
+        best={"loss": 0.5},
+        stale=2,
+        interval_loss=1.5,
+        interval_steps=3,
+        processes=2,
+    )
+    assert list(state.to_dict()) == [
+        "step",
+        "epoch",
+        "position",
+        "best_value",
+        "best",
+        "stale",
+        "interval_loss",
+        "interval_steps",
+        "processes",
+    ]
     assert RunState.from_dict(json.loads(json.dumps(state.to_dict()))) == state
 
 

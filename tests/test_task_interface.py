@@ -26,8 +26,11 @@ class VowelParityTask(Task):
 
     @classmethod
     def read_file(cls, path, cfg):
-        return [(line, "even" if sum(c in "aeiou" for c in line) % 2 == 0 else "odd")
-                for _, line in read_lines(path) if line]
+        return [
+            (line, "even" if sum(c in "aeiou" for c in line) % 2 == 0 else "odd")
+            for _, line in read_lines(path)
+            if line
+        ]
 
     @classmethod
     def labels_of(cls, train):
@@ -42,8 +45,12 @@ class VowelParityTask(Task):
         self.labels = labels
 
     def model_settings(self):
-        return {"vocab_size": self.tokenizer.vocab_size, "n_classes": 2, "max_seq_len": self.cfg.max_len,
-                "pad_id": self.pad_id}
+        return {
+            "vocab_size": self.tokenizer.vocab_size,
+            "n_classes": 2,
+            "max_seq_len": self.cfg.max_len,
+            "pad_id": self.pad_id,
+        }
 
     def encode(self, raw):
         ids = [[self.tokenizer.cls_id, *self.tokenizer.encode(word)] for word, _ in raw]
@@ -54,17 +61,22 @@ class VowelParityTask(Task):
         if epoch is not None:
             random.Random(epoch).shuffle(order)
         size = self.cfg.batch_size
-        return [{"ids": pad_batch([encoded.examples[i][0] for i in order[s : s + size]], self.pad_id),
-                 "labels": torch.tensor([encoded.examples[i][1] for i in order[s : s + size]])}
-                for s in range(0, len(order), size)]
+        return [
+            {
+                "ids": pad_batch([encoded.examples[i][0] for i in order[s : s + size]], self.pad_id),
+                "labels": torch.tensor([encoded.examples[i][1] for i in order[s : s + size]]),
+            }
+            for s in range(0, len(order), size)
+        ]
 
     def loss(self, model, batch):
         return nn.functional.cross_entropy(model(batch["ids"]), batch["labels"])
 
     @torch.no_grad()
     def evaluate(self, model, encoded, device):
-        right = sum(int((model(b["ids"].to(device)).argmax(-1).cpu() == b["labels"]).sum())
-                    for b in self.batches(encoded))
+        right = sum(
+            int((model(b["ids"].to(device)).argmax(-1).cpu() == b["labels"]).sum()) for b in self.batches(encoded)
+        )
         return {"accuracy": right / len(encoded.examples)}
 
 
@@ -73,14 +85,21 @@ def words(tmp_path, monkeypatch):
     monkeypatch.setitem(TASKS, VowelParityTask.name, VowelParityTask)  # the one registry line
     rng = random.Random(0)
     path = tmp_path / "words.txt"
-    path.write_text("".join("".join(rng.choice("abcdeiou") for _ in range(rng.randint(2, 6))) + "\n"
-                            for _ in range(200)), encoding="utf-8")
+    path.write_text(
+        "".join("".join(rng.choice("abcdeiou") for _ in range(rng.randint(2, 6))) + "\n" for _ in range(200)),
+        encoding="utf-8",
+    )
     return path
 
 
 def test_a_task_defined_outside_the_package_trains_saves_loads_and_evaluates(tmp_path, words):
-    result = train("vowel-parity", tmp_path / "run", data=DataSpec(data=[str(words)]),
-                   train_config=TrainConfig(max_steps=6, eval_every=3, batch_size=16, device="cpu"), quiet=True)
+    result = train(
+        "vowel-parity",
+        tmp_path / "run",
+        data=DataSpec(data=[str(words)]),
+        train_config=TrainConfig(max_steps=6, eval_every=3, batch_size=16, device="cpu"),
+        quiet=True,
+    )
     assert result.task == "vowel-parity" and result.steps == 6 and "accuracy" in result.best
     ck = load_checkpoint(tmp_path / "run")
     assert ck.task == "vowel-parity" and type(ck.model).__name__ == "TransformerClassifier"
@@ -90,6 +109,24 @@ def test_a_task_defined_outside_the_package_trains_saves_loads_and_evaluates(tmp
 
 
 def test_the_command_line_offers_a_registered_task(tmp_path, words, capsys):
-    assert cli.main(["train", "vowel-parity", "--data", str(words), "--out", str(tmp_path / "cli"), "--max-steps", "2",
-                     "--eval-every", "2", "--device", "cpu", "--quiet"]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "vowel-parity",
+                "--data",
+                str(words),
+                "--out",
+                str(tmp_path / "cli"),
+                "--max-steps",
+                "2",
+                "--eval-every",
+                "2",
+                "--device",
+                "cpu",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert "best validation: accuracy" in capsys.readouterr().out

@@ -11,11 +11,21 @@ E, H, FF, N_ENC, N_DEC = 32, 4, 64, 2, 3
 
 
 def build(norm_first: bool, bias: bool, activation: str):
-    cfg = tn.TransformerConfig(vocab_size=50, d_model=E, n_heads=H, d_ff=FF, n_encoder_layers=N_ENC,
-                               n_decoder_layers=N_DEC, norm_first=norm_first, bias=bias, activation=activation,
-                               dropout=0.0)
-    ref = nn.Transformer(E, H, N_ENC, N_DEC, FF, dropout=0.0, activation=activation, batch_first=True,
-                         norm_first=norm_first, bias=bias).eval()
+    cfg = tn.TransformerConfig(
+        vocab_size=50,
+        d_model=E,
+        n_heads=H,
+        d_ff=FF,
+        n_encoder_layers=N_ENC,
+        n_decoder_layers=N_DEC,
+        norm_first=norm_first,
+        bias=bias,
+        activation=activation,
+        dropout=0.0,
+    )
+    ref = nn.Transformer(
+        E, H, N_ENC, N_DEC, FF, dropout=0.0, activation=activation, batch_first=True, norm_first=norm_first, bias=bias
+    ).eval()
     if not norm_first:
         # nn.Transformer appends a LayerNorm to each stack even in post-LN mode; the paper's model has none.
         ref.encoder.norm = None
@@ -25,12 +35,15 @@ def build(norm_first: bool, bias: bool, activation: str):
     return model, ref
 
 
-@pytest.mark.parametrize("norm_first, bias, activation", [
-    (False, True, "relu"),   # the paper: post-LN, ReLU
-    (True, True, "relu"),
-    (True, False, "gelu"),
-    (False, False, "gelu"),
-])
+@pytest.mark.parametrize(
+    "norm_first, bias, activation",
+    [
+        (False, True, "relu"),  # the paper: post-LN, ReLU
+        (True, True, "relu"),
+        (True, False, "gelu"),
+        (False, False, "gelu"),
+    ],
+)
 def test_matches_torch_transformer_with_padding_and_causal_masks(norm_first, bias, activation):
     model, ref = build(norm_first, bias, activation)
     B, S, T = 3, 7, 6
@@ -38,12 +51,20 @@ def test_matches_torch_transformer_with_padding_and_causal_masks(norm_first, bia
     src_keep = torch.arange(S)[None] < torch.tensor([7, 5, 2])[:, None]  # (B, S), True = real token
     tgt_keep = torch.arange(T)[None] < torch.tensor([6, 3, 4])[:, None]
     causal = nn.Transformer.generate_square_subsequent_mask(T, dtype=torch.bool)  # True = masked (torch style)
-    expected = ref(src, tgt, tgt_mask=causal, src_key_padding_mask=~src_keep, tgt_key_padding_mask=~tgt_keep,
-                   memory_key_padding_mask=~src_keep, tgt_is_causal=True)
+    expected = ref(
+        src,
+        tgt,
+        tgt_mask=causal,
+        src_key_padding_mask=~src_keep,
+        tgt_key_padding_mask=~tgt_keep,
+        memory_key_padding_mask=~src_keep,
+        tgt_is_causal=True,
+    )
 
     memory = model.encoder.stack(src, mask=src_keep[:, None, None, :]).last_hidden_state
-    out = model.decoder.stack(tgt, mask=tgt_keep[:, None, None, :], is_causal=True, memory=memory,
-                              memory_mask=src_keep[:, None, None, :]).last_hidden_state
+    out = model.decoder.stack(
+        tgt, mask=tgt_keep[:, None, None, :], is_causal=True, memory=memory, memory_mask=src_keep[:, None, None, :]
+    ).last_hidden_state
     # Compare real target positions (torch may leave padded rows as it likes).
     torch.testing.assert_close(out[tgt_keep], expected[tgt_keep], atol=1e-5, rtol=0)
 
@@ -61,8 +82,14 @@ def test_full_model_path_uses_the_converted_stacks():
     src = model.encoder.embeddings(src_ids, positions)
     tgt = model.decoder.embeddings(tgt_ids, positions[:3])
     causal = nn.Transformer.generate_square_subsequent_mask(3, dtype=torch.bool)
-    expected = ref(src, tgt, tgt_mask=causal, src_key_padding_mask=src_ids == 0,
-                   tgt_key_padding_mask=tgt_ids == 0, memory_key_padding_mask=src_ids == 0)
+    expected = ref(
+        src,
+        tgt,
+        tgt_mask=causal,
+        src_key_padding_mask=src_ids == 0,
+        tgt_key_padding_mask=tgt_ids == 0,
+        memory_key_padding_mask=src_ids == 0,
+    )
     real = tgt_ids != 0
     torch.testing.assert_close(out.last_hidden_state[real], expected[real], atol=1e-5, rtol=0)
     torch.testing.assert_close(out.logits, out.last_hidden_state @ model.decoder.embeddings.token.weight.T)

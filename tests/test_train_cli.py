@@ -9,21 +9,49 @@ import pytest
 
 from transformer_networks import cli
 
-TINY = ["--preset", "tiny", "--set", "d_model=32", "--set", "n_heads=2", "--set", "n_layers=1", "--set", "d_ff=64",
-        "--device", "cpu"]
+TINY = [
+    "--preset",
+    "tiny",
+    "--set",
+    "d_model=32",
+    "--set",
+    "n_heads=2",
+    "--set",
+    "n_layers=1",
+    "--set",
+    "d_ff=64",
+    "--device",
+    "cpu",
+]
 
 
 def run(*args):
-    return subprocess.run([sys.executable, "-m", "transformer_networks", *map(str, args)], capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "transformer_networks", *map(str, args)], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_train_evaluate_plot_end_to_end(tmp_path):
     data = tmp_path / "train.tsv"
     data.write_text("".join(f"{a} {b}\t{b} {a}\n" for a in "abcdefg" for b in "hijklmn"), encoding="utf-8")
     out = tmp_path / "run"
-    result = run("train", "translation", "--data", data, "--out", out, *TINY, "--tokenizer", "word",
-                 "--max-steps", "6", "--eval-every", "3", "--set", "lr=3e-3")
+    result = run(
+        "train",
+        "translation",
+        "--data",
+        data,
+        "--out",
+        out,
+        *TINY,
+        "--tokenizer",
+        "word",
+        "--max-steps",
+        "6",
+        "--eval-every",
+        "3",
+        "--set",
+        "lr=3e-3",
+    )
     assert result.returncode == 0, result.stderr
     assert "best validation:" in result.stdout and "Traceback" not in result.stderr
     assert "step 6/6" in result.stderr  # plain progress lines when stderr is not a terminal
@@ -52,8 +80,22 @@ def test_train_evaluate_plot_end_to_end(tmp_path):
 def test_quiet_prints_no_progress(tmp_path, capsys):
     data = tmp_path / "t.txt"
     data.write_text("hello world\n" * 50, encoding="utf-8")
-    code = cli.main(["train", "lm", "--data", str(data), "--out", str(tmp_path / "r"), *TINY, "--max-steps", "2",
-                     "--block-size", "8", "--quiet"])
+    code = cli.main(
+        [
+            "train",
+            "lm",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "r"),
+            *TINY,
+            "--max-steps",
+            "2",
+            "--block-size",
+            "8",
+            "--quiet",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0 and captured.err == ""
     assert captured.out.startswith("best validation: loss ")
@@ -63,11 +105,29 @@ def test_config_file_yaml_sets_model_and_training_fields(tmp_path, capsys):
     data = tmp_path / "t.txt"
     data.write_text("hello world\n" * 50, encoding="utf-8")
     config = tmp_path / "run.yaml"
-    config.write_text("preset: gpt2-small\nmodel:\n  d_model: 16\n  n_heads: 2\n  n_layers: 1\ntrain:\n"
-                      "  max_steps: 2\n  block_size: 8\n  lr: 2e-3\n  weight_decay: 1e-2\n", encoding="utf-8")
+    config.write_text(
+        "preset: gpt2-small\nmodel:\n  d_model: 16\n  n_heads: 2\n  n_layers: 1\ntrain:\n"
+        "  max_steps: 2\n  block_size: 8\n  lr: 2e-3\n  weight_decay: 1e-2\n",
+        encoding="utf-8",
+    )
     out = tmp_path / "r"
-    code = cli.main(["train", "lm", "--data", str(data), "--out", str(out), "--config", str(config), "--quiet",
-                     "--set", "lr=0.004", "--preset", "tiny"])
+    code = cli.main(
+        [
+            "train",
+            "lm",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--config",
+            str(config),
+            "--quiet",
+            "--set",
+            "lr=0.004",
+            "--preset",
+            "tiny",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     info = json.loads((out / "run.json").read_text())
     assert info["model"]["d_model"] == 16 and info["model"]["n_layers"] == 1
@@ -101,22 +161,32 @@ def bad_input_cases(tmp):
         (["train", "classification", "--data", str(nolabel), "--out", out], "nolabel.tsv: line 1: no label column"),
         (["train", "lm", "--data", "builtin:nope", "--out", out], "unknown built-in dataset builtin:nope"),
         (["train", "lm", "--data", "builtin:scan", "--out", out], "builtin:scan is a translation dataset"),
-        (["train", "translation", "--data", str(good), "--out", out, "--set", "d_modle=4"],
-         "--set d_modle: unknown setting 'd_modle'"),
-        (["train", "translation", "--data", str(good), "--out", out, "--set", "lr=fast"],
-         "--set lr: lr must be a number, got 'fast'"),
-        (["train", "translation", "--data", str(good), "--out", out, "--set", "n_layers=2.5"],
-         "--set n_layers: n_layers must be an integer"),
-        (["train", "translation", "--data", str(good), "--out", out, "--set", "optimizer=sgd"],
-         "--set optimizer: optimizer must be one of"),
+        (
+            ["train", "translation", "--data", str(good), "--out", out, "--set", "d_modle=4"],
+            "--set d_modle: unknown setting 'd_modle'",
+        ),
+        (
+            ["train", "translation", "--data", str(good), "--out", out, "--set", "lr=fast"],
+            "--set lr: lr must be a number, got 'fast'",
+        ),
+        (
+            ["train", "translation", "--data", str(good), "--out", out, "--set", "n_layers=2.5"],
+            "--set n_layers: n_layers must be an integer",
+        ),
+        (
+            ["train", "translation", "--data", str(good), "--out", out, "--set", "optimizer=sgd"],
+            "--set optimizer: optimizer must be one of",
+        ),
         (["train", "translation", "--data", str(good), "--out", out, "--preset", "huge"], "unknown preset 'huge'"),
         (["evaluate", str(tmp / "nowhere")], "nowhere: no such checkpoint or run directory"),
         (["train", "lm", "--data", str(short), "--out", out], "too short for one block of 128"),
         (["train", "classification", "--data", str(one_label), "--out", out], "needs at least 2 labels"),
         (["train", "lm", "--data", str(short), "--out", out, "--seed", "-1"], "seed must be in [0, 2**32)"),
         (["train", "lm", "--data", str(short), "--out", out, "--set", "lr=Infinity"], "lr must be a finite number"),
-        (["train", "lm", "--data", str(short), "--out", out, "--set", "schedule=noam", "--set", "warmup=0"],
-         "warmup must be at least 1 with the noam schedule"),
+        (
+            ["train", "lm", "--data", str(short), "--out", out, "--set", "schedule=noam", "--set", "warmup=0"],
+            "warmup must be at least 1 with the noam schedule",
+        ),
     ]
 
 
@@ -136,16 +206,30 @@ def test_bad_input_through_a_real_process_has_no_traceback(tmp_path):
     bad.write_text("one\ttwo\nthree\n", encoding="utf-8")
     result = run("train", "translation", "--data", bad, "--out", tmp_path / "out")
     assert result.returncode == 2
-    assert result.stderr.strip() == f"transformer-networks: error: {bad}: line 2: expected 'source<TAB>target', " \
-                                    "found no tab"
+    assert (
+        result.stderr.strip() == f"transformer-networks: error: {bad}: line 2: expected 'source<TAB>target', "
+        "found no tab"
+    )
 
 
 def test_an_existing_run_is_refused_unless_overwrite(tmp_path, capsys):
     data = tmp_path / "t.txt"
     data.write_text("hello world\n" * 50, encoding="utf-8")
     out = tmp_path / "run"
-    argv = ["train", "lm", "--data", str(data), "--out", str(out), *TINY, "--max-steps", "2", "--block-size", "8",
-            "--quiet"]
+    argv = [
+        "train",
+        "lm",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        *TINY,
+        "--max-steps",
+        "2",
+        "--block-size",
+        "8",
+        "--quiet",
+    ]
     assert cli.main(argv) == 0
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     capsys.readouterr()
@@ -162,10 +246,13 @@ def test_an_existing_run_is_refused_unless_overwrite(tmp_path, capsys):
     assert json.loads((out / "run.json").read_text())["train"]["seed"] == 1
 
 
-@pytest.mark.parametrize("args, message", [
-    (["train", "lm", "--out", "x", "--max-steps", "0"], "--max-steps: expected a positive integer"),
-    (["train", "poetry", "--out", "x"], "invalid choice: 'poetry'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "lm", "--out", "x", "--max-steps", "0"], "--max-steps: expected a positive integer"),
+        (["train", "poetry", "--out", "x"], "invalid choice: 'poetry'"),
+    ],
+)
 def test_argument_errors_are_one_line(args, message, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(args)
@@ -177,8 +264,10 @@ def test_argument_errors_are_one_line(args, message, capsys):
 def test_train_without_out_is_one_line(capsys):
     assert cli.main(["train", "lm"]) == 2  # --out is optional only with --resume
     err = capsys.readouterr().err.strip()
-    assert err == "transformer-networks: error: train needs a task (lm, translation or classification) and " \
-                  "--out DIR, or --resume RUN_DIR"
+    assert (
+        err == "transformer-networks: error: train needs a task (lm, translation or classification) and "
+        "--out DIR, or --resume RUN_DIR"
+    )
 
 
 def test_model_settings_are_checked_together_then_blamed_one_by_one():

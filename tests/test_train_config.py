@@ -14,19 +14,22 @@ def test_defaults_are_valid_and_round_trip():
     assert set(cfg.to_dict()) == set(FIELDS)
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("lr", "fast", "lr must be a number"),
-    ("lr", 0, "lr must be positive"),
-    ("batch_size", 2.5, "batch_size must be an integer"),
-    ("batch_size", True, "batch_size must be an integer"),
-    ("truncate", 1, "truncate must be true or false"),
-    ("max_steps", 0, "max_steps must be a positive integer"),
-    ("label_smoothing", 1.0, r"label_smoothing must be in \[0, 1\)"),
-    ("optimizer", "sgd", "optimizer must be one of 'adamw', 'adam', 'paper'"),
-    ("schedule", "linear", "schedule must be one of"),
-    ("tokenizer", "sentencepiece", "tokenizer must be one of"),
-    ("clip_norm", -1.0, "clip_norm must be positive"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("lr", "fast", "lr must be a number"),
+        ("lr", 0, "lr must be positive"),
+        ("batch_size", 2.5, "batch_size must be an integer"),
+        ("batch_size", True, "batch_size must be an integer"),
+        ("truncate", 1, "truncate must be true or false"),
+        ("max_steps", 0, "max_steps must be a positive integer"),
+        ("label_smoothing", 1.0, r"label_smoothing must be in \[0, 1\)"),
+        ("optimizer", "sgd", "optimizer must be one of 'adamw', 'adam', 'paper'"),
+        ("schedule", "linear", "schedule must be one of"),
+        ("tokenizer", "sentencepiece", "tokenizer must be one of"),
+        ("clip_norm", -1.0, "clip_norm must be positive"),
+    ],
+)
 def test_bad_values_name_the_field(field, value, message):
     with pytest.raises(ConfigError, match=message):
         TrainConfig(**{field: value})

@@ -56,8 +56,14 @@ def test_language_model_trains_and_evaluates(tmp_path):
     text = tmp_path / "text.txt"
     text.write_text("the quick brown fox jumps over the lazy dog.\n" * 200, encoding="utf-8")
     out = tmp_path / "run"
-    result = train("lm", out, data=DataSpec(data=[str(text)]), model_config=tiny_model(),
-                   train_config=quick(block_size=32, batch_size=8), quiet=True)
+    result = train(
+        "lm",
+        out,
+        data=DataSpec(data=[str(text)]),
+        model_config=tiny_model(),
+        train_config=quick(block_size=32, batch_size=8),
+        quiet=True,
+    )
     losses, evals = train_losses(out)
     assert losses[-1] < 0.5 * losses[0]
     assert [e["step"] for e in evals] == [20, 40]
@@ -76,9 +82,14 @@ def test_translation_trains_and_decodes(tmp_path):
     valid = tmp_path / "valid.tsv"
     write_reversal_tsv(valid, 40, seed=2)
     out = tmp_path / "run"
-    result = train("translation", out, data=DataSpec(data=[str(data)], valid=[str(valid)]),
-                   model_config=tiny_model(positional="rope"),
-                   train_config=quick(tokenizer="word", max_tokens=512, max_steps=100, eval_every=50), quiet=True)
+    result = train(
+        "translation",
+        out,
+        data=DataSpec(data=[str(data)], valid=[str(valid)]),
+        model_config=tiny_model(positional="rope"),
+        train_config=quick(tokenizer="word", max_tokens=512, max_steps=100, eval_every=50),
+        quiet=True,
+    )
     losses, _ = train_losses(out)
     assert losses[-1] < 0.5 * losses[0]
     assert {"bleu", "chrf", "exact_match", "token_accuracy"} <= set(result.best)
@@ -95,8 +106,14 @@ def test_translation_with_separate_vocabularies(tmp_path):
     data = tmp_path / "train.tsv"
     data.write_text("".join(f"{w}\t{w.upper()}\n" for w in ["ab", "cd", "ef", "gh"] * 20), encoding="utf-8")
     out = tmp_path / "run"
-    train("translation", out, data=DataSpec(data=[str(data)]), model_config=tiny_model(),
-          train_config=quick(tokenizer="char", shared_vocab=False, max_steps=4, eval_every=4), quiet=True)
+    train(
+        "translation",
+        out,
+        data=DataSpec(data=[str(data)]),
+        model_config=tiny_model(),
+        train_config=quick(tokenizer="char", shared_vocab=False, max_steps=4, eval_every=4),
+        quiet=True,
+    )
     ckpt = load_checkpoint(out)
     assert (ckpt.path / "source_tokenizer.json").exists()
     assert ckpt.source_tokenizer.tokens("ab") == ["a", "b"]
@@ -107,9 +124,14 @@ def test_classification_trains_to_high_accuracy(tmp_path):
     data = tmp_path / "train.tsv"
     write_sentiment_tsv(data, 300, seed=1)
     out = tmp_path / "run"
-    result = train("classification", out, data=DataSpec(data=[str(data)]),
-                   model_config=tiny_model(pooling="mean"),
-                   train_config=quick(tokenizer="word", batch_size=16, valid_fraction=0.2, max_steps=60), quiet=True)
+    result = train(
+        "classification",
+        out,
+        data=DataSpec(data=[str(data)]),
+        model_config=tiny_model(pooling="mean"),
+        train_config=quick(tokenizer="word", batch_size=16, valid_fraction=0.2, max_steps=60),
+        quiet=True,
+    )
     losses, _ = train_losses(out)
     assert losses[-1] < 0.5 * losses[0]
     assert result.best["accuracy"] >= 0.9
@@ -122,8 +144,14 @@ def test_same_seed_same_run(tmp_path):
     text.write_text("abcdefg hijklmn\n" * 100, encoding="utf-8")
     runs = []
     for name in ("a", "b"):
-        train("lm", tmp_path / name, data=DataSpec(data=[str(text)]), model_config=tiny_model(dropout=0.1),
-              train_config=quick(block_size=16, batch_size=4, max_steps=10, eval_every=10), quiet=True)
+        train(
+            "lm",
+            tmp_path / name,
+            data=DataSpec(data=[str(text)]),
+            model_config=tiny_model(dropout=0.1),
+            train_config=quick(block_size=16, batch_size=4, max_steps=10, eval_every=10),
+            quiet=True,
+        )
         runs.append(train_losses(tmp_path / name)[0])
     assert runs[0] == runs[1]
 
@@ -131,14 +159,33 @@ def test_same_seed_same_run(tmp_path):
 def test_max_epochs_and_patience_stop_the_run(tmp_path):
     text = tmp_path / "text.txt"
     text.write_text("abcdefg hijklmn\n" * 100, encoding="utf-8")
-    result = train("lm", tmp_path / "epochs", data=DataSpec(data=[str(text)]), model_config=tiny_model(),
-                   train_config=quick(block_size=16, batch_size=4, max_steps=None, max_epochs=1.0), quiet=True)
+    result = train(
+        "lm",
+        tmp_path / "epochs",
+        data=DataSpec(data=[str(text)]),
+        model_config=tiny_model(),
+        train_config=quick(block_size=16, batch_size=4, max_steps=None, max_epochs=1.0),
+        quiet=True,
+    )
     # 1520 training characters (95% of 1600) -> 94 blocks of 16 (+1 target) at any offset < 16 -> 24 batches of 4
     assert result.steps == 24 and "24 steps" in result.stop_reason
-    result = train("lm", tmp_path / "patience", data=DataSpec(data=[str(text)]), model_config=tiny_model(),
-                   train_config=quick(block_size=16, batch_size=4, max_steps=1000, eval_every=1, patience=1,
-                                      lr=1e-12, schedule="constant", warmup=0),
-                   quiet=True)
+    result = train(
+        "lm",
+        tmp_path / "patience",
+        data=DataSpec(data=[str(text)]),
+        model_config=tiny_model(),
+        train_config=quick(
+            block_size=16,
+            batch_size=4,
+            max_steps=1000,
+            eval_every=1,
+            patience=1,
+            lr=1e-12,
+            schedule="constant",
+            warmup=0,
+        ),
+        quiet=True,
+    )
     # updates of 1e-12 do not move float32 weights: the second evaluation is no better, and patience 1 stops
     assert "patience" in result.stop_reason and result.steps == 2
 
@@ -150,9 +197,16 @@ def test_gradient_accumulation_equals_one_big_batch(tmp_path):
     text.write_text("".join(f"line {i} of some text, {i * 7 % 13}\n" for i in range(150)), encoding="utf-8")
     losses = {}
     for name, batch_size, accum in (("big", 8, 1), ("accumulated", 4, 2)):
-        train("lm", tmp_path / name, data=DataSpec(data=[str(text)]), model_config=tiny_model(),
-              train_config=quick(block_size=16, batch_size=batch_size, grad_accum=accum, max_steps=8, eval_every=8,
-                                 log_every=1), quiet=True)
+        train(
+            "lm",
+            tmp_path / name,
+            data=DataSpec(data=[str(text)]),
+            model_config=tiny_model(),
+            train_config=quick(
+                block_size=16, batch_size=batch_size, grad_accum=accum, max_steps=8, eval_every=8, log_every=1
+            ),
+            quiet=True,
+        )
         losses[name] = train_losses(tmp_path / name)[0]
     assert losses["big"] == pytest.approx(losses["accumulated"], rel=1e-5)
     assert len(losses["big"]) == 8
@@ -197,9 +251,14 @@ def test_skip_nonfinite_skips_at_most_n_bad_batches(tmp_path, monkeypatch, capsy
     spec = DataSpec(data=[str(text)])
     messages = []
     nan_on_calls(monkeypatch, {3, 6})
-    result = train("lm", tmp_path / "ok", data=spec, model_config=tiny_model(),
-                   train_config=quick(block_size=16, max_steps=10, eval_every=5, skip_nonfinite=2),
-                   log=messages.append)
+    result = train(
+        "lm",
+        tmp_path / "ok",
+        data=spec,
+        model_config=tiny_model(),
+        train_config=quick(block_size=16, max_steps=10, eval_every=5, skip_nonfinite=2),
+        log=messages.append,
+    )
     assert result.steps == 10  # the skipped batches do not count as steps
     assert "step 3: the loss is nan; batch skipped (1 of at most 2)" in capsys.readouterr().err
     assert "skipped 2 batch(es) with a non-finite loss, at steps 3, 5" in messages
@@ -207,14 +266,29 @@ def test_skip_nonfinite_skips_at_most_n_bad_batches(tmp_path, monkeypatch, capsy
     assert all(bool(p.isfinite().all()) for p in params)  # no NaN reached the weights
 
     nan_on_calls(monkeypatch, {3, 8})
-    with pytest.raises(TrainingError, match=r"step 7: the loss is nan; stopping \(the last checkpoint is .*last\).*"
-                                            r"1 bad batch\(es\) skipped before, at steps 3"):
-        train("lm", tmp_path / "stop", data=spec, model_config=tiny_model(),
-              train_config=quick(block_size=16, max_steps=10, eval_every=5, skip_nonfinite=1), quiet=True)
+    with pytest.raises(
+        TrainingError,
+        match=r"step 7: the loss is nan; stopping \(the last checkpoint is .*last\).*"
+        r"1 bad batch\(es\) skipped before, at steps 3",
+    ):
+        train(
+            "lm",
+            tmp_path / "stop",
+            data=spec,
+            model_config=tiny_model(),
+            train_config=quick(block_size=16, max_steps=10, eval_every=5, skip_nonfinite=1),
+            quiet=True,
+        )
     nan_on_calls(monkeypatch, {2})
     with pytest.raises(TrainingError, match=r"step 2: the loss is nan; stopping \(no checkpoint was saved\)"):
-        train("lm", tmp_path / "none", data=spec, model_config=tiny_model(),
-              train_config=quick(block_size=16, max_steps=10, eval_every=5), quiet=True)
+        train(
+            "lm",
+            tmp_path / "none",
+            data=spec,
+            model_config=tiny_model(),
+            train_config=quick(block_size=16, max_steps=10, eval_every=5),
+            quiet=True,
+        )
 
 
 def test_a_skipped_batch_at_the_end_of_an_epoch_still_ends_the_epoch(tmp_path, monkeypatch):
@@ -238,9 +312,14 @@ def test_a_skipped_batch_at_the_end_of_an_epoch_still_ends_the_epoch(tmp_path, m
 
     monkeypatch.setattr(LanguageModelingTask, "batches", batches)
     monkeypatch.setattr(LanguageModelingTask, "loss", loss)
-    train("lm", tmp_path / "run", data=DataSpec(data=[str(text)]), model_config=tiny_model(),
-          train_config=quick(block_size=16, max_steps=per_epoch.get(0, 30) + 3, eval_every=1000, skip_nonfinite=1),
-          quiet=True)
+    train(
+        "lm",
+        tmp_path / "run",
+        data=DataSpec(data=[str(text)]),
+        model_config=tiny_model(),
+        train_config=quick(block_size=16, max_steps=per_epoch.get(0, 30) + 3, eval_every=1000, skip_nonfinite=1),
+        quiet=True,
+    )
     n = per_epoch[0]
     assert len(seen) > n + 1
     assert not torch.equal(seen[n], seen[0])  # the next epoch's first batch, not epoch 0 over again

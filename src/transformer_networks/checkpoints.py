@@ -109,8 +109,11 @@ def _sha256(path: Path) -> str:
 
 def write_checksums(directory: Path) -> None:
     """Record the size and SHA-256 of every file of a checkpoint directory in checksums.json."""
-    files = {f.name: {"size": f.stat().st_size, "sha256": _sha256(f)}
-             for f in sorted(directory.iterdir()) if f.is_file() and f.name != CHECKSUMS}
+    files = {
+        f.name: {"size": f.stat().st_size, "sha256": _sha256(f)}
+        for f in sorted(directory.iterdir())
+        if f.is_file() and f.name != CHECKSUMS
+    }
     (directory / CHECKSUMS).write_text(json.dumps(files, indent=2) + "\n", encoding="utf-8")
 
 
@@ -125,8 +128,9 @@ def verify_checksums(directory: Path) -> None:
             raise CheckpointError(f"{f}: missing from the checkpoint")
         size = f.stat().st_size
         if size != expected.get("size"):
-            raise CheckpointError(f"{f}: {size:,} bytes, expected {expected.get('size'):,} "
-                                  f"(truncated or partly written)")
+            raise CheckpointError(
+                f"{f}: {size:,} bytes, expected {expected.get('size'):,} (truncated or partly written)"
+            )
         if _sha256(f) != expected.get("sha256"):
             raise CheckpointError(f"{f}: checksum mismatch (the file is corrupted)")
 
@@ -151,14 +155,25 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     except (SafetensorError, OSError, RuntimeError) as e:
         raise CheckpointError(f"{path / 'model.safetensors'}: cannot load weights: {e}") from None
     if missing or unexpected:
-        raise CheckpointError(f"{path / 'model.safetensors'}: does not match config.json "
-                              f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})")
+        raise CheckpointError(
+            f"{path / 'model.safetensors'}: does not match config.json "
+            f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})"
+        )
     tokenizer = TextTokenizer.load(path / "tokenizer.json")
     source = path / "source_tokenizer.json"
     source_tokenizer = TextTokenizer.load(source) if source.exists() else tokenizer
-    return Checkpoint(path, task, model.to(device).eval(), config, train_config, tokenizer, source_tokenizer,
-                      labels=list(info.get("labels", [])), data=dict(info.get("data", {})),
-                      step=int(info.get("step", 0)))
+    return Checkpoint(
+        path,
+        task,
+        model.to(device).eval(),
+        config,
+        train_config,
+        tokenizer,
+        source_tokenizer,
+        labels=list(info.get("labels", [])),
+        data=dict(info.get("data", {})),
+        step=int(info.get("step", 0)),
+    )
 
 
 def _fsync(path: Path) -> None:
@@ -200,9 +215,18 @@ def recover_interrupted_save(path: str | Path) -> None:
 
 
 def save_checkpoint(
-    path: str | Path, model: nn.Module, *, task: str, config: TransformerConfig, train_config: TrainConfig,
-    tokenizer: TextTokenizer, source_tokenizer: TextTokenizer | None = None, labels: list[str] | None = None,
-    data: dict[str, Any] | None = None, step: int = 0, training_state: dict[str, Any] | None = None,
+    path: str | Path,
+    model: nn.Module,
+    *,
+    task: str,
+    config: TransformerConfig,
+    train_config: TrainConfig,
+    tokenizer: TextTokenizer,
+    source_tokenizer: TextTokenizer | None = None,
+    labels: list[str] | None = None,
+    data: dict[str, Any] | None = None,
+    step: int = 0,
+    training_state: dict[str, Any] | None = None,
 ) -> Path:
     """Write a checkpoint directory atomically: into a temporary sibling, then renamed over `path`."""
     path = Path(path)
@@ -281,6 +305,8 @@ def load_model_dir(path: str | Path) -> ModelBase:
     except (SafetensorError, OSError, RuntimeError) as e:
         raise UserError(f"{path / 'model.safetensors'}: cannot load weights: {str(e).splitlines()[0]}") from None
     if missing or unexpected:
-        raise UserError(f"{path / 'model.safetensors'}: does not match config.json (missing {sorted(missing)[:5]}, "
-                        f"unexpected {sorted(unexpected)[:5]})")
+        raise UserError(
+            f"{path / 'model.safetensors'}: does not match config.json (missing {sorted(missing)[:5]}, "
+            f"unexpected {sorted(unexpected)[:5]})"
+        )
     return model

@@ -41,9 +41,28 @@ from .viz.curves import plot_curves
 __all__ = ["COMMANDS", "demo", "info", "main", "parse_overrides", "split_settings"]  # the last three: older imports
 
 # Flags of `train` that are shorthands for a training setting (the same as --set NAME=VALUE).
-TRAIN_FLAGS = ("tokenizer", "vocab_size", "max_len", "truncate", "batch_size", "max_tokens", "block_size",
-               "max_steps", "max_epochs", "max_minutes", "eval_every", "patience", "lr", "device", "seed",
-               "precision", "compile", "text_column", "label_column", "skip_nonfinite")
+TRAIN_FLAGS = (
+    "tokenizer",
+    "vocab_size",
+    "max_len",
+    "truncate",
+    "batch_size",
+    "max_tokens",
+    "block_size",
+    "max_steps",
+    "max_epochs",
+    "max_minutes",
+    "eval_every",
+    "patience",
+    "lr",
+    "device",
+    "seed",
+    "precision",
+    "compile",
+    "text_column",
+    "label_column",
+    "skip_nonfinite",
+)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -64,14 +83,31 @@ def _train(args: argparse.Namespace) -> int:
         overrides[key], origin[key] = value, f"--set {key}"
     model_config, train_config, model_fields = resolve_settings(args.preset, args.config_file, overrides, origin)
     if args.init and model_fields:
-        raise UserError(f"--init takes the architecture from {args.init}; model settings "
-                        f"({', '.join(sorted(model_fields))}) cannot change it")
-    spec = DataSpec(data=args.data or [], valid=args.valid or [], source_file=args.source_file,
-                    target_file=args.target_file, valid_source_file=args.valid_source_file,
-                    valid_target_file=args.valid_target_file)
-    return _finished(train(args.task, args.out, data=spec, model_config=model_config, train_config=train_config,
-                           model_fields_set=model_fields, overwrite=args.overwrite, quiet=args.quiet,
-                           init=args.init))
+        raise UserError(
+            f"--init takes the architecture from {args.init}; model settings "
+            f"({', '.join(sorted(model_fields))}) cannot change it"
+        )
+    spec = DataSpec(
+        data=args.data or [],
+        valid=args.valid or [],
+        source_file=args.source_file,
+        target_file=args.target_file,
+        valid_source_file=args.valid_source_file,
+        valid_target_file=args.valid_target_file,
+    )
+    return _finished(
+        train(
+            args.task,
+            args.out,
+            data=spec,
+            model_config=model_config,
+            train_config=train_config,
+            model_fields_set=model_fields,
+            overwrite=args.overwrite,
+            quiet=args.quiet,
+            init=args.init,
+        )
+    )
 
 
 def _resume(args: argparse.Namespace) -> int:
@@ -80,8 +116,11 @@ def _resume(args: argparse.Namespace) -> int:
     run = args.out if args.resume is True else args.resume
     if run is None:
         raise UserError("--resume needs the run directory: --resume RUN_DIR")
-    changed = [f"--{name.replace('_', '-')}" for name in (*TRAIN_FLAGS, "data", "valid", "preset", "config_file")
-               if getattr(args, name, None) not in (None, False, [])] + ["--set"] * bool(args.overrides)
+    changed = [
+        f"--{name.replace('_', '-')}"
+        for name in (*TRAIN_FLAGS, "data", "valid", "preset", "config_file")
+        if getattr(args, name, None) not in (None, False, [])
+    ] + ["--set"] * bool(args.overrides)
     if changed:
         raise UserError(f"--resume continues a run with its own settings; leave out {', '.join(changed)}")
     return _finished(train(args.task or "", run, resume=True, quiet=args.quiet))
@@ -110,12 +149,28 @@ def _evaluate(args: argparse.Namespace) -> int:
             raise UserError("--examples prints one checkpoint's predictions; leave it out for an ensemble")
         result = evaluation.evaluate_ensemble(args.checkpoint, spec, split=args.split, device=args.device, log=log)
     else:
-        result = evaluation.evaluate(args.checkpoint[0], spec, split=args.split, device=args.device,
-                                     samples=args.examples, log=log, num_beams=args.beam,
-                                     length_penalty=args.length_penalty)
+        result = evaluation.evaluate(
+            args.checkpoint[0],
+            spec,
+            split=args.split,
+            device=args.device,
+            samples=args.examples,
+            log=log,
+            num_beams=args.beam,
+            length_penalty=args.length_penalty,
+        )
     if args.json:
-        print(json.dumps({"task": result.task, "data": result.data, "examples": result.examples,
-                          "dropped": result.dropped, **result.metrics}))
+        print(
+            json.dumps(
+                {
+                    "task": result.task,
+                    "data": result.data,
+                    "examples": result.examples,
+                    "dropped": result.dropped,
+                    **result.metrics,
+                }
+            )
+        )
         return 0
     unit = TASKS[result.task].raw_unit
     dropped = f", {result.dropped:,} too long or empty and left out" if result.dropped else ""
@@ -149,9 +204,17 @@ def _translate(args: argparse.Namespace) -> int:
         raise UserError(f"--n-best {args.n_best} needs --beam of at least {args.n_best}")
     ck = load_for("translation", args.checkpoint, pick_device(args.device))
     bar = _line_progress(args.quiet)
-    translate_stream(ck, _stdin(), sys.stdout, num_beams=args.beam, length_penalty=args.length_penalty,
-                     n_best=args.n_best, batch_size=args.batch_size, truncate=args.truncate,
-                     on_lines=None if bar is None else bar.update)
+    translate_stream(
+        ck,
+        _stdin(),
+        sys.stdout,
+        num_beams=args.beam,
+        length_penalty=args.length_penalty,
+        n_best=args.n_best,
+        batch_size=args.batch_size,
+        truncate=args.truncate,
+        on_lines=None if bar is None else bar.update,
+    )
     if bar is not None:
         bar.close()
     return 0
@@ -168,11 +231,23 @@ def _generate(args: argparse.Namespace) -> int:
         prompt = "\n".join(line for _, lines in read_lines(_stdin(), 1024) for line in lines)
     room = ck.config.max_seq_len - len(ck.tokenizer.encode(prompt))
     if 0 < room < args.max_new_tokens and not args.quiet:
-        print(f"note: the model's context is {ck.config.max_seq_len} tokens: generating {room}, not "
-              f"{args.max_new_tokens}", file=sys.stderr)
-    text = generate_text(ck, prompt, max_new_tokens=args.max_new_tokens, do_sample=not args.greedy,
-                         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-                         stop=args.stop, truncate=args.truncate)
+        print(
+            f"note: the model's context is {ck.config.max_seq_len} tokens: generating {room}, not "
+            f"{args.max_new_tokens}",
+            file=sys.stderr,
+        )
+    text = generate_text(
+        ck,
+        prompt,
+        max_new_tokens=args.max_new_tokens,
+        do_sample=not args.greedy,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+        stop=args.stop,
+        truncate=args.truncate,
+    )
     print(prompt + text)
     return 0
 
@@ -181,8 +256,15 @@ def _classify(args: argparse.Namespace) -> int:
     """`classify CHECKPOINT`: one text per line on stdin; `label<TAB>probability` (or JSON) per line on stdout."""
     ck = load_for("classification", args.checkpoint, pick_device(args.device))
     bar = _line_progress(args.quiet)
-    classify_stream(ck, _stdin(), sys.stdout, json_lines=args.json, batch_size=args.batch_size,
-                    truncate=args.truncate, on_lines=None if bar is None else bar.update)
+    classify_stream(
+        ck,
+        _stdin(),
+        sys.stdout,
+        json_lines=args.json,
+        batch_size=args.batch_size,
+        truncate=args.truncate,
+        on_lines=None if bar is None else bar.update,
+    )
     if bar is not None:
         bar.close()
     return 0
@@ -190,8 +272,18 @@ def _classify(args: argparse.Namespace) -> int:
 
 def _attention(args: argparse.Namespace) -> int:
     """`attention CHECKPOINT --text ... --out FILE.png`: draw attention heatmaps."""
-    print(draw_attention(load_checkpoint(args.checkpoint), args.text, args.out, target=args.target, kind=args.kind,
-                         layer=args.layer, head=args.head, truncate=args.truncate))
+    print(
+        draw_attention(
+            load_checkpoint(args.checkpoint),
+            args.text,
+            args.out,
+            target=args.target,
+            kind=args.kind,
+            layer=args.layer,
+            head=args.head,
+            truncate=args.truncate,
+        )
+    )
     return 0
 
 
@@ -239,9 +331,18 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "demo": _demo, "info": _info, "train": _train, "evaluate": _evaluate, "translate": _translate,
-    "generate": _generate, "classify": _classify, "attention": _attention, "average": _average,
-    "convert": _convert, "export": _export, "plot": _plot,
+    "demo": _demo,
+    "info": _info,
+    "train": _train,
+    "evaluate": _evaluate,
+    "translate": _translate,
+    "generate": _generate,
+    "classify": _classify,
+    "attention": _attention,
+    "average": _average,
+    "convert": _convert,
+    "export": _export,
+    "plot": _plot,
 }
 
 
@@ -263,8 +364,11 @@ def _positive_int(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="transformer-networks", description="Transformer networks (Vaswani et al. 2017): train, "
-                     "evaluate and use translators, language models and classifiers.")
+    parser = _Parser(
+        prog="transformer-networks",
+        description="Transformer networks (Vaswani et al. 2017): train, "
+        "evaluate and use translators, language models and classifiers.",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -277,21 +381,44 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--family", default="seq2seq", choices=sorted(MODELS))
     p.add_argument("--preset", help=f"one of: {', '.join(sorted(PRESETS))} (default tiny)")
     p.add_argument("--config", dest="config_file", help="a JSON config file")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override a config field (repeatable), e.g. --set positional=rope")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a config field (repeatable), e.g. --set positional=rope",
+    )
     p.add_argument("--json", action="store_true", help="print the resolved config as JSON")
 
-    p = sub.add_parser("train", help="train a language model, translator or classifier; write a run directory",
-                       description="Train on files or on built-in data (builtin:scan, builtin:scan-length, "
-                       "builtin:stdlib-docs, builtin:stdlib-topics; the default when no data is given).")
+    p = sub.add_parser(
+        "train",
+        help="train a language model, translator or classifier; write a run directory",
+        description="Train on files or on built-in data (builtin:scan, builtin:scan-length, "
+        "builtin:stdlib-docs, builtin:stdlib-topics; the default when no data is given).",
+    )
     p.add_argument("task", nargs="?", choices=list(TASKS))
-    p.add_argument("--resume", nargs="?", const=True, metavar="RUN_DIR",
-                   help="continue RUN_DIR (or --out) from its last checkpoint, exactly as it would have gone on")
-    p.add_argument("--init", metavar="PATH", help="fine-tune pretrained weights: a checkpoint of ours or a local "
-                   "Hugging Face directory (BERT for classification, GPT-2 for lm, BART/Marian for translation), "
-                   "with its own tokenizer.json")
-    p.add_argument("--data", nargs="+", metavar="PATH", help="training files (lm: files or directories; "
-                   "translation: a source<TAB>target TSV; classification: TSV/CSV/JSONL), or builtin:NAME")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        metavar="RUN_DIR",
+        help="continue RUN_DIR (or --out) from its last checkpoint, exactly as it would have gone on",
+    )
+    p.add_argument(
+        "--init",
+        metavar="PATH",
+        help="fine-tune pretrained weights: a checkpoint of ours or a local "
+        "Hugging Face directory (BERT for classification, GPT-2 for lm, BART/Marian for translation), "
+        "with its own tokenizer.json",
+    )
+    p.add_argument(
+        "--data",
+        nargs="+",
+        metavar="PATH",
+        help="training files (lm: files or directories; "
+        "translation: a source<TAB>target TSV; classification: TSV/CSV/JSONL), or builtin:NAME",
+    )
     p.add_argument("--valid", nargs="+", metavar="PATH", help="validation data (default: a held-out part of --data)")
     p.add_argument("--source-file", help="translation: source side, line-aligned with --target-file")
     p.add_argument("--target-file")
@@ -300,10 +427,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="the run directory (refused if it holds files)")
     p.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     p.add_argument("--preset", help=f"model preset: {', '.join(sorted(PRESETS))} (default small)")
-    p.add_argument("--config", dest="config_file", metavar="FILE",
-                   help="YAML or JSON settings (model and training fields, flat or under model:/train:)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
-                   help="set any model or training field (repeatable), e.g. --set d_model=128 --set lr=5e-4")
+    p.add_argument(
+        "--config",
+        dest="config_file",
+        metavar="FILE",
+        help="YAML or JSON settings (model and training fields, flat or under model:/train:)",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="set any model or training field (repeatable), e.g. --set d_model=128 --set lr=5e-4",
+    )
     p.add_argument("--tokenizer", choices=["char", "word", "bpe", "unigram"])
     p.add_argument("--vocab-size", type=_positive_int, help="bpe/unigram vocabulary size (default 8000)")
     p.add_argument("--max-len", type=_positive_int, help="longest example in tokens (default 256)")
@@ -323,20 +460,30 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--text-column", help="classification: the text column (default text, else sentence)")
     p.add_argument("--label-column", help="classification: the label column (default label)")
-    p.add_argument("--skip-nonfinite", type=_positive_int, metavar="N",
-                   help="skip at most N batches whose loss is NaN or infinite (default: stop at the first)")
+    p.add_argument(
+        "--skip-nonfinite",
+        type=_positive_int,
+        metavar="N",
+        help="skip at most N batches whose loss is NaN or infinite (default: stop at the first)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
     p = sub.add_parser("evaluate", help="print a checkpoint's metrics on its test or validation data, or on files")
-    p.add_argument("checkpoint", nargs="+",
-                   help="a checkpoint directory, or a run directory (its best checkpoint); several classification "
-                   "checkpoints are evaluated as an ensemble (their class probabilities averaged; needs --data)")
+    p.add_argument(
+        "checkpoint",
+        nargs="+",
+        help="a checkpoint directory, or a run directory (its best checkpoint); several classification "
+        "checkpoints are evaluated as an ensemble (their class probabilities averaged; needs --data)",
+    )
     p.add_argument("--data", nargs="+", metavar="PATH", help="files in the task's format, or builtin:NAME")
     p.add_argument("--source-file")
     p.add_argument("--target-file")
-    p.add_argument("--split", choices=["train", "valid", "test"],
-                   help="which part of the run's data (default test; test falls back to the validation data when "
-                   "the run had no test split); with --data builtin:NAME, test or train")
+    p.add_argument(
+        "--split",
+        choices=["train", "valid", "test"],
+        help="which part of the run's data (default test; test falls back to the validation data when "
+        "the run had no test split); with --data builtin:NAME, test or train",
+    )
     p.add_argument("--examples", type=int, default=0, metavar="N", help="also print N predictions")
     p.add_argument("--beam", type=_positive_int, default=4, help="translation: beam width for BLEU (default 4)")
     p.add_argument("--length-penalty", type=float, default=0.6, help="translation: GNMT alpha (default 0.6)")
@@ -344,22 +491,29 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--quiet", action="store_true")
 
-    p = sub.add_parser("translate", help="translate source lines from stdin to stdout, one per line",
-                       description="Reads source sentences on stdin, writes translations to stdout in the same "
-                       "order (empty lines stay empty). Beam search with the GNMT length penalty, as the paper.")
+    p = sub.add_parser(
+        "translate",
+        help="translate source lines from stdin to stdout, one per line",
+        description="Reads source sentences on stdin, writes translations to stdout in the same "
+        "order (empty lines stay empty). Beam search with the GNMT length penalty, as the paper.",
+    )
     p.add_argument("checkpoint", help="a translation checkpoint, or a run directory (its best checkpoint)")
     p.add_argument("--beam", type=_positive_int, default=4, help="beam width (default 4; 1 = greedy)")
     p.add_argument("--length-penalty", type=float, default=0.6, help="GNMT alpha (default 0.6)")
-    p.add_argument("--n-best", type=_positive_int, default=1,
-                   help="print the N best per input as LINE<TAB>SCORE<TAB>TEXT")
+    p.add_argument(
+        "--n-best", type=_positive_int, default=1, help="print the N best per input as LINE<TAB>SCORE<TAB>TEXT"
+    )
     p.add_argument("--batch-size", type=_positive_int, default=64, help="sentences decoded together (default 64)")
     p.add_argument("--truncate", action="store_true", help="cut inputs longer than the model's context")
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    p = sub.add_parser("generate", help="continue a prompt with a language model",
-                       description="Samples a continuation of --prompt (or of stdin) and prints prompt and "
-                       "continuation. Sampling by default; --greedy for the most likely tokens.")
+    p = sub.add_parser(
+        "generate",
+        help="continue a prompt with a language model",
+        description="Samples a continuation of --prompt (or of stdin) and prints prompt and "
+        "continuation. Sampling by default; --greedy for the most likely tokens.",
+    )
     p.add_argument("checkpoint", help="a language-model checkpoint, or a run directory")
     p.add_argument("--prompt", help="the text to continue (default: all of stdin)")
     p.add_argument("--max-new-tokens", type=_positive_int, default=200)
@@ -368,8 +522,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float)
     p.add_argument("--seed", type=int, help="makes sampling reproducible")
     p.add_argument("--greedy", action="store_true", help="take the most likely token at every step")
-    p.add_argument("--stop", action="append", default=[], metavar="STR",
-                   help="end the output before this string (repeatable)")
+    p.add_argument(
+        "--stop", action="append", default=[], metavar="STR", help="end the output before this string (repeatable)"
+    )
     p.add_argument("--truncate", action="store_true", help="keep the end of a prompt longer than the context")
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true")
@@ -386,31 +541,38 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="a checkpoint of any task, or a run directory")
     p.add_argument("--text", required=True, help="the input (a translator's source)")
     p.add_argument("--target", help="translation: the target to force (default: the model's greedy translation)")
-    p.add_argument("--kind", choices=["encoder", "decoder", "cross"],
-                   help="which attention (default: cross for translation, else the model's self-attention)")
+    p.add_argument(
+        "--kind",
+        choices=["encoder", "decoder", "cross"],
+        help="which attention (default: cross for translation, else the model's self-attention)",
+    )
     p.add_argument("--layer", type=int, help="only this layer (from 0)")
     p.add_argument("--head", type=int, help="only this head (from 0)")
     p.add_argument("--truncate", action="store_true")
     p.add_argument("--out", required=True, metavar="FILE.png")
 
     p = sub.add_parser("average", help="average the weights of several checkpoints (as the paper reports)")
-    p.add_argument("checkpoints", nargs="+", metavar="CKPT", help="checkpoints of one model, or one run directory "
-                   "with --last N")
+    p.add_argument(
+        "checkpoints", nargs="+", metavar="CKPT", help="checkpoints of one model, or one run directory with --last N"
+    )
     p.add_argument("--last", type=_positive_int, metavar="N", help="the run's last N kept checkpoints (step-*)")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
 
-    p = sub.add_parser("convert", help="convert a local Hugging Face model directory (BERT, GPT-2, BART, Marian) "
-                       "to our layout")
+    p = sub.add_parser(
+        "convert", help="convert a local Hugging Face model directory (BERT, GPT-2, BART, Marian) to our layout"
+    )
     p.add_argument("hf_dir", metavar="HF_DIR")
     p.add_argument("out_dir", metavar="OUT_DIR")
     p.add_argument("--overwrite", action="store_true", help="write into OUT_DIR even if it holds files")
 
-    p = sub.add_parser("export", help="export a model to ONNX (classifier, language model) or to the Hugging Face "
-                       "layout (GPT-2, BERT)")
+    p = sub.add_parser(
+        "export", help="export a model to ONNX (classifier, language model) or to the Hugging Face layout (GPT-2, BERT)"
+    )
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="a run, checkpoint, or model directory")
-    p.add_argument("--onnx", metavar="OUT.onnx", help="a language model also writes OUT.decode.onnx (one step with "
-                   "the KV cache)")
+    p.add_argument(
+        "--onnx", metavar="OUT.onnx", help="a language model also writes OUT.decode.onnx (one step with the KV cache)"
+    )
     p.add_argument("--hf", metavar="DIR", help="config.json + model.safetensors that transformers loads")
     p.add_argument("--overwrite", action="store_true")
 

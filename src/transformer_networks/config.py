@@ -118,8 +118,11 @@ class ConfigBase:
             raise AttributeError(f"{name} is resolved from {specific} (or {general} when it is None); set those")
         object.__setattr__(self, name, value)
         # A field set after construction (rare: configs are usually rebuilt with `replace`) moves what it resolves.
-        if self.DERIVED and all(n in self.__dict__ for n in self.DERIVED) and any(
-                name in pair for pair in self.DERIVED.values()):
+        if (
+            self.DERIVED
+            and all(n in self.__dict__ for n in self.DERIVED)
+            and any(name in pair for pair in self.DERIVED.values())
+        ):
             self._resolve()
 
     def __setstate__(self, state: dict[str, Any]) -> None:  # a pickle's state may lack the DERIVED attributes
@@ -135,8 +138,9 @@ class ConfigBase:
         known = cls.field_names()
         unknown = sorted(set(values) - set(known))
         if unknown:
-            raise ConfigError(f"unknown {cls.KIND} field(s) {', '.join(unknown)}; known fields: "
-                              f"{', '.join(sorted(known))}")
+            raise ConfigError(
+                f"unknown {cls.KIND} field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(known))}"
+            )
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -175,6 +179,7 @@ class ConfigBase:
 
 
 # --- the model --------------------------------------------------------------------------------------------------
+
 
 @dataclass
 class TransformerConfig(ConfigBase):
@@ -275,14 +280,13 @@ class TransformerConfig(ConfigBase):
         choice("pooling", POOLINGS)
         choice("sinusoidal_layout", SINUSOIDAL_LAYOUTS)
         if self.position_offset < 0 or self.n_token_types < 0:
-            raise ConfigError("position_offset and n_token_types must be >= 0, got "
-                              f"{self.position_offset} and {self.n_token_types}")
+            raise ConfigError(
+                f"position_offset and n_token_types must be >= 0, got {self.position_offset} and {self.n_token_types}"
+            )
         probability("dropout")
         probability("attention_dropout")
         if self.d_model % self.n_heads:
-            raise ConfigError(
-                f"d_model must be divisible by n_heads: d_model={self.d_model}, n_heads={self.n_heads}"
-            )
+            raise ConfigError(f"d_model must be divisible by n_heads: d_model={self.d_model}, n_heads={self.n_heads}")
         if self.n_heads % self.kv_heads:
             raise ConfigError(
                 f"n_heads must be a multiple of n_kv_heads: n_heads={self.n_heads}, n_kv_heads={self.n_kv_heads}"
@@ -325,52 +329,118 @@ PRESETS: dict[str, dict[str, Any]] = {
     # about 37000 tokens (Section 5.1). Label smoothing 0.1 is a training setting, not a model one.
     # With vocab_size=37000 this model has exactly 63,082,496 parameters (the paper reports 65M).
     "paper-base": dict(
-        vocab_size=37000, d_model=512, n_heads=8, n_layers=6, d_ff=2048, dropout=0.1,
-        positional="sinusoidal", norm="layernorm", norm_first=False, activation="relu",
-        tie_embeddings=True, scale_embeddings=True, max_seq_len=1024,
+        vocab_size=37000,
+        d_model=512,
+        n_heads=8,
+        n_layers=6,
+        d_ff=2048,
+        dropout=0.1,
+        positional="sinusoidal",
+        norm="layernorm",
+        norm_first=False,
+        activation="relu",
+        tie_embeddings=True,
+        scale_embeddings=True,
+        max_seq_len=1024,
     ),
     # Vaswani et al. 2017, Table 3 "big": d_model=1024, d_ff=4096, h=16, P_drop=0.3, otherwise as base.
     # With vocab_size=37000 this model has exactly 214,245,376 parameters (the paper reports 213M).
     "paper-big": dict(
-        vocab_size=37000, d_model=1024, n_heads=16, n_layers=6, d_ff=4096, dropout=0.3,
-        positional="sinusoidal", norm="layernorm", norm_first=False, activation="relu",
-        tie_embeddings=True, scale_embeddings=True, max_seq_len=1024,
+        vocab_size=37000,
+        d_model=1024,
+        n_heads=16,
+        n_layers=6,
+        d_ff=4096,
+        dropout=0.3,
+        positional="sinusoidal",
+        norm="layernorm",
+        norm_first=False,
+        activation="relu",
+        tie_embeddings=True,
+        scale_embeddings=True,
+        max_seq_len=1024,
     ),
     # Radford et al. 2019 (GPT-2), smallest model: 12 layers, 768 dims, 12 heads, context 1024, vocabulary 50257;
     # pre-LN with a final LayerNorm, learned positions, GELU (its tanh approximation), output projection tied to
     # the token embedding.
     "gpt2-small": dict(
-        vocab_size=50257, d_model=768, n_heads=12, n_layers=12, d_ff=3072, dropout=0.1,
-        positional="learned", norm="layernorm", norm_first=True, activation="gelu_tanh",
-        tie_embeddings=True, scale_embeddings=False, max_seq_len=1024, pad_id=None,
+        vocab_size=50257,
+        d_model=768,
+        n_heads=12,
+        n_layers=12,
+        d_ff=3072,
+        dropout=0.1,
+        positional="learned",
+        norm="layernorm",
+        norm_first=True,
+        activation="gelu_tanh",
+        tie_embeddings=True,
+        scale_embeddings=False,
+        max_seq_len=1024,
+        pad_id=None,
     ),
     # Devlin et al. 2019 (BERT-base): 12 layers, 768 dims, 12 heads, d_ff 3072, 512 positions, WordPiece
     # vocabulary 30522, post-LN with LayerNorm eps 1e-12, learned positions, two token types, a LayerNorm on the
     # embeddings, GELU (exact), dropout 0.1, and the pooler (dense + tanh on [CLS]) under the classification head.
     "bert-base": dict(
-        vocab_size=30522, d_model=768, n_heads=12, n_layers=12, d_ff=3072, dropout=0.1,
-        positional="learned", norm="layernorm", norm_eps=1e-12, norm_first=False, activation="gelu",
-        tie_embeddings=True, scale_embeddings=False, max_seq_len=512, pooling="cls",
-        n_token_types=2, embedding_norm=True, classifier_pooler=True,
+        vocab_size=30522,
+        d_model=768,
+        n_heads=12,
+        n_layers=12,
+        d_ff=3072,
+        dropout=0.1,
+        positional="learned",
+        norm="layernorm",
+        norm_eps=1e-12,
+        norm_first=False,
+        activation="gelu",
+        tie_embeddings=True,
+        scale_embeddings=False,
+        max_seq_len=512,
+        pooling="cls",
+        n_token_types=2,
+        embedding_norm=True,
+        classifier_pooler=True,
     ),
     # The default model of `transformer-networks train`: the size of the 3-layer, 256-dim Transformer often
     # trained on Multi30k (about 9M parameters with its vocabularies); pre-LN, which trains stably without a long
     # warmup. Our own choice of the remaining settings.
     "small": dict(
-        vocab_size=8000, d_model=256, n_heads=4, n_layers=3, d_ff=1024, dropout=0.1,
-        positional="sinusoidal", norm="layernorm", norm_first=True, activation="relu",
-        tie_embeddings=True, scale_embeddings=True, max_seq_len=512,
+        vocab_size=8000,
+        d_model=256,
+        n_heads=4,
+        n_layers=3,
+        d_ff=1024,
+        dropout=0.1,
+        positional="sinusoidal",
+        norm="layernorm",
+        norm_first=True,
+        activation="relu",
+        tie_embeddings=True,
+        scale_embeddings=True,
+        max_seq_len=512,
     ),
     # A small model for tests and CPU demos (our own choice, not from a paper).
     "tiny": dict(
-        vocab_size=1000, d_model=64, n_heads=4, n_layers=2, d_ff=256, dropout=0.1,
-        positional="sinusoidal", norm="layernorm", norm_first=True, activation="gelu",
-        tie_embeddings=True, scale_embeddings=True, max_seq_len=256,
+        vocab_size=1000,
+        d_model=64,
+        n_heads=4,
+        n_layers=2,
+        d_ff=256,
+        dropout=0.1,
+        positional="sinusoidal",
+        norm="layernorm",
+        norm_first=True,
+        activation="gelu",
+        tie_embeddings=True,
+        scale_embeddings=True,
+        max_seq_len=256,
     ),
 }
 
 
 # --- a training run -----------------------------------------------------------------------------------------
+
 
 @dataclass
 class TrainConfig(ConfigBase):
@@ -433,8 +503,20 @@ class TrainConfig(ConfigBase):
             if getattr(self, name) is not None and not ok:
                 raise ConfigError(f"{name} must be {what}, got {getattr(self, name)!r}")
 
-        for name in ("vocab_size", "max_len", "block_size", "batch_size", "max_tokens", "grad_accum", "eval_every",
-                     "log_every", "max_steps", "patience", "eval_examples", "threads"):
+        for name in (
+            "vocab_size",
+            "max_len",
+            "block_size",
+            "batch_size",
+            "max_tokens",
+            "grad_accum",
+            "eval_every",
+            "log_every",
+            "max_steps",
+            "patience",
+            "eval_examples",
+            "threads",
+        ):
             value = getattr(self, name)
             check(name, value is None or value >= 1, "a positive integer")
         check("warmup", self.warmup >= 0, "zero or a positive integer")
@@ -451,8 +533,12 @@ class TrainConfig(ConfigBase):
         check("clip_norm", self.clip_norm is None or self.clip_norm > 0, "positive (or null for no clipping)")
         check("max_epochs", self.max_epochs is None or self.max_epochs > 0, "positive")
         check("max_minutes", self.max_minutes is None or self.max_minutes > 0, "positive")
-        for name, allowed in (("tokenizer", TOKENIZERS), ("optimizer", OPTIMIZERS), ("schedule", SCHEDULES),
-                              ("precision", PRECISIONS)):
+        for name, allowed in (
+            ("tokenizer", TOKENIZERS),
+            ("optimizer", OPTIMIZERS),
+            ("schedule", SCHEDULES),
+            ("precision", PRECISIONS),
+        ):
             value = getattr(self, name)
             if value is not None and value not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")

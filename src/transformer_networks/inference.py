@@ -50,9 +50,11 @@ def _fit(ids: list[int], limit: int, truncate: bool, where: str, keep_end: bool 
         return ids
     if not truncate:
         needs = ", with room for a new token" if room else ""
-        raise UserError(f"{where}: {len(ids)} tokens do not fit the model's context of {limit} tokens{needs} "
-                        f"(--truncate cuts the input to fit)")
-    return ids[len(ids) - (limit - room):] if keep_end else ids[: limit - room]
+        raise UserError(
+            f"{where}: {len(ids)} tokens do not fit the model's context of {limit} tokens{needs} "
+            f"(--truncate cuts the input to fit)"
+        )
+    return ids[len(ids) - (limit - room) :] if keep_end else ids[: limit - room]
 
 
 def _by_length(lengths: list[int], batch_size: int) -> Iterator[list[int]]:
@@ -72,22 +74,43 @@ class Translation:
 
 
 @torch.no_grad()
-def translate_lines(ck: Checkpoint, lines: list[str], *, num_beams: int = 4, length_penalty: float = 0.6,
-                    n_best: int = 1, batch_size: int = 64, truncate: bool = False, first_line: int = 1,
-                    on_batch: Callable[[int], None] | None = None) -> list[list[Translation]]:
+def translate_lines(
+    ck: Checkpoint,
+    lines: list[str],
+    *,
+    num_beams: int = 4,
+    length_penalty: float = 0.6,
+    n_best: int = 1,
+    batch_size: int = 64,
+    truncate: bool = False,
+    first_line: int = 1,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[list[Translation]]:
     """The n best translations of each line, in order. An empty line gives one empty translation.
     `first_line` numbers the lines in error messages (for input read in chunks)."""
     eos = ck.tokenizer.eos_id
     limit = ck.config.max_seq_len
-    sources = [_fit(ck.source_tokenizer.encode(line) + [eos], limit, truncate, f"line {first_line + i}")
-               if line.strip() else [] for i, line in enumerate(lines)]
+    sources = [
+        _fit(ck.source_tokenizer.encode(line) + [eos], limit, truncate, f"line {first_line + i}")
+        if line.strip()
+        else []
+        for i, line in enumerate(lines)
+    ]
     out: list[list[Translation]] = [[Translation("", 0.0)] for _ in lines]
     todo = [i for i, s in enumerate(sources) if s]
     model = cast(DecodingModel, ck.model)  # a translation checkpoint's: a Seq2SeqTransformer
-    found = generate_in_batches(model, [sources[i] for i in todo], pad_id=ck.tokenizer.pad_id,
-                                batch_size=batch_size, on_batch=on_batch, num_beams=num_beams,
-                                length_penalty=length_penalty, num_return_sequences=n_best,
-                                bos_id=ck.tokenizer.bos_id, eos_id=eos)
+    found = generate_in_batches(
+        model,
+        [sources[i] for i in todo],
+        pad_id=ck.tokenizer.pad_id,
+        batch_size=batch_size,
+        on_batch=on_batch,
+        num_beams=num_beams,
+        length_penalty=length_penalty,
+        num_return_sequences=n_best,
+        bos_id=ck.tokenizer.bos_id,
+        eos_id=eos,
+    )
     for i, hyps in zip(todo, found, strict=True):
         out[i] = [Translation(ck.tokenizer.decode(h.tokens), h.score) for h in hyps]
     return out
@@ -97,10 +120,20 @@ def translate_lines(ck: Checkpoint, lines: list[str], *, num_beams: int = 4, len
 
 
 @torch.no_grad()
-def generate_text(ck: Checkpoint, prompt: str, *, max_new_tokens: int = 200, do_sample: bool = True,
-                  temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-                  seed: int | None = None, stop: Iterable[str] = (), truncate: bool = False,
-                  num_beams: int = 1) -> str:
+def generate_text(
+    ck: Checkpoint,
+    prompt: str,
+    *,
+    max_new_tokens: int = 200,
+    do_sample: bool = True,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    stop: Iterable[str] = (),
+    truncate: bool = False,
+    num_beams: int = 1,
+) -> str:
     """The continuation of `prompt` (without the prompt), cut before the first stop string."""
     ids = ck.tokenizer.encode(prompt)
     if not ids:
@@ -109,13 +142,23 @@ def generate_text(ck: Checkpoint, prompt: str, *, max_new_tokens: int = 200, do_
     ids = _fit(ids, limit, truncate, "the prompt", keep_end=True, room=1)
     device = next(ck.model.parameters()).device
     model = cast(DecodingModel, ck.model)  # a language model's checkpoint: a TransformerLM
-    out = generate(model, torch.tensor([ids], device=device), max_new_tokens=max_new_tokens,
-                   do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
-                   num_beams=num_beams, eos_id=ck.tokenizer.eos_id, pad_id=ck.tokenizer.pad_id)
+    out = generate(
+        model,
+        torch.tensor([ids], device=device),
+        max_new_tokens=max_new_tokens,
+        do_sample=do_sample,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        seed=seed,
+        num_beams=num_beams,
+        eos_id=ck.tokenizer.eos_id,
+        pad_id=ck.tokenizer.pad_id,
+    )
     assert isinstance(out, Tensor)  # the sequences: no return_dict_in_generate
     # Decode prompt and continuation together, so that a word-level tokenizer puts the space between them.
     head, full = ck.tokenizer.decode(ids), ck.tokenizer.decode(out[0].tolist())
-    text = full[len(head):] if full.startswith(head) else ck.tokenizer.decode(out[0, len(ids):].tolist())
+    text = full[len(head) :] if full.startswith(head) else ck.tokenizer.decode(out[0, len(ids) :].tolist())
     cuts = [text.find(s) for s in stop if s and s in text]
     return text[: min(cuts)] if cuts else text
 
@@ -124,13 +167,16 @@ def generate_text(ck: Checkpoint, prompt: str, *, max_new_tokens: int = 200, do_
 
 
 @torch.no_grad()
-def classify_lines(ck: Checkpoint, lines: list[str], *, batch_size: int = 64, truncate: bool = False,
-                   first_line: int = 1) -> list[dict[str, float] | None]:
+def classify_lines(
+    ck: Checkpoint, lines: list[str], *, batch_size: int = 64, truncate: bool = False, first_line: int = 1
+) -> list[dict[str, float] | None]:
     """Each line's probability for every class (label -> probability), in order; None for an empty line."""
     tok = ck.tokenizer
     limit = ck.config.max_seq_len
-    encoded = [_fit([tok.cls_id, *tok.encode(line)], limit, truncate, f"line {first_line + i}")
-               if line.strip() else [] for i, line in enumerate(lines)]
+    encoded = [
+        _fit([tok.cls_id, *tok.encode(line)], limit, truncate, f"line {first_line + i}") if line.strip() else []
+        for i, line in enumerate(lines)
+    ]
     out: list[dict[str, float] | None] = [None] * len(lines)
     todo = [i for i, ids in enumerate(encoded) if ids]
     device = next(ck.model.parameters()).device
@@ -191,8 +237,11 @@ def attention_maps(ck: Checkpoint, text: str, target: str | None = None, *, trun
         out = model(src_t, torch.tensor([tgt_in], device=device), return_attentions=True)
         src_names, tgt_names = _pieces(ck.source_tokenizer, src), _pieces(tok, tgt_in)
         return AttentionMaps(
-            {"encoder": stack(out.encoder_attentions), "decoder": stack(out.attentions),
-             "cross": stack(out.cross_attentions)},
+            {
+                "encoder": stack(out.encoder_attentions),
+                "decoder": stack(out.attentions),
+                "cross": stack(out.cross_attentions),
+            },
             {"encoder": src_names, "decoder": tgt_names, "cross": tgt_names},
             {"encoder": src_names, "decoder": tgt_names, "cross": src_names},
         )
@@ -227,16 +276,34 @@ def read_lines(stream: BinaryIO, chunk: int) -> Iterator[tuple[int, list[str]]]:
         yield first, lines
 
 
-def translate_stream(ck: Checkpoint, lines: BinaryIO, out: TextIO, *, num_beams: int = 4,
-                     length_penalty: float = 0.6, n_best: int = 1, batch_size: int = 64, truncate: bool = False,
-                     on_lines: Callable[[int], None] | None = None) -> None:
+def translate_stream(
+    ck: Checkpoint,
+    lines: BinaryIO,
+    out: TextIO,
+    *,
+    num_beams: int = 4,
+    length_penalty: float = 0.6,
+    n_best: int = 1,
+    batch_size: int = 64,
+    truncate: bool = False,
+    on_lines: Callable[[int], None] | None = None,
+) -> None:
     """Translate UTF-8 lines from `lines` to `out` in order, one per line (empty lines stay empty); with n_best > 1
     `n_best` lines per input, `LINE<TAB>SCORE<TAB>TRANSLATION`. Reads `batch_size * 16` lines at a time."""
     if n_best > num_beams:
         raise UserError(f"--n-best {n_best} needs --beam of at least {n_best}")
     for first, chunk in read_lines(lines, batch_size * 16):
-        results = translate_lines(ck, chunk, num_beams=num_beams, length_penalty=length_penalty, n_best=n_best,
-                                  batch_size=batch_size, truncate=truncate, first_line=first, on_batch=on_lines)
+        results = translate_lines(
+            ck,
+            chunk,
+            num_beams=num_beams,
+            length_penalty=length_penalty,
+            n_best=n_best,
+            batch_size=batch_size,
+            truncate=truncate,
+            first_line=first,
+            on_batch=on_lines,
+        )
         for number, hyps in enumerate(results, start=first):
             if n_best == 1:
                 print(hyps[0].text, file=out)
@@ -246,9 +313,16 @@ def translate_stream(ck: Checkpoint, lines: BinaryIO, out: TextIO, *, num_beams:
         out.flush()
 
 
-def classify_stream(ck: Checkpoint, lines: BinaryIO, out: TextIO, *, json_lines: bool = False,
-                    batch_size: int = 64, truncate: bool = False,
-                    on_lines: Callable[[int], None] | None = None) -> None:
+def classify_stream(
+    ck: Checkpoint,
+    lines: BinaryIO,
+    out: TextIO,
+    *,
+    json_lines: bool = False,
+    batch_size: int = 64,
+    truncate: bool = False,
+    on_lines: Callable[[int], None] | None = None,
+) -> None:
     """Classify UTF-8 lines from `lines`: `label<TAB>probability` per line on `out`, or with json_lines one object
     per line with every class's probability. Empty lines stay empty."""
     for first, chunk in read_lines(lines, batch_size * 16):
@@ -259,8 +333,7 @@ def classify_stream(ck: Checkpoint, lines: BinaryIO, out: TextIO, *, json_lines:
                 continue
             label = max(probs, key=probs.__getitem__)
             if json_lines:
-                print(json.dumps({"text": line, "label": label, "probabilities": probs}, ensure_ascii=False),
-                      file=out)
+                print(json.dumps({"text": line, "label": label, "probabilities": probs}, ensure_ascii=False), file=out)
             else:
                 print(f"{label}\t{probs[label]:.4f}", file=out)
         out.flush()
@@ -268,9 +341,17 @@ def classify_stream(ck: Checkpoint, lines: BinaryIO, out: TextIO, *, json_lines:
             on_lines(len(chunk))
 
 
-def draw_attention(ck: Checkpoint, text: str, out: str | Path, *, target: str | None = None,
-                   kind: str | None = None, layer: int | None = None, head: int | None = None,
-                   truncate: bool = False) -> Path:
+def draw_attention(
+    ck: Checkpoint,
+    text: str,
+    out: str | Path,
+    *,
+    target: str | None = None,
+    kind: str | None = None,
+    layer: int | None = None,
+    head: int | None = None,
+    truncate: bool = False,
+) -> Path:
     """Heatmaps of `attention_maps` (layers x heads, or one `layer` / `head`) of one attention `kind` to a PNG:
     cross-attention by default for a translator, else the model's self-attention."""
     if target is not None and ck.model.family != "seq2seq":
@@ -279,5 +360,6 @@ def draw_attention(ck: Checkpoint, text: str, out: str | Path, *, target: str | 
     kind = kind or ("cross" if "cross" in maps.weights else next(iter(maps.weights)))
     if kind not in maps.weights:
         raise UserError(f"--kind {kind}: a {ck.task} model has {', '.join(maps.weights)} attention")
-    return plot_attention(maps.weights[kind], maps.queries[kind], maps.keys[kind], out, kind=kind, layer=layer,
-                          head=head)
+    return plot_attention(
+        maps.weights[kind], maps.queries[kind], maps.keys[kind], out, kind=kind, layer=layer, head=head
+    )

@@ -1,9 +1,9 @@
 """Metrics for the three tasks.
 
-    translation:      bleu, chrf (sacrebleu, on detokenized text), exact_match
-    language models:  perplexity, bits_per_character (from a mean cross-entropy in nats)
-    classification:   accuracy, macro_f1
-    all tasks:        token_accuracy (the metric the Keras-style recipe reports)
+translation:      bleu, chrf (sacrebleu, on detokenized text), exact_match
+language models:  perplexity, bits_per_character (from a mean cross-entropy in nats)
+classification:   accuracy, macro_f1
+all tasks:        token_accuracy (the metric the Keras-style recipe reports)
 """
 
 from __future__ import annotations

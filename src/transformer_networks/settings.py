@@ -21,8 +21,10 @@ from .errors import ConfigError, UserError
 
 TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
-def build_config(preset: str | None = None, config_file: str | None = None,
-                 overrides: dict[str, Any] | None = None) -> TransformerConfig:
+
+def build_config(
+    preset: str | None = None, config_file: str | None = None, overrides: dict[str, Any] | None = None
+) -> TransformerConfig:
     """A config from a preset or a JSON file (not both), with field overrides."""
     if preset and config_file:
         raise UserError("give --preset or --config, not both")
@@ -110,8 +112,10 @@ def split_settings(settings: dict[str, Any], origin: dict[str, str], preset: str
         elif key in MODEL_FIELDS:
             model[key] = value
         else:
-            raise UserError(f"{where}: unknown setting {key!r}; training settings: {', '.join(TRAIN_FIELDS)}; "
-                            f"model settings: {', '.join(f for f in MODEL_FIELDS if f not in TRAIN_FIELDS)}")
+            raise UserError(
+                f"{where}: unknown setting {key!r}; training settings: {', '.join(TRAIN_FIELDS)}; "
+                f"model settings: {', '.join(f for f in MODEL_FIELDS if f not in TRAIN_FIELDS)}"
+            )
     try:  # model fields depend on each other (d_model and n_heads): check them together, then blame one
         TransformerConfig.from_preset(preset, **model)
     except ConfigError as e:
@@ -124,9 +128,12 @@ def split_settings(settings: dict[str, Any], origin: dict[str, str], preset: str
     return model, train
 
 
-def resolve_settings(preset: str | None = None, config_file: str | None = None,
-                     overrides: dict[str, Any] | None = None,
-                     origin: dict[str, str] | None = None) -> tuple[TransformerConfig, TrainConfig, set[str]]:
+def resolve_settings(
+    preset: str | None = None,
+    config_file: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    origin: dict[str, str] | None = None,
+) -> tuple[TransformerConfig, TrainConfig, set[str]]:
     """(model config, training config, the model fields set explicitly) from a preset (default "small"), a
     settings file and overrides (which win over the file). `origin` names where each override came from, for
     messages (default "--set NAME")."""
@@ -145,5 +152,8 @@ def resolve_settings(preset: str | None = None, config_file: str | None = None,
         settings[key] = value
         where[key] = (origin or {}).get(key, f"--set {key}")
     model_settings, train_settings = split_settings(settings, where, preset)
-    return (TransformerConfig.from_preset(preset, **model_settings), TrainConfig.from_dict(train_settings),
-            set(model_settings))
+    return (
+        TransformerConfig.from_preset(preset, **model_settings),
+        TrainConfig.from_dict(train_settings),
+        set(model_settings),
+    )

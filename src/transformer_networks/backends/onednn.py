@@ -77,8 +77,19 @@ from torch import Tensor, nn
 from ..nn.attention import MultiHeadAttention
 
 __all__ = [
-    "FEW_ROWS", "MIN_MACS_INFERENCE", "MIN_MACS_TRAINING", "MIN_WEIGHT_INFERENCE", "MODES", "OneDNNLinear",
-    "available", "cpu_vendor", "cpuinfo", "linear", "onednn_linear", "onednn_mode", "use_onednn",
+    "FEW_ROWS",
+    "MIN_MACS_INFERENCE",
+    "MIN_MACS_TRAINING",
+    "MIN_WEIGHT_INFERENCE",
+    "MODES",
+    "OneDNNLinear",
+    "available",
+    "cpu_vendor",
+    "cpuinfo",
+    "linear",
+    "onednn_linear",
+    "onednn_mode",
+    "use_onednn",
 ]
 
 MODES = ("full", "few-rows", "off")
@@ -195,11 +206,13 @@ def _warn_unavailable(asked_by: str) -> None:
         warnings.warn(
             f"oneDNN products were asked for ({asked_by}) but are not available here (they need an x86-64 CPU and a "
             "PyTorch with torch.ops.mkldnn._linear_pointwise and _reorder_linear_weight): linear layers use "
-            "F.linear", stacklevel=3)
+            "F.linear",
+            stacklevel=3,
+        )
 
 
 def onednn_mode() -> str:
-    """"full", "few-rows" or "off": TN_ONEDNN, else by CPU vendor; "off" where oneDNN is not `available()`."""
+    """ "full", "few-rows" or "off": TN_ONEDNN, else by CPU vendor; "off" where oneDNN is not `available()`."""
     mode, asked_by = _requested_mode()
     if mode != "off" and not available():
         if asked_by is not None:
@@ -228,8 +241,7 @@ def _pack(weight: Tensor) -> Tensor:
 _PLAIN = (Tensor, nn.Parameter)
 
 
-def _applies(x: Tensor, weight: Tensor, bias: Tensor | None, training: bool, mode: str,
-             packable: bool = False) -> bool:
+def _applies(x: Tensor, weight: Tensor, bias: Tensor | None, training: bool, mode: str, packable: bool = False) -> bool:
     """Whether oneDNN computes x @ weight^T + bias in `mode`: `training` (a gradient is needed), `packable` (the
     caller is an `OneDNNLinear` in eval mode, which packs its weight where it may). Decoding asks this ~20 times a
     token, mostly for products too small to pay: the cheap tests come first. torch.export's and torch.jit's traces
@@ -250,23 +262,38 @@ def _applies(x: Tensor, weight: Tensor, bias: Tensor | None, training: bool, mod
             return False
         if not training and macs < MIN_MACS_INFERENCE and weight.numel() < MIN_WEIGHT_INFERENCE:
             return False
-    return (x.is_cpu and x.dtype == torch.float32 and type(weight) in _PLAIN and weight.dtype == torch.float32
-            and x.layout == torch.strided and weight.layout == torch.strided  # not sparse
-            and weight.dim() == 2 and x.dim() >= 1 and x.size(-1) == weight.size(1)  # else F.linear's error
-            and (bias is None or (type(bias) in _PLAIN and bias.dtype == torch.float32))
-            and _ops() is not None
-            and not torch.compiler.is_exporting() and not torch.jit.is_tracing()
-            and not torch.is_autocast_enabled("cpu")
-            # torch.backends.mkldnn.enabled, and no torch.func transform (vmap, grad) or forward-mode AD under
-            # way: read outside torch.compile only (reading them there breaks the graph)
-            and (torch.compiler.is_compiling()
-                 or (torch._C._get_mkldnn_enabled() and not torch._C._are_functorch_transforms_active()
-                     and torch.autograd.forward_ad._current_level < 0)))  # no forward-mode AD: no jvp rule
+    return (
+        x.is_cpu
+        and x.dtype == torch.float32
+        and type(weight) in _PLAIN
+        and weight.dtype == torch.float32
+        and x.layout == torch.strided
+        and weight.layout == torch.strided  # not sparse
+        and weight.dim() == 2
+        and x.dim() >= 1
+        and x.size(-1) == weight.size(1)  # else F.linear's error
+        and (bias is None or (type(bias) in _PLAIN and bias.dtype == torch.float32))
+        and _ops() is not None
+        and not torch.compiler.is_exporting()
+        and not torch.jit.is_tracing()
+        and not torch.is_autocast_enabled("cpu")
+        # torch.backends.mkldnn.enabled, and no torch.func transform (vmap, grad) or forward-mode AD under
+        # way: read outside torch.compile only (reading them there breaks the graph)
+        and (
+            torch.compiler.is_compiling()
+            or (
+                torch._C._get_mkldnn_enabled()
+                and not torch._C._are_functorch_transforms_active()
+                and torch.autograd.forward_ad._current_level < 0
+            )
+        )
+    )  # no forward-mode AD: no jvp rule
 
 
 def _needs_grad(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
-    return torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
-                                        or (bias is not None and bias.requires_grad))
+    return torch.is_grad_enabled() and (
+        x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
+    )
 
 
 @torch.library.custom_op("transformer_networks::onednn_linear", mutates_args=())
@@ -351,8 +378,16 @@ class OneDNNLinear(nn.Linear):
     onednn_mode: str = "off"
     _packed: tuple[weakref.ref, tuple[int, int, int], Tensor] | None = None  # (weight, _cache_key(weight), packed)
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, device: Any = None, dtype: Any = None,
-                 *, mode: str | None = None) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        device: Any = None,
+        dtype: Any = None,
+        *,
+        mode: str | None = None,
+    ) -> None:
         super().__init__(in_features, out_features, bias, device, dtype)
         self.onednn_mode = _effective_mode(mode, "OneDNNLinear(mode=...)")
         if self.onednn_mode != "off":

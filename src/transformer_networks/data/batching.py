@@ -43,8 +43,10 @@ def token_budget_batches(
         raise UserError(f"--max-tokens must be positive, got {max_tokens}")
     too_long = [i for i, n in enumerate(lengths) if n > max_tokens]
     if too_long:
-        raise UserError(f"{len(too_long)} example(s) are longer than --max-tokens={max_tokens} "
-                        f"(the longest has {max(lengths)} tokens)")
+        raise UserError(
+            f"{len(too_long)} example(s) are longer than --max-tokens={max_tokens} "
+            f"(the longest has {max(lengths)} tokens)"
+        )
     rng = random.Random(seed)
     tiebreak = [rng.random() for _ in lengths] if shuffle else list(range(len(lengths)))
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], tiebreak[i]))

@@ -81,8 +81,11 @@ def stdlib_docs(seed: int = 0, test_fraction: float = 0.1) -> tuple[list[str], l
 
 def stdlib_topics(seed: int = 0, test_fraction: float = 0.2) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """(docstring with whitespace collapsed, package) for the packages in TOPICS; seeded 80/20 split."""
-    examples = [(" ".join(doc.split()), module.split("/")[0]) for module, doc in stdlib_docstrings()
-                if "/" in module and module.split("/")[0] in TOPICS]
+    examples = [
+        (" ".join(doc.split()), module.split("/")[0])
+        for module, doc in stdlib_docstrings()
+        if "/" in module and module.split("/")[0] in TOPICS
+    ]
     examples = list(dict.fromkeys(examples))  # a docstring repeated in a package (overrides) counts once
     seen: dict[str, str] = {}
     for text, label in examples:  # the same text under two packages is ambiguous: keep neither
@@ -94,8 +97,11 @@ def stdlib_topics(seed: int = 0, test_fraction: float = 0.2) -> tuple[list[tuple
 
 
 BUILTINS = {
-    "scan": "translation", "scan-simple": "translation", "scan-length": "translation",
-    "stdlib-docs": "lm", "stdlib-topics": "classification",
+    "scan": "translation",
+    "scan-simple": "translation",
+    "scan-length": "translation",
+    "stdlib-docs": "lm",
+    "stdlib-topics": "classification",
 }
 
 
@@ -108,5 +114,6 @@ def load_builtin(name: str, seed: int = 0) -> BuiltinDataset:
         return BuiltinDataset(name, "lm", *stdlib_docs(seed), tokenizer="char")
     if name == "stdlib-topics":
         return BuiltinDataset(name, "classification", *stdlib_topics(seed), tokenizer="word")
-    raise UserError(f"unknown built-in dataset builtin:{name}; choose one of "
-                    f"{', '.join('builtin:' + n for n in BUILTINS)}")
+    raise UserError(
+        f"unknown built-in dataset builtin:{name}; choose one of {', '.join('builtin:' + n for n in BUILTINS)}"
+    )

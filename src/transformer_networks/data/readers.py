@@ -108,8 +108,10 @@ def read_parallel(source_path: str | Path, target_path: str | Path) -> list[tupl
     sources = [line for _, line in read_lines(source_path)]
     targets = [line for _, line in read_lines(target_path)]
     if len(sources) != len(targets):
-        raise DataError(f"{source_path} has {len(sources)} lines but {target_path} has {len(targets)}: "
-                        f"parallel files must be line-aligned")
+        raise DataError(
+            f"{source_path} has {len(sources)} lines but {target_path} has {len(targets)}: "
+            f"parallel files must be line-aligned"
+        )
     pairs = [(s.strip(), t.strip()) for s, t in zip(sources, targets, strict=True) if s.strip() or t.strip()]
     if not pairs:
         raise DataError(f"{source_path}: empty file")
@@ -159,8 +161,11 @@ def read_classification(
         for number, line in lines:
             if not line.strip():
                 continue
-            fields = next(csv.reader([line], delimiter=delimiter,
-                                     quoting=csv.QUOTE_MINIMAL if delimiter == "," else csv.QUOTE_NONE))
+            fields = next(
+                csv.reader(
+                    [line], delimiter=delimiter, quoting=csv.QUOTE_MINIMAL if delimiter == "," else csv.QUOTE_NONE
+                )
+            )
             if len(fields) != len(header):
                 raise DataError(f"{path}: line {number}: expected {len(header)} fields, found {len(fields)}")
             rows.append((fields[ti], fields[li]))

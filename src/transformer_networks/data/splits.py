@@ -67,8 +67,14 @@ class ReadsData(Protocol):
     default_tokenizer: str
 
     @classmethod
-    def read(cls, paths: list[str], cfg: Any, source_file: str | None = None, target_file: str | None = None,
-             option: str = "") -> list: ...
+    def read(
+        cls,
+        paths: list[str],
+        cfg: Any,
+        source_file: str | None = None,
+        target_file: str | None = None,
+        option: str = "",
+    ) -> list: ...
 
     @classmethod
     def holdout(cls, examples: list, fraction: float, seed: int) -> tuple[list, list]: ...
@@ -141,16 +147,18 @@ def run_split(task: ReadsData, spec: DataSpec, cfg: Any, split: str) -> tuple[li
     if split not in SPLITS:
         raise UserError(f"--split must be one of {', '.join(SPLITS)}; got {split!r}")
     if split == "valid" and spec.has_valid:
-        return task.read(spec.valid, cfg, spec.valid_source_file, spec.valid_target_file, "valid-"), \
-            "the run's validation data"
+        return task.read(
+            spec.valid, cfg, spec.valid_source_file, spec.valid_target_file, "valid-"
+        ), "the run's validation data"
     if spec.builtin is not None:
         ds = load_builtin(spec.builtin, seed=0)
         if split == "test":
             return list(ds.test), f"builtin:{ds.name} test split"
         train = list(ds.train)
     elif split == "test" and spec.has_valid:  # no test split: the validation data
-        return task.read(spec.valid, cfg, spec.valid_source_file, spec.valid_target_file, "valid-"), \
-            "the run's validation data"
+        return task.read(
+            spec.valid, cfg, spec.valid_source_file, spec.valid_target_file, "valid-"
+        ), "the run's validation data"
     else:
         train = task.read(spec.data, cfg, spec.source_file, spec.target_file)
     if split == "train" and spec.has_valid:

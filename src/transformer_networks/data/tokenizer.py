@@ -21,8 +21,17 @@ from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_toke
 from ..errors import UserError
 from ..tokens import BOS_ID, CLS_ID, EOS_ID, PAD_ID, SPECIAL_TOKENS, UNK_ID
 
-__all__ = ["BOS_ID", "CLS_ID", "EOS_ID", "KINDS", "PAD_ID", "SPECIAL_TOKENS", "UNK_ID", "TextTokenizer",
-           "train_tokenizer"]
+__all__ = [
+    "BOS_ID",
+    "CLS_ID",
+    "EOS_ID",
+    "KINDS",
+    "PAD_ID",
+    "SPECIAL_TOKENS",
+    "UNK_ID",
+    "TextTokenizer",
+    "train_tokenizer",
+]
 
 ROLES = ("pad", "unk", "bos", "eos", "cls")
 # The names each role goes by in other tokenizers (BERT, GPT-2, BART/RoBERTa, Marian), the first found wins. A
@@ -56,15 +65,19 @@ class TextTokenizer:
         """Wrap any `tokenizers.Tokenizer`: ours as it is, another by the names of its special tokens."""
         if all(tokenizer.token_to_id(t) == i for i, t in enumerate(SPECIAL_TOKENS)):
             return cls(tokenizer)
-        found = {role: next((i for name in names if (i := tokenizer.token_to_id(name)) is not None), None)
-                 for role, names in KNOWN_SPECIALS.items()}
+        found = {
+            role: next((i for name in names if (i := tokenizer.token_to_id(name)) is not None), None)
+            for role, names in KNOWN_SPECIALS.items()
+        }
         found["pad"] = found["pad"] if found["pad"] is not None else found["eos"]
         found["cls"] = found["cls"] if found["cls"] is not None else found["bos"]
         found["unk"] = found["unk"] if found["unk"] is not None else found["eos"]
         missing = [role for role, i in found.items() if i is None]
         if missing:
-            raise UserError(f"{source}: no token for {', '.join(missing)} (looked for "
-                            f"{'; '.join(' '.join(KNOWN_SPECIALS[r]) for r in missing)})")
+            raise UserError(
+                f"{source}: no token for {', '.join(missing)} (looked for "
+                f"{'; '.join(' '.join(KNOWN_SPECIALS[r]) for r in missing)})"
+            )
         return cls(tokenizer, {role: i for role, i in found.items() if i is not None})  # all of them: none missing
 
     @property
@@ -120,8 +133,9 @@ def train_tokenizer(texts: Iterable[str], kind: str = "bpe", vocab_size: int = 8
             trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS))
         else:
             tok = Tokenizer(models.Unigram())
-            trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
-                                              unk_token="<unk>")
+            trainer = trainers.UnigramTrainer(
+                vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), unk_token="<unk>"
+            )
         tok.normalizer = normalizers.NFKC()
         tok.pre_tokenizer = pre_tokenizers.Metaspace()
         tok.decoder = decoders.Metaspace()

@@ -14,6 +14,15 @@ from .search import Hypothesis, gnmt_length_penalty
 from .steps import left_pad, left_padded_positions
 
 __all__ = [
-    "GenerationOutput", "Hypothesis", "apply_temperature", "generate", "generate_in_batches", "gnmt_length_penalty",
-    "left_pad", "left_padded_positions", "process_logits", "top_k_filter", "top_p_filter",
+    "GenerationOutput",
+    "Hypothesis",
+    "apply_temperature",
+    "generate",
+    "generate_in_batches",
+    "gnmt_length_penalty",
+    "left_pad",
+    "left_padded_positions",
+    "process_logits",
+    "top_k_filter",
+    "top_p_filter",
 ]

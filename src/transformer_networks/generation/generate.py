@@ -83,8 +83,10 @@ def generate(
     Returns the sequences, or a `GenerationOutput` with their scores when return_dict_in_generate.
     """
     if input_ids.dim() != 2 or input_ids.size(0) == 0 or input_ids.size(1) == 0:
-        raise InputError(f"input_ids must have shape (batch, length) with at least one row and one token, got "
-                         f"{tuple(input_ids.shape)}")
+        raise InputError(
+            f"input_ids must have shape (batch, length) with at least one row and one token, got "
+            f"{tuple(input_ids.shape)}"
+        )
     if (max_new_tokens is not None and max_new_tokens < 0) or min_new_tokens < 0:
         raise InputError("max_new_tokens and min_new_tokens must be >= 0")
     if num_beams < 1 or num_return_sequences < 1:
@@ -102,16 +104,18 @@ def generate(
     B, P = input_ids.shape
     for name, token in (("bos_id", bos_id), ("eos_id", eos_id), ("pad_id", pad_id)):
         if token is not None and not 0 <= token < cfg.target_vocab_size:
-            raise InputError(f"{name}={token} is not a token of the model's vocabulary "
-                             f"(0 to {cfg.target_vocab_size - 1})")
+            raise InputError(
+                f"{name}={token} is not a token of the model's vocabulary (0 to {cfg.target_vocab_size - 1})"
+            )
     if eos_id is None:  # the model's own (imported models), else the tokenizer's <eos> for an encoder-decoder
         eos_id = cfg.eos_id if cfg.eos_id is not None else EOS_ID if family == "seq2seq" else None
     # The padding to mask: pad_id, unless it is also the EOS (GPT-2's convention, where EOS also separates the
     # documents of a prompt; Hugging Face infers no mask then either), else the model's own.
     input_pad = pad_id if pad_id is not None and pad_id != eos_id else cfg.pad_id
     if attention_mask is None:
-        attention_mask = input_ids != input_pad if input_pad is not None else torch.ones_like(
-            input_ids, dtype=torch.bool)
+        attention_mask = (
+            input_ids != input_pad if input_pad is not None else torch.ones_like(input_ids, dtype=torch.bool)
+        )
     elif attention_mask.shape != input_ids.shape or attention_mask.dtype != torch.bool:
         raise InputError(f"attention_mask must be a boolean tensor of shape {tuple(input_ids.shape)}")
     copies = num_beams if num_beams > 1 else num_return_sequences
@@ -128,22 +132,44 @@ def generate(
         if max_new_tokens is None:
             max_new_tokens = P + EXTRA_SOURCE_TOKENS
         max_new_tokens = min(max_new_tokens, limit)
-        steps = Seq2SeqSteps(cast(DecodingSeq2Seq, model), input_ids, attention_mask, bos_id=bos_id,
-                             copies=copies, use_cache=use_cache, cache=cache,
-                             static_len=max_new_tokens + 1 if static_cache else None)
+        steps = Seq2SeqSteps(
+            cast(DecodingSeq2Seq, model),
+            input_ids,
+            attention_mask,
+            bos_id=bos_id,
+            copies=copies,
+            use_cache=use_cache,
+            cache=cache,
+            static_len=max_new_tokens + 1 if static_cache else None,
+        )
     elif family == "lm":
         if P >= cfg.max_seq_len:
-            raise InputError(f"a prompt of {P} tokens leaves no room in the model's context of "
-                             f"max_seq_len={cfg.max_seq_len} tokens")
+            raise InputError(
+                f"a prompt of {P} tokens leaves no room in the model's context of max_seq_len={cfg.max_seq_len} tokens"
+            )
         max_new_tokens = min(100 if max_new_tokens is None else max_new_tokens, cfg.max_seq_len - P)
-        steps = LMSteps(cast(DecodingLM, model), input_ids, attention_mask, copies=copies, use_cache=use_cache,
-                        cache=cache, static_len=P + max_new_tokens if static_cache else None)
+        steps = LMSteps(
+            cast(DecodingLM, model),
+            input_ids,
+            attention_mask,
+            copies=copies,
+            use_cache=use_cache,
+            cache=cache,
+            static_len=P + max_new_tokens if static_cache else None,
+        )
     else:
         raise InputError(f"generate needs a TransformerLM or a Seq2SeqTransformer, got {type(model).__name__}")
 
     if num_beams > 1:
-        found = beam_search(steps, B, num_beams, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
-                            eos_id=eos_id, length_penalty=length_penalty)
+        found = beam_search(
+            steps,
+            B,
+            num_beams,
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=min_new_tokens,
+            eos_id=eos_id,
+            length_penalty=length_penalty,
+        )
         # Fewer than n finished hypotheses only happens when the vocabulary or max_new_tokens leaves fewer
         # distinct outputs than beams; the best one then fills the remaining places.
         hypotheses = [(hyps or [Hypothesis([], 0.0)])[:num_return_sequences] for hyps in found]
@@ -152,9 +178,18 @@ def generate(
         generator = None
         if seed is not None:
             generator = torch.Generator(device=input_ids.device).manual_seed(seed)
-        rows = greedy_or_sample(steps, B * copies, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
-                                eos_id=eos_id, do_sample=do_sample, temperature=temperature, top_k=top_k,
-                                top_p=top_p, generator=generator)
+        rows = greedy_or_sample(
+            steps,
+            B * copies,
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=min_new_tokens,
+            eos_id=eos_id,
+            do_sample=do_sample,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            generator=generator,
+        )
         hypotheses = [rows[b * copies : (b + 1) * copies] for b in range(B)]
 
     flat = [h for hyps in hypotheses for h in hyps]
@@ -175,8 +210,15 @@ def generate(
 
 
 @torch.no_grad()
-def generate_in_batches(model: DecodingModel, sources: list[list[int]], *, pad_id: int, batch_size: int = 64,
-                        on_batch: Callable[[int], None] | None = None, **kwargs: Any) -> list[list[Hypothesis]]:
+def generate_in_batches(
+    model: DecodingModel,
+    sources: list[list[int]],
+    *,
+    pad_id: int,
+    batch_size: int = 64,
+    on_batch: Callable[[int], None] | None = None,
+    **kwargs: Any,
+) -> list[list[Hypothesis]]:
     """`generate` over many sources (token-id lists, none empty): batched by similar length (less padding),
     right-padded, results back in input order; each source's hypotheses (n with num_return_sequences)."""
     device = next(model.parameters()).device

@@ -54,8 +54,9 @@ def check_sampling(temperature: float = 1.0, top_k: int | None = None, top_p: fl
         raise InputError(f"top_p must be in (0, 1], got {top_p}")
 
 
-def process_logits(logits: Tensor, *, temperature: float = 1.0, top_k: int | None = None,
-                   top_p: float | None = None) -> Tensor:
+def process_logits(
+    logits: Tensor, *, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None
+) -> Tensor:
     """Temperature, then top-k, then top-p; None leaves a step out."""
     logits = apply_temperature(logits, temperature)
     if top_k is not None:

@@ -37,10 +37,19 @@ def gnmt_length_penalty(length: int, alpha: float) -> float:
 
 
 @torch.no_grad()
-def greedy_or_sample(steps: Steps, n_rows: int, *, max_new_tokens: int, min_new_tokens: int = 0,
-                     eos_id: int | None = None, do_sample: bool = False, temperature: float = 1.0,
-                     top_k: int | None = None, top_p: float | None = None,
-                     generator: torch.Generator | None = None) -> list[Hypothesis]:
+def greedy_or_sample(
+    steps: Steps,
+    n_rows: int,
+    *,
+    max_new_tokens: int,
+    min_new_tokens: int = 0,
+    eos_id: int | None = None,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> list[Hypothesis]:
     """Each row takes the most likely token (greedy) or a sampled one, until EOS or `max_new_tokens`. The score
     is the model's own log-probability of the tokens taken (before temperature, filtering or the EOS ban of
     `min_new_tokens`)."""
@@ -80,8 +89,16 @@ def greedy_or_sample(steps: Steps, n_rows: int, *, max_new_tokens: int, min_new_
 
 
 @torch.no_grad()
-def beam_search(steps: Steps, batch_size: int, num_beams: int, *, max_new_tokens: int, min_new_tokens: int = 0,
-                eos_id: int | None = None, length_penalty: float = 1.0) -> list[list[Hypothesis]]:
+def beam_search(
+    steps: Steps,
+    batch_size: int,
+    num_beams: int,
+    *,
+    max_new_tokens: int,
+    min_new_tokens: int = 0,
+    eos_id: int | None = None,
+    length_penalty: float = 1.0,
+) -> list[list[Hypothesis]]:
     """Beam search, batched: K = num_beams rows per input, ordered input by input (row b * K + k).
 
     Each step extends every live beam by every token, and keeps the K best non-finished candidates; a candidate

@@ -46,15 +46,30 @@ class DecodingModel(Protocol):
 
 class DecodingLM(DecodingModel, Protocol):
     # Any: the call returns the logits (B, T, V) here (no return_dict); an nn.Module's __call__ is typed as Any.
-    def __call__(self, ids: Tensor, /, *, attention_mask: Tensor | None = ..., cache: DecoderCache | None = ...,
-                 positions: Tensor | None = ...) -> Any: ...
+    def __call__(
+        self,
+        ids: Tensor,
+        /,
+        *,
+        attention_mask: Tensor | None = ...,
+        cache: DecoderCache | None = ...,
+        positions: Tensor | None = ...,
+    ) -> Any: ...
 
 
 class DecodingSeq2Seq(DecodingModel, Protocol):
     def encode(self, src_ids: Tensor, src_mask: Tensor | None = ..., /) -> Tensor: ...
 
-    def decode(self, tgt_ids: Tensor, memory: Tensor, /, *, memory_mask: Tensor | None = ...,
-               tgt_mask: Tensor | None = ..., cache: DecoderCache | None = ...) -> Tensor: ...
+    def decode(
+        self,
+        tgt_ids: Tensor,
+        memory: Tensor,
+        /,
+        *,
+        memory_mask: Tensor | None = ...,
+        tgt_mask: Tensor | None = ...,
+        cache: DecoderCache | None = ...,
+    ) -> Tensor: ...
 
 
 def left_pad(rows: list[list[int]], pad_id: int, device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
@@ -64,8 +79,8 @@ def left_pad(rows: list[list[int]], pad_id: int, device: torch.device | str | No
     mask = torch.zeros(len(rows), width, dtype=torch.bool)
     for i, r in enumerate(rows):
         if r:
-            ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
-            mask[i, width - len(r):] = True
+            ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+            mask[i, width - len(r) :] = True
     return ids.to(device), mask.to(device)
 
 
@@ -77,22 +92,32 @@ def right_pad(rows: list[list[int]], pad_id: int) -> Tensor:
     return ids
 
 
-def prepared_cache(model: DecodingModel, rows: int, static_len: int | None,
-                   cache: DecoderCache | None) -> DecoderCache:
+def prepared_cache(model: DecodingModel, rows: int, static_len: int | None, cache: DecoderCache | None) -> DecoderCache:
     """`cache` emptied for a new generation (checked to fit `rows` rows and `static_len` tokens when preallocated),
     else a new cache: preallocated for `static_len` tokens, or growing."""
     if cache is None:
         return model.init_cache(rows, static_len) if static_len is not None else model.init_cache()
     if cache.max_len is not None and (cache.batch_size != rows or (static_len or 0) > cache.max_len):
-        raise InputError(f"the cache given holds {cache.batch_size} rows of {cache.max_len} tokens; this "
-                         f"generation needs {rows} rows" + (f" of {static_len} tokens" if static_len else ""))
+        raise InputError(
+            f"the cache given holds {cache.batch_size} rows of {cache.max_len} tokens; this "
+            f"generation needs {rows} rows" + (f" of {static_len} tokens" if static_len else "")
+        )
     cache.reset()
     return cache
 
 
 class LMSteps:
-    def __init__(self, model: DecodingLM, ids: Tensor, attention_mask: Tensor, *, copies: int = 1,
-                 use_cache: bool = True, static_len: int | None = None, cache: DecoderCache | None = None) -> None:
+    def __init__(
+        self,
+        model: DecodingLM,
+        ids: Tensor,
+        attention_mask: Tensor,
+        *,
+        copies: int = 1,
+        use_cache: bool = True,
+        static_len: int | None = None,
+        cache: DecoderCache | None = None,
+    ) -> None:
         if not bool(attention_mask[:, -1].all()):
             raise InputError("pad batched prompts on the left: every row's last token must be a real token")
         self.model = model
@@ -136,9 +161,18 @@ class LMSteps:
 
 
 class Seq2SeqSteps:
-    def __init__(self, model: DecodingSeq2Seq, src_ids: Tensor, src_mask: Tensor, *, bos_id: int,
-                 copies: int = 1, use_cache: bool = True, static_len: int | None = None,
-                 cache: DecoderCache | None = None) -> None:
+    def __init__(
+        self,
+        model: DecodingSeq2Seq,
+        src_ids: Tensor,
+        src_mask: Tensor,
+        *,
+        bos_id: int,
+        copies: int = 1,
+        use_cache: bool = True,
+        static_len: int | None = None,
+        cache: DecoderCache | None = None,
+    ) -> None:
         self.model = model
         memory = model.encode(src_ids, src_mask)  # (B, S, C): once per source, not per beam
         self.memory = memory.repeat_interleave(copies, dim=0)  # (N, S, C)
@@ -153,8 +187,9 @@ class Seq2SeqSteps:
 
     def _run(self, tokens: Tensor) -> Tensor:
         real = torch.ones_like(tokens, dtype=torch.bool)
-        return self.model.decode(tokens, self.memory, memory_mask=self.memory_mask, tgt_mask=real,
-                                 cache=self.cache)[:, -1]
+        return self.model.decode(tokens, self.memory, memory_mask=self.memory_mask, tgt_mask=real, cache=self.cache)[
+            :, -1
+        ]
 
     def first(self) -> Tensor:
         return self._run(self.tokens)

@@ -3,5 +3,10 @@
 from .torch_nn import load_torch_transformer
 from .weights import WeightMappingError, load_state_dict_strict, map_state_dict, unmap_state_dict
 
-__all__ = ["WeightMappingError", "load_state_dict_strict", "load_torch_transformer", "map_state_dict",
-           "unmap_state_dict"]
+__all__ = [
+    "WeightMappingError",
+    "load_state_dict_strict",
+    "load_torch_transformer",
+    "map_state_dict",
+    "unmap_state_dict",
+]

@@ -78,8 +78,9 @@ GPT2_TABLE: dict[str, str] = {
     **_pair("ln_f", "decoder.stack.final_norm"),
 }
 # GPT-2's Conv1D keeps weights as (in, out); nn.Linear as (out, in).
-GPT2_TRANSPOSED = frozenset(f"h.{{}}.{name}.weight"
-                            for name in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"))
+GPT2_TRANSPOSED = frozenset(
+    f"h.{{}}.{name}.weight" for name in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+)
 
 
 def _bart_stack(side: str, ours: str, cross: bool) -> dict[str, str]:
@@ -93,11 +94,13 @@ def _bart_stack(side: str, ours: str, cross: bool) -> dict[str, str]:
         **_pair(f"{layer}.final_layer_norm", f"{our}.ffn_residual.norm"),
     }
     if cross:
-        rows.update({
-            **_qkv(f"{layer}.encoder_attn", f"{our}.cross_attn", ("q_proj", "k_proj", "v_proj")),
-            **_pair(f"{layer}.encoder_attn.out_proj", f"{our}.cross_attn.out_proj"),
-            **_pair(f"{layer}.encoder_attn_layer_norm", f"{our}.cross_attn_residual.norm"),
-        })
+        rows.update(
+            {
+                **_qkv(f"{layer}.encoder_attn", f"{our}.cross_attn", ("q_proj", "k_proj", "v_proj")),
+                **_pair(f"{layer}.encoder_attn.out_proj", f"{our}.cross_attn.out_proj"),
+                **_pair(f"{layer}.encoder_attn_layer_norm", f"{our}.cross_attn_residual.norm"),
+            }
+        )
     return rows
 
 
@@ -119,8 +122,14 @@ _SHARED_COPIES = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight", 
 
 # --- config.json -> TransformerConfig ---------------------------------------------------------------------------
 
-_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu",
-                "swish": "silu", "silu": "silu"}
+_ACTIVATIONS = {
+    "gelu": "gelu",
+    "gelu_new": "gelu_tanh",
+    "gelu_pytorch_tanh": "gelu_tanh",
+    "relu": "relu",
+    "swish": "silu",
+    "silu": "silu",
+}
 
 
 def _activation(name: str, source: str) -> str:
@@ -139,14 +148,27 @@ def _require(hf: dict[str, Any], source: str, **expected: Any) -> None:
 def _bert_config(hf: dict[str, Any], source: str) -> dict[str, Any]:
     _require(hf, source, position_embedding_type="absolute", is_decoder=False, add_cross_attention=False)
     return dict(
-        vocab_size=hf["vocab_size"], d_model=hf["hidden_size"], n_heads=hf["num_attention_heads"],
-        n_layers=hf["num_hidden_layers"], d_ff=hf["intermediate_size"],
-        dropout=hf.get("hidden_dropout_prob", 0.1), attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
-        max_seq_len=hf.get("max_position_embeddings", 512), positional="learned", norm="layernorm",
-        norm_eps=hf.get("layer_norm_eps", 1e-12), norm_first=False, activation=_activation(hf.get("hidden_act",
-        "gelu"), source), tie_embeddings=False, scale_embeddings=False, pad_id=hf.get("pad_token_id", 0),
-        n_token_types=hf.get("type_vocab_size", 2), embedding_norm=True, pooling="cls",
-        classifier_pooler=True, n_classes=len(hf.get("id2label") or {}) or 2,
+        vocab_size=hf["vocab_size"],
+        d_model=hf["hidden_size"],
+        n_heads=hf["num_attention_heads"],
+        n_layers=hf["num_hidden_layers"],
+        d_ff=hf["intermediate_size"],
+        dropout=hf.get("hidden_dropout_prob", 0.1),
+        attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
+        max_seq_len=hf.get("max_position_embeddings", 512),
+        positional="learned",
+        norm="layernorm",
+        norm_eps=hf.get("layer_norm_eps", 1e-12),
+        norm_first=False,
+        activation=_activation(hf.get("hidden_act", "gelu"), source),
+        tie_embeddings=False,
+        scale_embeddings=False,
+        pad_id=hf.get("pad_token_id", 0),
+        n_token_types=hf.get("type_vocab_size", 2),
+        embedding_norm=True,
+        pooling="cls",
+        classifier_pooler=True,
+        n_classes=len(hf.get("id2label") or {}) or 2,
     )
 
 
@@ -154,33 +176,61 @@ def _gpt2_config(hf: dict[str, Any], source: str) -> dict[str, Any]:
     _require(hf, source, scale_attn_weights=True, scale_attn_by_inverse_layer_idx=False, add_cross_attention=False)
     d = hf["n_embd"]
     return dict(
-        vocab_size=hf["vocab_size"], d_model=d, n_heads=hf["n_head"], n_layers=hf["n_layer"],
-        d_ff=hf.get("n_inner") or 4 * d, dropout=hf.get("resid_pdrop", 0.1),
-        attention_dropout=hf.get("attn_pdrop", 0.1), max_seq_len=hf.get("n_positions", 1024),
-        positional="learned", norm="layernorm", norm_eps=hf.get("layer_norm_epsilon", 1e-5), norm_first=True,
-        activation=_activation(hf.get("activation_function", "gelu_new"), source), tie_embeddings=True,
-        scale_embeddings=False, pad_id=None, bos_id=hf.get("bos_token_id"), eos_id=hf.get("eos_token_id"),
+        vocab_size=hf["vocab_size"],
+        d_model=d,
+        n_heads=hf["n_head"],
+        n_layers=hf["n_layer"],
+        d_ff=hf.get("n_inner") or 4 * d,
+        dropout=hf.get("resid_pdrop", 0.1),
+        attention_dropout=hf.get("attn_pdrop", 0.1),
+        max_seq_len=hf.get("n_positions", 1024),
+        positional="learned",
+        norm="layernorm",
+        norm_eps=hf.get("layer_norm_epsilon", 1e-5),
+        norm_first=True,
+        activation=_activation(hf.get("activation_function", "gelu_new"), source),
+        tie_embeddings=True,
+        scale_embeddings=False,
+        pad_id=None,
+        bos_id=hf.get("bos_token_id"),
+        eos_id=hf.get("eos_token_id"),
     )
 
 
 def _seq2seq_config(hf: dict[str, Any], source: str, *, bart: bool) -> dict[str, Any]:
-    if hf["encoder_attention_heads"] != hf["decoder_attention_heads"] or hf["encoder_ffn_dim"] != hf[
-            "decoder_ffn_dim"]:
+    if hf["encoder_attention_heads"] != hf["decoder_attention_heads"] or hf["encoder_ffn_dim"] != hf["decoder_ffn_dim"]:
         raise HFError(f"{source}: encoder and decoder of different widths (heads or ffn_dim) are not supported")
-    if not bart and (not hf.get("share_encoder_decoder_embeddings", True)
-                     or hf.get("decoder_vocab_size", hf["vocab_size"]) != hf["vocab_size"]):
+    if not bart and (
+        not hf.get("share_encoder_decoder_embeddings", True)
+        or hf.get("decoder_vocab_size", hf["vocab_size"]) != hf["vocab_size"]
+    ):
         raise HFError(f"{source}: separate source and target vocabularies are not supported")
     _require(hf, source, normalize_before=False, add_final_layer_norm=False)
     return dict(
-        vocab_size=hf["vocab_size"], d_model=hf["d_model"], n_heads=hf["encoder_attention_heads"],
-        n_layers=hf["encoder_layers"], n_encoder_layers=hf["encoder_layers"],
-        n_decoder_layers=hf["decoder_layers"], d_ff=hf["encoder_ffn_dim"], dropout=hf.get("dropout", 0.1),
-        attention_dropout=hf.get("attention_dropout", 0.0), max_seq_len=hf.get("max_position_embeddings", 1024),
-        positional="learned" if bart else "sinusoidal", position_offset=2 if bart else 0,
-        sinusoidal_layout="halves", norm="layernorm", norm_eps=1e-5, norm_first=False,
-        activation=_activation(hf.get("activation_function", "gelu"), source), tie_embeddings=True,
-        scale_embeddings=bool(hf.get("scale_embedding", False)), embedding_norm=bart, final_logits_bias=True,
-        pad_id=hf.get("pad_token_id"), bos_id=hf.get("decoder_start_token_id"), eos_id=hf.get("eos_token_id"),
+        vocab_size=hf["vocab_size"],
+        d_model=hf["d_model"],
+        n_heads=hf["encoder_attention_heads"],
+        n_layers=hf["encoder_layers"],
+        n_encoder_layers=hf["encoder_layers"],
+        n_decoder_layers=hf["decoder_layers"],
+        d_ff=hf["encoder_ffn_dim"],
+        dropout=hf.get("dropout", 0.1),
+        attention_dropout=hf.get("attention_dropout", 0.0),
+        max_seq_len=hf.get("max_position_embeddings", 1024),
+        positional="learned" if bart else "sinusoidal",
+        position_offset=2 if bart else 0,
+        sinusoidal_layout="halves",
+        norm="layernorm",
+        norm_eps=1e-5,
+        norm_first=False,
+        activation=_activation(hf.get("activation_function", "gelu"), source),
+        tie_embeddings=True,
+        scale_embeddings=bool(hf.get("scale_embedding", False)),
+        embedding_norm=bart,
+        final_logits_bias=True,
+        pad_id=hf.get("pad_token_id"),
+        bos_id=hf.get("decoder_start_token_id"),
+        eos_id=hf.get("eos_token_id"),
     )
 
 
@@ -197,18 +247,42 @@ class Family:
 
 
 FAMILIES: dict[str, Family] = {
-    "bert": Family("bert", TransformerClassifier, BERT_TABLE, _bert_config, prefix="bert.",
-                   ignored=(r"embeddings\.position_ids", r"cls\..*")),  # cls.*: the pretraining heads
-    "gpt2": Family("gpt2", TransformerLM, GPT2_TABLE, _gpt2_config, prefix="transformer.",
-                   transposed=GPT2_TRANSPOSED, ignored=(r"h\.\d+\.attn\.(bias|masked_bias)",),  # causal-mask buffers
-                   copies={"lm_head.weight": "wte.weight"}),
-    "bart": Family("bart", Seq2SeqTransformer, BART_TABLE, lambda hf, src: _seq2seq_config(hf, src, bart=True),
-                   prefix="model.", copies={k: "shared.weight" for k in _SHARED_COPIES}),
-    "marian": Family("marian", Seq2SeqTransformer, MARIAN_TABLE,
-                     lambda hf, src: _seq2seq_config(hf, src, bart=False), prefix="model.",
-                     # Marian's sinusoidal positions are computed, not weights (older exports saved them)
-                     ignored=(r"(en|de)coder\.embed_positions\.weight",),
-                     copies={k: "shared.weight" for k in _SHARED_COPIES}),
+    "bert": Family(
+        "bert",
+        TransformerClassifier,
+        BERT_TABLE,
+        _bert_config,
+        prefix="bert.",
+        ignored=(r"embeddings\.position_ids", r"cls\..*"),
+    ),  # cls.*: the pretraining heads
+    "gpt2": Family(
+        "gpt2",
+        TransformerLM,
+        GPT2_TABLE,
+        _gpt2_config,
+        prefix="transformer.",
+        transposed=GPT2_TRANSPOSED,
+        ignored=(r"h\.\d+\.attn\.(bias|masked_bias)",),  # causal-mask buffers
+        copies={"lm_head.weight": "wte.weight"},
+    ),
+    "bart": Family(
+        "bart",
+        Seq2SeqTransformer,
+        BART_TABLE,
+        lambda hf, src: _seq2seq_config(hf, src, bart=True),
+        prefix="model.",
+        copies={k: "shared.weight" for k in _SHARED_COPIES},
+    ),
+    "marian": Family(
+        "marian",
+        Seq2SeqTransformer,
+        MARIAN_TABLE,
+        lambda hf, src: _seq2seq_config(hf, src, bart=False),
+        prefix="model.",
+        # Marian's sinusoidal positions are computed, not weights (older exports saved them)
+        ignored=(r"(en|de)coder\.embed_positions\.weight",),
+        copies={k: "shared.weight" for k in _SHARED_COPIES},
+    ),
 }
 
 
@@ -223,8 +297,10 @@ def read_hf_config(directory: Path) -> dict[str, Any]:
     if "model_type" not in hf:
         raise HFError(f"{path}: no model_type (not a Hugging Face config)")
     if hf["model_type"] not in FAMILIES:
-        raise HFError(f"{path}: model_type {hf['model_type']!r} is not supported; supported: "
-                      f"{', '.join(FAMILIES)} (BertModel and BERT classifiers, GPT-2, BART, MarianMT)")
+        raise HFError(
+            f"{path}: model_type {hf['model_type']!r} is not supported; supported: "
+            f"{', '.join(FAMILIES)} (BertModel and BERT classifiers, GPT-2, BART, MarianMT)"
+        )
     return hf
 
 
@@ -336,14 +412,17 @@ def export_hf(model: nn.Module, out: str | Path) -> Path:
         n_layers = cfg.encoder_layers
         family, hf = FAMILIES["bert"], _bert_export_config(cfg, n_layers)
     else:
-        raise HFError(f"export to the Hugging Face layout supports TransformerLM (as GPT-2) and "
-                      f"TransformerClassifier (as BERT), not {type(model).__name__}")
+        raise HFError(
+            f"export to the Hugging Face layout supports TransformerLM (as GPT-2) and "
+            f"TransformerClassifier (as BERT), not {type(model).__name__}"
+        )
     ours = model.state_dict()
     state = unmap_state_dict(ours, family.table, family.transposed, n_layers=n_layers)
     _check_all_exported(ours, family, n_layers)
     prefix = "transformer." if family.name == "gpt2" else "bert."
-    tensors = {(k if k.startswith("classifier.") else prefix + k): v.detach().cpu().contiguous()
-               for k, v in state.items()}
+    tensors = {
+        (k if k.startswith("classifier.") else prefix + k): v.detach().cpu().contiguous() for k, v in state.items()
+    }
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
@@ -354,8 +433,11 @@ def export_hf(model: nn.Module, out: str | Path) -> Path:
 def _check_all_exported(ours: dict[str, Tensor], family: Family, n_layers: int) -> None:
     """Refuse to write a directory that would silently lack one of our tensors (one name per tied group suffices),
     as loading refuses one that lacks a tensor the model needs."""
-    placed = {dst.format(i).partition(":")[0] for src, dst in family.table.items()
-              for i in (range(n_layers) if "{}" in src else [0])}
+    placed = {
+        dst.format(i).partition(":")[0]
+        for src, dst in family.table.items()
+        for i in (range(n_layers) if "{}" in src else [0])
+    }
     groups: dict[int, list[str]] = {}
     for name, tensor in ours.items():
         groups.setdefault(tensor.data_ptr(), []).append(name)
@@ -374,35 +456,79 @@ _ACTIVATION_NAMES = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu", "s
 
 
 def _gpt2_export_config(cfg: TransformerConfig, n_layers: int) -> dict[str, Any]:
-    _check_export(cfg, "GPT-2", positional="learned", norm="layernorm", norm_first=True, bias=True,
-                  tie_embeddings=True, scale_embeddings=False, kv_heads=cfg.n_heads, position_offset=0,
-                  n_token_types=0, embedding_norm=False, final_logits_bias=False)
+    _check_export(
+        cfg,
+        "GPT-2",
+        positional="learned",
+        norm="layernorm",
+        norm_first=True,
+        bias=True,
+        tie_embeddings=True,
+        scale_embeddings=False,
+        kv_heads=cfg.n_heads,
+        position_offset=0,
+        n_token_types=0,
+        embedding_norm=False,
+        final_logits_bias=False,
+    )
     if cfg.activation not in _ACTIVATION_NAMES:
         raise HFError(f"this model cannot be written as GPT-2: activation={cfg.activation!r}")
     return {
-        "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": cfg.vocab_size,
-        "n_embd": cfg.d_model, "n_head": cfg.n_heads, "n_layer": n_layers, "n_inner": cfg.d_ff,
-        "n_positions": cfg.max_seq_len, "activation_function": _ACTIVATION_NAMES[cfg.activation],
-        "layer_norm_epsilon": cfg.norm_eps, "resid_pdrop": cfg.dropout, "embd_pdrop": cfg.dropout,
-        "attn_pdrop": cfg.attention_dropout, "bos_token_id": cfg.bos_id, "eos_token_id": cfg.eos_id,
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "vocab_size": cfg.vocab_size,
+        "n_embd": cfg.d_model,
+        "n_head": cfg.n_heads,
+        "n_layer": n_layers,
+        "n_inner": cfg.d_ff,
+        "n_positions": cfg.max_seq_len,
+        "activation_function": _ACTIVATION_NAMES[cfg.activation],
+        "layer_norm_epsilon": cfg.norm_eps,
+        "resid_pdrop": cfg.dropout,
+        "embd_pdrop": cfg.dropout,
+        "attn_pdrop": cfg.attention_dropout,
+        "bos_token_id": cfg.bos_id,
+        "eos_token_id": cfg.eos_id,
         "tie_word_embeddings": True,
     }
 
 
 def _bert_export_config(cfg: TransformerConfig, n_layers: int) -> dict[str, Any]:
-    _check_export(cfg, "BERT", positional="learned", norm="layernorm", norm_first=False, bias=True,
-                  kv_heads=cfg.n_heads, position_offset=0, embedding_norm=True, pooling="cls",
-                  classifier_pooler=True, scale_embeddings=False)
+    _check_export(
+        cfg,
+        "BERT",
+        positional="learned",
+        norm="layernorm",
+        norm_first=False,
+        bias=True,
+        kv_heads=cfg.n_heads,
+        position_offset=0,
+        embedding_norm=True,
+        pooling="cls",
+        classifier_pooler=True,
+        scale_embeddings=False,
+    )
     if cfg.activation not in _ACTIVATION_NAMES or cfg.n_token_types < 1:
-        raise HFError(f"this model cannot be written as BERT: activation={cfg.activation!r}, "
-                      f"n_token_types={cfg.n_token_types} (needs at least 1)")
+        raise HFError(
+            f"this model cannot be written as BERT: activation={cfg.activation!r}, "
+            f"n_token_types={cfg.n_token_types} (needs at least 1)"
+        )
     return {
-        "architectures": ["BertForSequenceClassification"], "model_type": "bert", "vocab_size": cfg.vocab_size,
-        "hidden_size": cfg.d_model, "num_attention_heads": cfg.n_heads, "num_hidden_layers": n_layers,
-        "intermediate_size": cfg.d_ff, "max_position_embeddings": cfg.max_seq_len,
-        "type_vocab_size": cfg.n_token_types, "hidden_act": _ACTIVATION_NAMES[cfg.activation],
-        "layer_norm_eps": cfg.norm_eps, "hidden_dropout_prob": cfg.dropout,
-        "attention_probs_dropout_prob": cfg.attention_dropout, "pad_token_id": cfg.pad_id or 0,
-        "position_embedding_type": "absolute", "id2label": {str(i): f"LABEL_{i}" for i in range(cfg.n_classes)},
+        "architectures": ["BertForSequenceClassification"],
+        "model_type": "bert",
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.d_model,
+        "num_attention_heads": cfg.n_heads,
+        "num_hidden_layers": n_layers,
+        "intermediate_size": cfg.d_ff,
+        "max_position_embeddings": cfg.max_seq_len,
+        "type_vocab_size": cfg.n_token_types,
+        "hidden_act": _ACTIVATION_NAMES[cfg.activation],
+        "layer_norm_eps": cfg.norm_eps,
+        "hidden_dropout_prob": cfg.dropout,
+        "attention_probs_dropout_prob": cfg.attention_dropout,
+        "pad_token_id": cfg.pad_id or 0,
+        "position_embedding_type": "absolute",
+        "id2label": {str(i): f"LABEL_{i}" for i in range(cfg.n_classes)},
         "label2id": {f"LABEL_{i}": i for i in range(cfg.n_classes)},
     }

@@ -148,8 +148,15 @@ def _example_ids(model: TransformerClassifier | TransformerLM, batch: int, lengt
     return torch.randint(0, model.cfg.vocab_size, (batch, length), device=device)  # (B, T), all marked real
 
 
-def _save(wrapper: nn.Module, args: tuple, path: Path, input_names: list[str], output_names: list[str],
-          dynamic_shapes: tuple, opset: int | None) -> list[Path]:
+def _save(
+    wrapper: nn.Module,
+    args: tuple,
+    path: Path,
+    input_names: list[str],
+    output_names: list[str],
+    dynamic_shapes: tuple,
+    opset: int | None,
+) -> list[Path]:
     wrapper.eval()
     # Quiet torch's harmless notes: that `batch` of several inputs is one dimension, a pytree deprecation, and
     # (logged) that torchvision's operators are skipped when torchvision is not installed.
@@ -161,8 +168,14 @@ def _save(wrapper: nn.Module, args: tuple, path: Path, input_names: list[str], o
             warnings.filterwarnings("ignore", message=r"# The axis name")
             warnings.filterwarnings("ignore", category=FutureWarning)
             program = torch.onnx.export(
-                wrapper, args, dynamo=True, input_names=input_names, output_names=output_names,
-                dynamic_shapes=dynamic_shapes, opset_version=opset, verbose=False,
+                wrapper,
+                args,
+                dynamo=True,
+                input_names=input_names,
+                output_names=output_names,
+                dynamic_shapes=dynamic_shapes,
+                opset_version=opset,
+                verbose=False,
             )
     finally:
         registry_log.setLevel(level)
@@ -178,8 +191,15 @@ def _export_classifier(model: TransformerClassifier, path: Path, opset: int | No
     length = torch.export.Dim("length", max=model.cfg.max_seq_len)
     ids = _example_ids(model, EXAMPLE_BATCH, EXAMPLE_LENGTH)
     mask = torch.ones_like(ids)
-    return _save(ClassifierGraph(model), (ids, mask), path, ["input_ids", "attention_mask"], ["logits"],
-                 ({0: batch, 1: length}, {0: batch, 1: length}), opset)
+    return _save(
+        ClassifierGraph(model),
+        (ids, mask),
+        path,
+        ["input_ids", "attention_mask"],
+        ["logits"],
+        ({0: batch, 1: length}, {0: batch, 1: length}),
+        opset,
+    )
 
 
 def _export_lm(model: TransformerLM, path: Path, opset: int | None) -> list[Path]:
@@ -193,16 +213,27 @@ def _export_lm(model: TransformerLM, path: Path, opset: int | None) -> list[Path
 
     ids = _example_ids(model, EXAMPLE_BATCH, EXAMPLE_LENGTH)
     mask = torch.ones_like(ids)
-    written = _save(wrapper, (ids, mask), path, ["input_ids", "attention_mask"],
-          ["logits"] + [f"present.{name}" for name in kv_names],
-          ({0: batch, 1: length}, {0: batch, 1: length}), opset)
+    written = _save(
+        wrapper,
+        (ids, mask),
+        path,
+        ["input_ids", "attention_mask"],
+        ["logits"] + [f"present.{name}" for name in kv_names],
+        ({0: batch, 1: length}, {0: batch, 1: length}),
+        opset,
+    )
 
     # The decode step's example past: the prefill's own keys and values.
     past = wrapper(ids, mask)[1:]  # (B, H, P, D) each
     new_ids = _example_ids(model, EXAMPLE_BATCH, 1)
     new_mask = torch.ones(EXAMPLE_BATCH, EXAMPLE_LENGTH + 1, dtype=mask.dtype, device=mask.device)
-    written += _save(wrapper, (new_ids, new_mask, *past), decode_path(path),
-          ["input_ids", "attention_mask"] + [f"past.{name}" for name in kv_names],
-          ["logits"] + [f"present.{name}" for name in kv_names],
-          ({0: batch}, {0: batch, 1: past_length + 1}, tuple({0: batch, 2: past_length} for _ in past)), opset)
+    written += _save(
+        wrapper,
+        (new_ids, new_mask, *past),
+        decode_path(path),
+        ["input_ids", "attention_mask"] + [f"past.{name}" for name in kv_names],
+        ["logits"] + [f"present.{name}" for name in kv_names],
+        ({0: batch}, {0: batch, 1: past_length + 1}, tuple({0: batch, 2: past_length} for _ in past)),
+        opset,
+    )
     return written

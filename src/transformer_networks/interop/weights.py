@@ -96,7 +96,8 @@ def load_state_dict_strict(module: nn.Module, state: Mapping[str, Tensor]) -> No
     unexpected = [k for k in state if k not in expected]
     wrong_shape = [
         f"{k} (model {tuple(expected[k].shape)}, weights {tuple(v.shape)})"
-        for k, v in state.items() if k in expected and expected[k].shape != v.shape
+        for k, v in state.items()
+        if k in expected and expected[k].shape != v.shape
     ]
     problems = []
     if missing:

@@ -19,6 +19,11 @@ def model_class(name: str) -> type[ModelBase] | None:
 
 
 __all__ = [
-    "MODELS", "ModelBase", "Seq2SeqTransformer", "TransformerClassifier", "TransformerLM", "TransformerOutput",
+    "MODELS",
+    "ModelBase",
+    "Seq2SeqTransformer",
+    "TransformerClassifier",
+    "TransformerLM",
+    "TransformerOutput",
     "model_class",
 ]

@@ -27,15 +27,22 @@ from ..nn.positional import RotaryEmbedding
 
 
 class TransformerBody(nn.Module):
-    def __init__(self, cfg: TransformerConfig, vocab_size: int, n_layers: int, *, causal: bool,
-                 cross_attention: bool = False) -> None:
+    def __init__(
+        self, cfg: TransformerConfig, vocab_size: int, n_layers: int, *, causal: bool, cross_attention: bool = False
+    ) -> None:
         super().__init__()
         self.cfg = cfg
         self.causal = causal
         self.embeddings = Embeddings(
-            vocab_size, cfg.d_model, positional=cfg.positional, max_len=cfg.max_seq_len,
-            scale=cfg.scale_embeddings, dropout=cfg.dropout, sinusoidal_layout=cfg.sinusoidal_layout,
-            position_offset=cfg.position_offset, n_token_types=cfg.n_token_types,
+            vocab_size,
+            cfg.d_model,
+            positional=cfg.positional,
+            max_len=cfg.max_seq_len,
+            scale=cfg.scale_embeddings,
+            dropout=cfg.dropout,
+            sinusoidal_layout=cfg.sinusoidal_layout,
+            position_offset=cfg.position_offset,
+            n_token_types=cfg.n_token_types,
             norm=make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias) if cfg.embedding_norm else None,
         )
         self.rotary = (
@@ -43,17 +50,31 @@ class TransformerBody(nn.Module):
         )
         layers = [
             TransformerLayer(
-                cfg.d_model, cfg.n_heads, cfg.d_ff, n_kv_heads=cfg.kv_heads, dropout=cfg.dropout,
-                attention_dropout=cfg.attention_dropout, activation=cfg.activation, norm=cfg.norm,
-                norm_eps=cfg.norm_eps, norm_first=cfg.norm_first, bias=cfg.bias, cross_attention=cross_attention,
+                cfg.d_model,
+                cfg.n_heads,
+                cfg.d_ff,
+                n_kv_heads=cfg.kv_heads,
+                dropout=cfg.dropout,
+                attention_dropout=cfg.attention_dropout,
+                activation=cfg.activation,
+                norm=cfg.norm,
+                norm_eps=cfg.norm_eps,
+                norm_first=cfg.norm_first,
+                bias=cfg.bias,
+                cross_attention=cross_attention,
             )
             for _ in range(n_layers)
         ]
         final_norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias) if cfg.norm_first else None
         self.stack = TransformerStack(layers, final_norm)
 
-    def init_cache(self, batch_size: int | None = None, max_len: int | None = None,
-                   dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> DecoderCache:
+    def init_cache(
+        self,
+        batch_size: int | None = None,
+        max_len: int | None = None,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> DecoderCache:
         """An empty cache: growing by default, preallocated for `max_len` tokens (and `batch_size` rows)."""
         if not self.causal:
             raise InputError("only a causal (decoder) stack can decode incrementally with a cache")
@@ -63,8 +84,14 @@ class TransformerBody(nn.Module):
             raise InputError(f"cache max_len={max_len} exceeds the model's max_seq_len={self.cfg.max_seq_len}")
         param = self.embeddings.token.weight
         return DecoderCache(
-            len(self.stack.layers), batch_size, self.cfg.kv_heads, self.cfg.head_dim, max_len,
-            dtype=dtype or param.dtype, device=device or param.device, limit=self.cfg.max_seq_len,
+            len(self.stack.layers),
+            batch_size,
+            self.cfg.kv_heads,
+            self.cfg.head_dim,
+            max_len,
+            dtype=dtype or param.dtype,
+            device=device or param.device,
+            limit=self.cfg.max_seq_len,
         )
 
     def forward(
@@ -121,8 +148,10 @@ class TransformerBody(nn.Module):
             if not self.causal:
                 raise InputError("only a causal (decoder) stack can decode incrementally with a cache")
             if attention_mask is not None and attention_mask.shape != ids.shape:
-                raise InputError(f"with a cache, attention_mask marks the new tokens: expected shape "
-                                 f"{tuple(ids.shape)}, got {tuple(attention_mask.shape)}")
+                raise InputError(
+                    f"with a cache, attention_mask marks the new tokens: expected shape "
+                    f"{tuple(ids.shape)}, got {tuple(attention_mask.shape)}"
+                )
             if attention_mask is not None:
                 new_keys = attention_mask
             elif self.cfg.pad_id is not None:
@@ -143,9 +172,17 @@ class TransformerBody(nn.Module):
             if not bool(keep.all()):
                 real_tokens = keep.nonzero().squeeze(1)
         out = self.stack(
-            x, mask=mask, is_causal=is_causal, rotary=rotary, memory=memory, memory_mask=memory_mask,
-            caches=None if cache is None else cache.layers, positions=slots, need_weights=need_weights,
-            output_hidden_states=output_hidden_states, real_tokens=real_tokens,
+            x,
+            mask=mask,
+            is_causal=is_causal,
+            rotary=rotary,
+            memory=memory,
+            memory_mask=memory_mask,
+            caches=None if cache is None else cache.layers,
+            positions=slots,
+            need_weights=need_weights,
+            output_hidden_states=output_hidden_states,
+            real_tokens=real_tokens,
         )
         if cache is not None:
             cache.length += T
@@ -223,9 +260,24 @@ class Generates:
         `attention_mask`), and returns prompt + new tokens; an encoder-decoder translates sources (B, S) and returns
         the new tokens, BOS excluded. Greedy, sampling or beam search (the paper: num_beams=4, length_penalty=0.6)."""
         return generate(
-            self, input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
-            min_new_tokens=min_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
-            num_beams=num_beams, length_penalty=length_penalty, num_return_sequences=num_return_sequences,
-            bos_id=bos_id, eos_id=eos_id, pad_id=pad_id, use_cache=use_cache, static_cache=static_cache,
-            cache=cache, seed=seed, return_dict_in_generate=return_dict_in_generate,
+            self,
+            input_ids,
+            attention_mask=attention_mask,
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=min_new_tokens,
+            do_sample=do_sample,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            num_beams=num_beams,
+            length_penalty=length_penalty,
+            num_return_sequences=num_return_sequences,
+            bos_id=bos_id,
+            eos_id=eos_id,
+            pad_id=pad_id,
+            use_cache=use_cache,
+            static_cache=static_cache,
+            cache=cache,
+            seed=seed,
+            return_dict_in_generate=return_dict_in_generate,
         )

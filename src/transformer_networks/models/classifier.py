@@ -60,8 +60,13 @@ class TransformerClassifier(ModelBase):
     ) -> Tensor | TransformerOutput:
         """Logits (B, n_classes), or a `TransformerOutput` when return_dict / return_attentions /
         return_hidden_states. attention_mask: (B, T) True = real token (default: from pad_id)."""
-        out = self.encoder(ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                           need_weights=return_attentions, output_hidden_states=return_hidden_states)
+        out = self.encoder(
+            ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            need_weights=return_attentions,
+            output_hidden_states=return_hidden_states,
+        )
         # Which tokens are real, for mean pooling: the caller's (B, T) mask, else the padding of `ids`.
         if attention_mask is not None and attention_mask.dim() == 2:
             key_mask = attention_mask
@@ -75,5 +80,9 @@ class TransformerClassifier(ModelBase):
         logits = self.head(self.dropout(pooled))
         if not (return_dict or return_attentions or return_hidden_states):
             return logits
-        return TransformerOutput(logits=logits, last_hidden_state=out.last_hidden_state,
-                                 hidden_states=out.hidden_states, attentions=out.attentions)
+        return TransformerOutput(
+            logits=logits,
+            last_hidden_state=out.last_hidden_state,
+            hidden_states=out.hidden_states,
+            attentions=out.attentions,
+        )

@@ -52,10 +52,21 @@ class TransformerLM(Generates, ModelBase):
         the causal mask is always added. cache: see `init_cache`. positions: (B, T) per-row positions for
         left-padded batches (default 0..T-1 after the cached tokens).
         """
-        out = self.decoder(ids, attention_mask=attention_mask, cache=cache, positions=positions,
-                           need_weights=return_attentions, output_hidden_states=return_hidden_states)
+        out = self.decoder(
+            ids,
+            attention_mask=attention_mask,
+            cache=cache,
+            positions=positions,
+            need_weights=return_attentions,
+            output_hidden_states=return_hidden_states,
+        )
         logits = self.lm_head(out.last_hidden_state)
         if not (return_dict or return_attentions or return_hidden_states):
             return logits
-        return TransformerOutput(logits=logits, last_hidden_state=out.last_hidden_state,
-                                 hidden_states=out.hidden_states, attentions=out.attentions, cache=cache)
+        return TransformerOutput(
+            logits=logits,
+            last_hidden_state=out.last_hidden_state,
+            hidden_states=out.hidden_states,
+            attentions=out.attentions,
+            cache=cache,
+        )

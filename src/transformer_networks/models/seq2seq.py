@@ -50,8 +50,14 @@ class Seq2SeqTransformer(Generates, ModelBase):
         return self.encoder(src_ids, attention_mask=src_mask).last_hidden_state
 
     def decode(
-        self, tgt_ids: Tensor, memory: Tensor, src_ids: Tensor | None = None, *,
-        memory_mask: Tensor | None = None, tgt_mask: Tensor | None = None, cache: DecoderCache | None = None,
+        self,
+        tgt_ids: Tensor,
+        memory: Tensor,
+        src_ids: Tensor | None = None,
+        *,
+        memory_mask: Tensor | None = None,
+        tgt_mask: Tensor | None = None,
+        cache: DecoderCache | None = None,
     ) -> Tensor:
         """Logits (B, T, V) of the decoder over an encoder output `memory` (B, S, C).
 
@@ -62,8 +68,9 @@ class Seq2SeqTransformer(Generates, ModelBase):
             memory_mask = padding_mask(src_ids, self.cfg.pad_id)
         elif memory_mask is None and self.cfg.pad_id is not None:
             raise InputError("decode needs src_ids or memory_mask to know which source positions are padding")
-        out = self.decoder(tgt_ids, attention_mask=tgt_mask, memory=memory, memory_mask=as_attention_mask(memory_mask),
-                           cache=cache)
+        out = self.decoder(
+            tgt_ids, attention_mask=tgt_mask, memory=memory, memory_mask=as_attention_mask(memory_mask), cache=cache
+        )
         return self.lm_head(out.last_hidden_state)
 
     def forward(
@@ -100,15 +107,26 @@ class Seq2SeqTransformer(Generates, ModelBase):
         if cache is not None and cache.memory is not None:
             memory, memory_mask = cache.memory, cache.memory_mask
         else:
-            encoder = self.encoder(src_ids, attention_mask=src_mask, need_weights=return_attentions,
-                                   output_hidden_states=return_hidden_states)
+            encoder = self.encoder(
+                src_ids,
+                attention_mask=src_mask,
+                need_weights=return_attentions,
+                output_hidden_states=return_hidden_states,
+            )
             memory, memory_mask = encoder.last_hidden_state, encoder.mask
             if memory_mask is not None and memory_mask.size(-2) != 1:
                 raise InputError("src_mask of an encoder-decoder marks real source tokens: shape (B, S)")
             if cache is not None:
                 cache.memory, cache.memory_mask = memory, memory_mask
-        decoder = self.decoder(tgt_ids, attention_mask=tgt_mask, memory=memory, memory_mask=memory_mask, cache=cache,
-                               need_weights=return_attentions, output_hidden_states=return_hidden_states)
+        decoder = self.decoder(
+            tgt_ids,
+            attention_mask=tgt_mask,
+            memory=memory,
+            memory_mask=memory_mask,
+            cache=cache,
+            need_weights=return_attentions,
+            output_hidden_states=return_hidden_states,
+        )
         hidden, loss = decoder.last_hidden_state, None
         if labels is None:
             logits = self.lm_head(hidden)
@@ -119,8 +137,9 @@ class Seq2SeqTransformer(Generates, ModelBase):
                 keep &= labels != self.cfg.pad_id
             rows = keep.reshape(-1).nonzero().squeeze(1)  # (N,) the labelled positions of the flattened B * T
             logits = self.lm_head(hidden.reshape(-1, hidden.size(-1)).index_select(0, rows))  # (N, V)
-            loss = label_smoothed_cross_entropy(logits, labels.reshape(-1).index_select(0, rows),
-                                                smoothing=label_smoothing, pad_class=self.cfg.pad_id)
+            loss = label_smoothed_cross_entropy(
+                logits, labels.reshape(-1).index_select(0, rows), smoothing=label_smoothing, pad_class=self.cfg.pad_id
+            )
         if not (return_dict or return_attentions or return_hidden_states or labels is not None):
             return logits
         return TransformerOutput(

@@ -24,8 +24,12 @@ class ModelSummary:
     seconds: float | None = None
 
 
-def info(family: str = "seq2seq", preset: str | None = None, config_file: str | None = None,
-         overrides: dict[str, Any] | None = None) -> ModelSummary:
+def info(
+    family: str = "seq2seq",
+    preset: str | None = None,
+    config_file: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> ModelSummary:
     """Build a model and count its parameters."""
     if family not in MODELS:
         raise UserError(f"unknown model family {family!r}; choose one of {', '.join(MODELS)}")

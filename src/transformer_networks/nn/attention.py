@@ -98,8 +98,10 @@ class MultiHeadAttention(nn.Module):
         super().__init__()
         n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
         if d_model % n_heads or n_heads % n_kv_heads:
-            raise ValueError(f"need d_model % n_heads == 0 and n_heads % n_kv_heads == 0, got "
-                             f"d_model={d_model}, n_heads={n_heads}, n_kv_heads={n_kv_heads}")
+            raise ValueError(
+                f"need d_model % n_heads == 0 and n_heads % n_kv_heads == 0, got "
+                f"d_model={d_model}, n_heads={n_heads}, n_kv_heads={n_kv_heads}"
+            )
         self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
         self.head_dim = d_model // n_heads
         self.q_dim = n_heads * self.head_dim
@@ -114,8 +116,8 @@ class MultiHeadAttention(nn.Module):
 
     def project_kv(self, context: Tensor) -> tuple[Tensor, Tensor]:
         """Keys and values of `context` (B, Tk, C) for cross-attention: two (B, G, Tk, D) tensors."""
-        w = self.in_proj.weight[self.q_dim:]
-        b = None if self.in_proj.bias is None else self.in_proj.bias[self.q_dim:]
+        w = self.in_proj.weight[self.q_dim :]
+        b = None if self.in_proj.bias is None else self.in_proj.bias[self.q_dim :]
         k, v = self.sliced_linear(context, w, b).split(self.kv_dim, dim=-1)  # (B, Tk, G*D) each
         return self._heads(k, self.n_kv_heads), self._heads(v, self.n_kv_heads)
 
@@ -152,8 +154,11 @@ class MultiHeadAttention(nn.Module):
                 q, k, v = qkv.view(B, Tq, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
             else:
                 q, k, v = qkv.split([self.q_dim, self.kv_dim, self.kv_dim], dim=-1)
-                q, k, v = (self._heads(q, self.n_heads), self._heads(k, self.n_kv_heads),
-                           self._heads(v, self.n_kv_heads))
+                q, k, v = (
+                    self._heads(q, self.n_heads),
+                    self._heads(k, self.n_kv_heads),
+                    self._heads(v, self.n_kv_heads),
+                )
             if rotary is not None:
                 q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
             if cache is not None:
@@ -172,7 +177,12 @@ class MultiHeadAttention(nn.Module):
             k, v = kv
 
         out, weights = scaled_dot_product_attention(
-            q, k, v, mask, is_causal=is_causal, dropout_p=self.dropout_p if self.training else 0.0,
+            q,
+            k,
+            v,
+            mask,
+            is_causal=is_causal,
+            dropout_p=self.dropout_p if self.training else 0.0,
             need_weights=need_weights,
         )
         # (B, H, Tq, D) -> (B, Tq, H*D); for one query (decoding) the transpose moves nothing and is left out

@@ -93,8 +93,14 @@ class KVCache:
         L = 0 if self.k is None else self.k.size(2)
         needed = L + k.size(2)
         kb, vb = self._buffers if self._buffers is not None else (None, None)
-        if (kb is None or kb.size(2) < needed or not self._in_buffers()
-                or kb.shape[:2] != k.shape[:2] or kb.size(3) != k.size(3) or kb.dtype != k.dtype):
+        if (
+            kb is None
+            or kb.size(2) < needed
+            or not self._in_buffers()
+            or kb.shape[:2] != k.shape[:2]
+            or kb.size(3) != k.size(3)
+            or kb.dtype != k.dtype
+        ):
             capacity = max(2 * needed, self.MIN_CAPACITY)
             if self.limit is not None:
                 capacity = max(min(capacity, self.limit), needed)
@@ -217,8 +223,11 @@ class DecoderCache:
             if key_mask is not None:
                 self.key_mask[:, positions] = key_mask
         elif self.key_mask is not None:
-            new = key_mask if key_mask is not None else torch.ones(
-                self.key_mask.size(0), positions.numel(), dtype=torch.bool, device=self.key_mask.device)
+            new = (
+                key_mask
+                if key_mask is not None
+                else torch.ones(self.key_mask.size(0), positions.numel(), dtype=torch.bool, device=self.key_mask.device)
+            )
             self.key_mask = torch.cat([self.key_mask, new], dim=1)
         elif key_mask is not None and not bool(key_mask.all()):  # the first padding: mark the earlier keys real
             earlier = torch.ones(key_mask.size(0), self.length, dtype=torch.bool, device=key_mask.device)

@@ -22,9 +22,18 @@ from .positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding
 
 class Embeddings(nn.Module):
     def __init__(
-        self, vocab_size: int, d_model: int, *, positional: str = "sinusoidal", max_len: int = 1024,
-        scale: bool = True, dropout: float = 0.0, sinusoidal_layout: str = "interleaved", position_offset: int = 0,
-        n_token_types: int = 0, norm: nn.Module | None = None,
+        self,
+        vocab_size: int,
+        d_model: int,
+        *,
+        positional: str = "sinusoidal",
+        max_len: int = 1024,
+        scale: bool = True,
+        dropout: float = 0.0,
+        sinusoidal_layout: str = "interleaved",
+        position_offset: int = 0,
+        n_token_types: int = 0,
+        norm: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.token = nn.Embedding(vocab_size, d_model)

@@ -33,8 +33,13 @@ class Residual(nn.Module):
     """
 
     def __init__(
-        self, d_model: int, dropout: float, norm: str = "layernorm", norm_eps: float = 1e-5,
-        norm_first: bool = False, bias: bool = True,
+        self,
+        d_model: int,
+        dropout: float,
+        norm: str = "layernorm",
+        norm_eps: float = 1e-5,
+        norm_first: bool = False,
+        bias: bool = True,
     ) -> None:
         super().__init__()
         self.norm_first = norm_first
@@ -115,8 +120,13 @@ class TransformerLayer(nn.Module):
         self-attention projections and the feed-forward sub-layer run on those rows only (`masks.on_real_tokens`):
         the real outputs and every gradient are unchanged, and padding costs no projection or feed-forward work."""
         h, self_weights = self.self_attn(
-            self.self_attn_residual.pre(x), mask=mask, is_causal=is_causal, rotary=rotary,
-            cache=None if cache is None else cache.self_attn, positions=positions, need_weights=need_weights,
+            self.self_attn_residual.pre(x),
+            mask=mask,
+            is_causal=is_causal,
+            rotary=rotary,
+            cache=None if cache is None else cache.self_attn,
+            positions=positions,
+            need_weights=need_weights,
             real_tokens=real_tokens,
         )
         x = self.self_attn_residual.post(x, h)
@@ -184,9 +194,16 @@ class TransformerStack(nn.Module):
             if hidden_states is not None:
                 hidden_states.append(x)
             kwargs: dict[str, Any] = dict(
-                mask=mask, is_causal=is_causal, rotary=rotary, memory=memory, memory_mask=memory_mask,
-                cache=None if caches is None else caches[i], positions=positions, need_weights=need_weights,
-                real_tokens=real_tokens)
+                mask=mask,
+                is_causal=is_causal,
+                rotary=rotary,
+                memory=memory,
+                memory_mask=memory_mask,
+                cache=None if caches is None else caches[i],
+                positions=positions,
+                need_weights=need_weights,
+                real_tokens=real_tokens,
+            )
             if self.checkpoint_layers and self.training and torch.is_grad_enabled() and caches is None:
                 out = torch.utils.checkpoint.checkpoint(layer, x, use_reentrant=False, **kwargs)
             else:

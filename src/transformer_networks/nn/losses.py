@@ -16,8 +16,13 @@ from torch import Tensor
 
 
 def label_smoothed_cross_entropy(
-    logits: Tensor, targets: Tensor, *, smoothing: float = 0.0, ignore_index: int | None = None,
-    pad_class: int | None = None, reduction: str = "mean",
+    logits: Tensor,
+    targets: Tensor,
+    *,
+    smoothing: float = 0.0,
+    ignore_index: int | None = None,
+    pad_class: int | None = None,
+    reduction: str = "mean",
 ) -> Tensor:
     """Mean (or summed) loss over the positions whose target is not `ignore_index`.
 

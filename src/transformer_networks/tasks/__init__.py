@@ -54,6 +54,14 @@ def get_task(name: str) -> type[Task]:
 
 
 __all__ = [
-    "TASKS", "Batch", "ClassificationTask", "Encoded", "LanguageModelingTask", "Task", "TranslationTask",
-    "describe_filtering", "get_task", "sort_labels",
+    "TASKS",
+    "Batch",
+    "ClassificationTask",
+    "Encoded",
+    "LanguageModelingTask",
+    "Task",
+    "TranslationTask",
+    "describe_filtering",
+    "get_task",
+    "sort_labels",
 ]

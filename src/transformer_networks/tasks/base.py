@@ -45,8 +45,14 @@ class Task:
     # --- data, before a tokenizer exists (class methods) ----------------------------------------------------
 
     @classmethod
-    def read(cls, paths: list[str], cfg: Any, source_file: str | None = None, target_file: str | None = None,
-             option: str = "") -> list:
+    def read(
+        cls,
+        paths: list[str],
+        cfg: Any,
+        source_file: str | None = None,
+        target_file: str | None = None,
+        option: str = "",
+    ) -> list:
         """Raw examples from files (`option` is "" or "valid-", for messages)."""
         if source_file or target_file:
             raise UserError(f"--{option}source-file/--{option}target-file are for translation, not {cls.name}")
@@ -99,8 +105,13 @@ class Task:
 
     # --- with tokenizers --------------------------------------------------------------------------------------
 
-    def __init__(self, cfg: Any, tokenizer: TextTokenizer, source_tokenizer: TextTokenizer | None = None,
-                 labels: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Any,
+        tokenizer: TextTokenizer,
+        source_tokenizer: TextTokenizer | None = None,
+        labels: list[str] | None = None,
+    ) -> None:
         self.cfg = cfg
         self.tokenizer = tokenizer
         self.source_tokenizer = source_tokenizer if source_tokenizer is not None else tokenizer
@@ -153,7 +164,9 @@ class Task:
 
 def describe_filtering(what: str, encoded: Encoded, limit: int, log: Callable[[str], None]) -> None:
     if encoded.dropped:
-        log(f"{what}: dropped {encoded.dropped} example(s) longer than max_len={limit} tokens or empty "
-            f"(--truncate keeps them, cut)")
+        log(
+            f"{what}: dropped {encoded.dropped} example(s) longer than max_len={limit} tokens or empty "
+            f"(--truncate keeps them, cut)"
+        )
     if encoded.truncated:
         log(f"{what}: truncated {encoded.truncated} example(s) to max_len={limit} tokens")

@@ -32,8 +32,7 @@ class ClassificationTask(Task):
     metric, higher_is_better = "accuracy", True
     builtin = "builtin:stdlib-topics"
 
-    def __init__(self, cfg: Any, tokenizer: Any, source_tokenizer: Any = None,
-                 labels: list[str] | None = None) -> None:
+    def __init__(self, cfg: Any, tokenizer: Any, source_tokenizer: Any = None, labels: list[str] | None = None) -> None:
         super().__init__(cfg, tokenizer, source_tokenizer)
         self.labels = list(labels or [])
         self.label_index = {label: i for i, label in enumerate(self.labels)}
@@ -51,15 +50,21 @@ class ClassificationTask(Task):
         return [t for t, _ in train], None
 
     def model_settings(self) -> dict[str, Any]:
-        return {"vocab_size": self.tokenizer.vocab_size, "n_classes": len(self.labels),
-                "max_seq_len": self.cfg.max_len, "pad_id": self.pad_id}
+        return {
+            "vocab_size": self.tokenizer.vocab_size,
+            "n_classes": len(self.labels),
+            "max_seq_len": self.cfg.max_len,
+            "pad_id": self.pad_id,
+        }
 
     def encode(self, raw: list[tuple[str, str]]) -> Encoded:
         """([CLS] + text ids, class index)."""
         unknown = sorted({label for _, label in raw} - set(self.label_index))
         if unknown:
-            raise DataError(f"label(s) {', '.join(map(repr, unknown[:5]))} not among the training labels "
-                            f"({', '.join(map(repr, self.labels))})")
+            raise DataError(
+                f"label(s) {', '.join(map(repr, unknown[:5]))} not among the training labels "
+                f"({', '.join(map(repr, self.labels))})"
+            )
         out, kept, dropped, truncated = [], [], 0, 0
         for pair, ids in zip(raw, self.tokenizer.encode_batch([t for t, _ in raw]), strict=True):
             fitted, cut = self.fit([self.tokenizer.cls_id, *ids], self.cfg.max_len)
@@ -77,9 +82,13 @@ class ClassificationTask(Task):
         if epoch is not None:
             random.Random(self.cfg.seed * 1000 + epoch).shuffle(order)
         size = self.cfg.batch_size
-        return [{"ids": pad_batch([examples[i][0] for i in order[s : s + size]], self.pad_id),
-                 "labels": torch.tensor([examples[i][1] for i in order[s : s + size]])}
-                for s in range(0, len(order), size)]
+        return [
+            {
+                "ids": pad_batch([examples[i][0] for i in order[s : s + size]], self.pad_id),
+                "labels": torch.tensor([examples[i][1] for i in order[s : s + size]]),
+            }
+            for s in range(0, len(order), size)
+        ]
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         return label_smoothed_cross_entropy(model(batch["ids"]), batch["labels"], smoothing=self.cfg.label_smoothing)
@@ -97,8 +106,7 @@ class ClassificationTask(Task):
     @torch.no_grad()
     def probabilities(self, model: nn.Module, encoded: Encoded, device: torch.device) -> Tensor:
         """(N, classes) class probabilities of every example, in the order of `encoded.examples`, on the CPU."""
-        return torch.cat([model(batch["ids"].to(device)).float().softmax(-1).cpu()
-                          for batch in self.batches(encoded)])
+        return torch.cat([model(batch["ids"].to(device)).float().softmax(-1).cpu() for batch in self.batches(encoded)])
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, encoded: Encoded, device: torch.device) -> dict[str, float]:
@@ -107,12 +115,18 @@ class ClassificationTask(Task):
         predictions, total = self.predict(model, encoded, device)
         labels = [y for _, y in encoded.examples]
         accuracy = metrics.accuracy(predictions, labels)
-        return {"loss": total / len(labels), "accuracy": accuracy, "macro_f1": metrics.macro_f1(predictions, labels),
-                "token_accuracy": accuracy}
+        return {
+            "loss": total / len(labels),
+            "accuracy": accuracy,
+            "macro_f1": metrics.macro_f1(predictions, labels),
+            "token_accuracy": accuracy,
+        }
 
     def samples(self, model: nn.Module, raw: list, n: int, device: torch.device) -> list[dict[str, Any]]:
         encoded = self.encode(raw[:n])
         predictions, _ = self.predict(model, encoded, device)
         assert encoded.kept_raw is not None  # `encode` keeps them
-        return [{"text": text, "prediction": self.labels[p], "reference": label}
-                for (text, label), p in zip(encoded.kept_raw, predictions, strict=True)]
+        return [
+            {"text": text, "prediction": self.labels[p], "reference": label}
+            for (text, label), p in zip(encoded.kept_raw, predictions, strict=True)
+        ]

@@ -25,8 +25,14 @@ class LanguageModelingTask(Task):
     raw_unit, encoded_unit = "characters", "tokens"
 
     @classmethod
-    def read(cls, paths: list[str], cfg: Any, source_file: str | None = None, target_file: str | None = None,
-             option: str = "") -> list:
+    def read(
+        cls,
+        paths: list[str],
+        cfg: Any,
+        source_file: str | None = None,
+        target_file: str | None = None,
+        option: str = "",
+    ) -> list:
         if source_file or target_file:
             raise UserError(f"--{option}source-file/--{option}target-file are for translation, not lm")
         if not paths:
@@ -69,8 +75,10 @@ class LanguageModelingTask(Task):
             inputs, targets = pack_blocks(stream[offset:], block)
             order = torch.randperm(len(inputs), generator=g)
         size = self.cfg.batch_size
-        return [{"ids": inputs[order[i : i + size]], "targets": targets[order[i : i + size]]}
-                for i in range(0, len(order), size)]
+        return [
+            {"ids": inputs[order[i : i + size]], "targets": targets[order[i : i + size]]}
+            for i in range(0, len(order), size)
+        ]
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         logits = model(batch["ids"])  # (B, T, V)

@@ -31,8 +31,14 @@ class TranslationTask(Task):
         self.length_penalty = 1.0
 
     @classmethod
-    def read(cls, paths: list[str], cfg: Any, source_file: str | None = None, target_file: str | None = None,
-             option: str = "") -> list:
+    def read(
+        cls,
+        paths: list[str],
+        cfg: Any,
+        source_file: str | None = None,
+        target_file: str | None = None,
+        option: str = "",
+    ) -> list:
         if source_file or target_file:
             if not (source_file and target_file):
                 raise UserError(f"give both --{option}source-file and --{option}target-file")
@@ -53,8 +59,11 @@ class TranslationTask(Task):
         if self.source_tokenizer is self.tokenizer:
             settings.update(vocab_size=self.tokenizer.vocab_size, src_vocab_size=None, tgt_vocab_size=None)
         else:
-            settings.update(vocab_size=self.tokenizer.vocab_size, src_vocab_size=self.source_tokenizer.vocab_size,
-                            tgt_vocab_size=self.tokenizer.vocab_size)
+            settings.update(
+                vocab_size=self.tokenizer.vocab_size,
+                src_vocab_size=self.source_tokenizer.vocab_size,
+                tgt_vocab_size=self.tokenizer.vocab_size,
+            )
         return settings
 
     def encode(self, raw: list[tuple[str, str]]) -> Encoded:
@@ -88,28 +97,38 @@ class TranslationTask(Task):
     def batches(self, encoded: Encoded, *, epoch: int | None = None) -> list[Batch]:
         examples = encoded.examples
         lengths = [max(len(s), len(t) + 1) for s, t in examples]
-        groups = token_budget_batches(lengths, self.cfg.max_tokens, shuffle=epoch is not None,
-                                      seed=self.cfg.seed * 1000 + (epoch or 0))
+        groups = token_budget_batches(
+            lengths, self.cfg.max_tokens, shuffle=epoch is not None, seed=self.cfg.seed * 1000 + (epoch or 0)
+        )
         return [self._collate([examples[i] for i in group]) for group in groups]
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         # The model computes the loss itself (padding, its cfg.pad_id = self.pad_id, is no target): its output layer
         # then skips the padding positions.
-        return model(batch["src"], batch["tgt_in"], labels=batch["tgt_out"],
-                     label_smoothing=self.cfg.label_smoothing).loss
+        return model(
+            batch["src"], batch["tgt_in"], labels=batch["tgt_out"], label_smoothing=self.cfg.label_smoothing
+        ).loss
 
     def tokens_in(self, batch: Batch) -> int:
         return int((batch["src"] != self.pad_id).sum()) + int((batch["tgt_out"] != self.pad_id).sum())
 
     @torch.no_grad()
-    def translate(self, model: nn.Module, sources: list[list[int]], device: torch.device,
-                  batch_size: int = 128) -> list[str]:
+    def translate(
+        self, model: nn.Module, sources: list[list[int]], device: torch.device, batch_size: int = 128
+    ) -> list[str]:
         """Translations of encoded sources (each ending in EOS), in order, detokenized: greedy, or beam search
         when `num_beams` > 1."""
         # The cast: the model this task trains, a Seq2SeqTransformer.
-        hypotheses = generate_in_batches(cast(DecodingModel, model), sources, pad_id=self.pad_id, batch_size=batch_size,
-                                         bos_id=self.tokenizer.bos_id, eos_id=self.tokenizer.eos_id,
-                                         num_beams=self.num_beams, length_penalty=self.length_penalty)
+        hypotheses = generate_in_batches(
+            cast(DecodingModel, model),
+            sources,
+            pad_id=self.pad_id,
+            batch_size=batch_size,
+            bos_id=self.tokenizer.bos_id,
+            eos_id=self.tokenizer.eos_id,
+            num_beams=self.num_beams,
+            length_penalty=self.length_penalty,
+        )
         return [self.tokenizer.decode(hyps[0].tokens) for hyps in hypotheses]
 
     @torch.no_grad()
@@ -120,8 +139,9 @@ class TranslationTask(Task):
         for batch in self.batches(encoded):
             batch = {k: v.to(device) for k, v in batch.items()}
             logits = model(batch["src"], batch["tgt_in"])
-            total += float(label_smoothed_cross_entropy(logits, batch["tgt_out"], ignore_index=self.pad_id,
-                                                        reduction="sum"))
+            total += float(
+                label_smoothed_cross_entropy(logits, batch["tgt_out"], ignore_index=self.pad_id, reduction="sum")
+            )
             c, n = metrics.token_accuracy(logits, batch["tgt_out"], ignore_index=self.pad_id)
             correct, count = correct + c, count + n
         hypotheses = self.translate(model, [s for s, _ in encoded.examples], device)
@@ -129,8 +149,11 @@ class TranslationTask(Task):
         references = [t for _, t in encoded.kept_raw]
         loss = total / count
         return {
-            "loss": loss, "perplexity": metrics.perplexity(loss), "token_accuracy": correct / count,
-            "bleu": metrics.bleu(hypotheses, references), "chrf": metrics.chrf(hypotheses, references),
+            "loss": loss,
+            "perplexity": metrics.perplexity(loss),
+            "token_accuracy": correct / count,
+            "bleu": metrics.bleu(hypotheses, references),
+            "chrf": metrics.chrf(hypotheses, references),
             "exact_match": metrics.exact_match(hypotheses, references),
         }
 
@@ -138,5 +161,7 @@ class TranslationTask(Task):
         encoded = self.encode(raw[:n])
         hypotheses = self.translate(model, [s for s, _ in encoded.examples], device)
         assert encoded.kept_raw is not None  # `encode` keeps them
-        return [{"source": s, "prediction": h, "reference": t}
-                for (s, t), h in zip(encoded.kept_raw, hypotheses, strict=True)]
+        return [
+            {"source": s, "prediction": h, "reference": t}
+            for (s, t), h in zip(encoded.kept_raw, hypotheses, strict=True)
+        ]

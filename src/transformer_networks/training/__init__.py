@@ -9,6 +9,17 @@ from .tasks import DataSpec
 from .trainer import TrainingError, TrainResult, train
 
 __all__ = [
-    "Checkpoint", "CheckpointError", "DataSpec", "Evaluation", "TrainConfig", "TrainResult", "TrainingError",
-    "evaluate", "label_smoothed_cross_entropy", "load_checkpoint", "make_scheduler", "save_checkpoint", "train",
+    "Checkpoint",
+    "CheckpointError",
+    "DataSpec",
+    "Evaluation",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingError",
+    "evaluate",
+    "label_smoothed_cross_entropy",
+    "load_checkpoint",
+    "make_scheduler",
+    "save_checkpoint",
+    "train",
 ]

@@ -23,8 +23,11 @@ STEP_PREFIX = "step-"
 
 def step_checkpoints(run_dir: str | Path) -> list[Path]:
     """A run's kept evaluation checkpoints (RUN/step-NNNNNNN), oldest first."""
-    return sorted(p for p in Path(run_dir).glob(f"{STEP_PREFIX}*")
-                  if not p.name.endswith((".tmp", ".old")) and (p / "model.safetensors").exists())
+    return sorted(
+        p
+        for p in Path(run_dir).glob(f"{STEP_PREFIX}*")
+        if not p.name.endswith((".tmp", ".old")) and (p / "model.safetensors").exists()
+    )
 
 
 def average_checkpoints(paths: Sequence[str | Path], out: str | Path, *, overwrite: bool = False) -> Path:
@@ -42,24 +45,38 @@ def average_checkpoints(paths: Sequence[str | Path], out: str | Path, *, overwri
     for path in resolved:
         ck = last if path == resolved[-1] else load_checkpoint(path)  # checksums and weights checked
         if ck.task != last.task or ck.config != last.config:
-            raise CheckpointError(f"{path}: another task or model config than {resolved[-1]}: only checkpoints "
-                                  f"of one model can be averaged")
+            raise CheckpointError(
+                f"{path}: another task or model config than {resolved[-1]}: only checkpoints "
+                f"of one model can be averaged"
+            )
         for name, value in ck.model.state_dict().items():
             if value.is_floating_point():
                 sums[name] = sums[name] + value.double() if name in sums else value.double()
     state = last.model.state_dict()
-    averaged = {name: (sums[name] / len(resolved)).to(value.dtype) if name in sums else value
-                for name, value in state.items()}
+    averaged = {
+        name: (sums[name] / len(resolved)).to(value.dtype) if name in sums else value for name, value in state.items()
+    }
     last.model.load_state_dict(averaged)
-    return save_checkpoint(out, last.model, task=last.task, config=last.config, train_config=last.train_config,
-                           tokenizer=last.tokenizer, source_tokenizer=last.source_tokenizer, labels=last.labels,
-                           data=last.data, step=last.step)
+    return save_checkpoint(
+        out,
+        last.model,
+        task=last.task,
+        config=last.config,
+        train_config=last.train_config,
+        tokenizer=last.tokenizer,
+        source_tokenizer=last.source_tokenizer,
+        labels=last.labels,
+        data=last.data,
+        step=last.step,
+    )
 
 
 def average_run(run_dir: str | Path, last: int, out: str | Path, *, overwrite: bool = False) -> tuple[Path, int]:
     """The mean of a run's last `last` kept checkpoints (RUN/step-*): (the averaged checkpoint, how many)."""
     kept = step_checkpoints(run_dir)
     if len(kept) < last:
-        raise UserError(f"{run_dir}: {len(kept)} kept checkpoint(s) (step-*), fewer than --last {last} "
-                        f"(train with --set keep_checkpoints=N to keep them)")
+        raise UserError(
+            f"{run_dir}: {len(kept)} kept checkpoint(s) (step-*), fewer than --last {last} "
+            f"(train with --set keep_checkpoints=N to keep them)"
+        )
     return average_checkpoints(kept[-last:], out, overwrite=overwrite), last

@@ -26,15 +26,30 @@ from ..checkpoints import (
 )
 
 __all__ = [
-    "CHECKSUMS", "Checkpoint", "CheckpointError", "load_checkpoint", "load_training_state", "optimizer_state_dict",
-    "pack_training_state", "recover_interrupted_save", "resolve_checkpoint", "restore_training_state",
-    "save_checkpoint", "task_model_class", "verify_checksums", "write_checksums",
+    "CHECKSUMS",
+    "Checkpoint",
+    "CheckpointError",
+    "load_checkpoint",
+    "load_training_state",
+    "optimizer_state_dict",
+    "pack_training_state",
+    "recover_interrupted_save",
+    "resolve_checkpoint",
+    "restore_training_state",
+    "save_checkpoint",
+    "task_model_class",
+    "verify_checksums",
+    "write_checksums",
 ]
 
 
-def pack_training_state(optimizer: torch.optim.Optimizer | dict[str, Any], scheduler: Any,
-                        counters: dict[str, Any], scaler: torch.amp.GradScaler | None = None,
-                        rank_rng: list[dict[str, torch.Tensor]] | None = None) -> dict[str, Any]:
+def pack_training_state(
+    optimizer: torch.optim.Optimizer | dict[str, Any],
+    scheduler: Any,
+    counters: dict[str, Any],
+    scaler: torch.amp.GradScaler | None = None,
+    rank_rng: list[dict[str, torch.Tensor]] | None = None,
+) -> dict[str, Any]:
     """Everything a resumed run needs besides the model, split into tensors and JSON.
 
     optimizer: the optimizer, or its whole state_dict (a sharded run gathers it first). rank_rng: under several
@@ -84,9 +99,15 @@ def optimizer_state_dict(state: dict[str, Any]) -> dict[str, Any]:
     return {"state": opt_state, "param_groups": meta["optimizer"]["param_groups"]}
 
 
-def restore_training_state(state: dict[str, Any], optimizer: torch.optim.Optimizer | None, scheduler: Any,
-                           scaler: torch.amp.GradScaler | None = None, *, rank: int = 0,
-                           device: torch.device | None = None) -> dict[str, Any]:
+def restore_training_state(
+    state: dict[str, Any],
+    optimizer: torch.optim.Optimizer | None,
+    scheduler: Any,
+    scaler: torch.amp.GradScaler | None = None,
+    *,
+    rank: int = 0,
+    device: torch.device | None = None,
+) -> dict[str, Any]:
     """Put the optimizer (unless None: the caller loads `optimizer_state_dict(state)` itself), scheduler, scaler
     and RNG states back; returns the counters. rank: this process's rank in a run of several processes, whose
     own RNG states are restored (on `device` for its GPU's)."""

@@ -88,12 +88,14 @@ class Distributed:
         if not self.is_main:
             return None
         index = {name: i for i, name in enumerate(_parameter_names(model, optimizer))}
-        return {"state": {index[name]: value for name, value in full["state"].items()},
-                "param_groups": [{**g, "params": [index[name] for name in g["params"]]}
-                                 for g in full["param_groups"]]}
+        return {
+            "state": {index[name]: value for name, value in full["state"].items()},
+            "param_groups": [{**g, "params": [index[name] for name in g["params"]]} for g in full["param_groups"]],
+        }
 
-    def load_optimizer_state(self, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict, *,
-                             fsdp: bool) -> None:
+    def load_optimizer_state(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict, *, fsdp: bool
+    ) -> None:
         """Load a whole optimizer state_dict (as `optimizer_state` returns it); under FSDP each process keeps its
         shard of it."""
         if not (self.enabled and fsdp):
@@ -104,7 +106,8 @@ class Distributed:
         names = _parameter_names(model, optimizer)
         full: dict[str, Any] = {  # Any: as above
             "state": {names[i]: value for i, value in state["state"].items()},
-            "param_groups": [{**g, "params": [names[i] for i in g["params"]]} for g in state["param_groups"]]}
+            "param_groups": [{**g, "params": [names[i] for i in g["params"]]} for g in state["param_groups"]],
+        }
         set_optimizer_state_dict(model, optimizer, full, options=StateDictOptions(full_state_dict=True))
 
     def rng_states(self, device: torch.device) -> list[dict[str, torch.Tensor]]:

@@ -1,8 +1,8 @@
 """Evaluating a checkpoint on data: its training run's own splits, or files given now.
 
-    evaluate(checkpoint)                          the test split of built-in data, else the validation data
-    evaluate(checkpoint, split="valid")           the run's validation data (given, or its seeded held-out part)
-    evaluate(checkpoint, DataSpec(data=[path]))   every example of a file in the task's format
+evaluate(checkpoint)                          the test split of built-in data, else the validation data
+evaluate(checkpoint, split="valid")           the run's validation data (given, or its seeded held-out part)
+evaluate(checkpoint, DataSpec(data=[path]))   every example of a file in the task's format
 """
 
 from __future__ import annotations
@@ -43,9 +43,17 @@ def _load(checkpoint: str | Path, device: torch.device) -> Checkpoint:
     return ckpt
 
 
-def evaluate(checkpoint: str | Path, data: DataSpec | None = None, *, split: str | None = None,
-             device: str = "auto", samples: int = 0, log: Any = None, num_beams: int = 4,
-             length_penalty: float = 0.6) -> Evaluation:
+def evaluate(
+    checkpoint: str | Path,
+    data: DataSpec | None = None,
+    *,
+    split: str | None = None,
+    device: str = "auto",
+    samples: int = 0,
+    log: Any = None,
+    num_beams: int = 4,
+    length_penalty: float = 0.6,
+) -> Evaluation:
     """The task's metrics for a checkpoint (or a run directory's best checkpoint).
 
     Without `data`: `split` ("test" by default, "valid" or "train") of the run's own data. With `data` files:
@@ -71,8 +79,9 @@ def evaluate(checkpoint: str | Path, data: DataSpec | None = None, *, split: str
     return Evaluation(ckpt.path, ckpt.task, description, n, metrics, shown, dropped=dropped)
 
 
-def evaluate_ensemble(checkpoints: list[str | Path], data: DataSpec, *, split: str | None = None,
-                      device: str = "auto", log: Any = None) -> Evaluation:
+def evaluate_ensemble(
+    checkpoints: list[str | Path], data: DataSpec, *, split: str | None = None, device: str = "auto", log: Any = None
+) -> Evaluation:
     """Classification metrics of several checkpoints together: the mean of their class probabilities decides.
 
     Members trained with different seeds err differently, so their average is usually more accurate than any one
@@ -92,8 +101,9 @@ def evaluate_ensemble(checkpoints: list[str | Path], data: DataSpec, *, split: s
         if not isinstance(task, ClassificationTask):
             raise UserError(f"{ckpt.path}: ensembles are for classification checkpoints; this one is {ckpt.task}")
         if members and task.labels != members[0][1].labels:
-            raise UserError(f"{ckpt.path}: labels {task.labels} differ from {members[0][0].path}'s "
-                            f"{members[0][1].labels}")
+            raise UserError(
+                f"{ckpt.path}: labels {task.labels} differ from {members[0][0].path}'s {members[0][1].labels}"
+            )
         members.append((ckpt, task))
     first = members[0][0]
     raw, description = _examples(first, data, split)
@@ -105,8 +115,10 @@ def evaluate_ensemble(checkpoints: list[str | Path], data: DataSpec, *, split: s
             if log is not None:
                 describe_filtering(description, encoded, ckpt.train_config.max_len, log)
         elif encoded.kept_raw != kept:
-            raise UserError(f"{ckpt.path} keeps other examples within its max_len than {first.path}: the members "
-                            "of an ensemble must read the same examples")
+            raise UserError(
+                f"{ckpt.path} keeps other examples within its max_len than {first.path}: the members "
+                "of an ensemble must read the same examples"
+            )
         probabilities.append(task.probabilities(ckpt.model, encoded, dev))
     if not labels:
         raise UserError("no evaluation example fits max_len")
@@ -114,10 +126,20 @@ def evaluate_ensemble(checkpoints: list[str | Path], data: DataSpec, *, split: s
     predictions = mean.argmax(-1).tolist()
     true_class = mean[torch.arange(len(labels)), torch.tensor(labels)]
     accuracy = metrics_lib.accuracy(predictions, labels)
-    scores = {"loss": float(-true_class.clamp_min(1e-12).log().mean()), "accuracy": accuracy,
-              "macro_f1": metrics_lib.macro_f1(predictions, labels), "token_accuracy": accuracy}
-    return Evaluation(first.path, "classification", f"{description}, ensemble of {len(members)} checkpoints",
-                      len(labels), scores, dropped=len(raw) - len(labels))
+    scores = {
+        "loss": float(-true_class.clamp_min(1e-12).log().mean()),
+        "accuracy": accuracy,
+        "macro_f1": metrics_lib.macro_f1(predictions, labels),
+        "token_accuracy": accuracy,
+    }
+    return Evaluation(
+        first.path,
+        "classification",
+        f"{description}, ensemble of {len(members)} checkpoints",
+        len(labels),
+        scores,
+        dropped=len(raw) - len(labels),
+    )
 
 
 def _examples(ckpt: Checkpoint, data: DataSpec | None, split: str | None) -> tuple[list, str]:
@@ -129,14 +151,17 @@ def _examples(ckpt: Checkpoint, data: DataSpec | None, split: str | None) -> tup
             if ds.task != ckpt.task:
                 raise UserError(f"builtin:{ds.name} is a {ds.task} dataset; this checkpoint is {ckpt.task}")
             if split not in (None, "test", "train"):
-                raise UserError(f"builtin:{ds.name} has train and test splits; for the run's own validation "
-                                f"data leave out --data")
+                raise UserError(
+                    f"builtin:{ds.name} has train and test splits; for the run's own validation data leave out --data"
+                )
             raw = list(ds.train) if split == "train" else list(ds.test)
             description = f"builtin:{ds.name} {split or 'test'} split"
         else:
             if split not in (None, "test"):
-                raise UserError("--split applies to the run's own data or built-in data, not to files given "
-                                "with --data (all of a file is evaluated)")
+                raise UserError(
+                    "--split applies to the run's own data or built-in data, not to files given "
+                    "with --data (all of a file is evaluated)"
+                )
             raw = task.read(data.data, ckpt.train_config, data.source_file, data.target_file)
             description = data.describe()
         return raw, description

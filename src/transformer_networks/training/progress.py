@@ -19,8 +19,15 @@ def format_duration(seconds: float) -> str:
 class Progress:
     """`update(step, loss=, lr=, tokens=)` after every optimizer step; `log(message)` for anything else."""
 
-    def __init__(self, total_steps: int | None, *, quiet: bool = False, every: int = 50,
-                 stream: TextIO | None = None, max_seconds: float | None = None) -> None:
+    def __init__(
+        self,
+        total_steps: int | None,
+        *,
+        quiet: bool = False,
+        every: int = 50,
+        stream: TextIO | None = None,
+        max_seconds: float | None = None,
+    ) -> None:
         self.stream = stream or sys.stderr
         self.quiet = quiet
         self.every = every
@@ -65,8 +72,12 @@ class Progress:
         eta = self.eta(step)
         total = f"/{self.total}" if self.total else ""
         eta_text = f" eta {format_duration(eta)}" if eta is not None else ""
-        print(f"step {step}{total} loss {loss:.4f} lr {lr:.2e} {rate:,.0f} tok/s "
-              f"elapsed {format_duration(now - self.start)}{eta_text}", file=self.stream, flush=True)
+        print(
+            f"step {step}{total} loss {loss:.4f} lr {lr:.2e} {rate:,.0f} tok/s "
+            f"elapsed {format_duration(now - self.start)}{eta_text}",
+            file=self.stream,
+            flush=True,
+        )
 
     def close(self) -> None:
         if self.bar is not None:

@@ -43,7 +43,12 @@ def constant(step: int, warmup: int = 0) -> float:
 
 
 def make_scheduler(
-    optimizer: Optimizer, name: str, *, warmup: int = 4000, total_steps: int | None = None, d_model: int = 512,
+    optimizer: Optimizer,
+    name: str,
+    *,
+    warmup: int = 4000,
+    total_steps: int | None = None,
+    d_model: int = 512,
     min_ratio: float = 0.0,
 ) -> LambdaLR:
     """A LambdaLR for one of `SCHEDULES`. For "noam" the optimizer's base learning rate is a factor on the

@@ -15,6 +15,16 @@ from ..tasks import (
 )
 
 __all__ = [
-    "TASKS", "Batch", "ClassificationTask", "DataSpec", "Encoded", "LanguageModelingTask", "Splits", "Task",
-    "TranslationTask", "describe_filtering", "read_splits", "sort_labels",
+    "TASKS",
+    "Batch",
+    "ClassificationTask",
+    "DataSpec",
+    "Encoded",
+    "LanguageModelingTask",
+    "Splits",
+    "Task",
+    "TranslationTask",
+    "describe_filtering",
+    "read_splits",
+    "sort_labels",
 ]

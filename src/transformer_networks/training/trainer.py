@@ -121,8 +121,10 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-9, fused=fused)
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=fused)
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=fused)
 
 
@@ -160,8 +162,10 @@ def resolve_model_config(base: TransformerConfig, settings: dict[str, Any], user
     for name, value in settings.items():
         if name == "max_seq_len" and name in user_set:
             if values[name] < value:
-                raise ConfigError(f"max_seq_len={values[name]} is shorter than the data needs ({value}); "
-                                  f"raise it or lower max_len / block_size")
+                raise ConfigError(
+                    f"max_seq_len={values[name]} is shorter than the data needs ({value}); "
+                    f"raise it or lower max_len / block_size"
+                )
             continue
         values[name] = value
     return TransformerConfig.from_dict(values)
@@ -209,8 +213,14 @@ class FreshStart(Start):
     """A new run: tokenizers trained on the data, a model built from `model_config` with the sizes the data
     decides (vocabulary, classes, max_seq_len; a max_seq_len named in `fields_set` is kept when long enough)."""
 
-    def __init__(self, task_name: str, spec: DataSpec, cfg: TrainConfig, model_config: TransformerConfig | None,
-                 fields_set: set[str] | None) -> None:
+    def __init__(
+        self,
+        task_name: str,
+        spec: DataSpec,
+        cfg: TrainConfig,
+        model_config: TransformerConfig | None,
+        fields_set: set[str] | None,
+    ) -> None:
         self.task_name, self.spec, self.cfg = task_name, spec, cfg
         self.base_config = model_config or TransformerConfig.from_preset("small")
         self.fields_set = fields_set or set()
@@ -247,12 +257,16 @@ class InitStart(Start):
         model_cfg = self.pretrained.cfg
         settings = task.model_settings()
         if settings["max_seq_len"] > model_cfg.max_seq_len:
-            raise UserError(f"--init {self.init}: the model takes at most {model_cfg.max_seq_len} positions, the "
-                            f"data settings need {settings['max_seq_len']}; lower max_len (or block_size)")
+            raise UserError(
+                f"--init {self.init}: the model takes at most {model_cfg.max_seq_len} positions, the "
+                f"data settings need {settings['max_seq_len']}; lower max_len (or block_size)"
+            )
         if "pad_id" in settings and task.family == "seq2seq" and model_cfg.pad_id != settings["pad_id"]:
             # the masks and the loss use the model's pad_id
-            raise UserError(f"--init {self.init}: the model's pad_id is {model_cfg.pad_id}, its tokenizer's "
-                            f"padding id is {settings['pad_id']}")
+            raise UserError(
+                f"--init {self.init}: the model's pad_id is {model_cfg.pad_id}, its tokenizer's "
+                f"padding id is {settings['pad_id']}"
+            )
         return model_cfg
 
     def load_weights(self, model: nn.Module) -> None:
@@ -327,8 +341,7 @@ def train(
     elif init is not None:
         start = InitStart(task_name, data or DataSpec(), train_config or TrainConfig(), init)
     else:
-        start = FreshStart(task_name, data or DataSpec(), train_config or TrainConfig(), model_config,
-                           model_fields_set)
+        start = FreshStart(task_name, data or DataSpec(), train_config or TrainConfig(), model_config, model_fields_set)
     return Trainer(start, out, overwrite=overwrite, quiet=quiet, log=log).run()
 
 
@@ -338,8 +351,15 @@ def train(
 class Trainer:
     """One training run, set up in the order of `run`; every piece of its state is an attribute."""
 
-    def __init__(self, start: Start, out: Path, *, overwrite: bool = False, quiet: bool = False,
-                 log: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        start: Start,
+        out: Path,
+        *,
+        overwrite: bool = False,
+        quiet: bool = False,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
         self.start, self.out, self.overwrite = start, out, overwrite
         self.task_class = get_task(start.task_name)
         self.task_name = start.task_name
@@ -388,11 +408,16 @@ class Trainer:
         if not self.valid_data.examples:
             raise UserError(f"no validation example from {splits.valid_source} fits max_len={cfg.max_len}")
         task.batches(self.valid_data)  # raises for a text too short for a block, an example over --max-tokens
-        vocab = f"{self.tokenizer.vocab_size:,}" + (f" target, {self.source_tokenizer.vocab_size:,} source"
-                                                    if self.source_tokenizer is not self.tokenizer else "")
-        self.log(f"data: {task.count(self.train_data):,} training {task.encoded_unit}, validation "
-                 f"{task.size(splits.valid):,} {task.raw_unit} from {splits.valid_source}; {kind} tokenizer, "
-                 f"vocabulary {vocab}" + (f", {len(self.labels)} classes" if self.labels else ""))
+        vocab = f"{self.tokenizer.vocab_size:,}" + (
+            f" target, {self.source_tokenizer.vocab_size:,} source"
+            if self.source_tokenizer is not self.tokenizer
+            else ""
+        )
+        self.log(
+            f"data: {task.count(self.train_data):,} training {task.encoded_unit}, validation "
+            f"{task.size(splits.valid):,} {task.raw_unit} from {splits.valid_source}; {kind} tokenizer, "
+            f"vocabulary {vocab}" + (f", {len(self.labels)} classes" if self.labels else "")
+        )
 
     def build_model(self) -> None:
         """The model with its starting weights, its training wrapper (DDP/FSDP, compile), the batches of the first
@@ -420,28 +445,38 @@ class Trainer:
         self.first_epoch = task.batches(self.train_data, epoch=0)  # built once: counted here, trained on in the loop
         self.per_step = cfg.grad_accum * ranks.world  # batches per optimizer step, over all processes
         if ranks.enabled and len(self.first_epoch) < self.per_step:
-            raise UserError(f"an epoch has {len(self.first_epoch)} batch(es), fewer than the {self.per_step} one "
-                            f"optimizer step takes (grad_accum x processes): use more data or smaller batches")
+            raise UserError(
+                f"an epoch has {len(self.first_epoch)} batch(es), fewer than the {self.per_step} one "
+                f"optimizer step takes (grad_accum x processes): use more data or smaller batches"
+            )
         # Several processes drop an epoch's last incomplete step (each process needs its share); one keeps it.
         n = len(self.first_epoch)
         self.steps_per_epoch = n // self.per_step if ranks.enabled else math.ceil(n / self.per_step)
-        limits = [n for n in (cfg.max_steps, cfg.max_epochs and math.ceil(cfg.max_epochs * self.steps_per_epoch))
-                  if n]
+        limits = [n for n in (cfg.max_steps, cfg.max_epochs and math.ceil(cfg.max_epochs * self.steps_per_epoch)) if n]
         self.step_limit = min(limits) if limits else None
         if cfg.schedule == "cosine" and self.step_limit is None:
             raise ConfigError("the cosine schedule needs max_steps or max_epochs to know where it ends")
         self.optimizer = make_optimizer(model, cfg)
-        self.scheduler = make_scheduler(self.optimizer, cfg.schedule, warmup=cfg.warmup, total_steps=self.step_limit,
-                                        d_model=self.model_cfg.d_model, min_ratio=cfg.min_lr_ratio)
+        self.scheduler = make_scheduler(
+            self.optimizer,
+            cfg.schedule,
+            warmup=cfg.warmup,
+            total_steps=self.step_limit,
+            d_model=self.model_cfg.d_model,
+            min_ratio=cfg.min_lr_ratio,
+        )
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         dtype = f" {str(self.amp_dtype).removeprefix('torch.')}" if self.amp_dtype else ""
-        self.log(f"model: {type(model).__name__}, {model.num_parameters():,} parameters, on {device}{dtype}; "
-                 f"{self.steps_per_epoch:,} steps per epoch"
-                 + (f", {self.step_limit:,} steps" if self.step_limit else ""))
+        self.log(
+            f"model: {type(model).__name__}, {model.num_parameters():,} parameters, on {device}{dtype}; "
+            f"{self.steps_per_epoch:,} steps per epoch" + (f", {self.step_limit:,} steps" if self.step_limit else "")
+        )
         if cfg.schedule == "noam":
             peak = cfg.lr * self.model_cfg.d_model**-0.5 * cfg.warmup**-0.5
-            self.log(f"schedule noam: lr={cfg.lr:g} multiplies the paper's formula (1.0 = the paper's rates); "
-                     f"peak learning rate {peak:.2e} at step {cfg.warmup}")
+            self.log(
+                f"schedule noam: lr={cfg.lr:g} multiplies the paper's formula (1.0 = the paper's rates); "
+                f"peak learning rate {peak:.2e} at step {cfg.warmup}"
+            )
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.amp_dtype is None:
@@ -454,15 +489,18 @@ class Trainer:
         out, ranks, resumed = self.out, self.ranks, self.start.resumed
         self.metrics_path = out / "metrics.jsonl"
         if resumed is not None:
-            counters = restore_training_state(resumed.state, None, self.scheduler, self.scaler, rank=ranks.rank,
-                                              device=self.device)
-            ranks.load_optimizer_state(self.model, self.optimizer, optimizer_state_dict(resumed.state),
-                                       fsdp=self.cfg.fsdp)
+            counters = restore_training_state(
+                resumed.state, None, self.scheduler, self.scaler, rank=ranks.rank, device=self.device
+            )
+            ranks.load_optimizer_state(
+                self.model, self.optimizer, optimizer_state_dict(resumed.state), fsdp=self.cfg.fsdp
+            )
             self.state = RunState.from_dict(counters)
             if ranks.is_main:
                 _truncate_metrics(self.metrics_path, self.state.step)
-            self.log(f"resuming {out} from step {self.state.step} (epoch {self.state.epoch}, batch "
-                     f"{self.state.position})")
+            self.log(
+                f"resuming {out} from step {self.state.step} (epoch {self.state.epoch}, batch {self.state.position})"
+            )
             self.check_resumable()
         elif ranks.is_main:
             try:
@@ -470,9 +508,15 @@ class Trainer:
             except OSError as e:
                 raise UserError(f"--out {out}: cannot write: {e.strerror}") from None
             init = getattr(self.start, "init", None)
-            run_info = {"version": __version__, "task": self.task_name, "data": self.spec.to_dict(),
-                        "model": self.model_cfg.to_dict(), "train": self.cfg.to_dict(), "labels": self.labels or [],
-                        "init": _absolute(str(init)) if init is not None else None}
+            run_info = {
+                "version": __version__,
+                "task": self.task_name,
+                "data": self.spec.to_dict(),
+                "model": self.model_cfg.to_dict(),
+                "train": self.cfg.to_dict(),
+                "labels": self.labels or [],
+                "init": _absolute(str(init)) if init is not None else None,
+            }
             (out / "run.json").write_text(json.dumps(run_info, indent=2) + "\n", encoding="utf-8")
             self.metrics_path.write_text("", encoding="utf-8")
         ranks.barrier()  # the run directory exists before any process goes on
@@ -480,8 +524,10 @@ class Trainer:
     def check_resumable(self) -> None:
         state, out = self.state, self.out
         if state.processes != self.ranks.world:
-            raise UserError(f"--resume {out}: the run trained with {state.processes} process(es), this is "
-                            f"{self.ranks.world}: the data position would mean other batches; resume with as many")
+            raise UserError(
+                f"--resume {out}: the run trained with {state.processes} process(es), this is "
+                f"{self.ranks.world}: the data position would mean other batches; resume with as many"
+            )
         if self.step_limit is not None and state.step >= self.step_limit:
             raise UserError(f"--resume {out}: the run already finished ({state.step} of {self.step_limit} steps)")
         if self.cfg.patience is not None and state.stale >= self.cfg.patience:
@@ -491,8 +537,12 @@ class Trainer:
 
     def loop(self) -> TrainResult:
         cfg, state = self.cfg, self.state
-        self.progress = Progress(self.step_limit, quiet=self.quiet, every=cfg.log_every,
-                                 max_seconds=cfg.max_minutes * 60 if cfg.max_minutes else None)
+        self.progress = Progress(
+            self.step_limit,
+            quiet=self.quiet,
+            every=cfg.log_every,
+            max_seconds=cfg.max_minutes * 60 if cfg.max_minutes else None,
+        )
         self.started = time.perf_counter()
         self.model.train()
         self.evaluated_at = state.step if self.start.resumed is not None else -1
@@ -542,8 +592,11 @@ class Trainer:
             tokens += self.task.tokens_in(batch)
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             # Under DDP, gradients are averaged across processes on the last micro-batch only.
-            sync = contextlib.nullcontext() if i == len(local) - 1 or not ranks.enabled or cfg.fsdp \
-                else cast(DistributedDataParallel, self.train_model).no_sync()  # (compiled, it forwards no_sync)
+            sync = (
+                contextlib.nullcontext()
+                if i == len(local) - 1 or not ranks.enabled or cfg.fsdp
+                else cast(DistributedDataParallel, self.train_model).no_sync()
+            )  # (compiled, it forwards no_sync)
             with sync:
                 with self.autocast():
                     loss = self.task.loss(self.train_model, batch) / len(local)
@@ -567,15 +620,23 @@ class Trainer:
         step = self.state.step + 1
         self.skipped.append(step)
         if len(self.skipped) <= self.cfg.skip_nonfinite:
-            self.progress.log(f"step {step}: the loss is {step_loss}; batch skipped ({len(self.skipped)} of at "
-                              f"most {self.cfg.skip_nonfinite})")
+            self.progress.log(
+                f"step {step}: the loss is {step_loss}; batch skipped ({len(self.skipped)} of at "
+                f"most {self.cfg.skip_nonfinite})"
+            )
             self.optimizer.zero_grad(set_to_none=True)
             return
         saved = f"the last checkpoint is {self.out / 'last'}" if self.evaluated_at >= 0 else "no checkpoint was saved"
         before = self.skipped[:-1]
-        raise TrainingError(f"step {step}: the loss is {step_loss}; stopping ({saved}); try a lower lr, more warmup "
-                            f"or clip_norm" + (f"; {len(before)} bad batch(es) skipped before, at steps "
-                                               f"{', '.join(map(str, before))}" if before else ""))
+        raise TrainingError(
+            f"step {step}: the loss is {step_loss}; stopping ({saved}); try a lower lr, more warmup "
+            f"or clip_norm"
+            + (
+                f"; {len(before)} bad batch(es) skipped before, at steps {', '.join(map(str, before))}"
+                if before
+                else ""
+            )
+        )
 
     def after_step(self, step_loss: float, lr: float, tokens: int) -> bool:
         """Log the step, apply the stop rules, evaluate when due. True when the run stops here."""
@@ -583,13 +644,21 @@ class Trainer:
         state.interval_loss, state.interval_steps = state.interval_loss + step_loss, state.interval_steps + 1
         self.progress.update(state.step, loss=step_loss, lr=lr, tokens=tokens)
         if state.step % cfg.log_every == 0 and ranks.is_main:
-            self.record({"step": state.step, "split": "train", "loss": state.interval_loss / state.interval_steps,
-                         "lr": lr, "seconds": round(time.perf_counter() - self.started, 2)})
+            self.record(
+                {
+                    "step": state.step,
+                    "split": "train",
+                    "loss": state.interval_loss / state.interval_steps,
+                    "lr": lr,
+                    "seconds": round(time.perf_counter() - self.started, 2),
+                }
+            )
             state.interval_loss, state.interval_steps = 0.0, 0
         out_of_time = cfg.max_minutes is not None and time.perf_counter() - self.started >= cfg.max_minutes * 60
         # rank 0's clock decides for every process; a signal to any process stops them all
-        out_of_time, signalled = ranks.any(out_of_time and ranks.is_main, self.signals.signal is not None,
-                                           device=self.device)
+        out_of_time, signalled = ranks.any(
+            out_of_time and ranks.is_main, self.signals.signal is not None, device=self.device
+        )
         if self.step_limit is not None and state.step >= self.step_limit:
             self.stop_reason = f"reached {state.step} steps"
         elif out_of_time:
@@ -599,8 +668,10 @@ class Trainer:
             self.gather()
             if ranks.is_main:
                 self.save("last", with_state=True)
-            self.stop_reason = (f"{self.signals.signal} at step {state.step}; the last checkpoint holds it: resume "
-                                f"with `transformer-networks train --resume {self.out}`")
+            self.stop_reason = (
+                f"{self.signals.signal} at step {state.step}; the last checkpoint holds it: resume "
+                f"with `transformer-networks train --resume {self.out}`"
+            )
             return True
         if state.step % cfg.eval_every == 0 or self.stop_reason:
             self.gather()
@@ -622,8 +693,15 @@ class Trainer:
             values = task.evaluate(self.eval_model, self.valid_data, self.device)
         self.eval_model.train()
         self.last = values
-        self.record({"step": state.step, "epoch": round(state.step / self.steps_per_epoch, 3), "split": "valid",
-                     "seconds": round(time.perf_counter() - self.started, 2), **values})
+        self.record(
+            {
+                "step": state.step,
+                "epoch": round(state.step / self.steps_per_epoch, 3),
+                "split": "valid",
+                "seconds": round(time.perf_counter() - self.started, 2),
+                **values,
+            }
+        )
         improved = task.better(values[task.metric], state.best_value)
         if improved:
             state.best_value, state.best, state.stale = values[task.metric], values, 0
@@ -654,17 +732,33 @@ class Trainer:
         out, step = self.out, self.state.step
         training_state = None
         if with_state:
-            training_state = pack_training_state(self.snapshot["optimizer"], self.scheduler, self.state.to_dict(),
-                                                 self.scaler, rank_rng=self.snapshot["rng"])
+            training_state = pack_training_state(
+                self.snapshot["optimizer"],
+                self.scheduler,
+                self.state.to_dict(),
+                self.scaler,
+                rank_rng=self.snapshot["rng"],
+            )
         try:
-            save_checkpoint(out / name, self.eval_model, task=self.task_name, config=self.model_cfg,
-                            train_config=self.cfg, tokenizer=self.tokenizer, source_tokenizer=self.source_tokenizer,
-                            labels=self.labels, data=self.spec.to_dict(), step=step, training_state=training_state)
+            save_checkpoint(
+                out / name,
+                self.eval_model,
+                task=self.task_name,
+                config=self.model_cfg,
+                train_config=self.cfg,
+                tokenizer=self.tokenizer,
+                source_tokenizer=self.source_tokenizer,
+                labels=self.labels,
+                data=self.spec.to_dict(),
+                step=step,
+                training_state=training_state,
+            )
         except OSError as e:  # a full disk, a directory made read-only: the previous checkpoint is untouched
             shutil.rmtree(out / f"{name}.tmp", ignore_errors=True)
             kept = f"the previous {out / name} is intact" if (out / name).exists() else "no earlier one exists"
-            raise TrainingError(f"step {step}: cannot write the checkpoint {out / name}: "
-                                f"{e.strerror or e}; {kept}") from None
+            raise TrainingError(
+                f"step {step}: cannot write the checkpoint {out / name}: {e.strerror or e}; {kept}"
+            ) from None
 
     def record(self, entry: dict[str, Any]) -> None:
         with open(self.metrics_path, "a", encoding="utf-8") as f:
@@ -673,14 +767,27 @@ class Trainer:
     def finish(self) -> TrainResult:
         seconds = time.perf_counter() - self.started
         if self.skipped:
-            self.log(f"skipped {len(self.skipped)} batch(es) with a non-finite loss, at steps "
-                     f"{', '.join(map(str, self.skipped))}")
+            self.log(
+                f"skipped {len(self.skipped)} batch(es) with a non-finite loss, at steps "
+                f"{', '.join(map(str, self.skipped))}"
+            )
         best_value = self.state.best_value
         best_text = f"{best_value:.4g}" if best_value is not None else "not evaluated yet"
-        self.log(f"stopped: {self.stop_reason} after {format_duration(seconds)}; best {self.task.metric} "
-                 f"{best_text}; checkpoints in {self.out}")
-        return TrainResult(self.out, self.task_name, self.state.step, self.stop_reason or "", seconds,
-                           self.state.best, self.last, self.model.num_parameters(), interrupted=self.signals.signal)
+        self.log(
+            f"stopped: {self.stop_reason} after {format_duration(seconds)}; best {self.task.metric} "
+            f"{best_text}; checkpoints in {self.out}"
+        )
+        return TrainResult(
+            self.out,
+            self.task_name,
+            self.state.step,
+            self.stop_reason or "",
+            seconds,
+            self.state.best,
+            self.last,
+            self.model.num_parameters(),
+            interrupted=self.signals.signal,
+        )
 
 
 def _pretrained_model(init: str | Path, task_name: str, n_classes: int | None) -> ModelBase:
@@ -688,17 +795,21 @@ def _pretrained_model(init: str | Path, task_name: str, n_classes: int | None) -
     a classifier's head resized (freshly initialised) to `n_classes`."""
     model = from_pretrained(init, **({"n_classes": n_classes} if n_classes else {}))  # options: HF only
     if not isinstance(model, task_model_class(task_name)):
-        raise UserError(f"--init {init}: a {type(model).__name__}, but {task_name} trains a "
-                        f"{task_model_class(task_name).__name__}")
+        raise UserError(
+            f"--init {init}: a {type(model).__name__}, but {task_name} trains a {task_model_class(task_name).__name__}"
+        )
     tokenizer = getattr(model, "tokenizer", None)
     if tokenizer is None:
-        raise UserError(f"--init {init}: no tokenizer.json beside the weights; the data must be tokenized as the "
-                        f"model was trained")
+        raise UserError(
+            f"--init {init}: no tokenizer.json beside the weights; the data must be tokenized as the model was trained"
+        )
     if not isinstance(tokenizer, TextTokenizer):
         tokenizer = TextTokenizer.from_pretrained_tokenizer(tokenizer, f"{init}/tokenizer.json")
     if tokenizer.vocab_size > model.cfg.target_vocab_size:
-        raise UserError(f"--init {init}: the tokenizer has {tokenizer.vocab_size:,} tokens, the model "
-                        f"{model.cfg.target_vocab_size:,}")
+        raise UserError(
+            f"--init {init}: the tokenizer has {tokenizer.vocab_size:,} tokens, the model "
+            f"{model.cfg.target_vocab_size:,}"
+        )
     if n_classes is not None and model.cfg.n_classes != n_classes:
         model.cfg = dataclasses.replace(model.cfg, n_classes=n_classes)
         model.head = nn.Linear(model.cfg.d_model, n_classes)
@@ -721,8 +832,10 @@ def _resume_point(out: Path) -> _ResumePoint:
         raise UserError(f"--resume {out}: not a training run (no run.json)")
     recover_interrupted_save(out / "last")  # killed while replacing last/
     if not (out / "last" / "training_state.json").exists():
-        raise UserError(f"--resume {out}: no last checkpoint to resume from (the run stopped before its first "
-                        f"checkpoint); start it again")
+        raise UserError(
+            f"--resume {out}: no last checkpoint to resume from (the run stopped before its first "
+            f"checkpoint); start it again"
+        )
     try:
         run = json.loads((out / "run.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
@@ -730,8 +843,7 @@ def _resume_point(out: Path) -> _ResumePoint:
     checkpoint = load_checkpoint(out / "last")
     state = load_training_state(out / "last")
     if "position" not in state["meta"]["counters"]:
-        raise UserError(f"{out / 'last'}: written by an older version without the data position; cannot resume "
-                        f"exactly")
+        raise UserError(f"{out / 'last'}: written by an older version without the data position; cannot resume exactly")
     return _ResumePoint(run, checkpoint, state)
 
 
@@ -764,8 +876,11 @@ class _StopSignals:
     def _handle(self, signum: int, frame: Any) -> None:
         self.signal = signal.Signals(signum).name
         self.restore()
-        print(f"\n{self.signal}: saving a checkpoint at the end of this step (again to stop at once)",
-              file=sys.stderr, flush=True)
+        print(
+            f"\n{self.signal}: saving a checkpoint at the end of this step (again to stop at once)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def restore(self) -> None:
         for sig, handler in self.previous.items():

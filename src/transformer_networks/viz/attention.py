@@ -8,8 +8,11 @@ from torch import Tensor
 
 from ..errors import UserError
 
-TITLES = {"encoder": "encoder self-attention", "decoder": "decoder self-attention (causal)",
-          "cross": "cross-attention (target queries over source keys)"}
+TITLES = {
+    "encoder": "encoder self-attention",
+    "decoder": "decoder self-attention (causal)",
+    "cross": "cross-attention (target queries over source keys)",
+}
 
 
 def select(weights: Tensor, layer: int | None, head: int | None) -> tuple[Tensor, list[int], list[int]]:
@@ -24,8 +27,16 @@ def select(weights: Tensor, layer: int | None, head: int | None) -> tuple[Tensor
     return weights[layers][:, heads], layers, heads
 
 
-def plot_attention(weights: Tensor, queries: list[str], keys: list[str], out: str | Path, *, kind: str = "encoder",
-                   layer: int | None = None, head: int | None = None) -> Path:
+def plot_attention(
+    weights: Tensor,
+    queries: list[str],
+    keys: list[str],
+    out: str | Path,
+    *,
+    kind: str = "encoder",
+    layer: int | None = None,
+    head: int | None = None,
+) -> Path:
     """Draw (L, H, Tq, Tk) attention weights to a PNG at `out`; returns its path."""
     import matplotlib
 
