@@ -13,7 +13,8 @@ Write one module here with a subclass of `Task` (`base.py`) and add one line to 
 - `name` (the command line's `train NAME`), `family` (which model it trains: a key of `models.MODELS`),
   `metric` and `higher_is_better` (the validation metric that picks `best/`), `builtin` (the built-in dataset
   `train NAME` uses with no data, `builtin:...` from `data.builtin`), `default_tokenizer`.
-- Data, as class methods (used before a tokenizer exists): `read` / `read_file` (files -> raw examples; raise
+- Data, as class methods (used before a tokenizer exists): `read_file` (a file -> raw examples; or `read_paths`
+  for several files, `read_pair` for a source/target pair of files; raise
   `data.readers.DataError` naming the file and line), `holdout` (the validation part when none is given),
   `texts` (what the tokenizers are trained on), `labels_of` (class labels, for classifiers).
 - With tokenizers, as methods: `model_settings` (the config fields the data decides: vocabulary, classes,

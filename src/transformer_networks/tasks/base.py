@@ -53,11 +53,20 @@ class Task:
         target_file: str | None = None,
         option: str = "",
     ) -> list:
-        """Raw examples from files (`option` is "" or "valid-", for messages)."""
+        """Raw examples from files, or from a source/target pair of files (`option` is "" or "valid-", for
+        messages). Tasks fill in `read_file` (one file), or `read_paths` (several) and `read_pair`."""
         if source_file or target_file:
-            raise UserError(f"--{option}source-file/--{option}target-file are for translation, not {cls.name}")
+            return cls.read_pair(source_file, target_file, option)
         if not paths:
             raise UserError("no data given")
+        return cls.read_paths(paths, cfg)
+
+    @classmethod
+    def read_pair(cls, source_file: str | None, target_file: str | None, option: str) -> list:
+        raise UserError(f"--{option}source-file/--{option}target-file are for translation, not {cls.name}")
+
+    @classmethod
+    def read_paths(cls, paths: list[str], cfg: Any) -> list:
         if len(paths) != 1:
             raise UserError(f"{cls.name} data is one file; got {len(paths)}")
         return cls.read_file(paths[0], cfg)

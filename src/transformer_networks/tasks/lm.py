@@ -11,7 +11,6 @@ from .. import metrics
 from ..data.batching import pack_blocks
 from ..data.readers import read_lm_text
 from ..data.splits import holdout_text
-from ..errors import UserError
 from ..nn.losses import label_smoothed_cross_entropy
 from .base import Batch, Encoded, Task
 
@@ -25,18 +24,7 @@ class LanguageModelingTask(Task):
     raw_unit, encoded_unit = "characters", "tokens"
 
     @classmethod
-    def read(
-        cls,
-        paths: list[str],
-        cfg: Any,
-        source_file: str | None = None,
-        target_file: str | None = None,
-        option: str = "",
-    ) -> list:
-        if source_file or target_file:
-            raise UserError(f"--{option}source-file/--{option}target-file are for translation, not lm")
-        if not paths:
-            raise UserError("no data given")
+    def read_paths(cls, paths: list[str], cfg: Any) -> list:
         return read_lm_text(paths)  # files or directories
 
     @classmethod

@@ -31,19 +31,10 @@ class TranslationTask(Task):
         self.length_penalty = 1.0
 
     @classmethod
-    def read(
-        cls,
-        paths: list[str],
-        cfg: Any,
-        source_file: str | None = None,
-        target_file: str | None = None,
-        option: str = "",
-    ) -> list:
-        if source_file or target_file:
-            if not (source_file and target_file):
-                raise UserError(f"give both --{option}source-file and --{option}target-file")
-            return read_parallel(source_file, target_file)
-        return super().read(paths, cfg)
+    def read_pair(cls, source_file: str | None, target_file: str | None, option: str) -> list:
+        if not (source_file and target_file):
+            raise UserError(f"give both --{option}source-file and --{option}target-file")
+        return read_parallel(source_file, target_file)
 
     @classmethod
     def read_file(cls, path: str, cfg: Any) -> list:
