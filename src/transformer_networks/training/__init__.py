@@ -1,4 +1,4 @@
-"""Training: the loop for the three tasks, its configuration, losses, schedules, checkpoints and evaluation."""
+"""Training: the loop for every task of `tasks.TASKS`, its configuration, schedules, checkpoints and evaluation."""
 
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from .config import TrainConfig
