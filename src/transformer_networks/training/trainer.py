@@ -436,7 +436,8 @@ class Trainer:
         self.eval_model = model_class(self.model_cfg).to(device) if cfg.fsdp and ranks.is_main else model
         if device.type == "cpu":  # the faster float32 products of this CPU, where they pay (backends/onednn.py)
             use_onednn(model)
-            use_onednn(self.eval_model)
+            if self.eval_model is not model:  # FSDP's whole copy for evaluation
+                use_onednn(self.eval_model)
         train_model = ranks.wrap(model, device, fsdp=cfg.fsdp)
         # The cast: torch.compile of a module returns a module (an OptimizedModule); its annotation says a callable.
         self.train_model = cast(nn.Module, torch.compile(train_model)) if cfg.compile else train_model
