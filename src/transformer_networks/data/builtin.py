@@ -7,6 +7,9 @@
     stdlib-topics       classification  each docstring of eight standard-library packages, labelled with its
                                      package (asyncio, email, http, importlib, logging, multiprocessing,
                                      unittest, xml): topic classification, ~2,000 examples
+    babi                qa           bAbI-style stories, tasks 1-3 (one, two and three supporting facts), 3,000
+                                     training and 300 test questions per task; title "task1".."task3" (see babi.py)
+    babi-1 .. babi-3    qa           one of those tasks alone
 
 The standard-library sets come from the running interpreter's own source files, so they exist wherever Python
 does; their exact size varies a little between Python versions. Each dataset returns (train, test); splits are
@@ -23,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
+from .babi import babi_split
 from .scan import scan_split
 
 SKIPPED_PACKAGES = {"site-packages", "dist-packages", "test", "tests", "idlelib", "lib2to3", "tkinter", "turtledemo"}
@@ -33,7 +37,7 @@ TOPICS = ("asyncio", "email", "http", "importlib", "logging", "multiprocessing",
 class BuiltinDataset:
     name: str
     task: str
-    train: list  # LM: texts; translation: (source, target); classification: (text, label)
+    train: list  # LM: texts; translation: (source, target); classification: (text, label); qa: QAExample
     test: list
     tokenizer: str  # the default tokenizer kind for this data
 
@@ -102,6 +106,10 @@ BUILTINS = {
     "scan-length": "translation",
     "stdlib-docs": "lm",
     "stdlib-topics": "classification",
+    "babi": "qa",
+    "babi-1": "qa",
+    "babi-2": "qa",
+    "babi-3": "qa",
 }
 
 
@@ -114,6 +122,9 @@ def load_builtin(name: str, seed: int = 0) -> BuiltinDataset:
         return BuiltinDataset(name, "lm", *stdlib_docs(seed), tokenizer="char")
     if name == "stdlib-topics":
         return BuiltinDataset(name, "classification", *stdlib_topics(seed), tokenizer="word")
+    if name in ("babi", "babi-1", "babi-2", "babi-3"):
+        tasks = (1, 2, 3) if name == "babi" else (int(name[-1]),)
+        return BuiltinDataset(name, "qa", *babi_split(tasks, seed=seed), tokenizer="word")
     raise UserError(
         f"unknown built-in dataset builtin:{name}; choose one of {', '.join('builtin:' + n for n in BUILTINS)}"
     )
