@@ -4,6 +4,7 @@ typed function of its domain module that does the work, which Python users can c
     train       training.train (settings from settings.resolve_settings)    evaluate   training.evaluate
     translate   inference.translate_stream                                  generate   inference.generate_text
     classify    inference.classify_stream                                   attention  inference.draw_attention
+    answer      inference.answer_questions / answer_stream
     average     training.average.average_checkpoints / average_run          plot       viz.plot_curves
     convert     pretrained.convert                                          export     pretrained.export
     info, demo  models.summary.info / demo
@@ -26,7 +27,16 @@ from .config import PRESETS
 from .device import pick_device
 from .errors import UserError
 from .generation.logits import check_sampling
-from .inference import classify_stream, draw_attention, generate_text, load_for, read_lines, translate_stream
+from .inference import (
+    answer_questions,
+    answer_stream,
+    classify_stream,
+    draw_attention,
+    generate_text,
+    load_for,
+    read_lines,
+    translate_stream,
+)
 from .models import MODELS
 from .models.summary import demo, describe, info
 from .pretrained import convert, export
@@ -72,7 +82,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.resume is not None:
         return _resume(args)
     if args.task is None or args.out is None:
-        raise UserError("train needs a task (lm, translation or classification) and --out DIR, or --resume RUN_DIR")
+        raise UserError(f"train needs a task ({', '.join(TASKS)}) and --out DIR, or --resume RUN_DIR")
     overrides: dict[str, Any] = {}
     origin: dict[str, str] = {}
     for name in TRAIN_FLAGS:
@@ -145,6 +155,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     spec = DataSpec(data=args.data or [], source_file=args.source_file, target_file=args.target_file)
     log = None if args.json or args.quiet else (lambda message: print(message, file=sys.stderr))
     if len(args.checkpoint) > 1:
+        if args.predictions:
+            raise UserError("--predictions writes one checkpoint's answers; leave it out for an ensemble")
         if args.examples:
             raise UserError("--examples prints one checkpoint's predictions; leave it out for an ensemble")
         result = evaluation.evaluate_ensemble(args.checkpoint, spec, split=args.split, device=args.device, log=log)
@@ -158,6 +170,8 @@ def _evaluate(args: argparse.Namespace) -> int:
             log=log,
             num_beams=args.beam,
             length_penalty=args.length_penalty,
+            predictions=args.predictions,
+            null_threshold=args.null_threshold,
         )
     if args.json:
         print(
@@ -270,6 +284,47 @@ def _classify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _answer(args: argparse.Namespace) -> int:
+    """`answer CHECKPOINT --question TEXT --context FILE`: the answer span; without --question, JSONL questions
+    on stdin, one JSON answer per line on stdout."""
+    ck = load_for("qa", args.checkpoint, pick_device(args.device))
+    if args.question is None:
+        if args.context is not None:
+            raise UserError("--context goes with --question; without them, give JSONL on stdin")
+        bar = _line_progress(args.quiet)
+        answer_stream(
+            ck,
+            _stdin(),
+            sys.stdout,
+            n_best=args.n_best,
+            null_threshold=args.null_threshold,
+            on_lines=None if bar is None else bar.update,
+        )
+        if bar is not None:
+            bar.close()
+        return 0
+    if args.context is None:
+        raise UserError("--question needs --context FILE (- for stdin)")
+    context = _read_context(args.context)
+    [answers] = answer_questions(ck, [(args.question, context)], n_best=args.n_best, null_threshold=args.null_threshold)
+    if args.json:
+        shown = answers[0].to_dict() if args.n_best == 1 else {"answers": [a.to_dict() for a in answers]}
+        print(json.dumps(shown, ensure_ascii=False))
+    else:
+        for a in answers:
+            print(a.text if a.text else "(no answer)")
+    return 0
+
+
+def _read_context(name: str) -> str:
+    """The text of a context file, or of stdin for "-" (UTF-8)."""
+    from .data.readers import read_text
+
+    if name == "-":
+        return "\n".join(line for _, lines in read_lines(_stdin(), 1024) for line in lines)
+    return read_text(name)
+
+
 def _attention(args: argparse.Namespace) -> int:
     """`attention CHECKPOINT --text ... --out FILE.png`: draw attention heatmaps."""
     print(
@@ -282,6 +337,7 @@ def _attention(args: argparse.Namespace) -> int:
             layer=args.layer,
             head=args.head,
             truncate=args.truncate,
+            context=args.context,
         )
     )
     return 0
@@ -338,6 +394,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "translate": _translate,
     "generate": _generate,
     "classify": _classify,
+    "answer": _answer,
     "attention": _attention,
     "average": _average,
     "convert": _convert,
@@ -367,7 +424,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="transformer-networks",
         description="Transformer networks (Vaswani et al. 2017): train, "
-        "evaluate and use translators, language models and classifiers.",
+        "evaluate and use translators, language models, classifiers and question-answering models.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -393,9 +450,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "train",
-        help="train a language model, translator or classifier; write a run directory",
+        help="train a language model, translator, classifier or question-answering model; write a run directory",
         description="Train on files or on built-in data (builtin:scan, builtin:scan-length, "
-        "builtin:stdlib-docs, builtin:stdlib-topics; the default when no data is given).",
+        "builtin:stdlib-docs, builtin:stdlib-topics, builtin:babi; the default when no data is given).",
     )
     p.add_argument("task", nargs="?", choices=list(TASKS))
     p.add_argument(
@@ -409,7 +466,7 @@ def _parser() -> argparse.ArgumentParser:
         "--init",
         metavar="PATH",
         help="fine-tune pretrained weights: a checkpoint of ours or a local "
-        "Hugging Face directory (BERT for classification, GPT-2 for lm, BART/Marian for translation), "
+        "Hugging Face directory (BERT for classification and qa, GPT-2 for lm, BART/Marian for translation), "
         "with its own tokenizer.json",
     )
     p.add_argument(
@@ -417,7 +474,8 @@ def _parser() -> argparse.ArgumentParser:
         nargs="+",
         metavar="PATH",
         help="training files (lm: files or directories; "
-        "translation: a source<TAB>target TSV; classification: TSV/CSV/JSONL), or builtin:NAME",
+        "translation: a source<TAB>target TSV; classification: TSV/CSV/JSONL; qa: SQuAD JSON or JSONL), "
+        "or builtin:NAME",
     )
     p.add_argument("--valid", nargs="+", metavar="PATH", help="validation data (default: a held-out part of --data)")
     p.add_argument("--source-file", help="translation: source side, line-aligned with --target-file")
@@ -443,7 +501,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--tokenizer", choices=["char", "word", "bpe", "unigram"])
     p.add_argument("--vocab-size", type=_positive_int, help="bpe/unigram vocabulary size (default 8000)")
-    p.add_argument("--max-len", type=_positive_int, help="longest example in tokens (default 256)")
+    p.add_argument(
+        "--max-len", type=_positive_int, help="longest example in tokens (default 256; qa: a window, default 384)"
+    )
     p.add_argument("--truncate", action="store_true", help="cut over-long examples instead of dropping them")
     p.add_argument("--batch-size", type=_positive_int, help="sequences per batch (lm, classification)")
     p.add_argument("--max-tokens", type=_positive_int, help="translation: tokens per batch (default 4096)")
@@ -487,6 +547,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--examples", type=int, default=0, metavar="N", help="also print N predictions")
     p.add_argument("--beam", type=_positive_int, default=4, help="translation: beam width for BLEU (default 4)")
     p.add_argument("--length-penalty", type=float, default=0.6, help="translation: GNMT alpha (default 0.6)")
+    p.add_argument(
+        "--predictions",
+        metavar="FILE.json",
+        help="qa: also write {question id: answer text}, the official SQuAD evaluation's input",
+    )
+    p.add_argument(
+        "--null-threshold",
+        type=float,
+        help="qa (SQuAD v2): answer nothing when the no-answer score beats the best span's by more than this",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--quiet", action="store_true")
@@ -537,9 +607,30 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true")
 
+    p = sub.add_parser(
+        "answer",
+        help="answer questions with a question-answering model: a span of the context",
+        description="With --question and --context FILE (- for stdin): print the answer. Without them: JSONL on "
+        'stdin, {"question", "context"} per line, one JSON object per line on stdout '
+        '({"answer", "start", "end", "score"}: character offsets into the context, end exclusive).',
+    )
+    p.add_argument("checkpoint", help="a question-answering checkpoint, or a run directory")
+    p.add_argument("--question", help="the question")
+    p.add_argument("--context", metavar="FILE", help="the passage to find the answer in (- for stdin)")
+    p.add_argument("--n-best", type=_positive_int, default=1, help="the N best answers (default 1)")
+    p.add_argument(
+        "--null-threshold",
+        type=float,
+        help="SQuAD v2 models: answer nothing when the no-answer score beats the best span's by more than this",
+    )
+    p.add_argument("--json", action="store_true", help="--question: print the JSON object")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
     p = sub.add_parser("attention", help="draw attention heatmaps (layers x heads) for a text to a PNG")
     p.add_argument("checkpoint", help="a checkpoint of any task, or a run directory")
-    p.add_argument("--text", required=True, help="the input (a translator's source)")
+    p.add_argument("--text", required=True, help="the input (a translator's source, a QA model's question)")
+    p.add_argument("--context", help="question answering: the passage (text)")
     p.add_argument("--target", help="translation: the target to force (default: the model's greedy translation)")
     p.add_argument(
         "--kind",

@@ -456,12 +456,24 @@ class TrainConfig(ConfigBase):
     tokenizer: str | None = None  # char | word | bpe | unigram (default: char for lm, bpe otherwise, word for SCAN)
     vocab_size: int = 8000  # for bpe/unigram; char and word keep every symbol of the training data
     shared_vocab: bool = True  # translation: one vocabulary for source and target (and tied embeddings)
-    max_len: int = 256  # longest example in tokens (translation: each side; classification: the text)
+    # Longest example in tokens (translation: each side; classification: the text; qa: a window of question and
+    # context). None: the task's default (256; qa 384, as Hugging Face's run_qa.py).
+    max_len: int | None = None
     truncate: bool = False  # cut over-long examples to max_len instead of dropping them
     valid_fraction: float = 0.05  # held out of the training data (seeded) when no validation data is given
     block_size: int = 128  # language modeling: tokens per training sequence
     text_column: str | None = None  # classification: default "text", else "sentence"
     label_column: str = "label"
+    # Question answering: consecutive windows of a long context overlap by doc_stride tokens; questions are cut
+    # to max_question_len tokens; an answer is at most max_answer_length tokens, chosen among the n_best spans
+    # of every window; "no answer" is predicted when its score beats the best span's by more than
+    # null_threshold, if allow_no_answer (SQuAD v2; None: when the training data has unanswerable questions).
+    doc_stride: int = 128
+    max_question_len: int = 64
+    max_answer_length: int = 30
+    n_best: int = 20
+    null_threshold: float = 0.0
+    allow_no_answer: bool | None = None
     # --- batches --------------------------------------------------------------------------------------------
     batch_size: int = 32  # sequences per batch (lm, classification)
     max_tokens: int = 4096  # translation: padded tokens per batch, source or target side (as fairseq)
@@ -516,10 +528,14 @@ class TrainConfig(ConfigBase):
             "patience",
             "eval_examples",
             "threads",
+            "max_question_len",
+            "max_answer_length",
+            "n_best",
         ):
             value = getattr(self, name)
             check(name, value is None or value >= 1, "a positive integer")
         check("warmup", self.warmup >= 0, "zero or a positive integer")
+        check("doc_stride", self.doc_stride >= 0, "zero or a positive integer")
         check("keep_checkpoints", self.keep_checkpoints >= 0, "zero or a positive integer")
         check("skip_nonfinite", self.skip_nonfinite >= 0, "zero or a positive integer")
         check("warmup", self.warmup >= 1 or self.schedule != "noam", "at least 1 with the noam schedule")

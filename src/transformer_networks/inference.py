@@ -1,12 +1,13 @@
-"""Using a trained checkpoint on text: translate, generate, classify, and look at attention.
+"""Using a trained checkpoint on text: translate, generate, classify, answer questions, and look at attention.
 
 Each function takes a loaded `Checkpoint` (see `load_for`) and plain strings, and does the batching, the
 tokenization and the length checks. `translate_stream` and `classify_stream` run them over a stream of lines (the
-`translate` and `classify` commands: stdin to stdout), `draw_attention` draws `attention_maps` (the `attention`
-command).
+`translate` and `classify` commands: stdin to stdout), `answer_stream` answers JSONL questions (the `answer`
+command), `draw_attention` draws `attention_maps` (the `attention` command).
 
     ck = load_for("translation", "runs/multi30k")
     translate_lines(ck, ["ein Hund läuft .", ""], num_beams=4)     # [[Translation(text, score)], [...]]
+    answer_questions("runs/squad", [("Who won?", "The Broncos won.")])  # [[Answer("The Broncos", 0, 11, 9.2)]]
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, TextIO, cast
+from typing import Any, BinaryIO, TextIO, cast
 
 import torch
 from torch import Tensor
@@ -23,12 +24,19 @@ from torch import Tensor
 from .backends.onednn import use_onednn
 from .checkpoints import Checkpoint, load_checkpoint
 from .data.batching import pad_batch
+from .data.qa import QAExample
 from .errors import UserError
 from .generation import generate, generate_in_batches
 from .generation.steps import DecodingModel
+from .tasks.qa import Answer, QuestionAnsweringTask
 from .viz.attention import plot_attention
 
-WHAT = {"translation": "translation", "lm": "language-model", "classification": "classification"}
+WHAT = {
+    "translation": "translation",
+    "lm": "language-model",
+    "classification": "classification",
+    "qa": "question-answering",
+}
 
 
 def load_for(task: str, checkpoint: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
@@ -188,6 +196,90 @@ def classify_lines(
     return out
 
 
+# --- question answering -----------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def answer_questions(
+    ck: Checkpoint | str | Path,
+    pairs: Iterable[tuple[str, str]],
+    *,
+    n_best: int = 1,
+    null_threshold: float | None = None,
+    first_line: int = 1,
+) -> list[list[Answer]]:
+    """The `n_best` answers (best first) to each (question, context) pair, each an exact character span of its
+    context (`context[a.start:a.end] == a.text`), or "" for no answer when the model was trained to give one.
+    `ck`: a loaded question-answering checkpoint, or its path. `first_line` numbers the pairs in error messages."""
+    if not isinstance(ck, Checkpoint):
+        ck = load_for("qa", ck)
+    task = ck.make_task()
+    assert isinstance(task, QuestionAnsweringTask)  # a qa checkpoint's task
+    if null_threshold is not None:
+        task.cfg = task.cfg.replace(null_threshold=null_threshold)
+    raw = []
+    for i, (question, context) in enumerate(pairs):
+        for name, value in (("question", question), ("context", context)):
+            if not isinstance(value, str) or not value.strip():
+                raise UserError(f"line {first_line + i}: the {name} is empty")
+        raw.append(QAExample(str(first_line + i), question, context))
+    if not raw:
+        return []
+    device = next(ck.model.parameters()).device
+    answers, _ = task.predict(ck.model, task.encode(raw), device, n_best=n_best)
+    return answers
+
+
+def _qa_records(chunk: list[str], first: int) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, record) of the non-empty JSONL lines of a chunk; a bad line is an error naming it."""
+    out = []
+    for number, line in enumerate(chunk, start=first):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"stdin: line {number}: invalid JSON: {e.msg}") from None
+        if not isinstance(record, dict):
+            raise UserError(f"stdin: line {number}: expected a JSON object with 'question' and 'context'")
+        for key in ("question", "context"):
+            if not isinstance(record.get(key), str) or not record[key].strip():
+                raise UserError(f"stdin: line {number}: {key!r} must be a non-empty string")
+        out.append((number, record))
+    return out
+
+
+def answer_stream(
+    ck: Checkpoint,
+    lines: BinaryIO,
+    out: TextIO,
+    *,
+    n_best: int = 1,
+    null_threshold: float | None = None,
+    chunk: int = 256,
+    on_lines: Callable[[int], None] | None = None,
+) -> None:
+    """Answer JSONL questions (`{"question", "context"}` per line, an "id" kept when given) from `lines`: one JSON
+    object per line on `out`, `{"answer", "start", "end", "score"}`, or with n_best > 1 `{"answers": [...]}`."""
+    for first, lines_read in read_lines(lines, chunk):
+        records = _qa_records(lines_read, first)
+        pairs = [(r["question"], r["context"]) for _, r in records]
+        for (_, record), answers in zip(
+            records,
+            answer_questions(ck, pairs, n_best=n_best, null_threshold=null_threshold, first_line=first),
+            strict=True,
+        ):
+            shown: dict[str, Any] = {"id": record["id"]} if "id" in record else {}
+            if n_best == 1:
+                shown.update(answers[0].to_dict())
+            else:
+                shown["answers"] = [a.to_dict() for a in answers]
+            print(json.dumps(shown, ensure_ascii=False), file=out)
+        out.flush()
+        if on_lines is not None:
+            on_lines(len(lines_read))
+
+
 # --- attention --------------------------------------------------------------------------------------------------
 
 
@@ -210,9 +302,12 @@ def _pieces(tok, ids: list[int]) -> list[str]:
 
 
 @torch.no_grad()
-def attention_maps(ck: Checkpoint, text: str, target: str | None = None, *, truncate: bool = False) -> AttentionMaps:
+def attention_maps(
+    ck: Checkpoint, text: str, target: str | None = None, *, truncate: bool = False, context: str | None = None
+) -> AttentionMaps:
     """Every layer's and head's attention weights for `text` (and, for a translator, `target`; without one its
-    own greedy translation is used). The same weights the model computes, from its plain-attention path."""
+    own greedy translation is used; for question answering `text` is the question and `context` the passage, the
+    first window of the two). The same weights the model computes, from its plain-attention path."""
     tok, model = ck.tokenizer, ck.model
     device = next(model.parameters()).device
     limit = ck.config.max_seq_len
@@ -250,6 +345,20 @@ def attention_maps(ck: Checkpoint, text: str, target: str | None = None, *, trun
         out = model(torch.tensor([ids], device=device), return_attentions=True)
         names = _pieces(tok, ids)
         return AttentionMaps({"decoder": stack(out.attentions)}, {"decoder": names}, {"decoder": names})
+    if family == "qa":
+        if not context or not context.strip():
+            raise UserError("a question-answering model reads a question (--text) and a context (--context)")
+        task = ck.make_task()
+        assert isinstance(task, QuestionAnsweringTask)  # a qa checkpoint's task
+        [(context_ids, offsets)] = tok.encode_with_offsets([context])
+        window = task.windows(tok.encode(text)[: task.cfg.max_question_len], context_ids, offsets, 0)[0]
+        out = model(
+            torch.tensor([window.ids], device=device),
+            token_type_ids=torch.tensor([window.types], device=device),
+            return_attentions=True,
+        )
+        names = _pieces(tok, window.ids)
+        return AttentionMaps({"encoder": stack(out.attentions)}, {"encoder": names}, {"encoder": names})
     ids = _fit([tok.cls_id, *tok.encode(text)], limit, truncate, "--text")
     out = model(torch.tensor([ids], device=device), return_attentions=True)
     names = _pieces(tok, ids)
@@ -351,12 +460,15 @@ def draw_attention(
     layer: int | None = None,
     head: int | None = None,
     truncate: bool = False,
+    context: str | None = None,
 ) -> Path:
     """Heatmaps of `attention_maps` (layers x heads, or one `layer` / `head`) of one attention `kind` to a PNG:
     cross-attention by default for a translator, else the model's self-attention."""
     if target is not None and ck.model.family != "seq2seq":
         raise UserError(f"--target is for translation checkpoints; {ck.path} is a {ck.task} checkpoint")
-    maps = attention_maps(ck, text, target, truncate=truncate)
+    if context is not None and ck.model.family != "qa":
+        raise UserError(f"--context is for question-answering checkpoints; {ck.path} is a {ck.task} checkpoint")
+    maps = attention_maps(ck, text, target, truncate=truncate, context=context)
     kind = kind or ("cross" if "cross" in maps.weights else next(iter(maps.weights)))
     if kind not in maps.weights:
         raise UserError(f"--kind {kind}: a {ck.task} model has {', '.join(maps.weights)} attention")

@@ -100,7 +100,7 @@ def _read_squad(path: Path) -> list[QAExample]:
     for a, article in enumerate(document["data"]):
         if not isinstance(article, dict) or not isinstance(article.get("paragraphs"), list):
             raise DataError(f"{path}: article {a + 1}: expected an object with a 'paragraphs' list")
-        title = article.get("title") if isinstance(article.get("title"), str) else ""
+        title = article["title"] if isinstance(article.get("title"), str) else ""
         for p, paragraph in enumerate(article["paragraphs"]):
             where = f"{path}: article {a + 1} ({title!r}), paragraph {p + 1}"
             if not isinstance(paragraph, dict):

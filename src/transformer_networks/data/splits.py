@@ -11,6 +11,7 @@ trains on by default (`task.builtin`) and how validation data is held out of the
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -98,6 +99,18 @@ def holdout_examples(examples: list, fraction: float, seed: int) -> tuple[list, 
     n_valid = min(len(examples) - 1, max(1, round(fraction * len(examples))))
     held = set(order[:n_valid])
     return [e for i, e in enumerate(examples) if i not in held], [examples[i] for i in sorted(held)]
+
+
+def holdout_groups(examples: list, fraction: float, seed: int, key: Callable[[Any], Hashable]) -> tuple[list, list]:
+    """(train, valid): a seeded random `fraction` of the groups of examples that share a `key` (for question
+    answering, a context), every example of a group on the same side; both in their original order."""
+    groups = list(dict.fromkeys(key(e) for e in examples))
+    if len(groups) < 2:
+        raise DataError(f"{len(groups)} group(s) of examples: too few to hold some out for validation; give --valid")
+    random.Random(seed).shuffle(groups)
+    n_valid = min(len(groups) - 1, max(1, round(fraction * len(groups))))
+    held = set(groups[:n_valid])
+    return [e for e in examples if key(e) not in held], [e for e in examples if key(e) in held]
 
 
 def holdout_text(texts: list[str], fraction: float) -> tuple[list[str], list[str]]:

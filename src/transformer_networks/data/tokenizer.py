@@ -91,6 +91,11 @@ class TextTokenizer:
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
 
+    def encode_with_offsets(self, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
+        """(ids, character span of each token in its text) for each text: `text[start:end]` is what the token
+        was read from (normalization such as lower-casing undone), which extractive QA answers with."""
+        return [(e.ids, e.offsets) for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
+
     def decode(self, ids: Iterable[int]) -> str:
         """Text of `ids`, special tokens dropped; stops at the first <eos>."""
         ids = list(ids)
@@ -113,9 +118,13 @@ class TextTokenizer:
         return cls.from_pretrained_tokenizer(tokenizer, str(path))
 
 
-def train_tokenizer(texts: Iterable[str], kind: str = "bpe", vocab_size: int = 8000) -> TextTokenizer:
+def train_tokenizer(
+    texts: Iterable[str], kind: str = "bpe", vocab_size: int = 8000, *, split_punctuation: bool = False
+) -> TextTokenizer:
     """Learn a vocabulary from `texts`. `vocab_size` bounds subword vocabularies (char and word keep every
-    symbol seen). Unknown symbols at encoding time become <unk>."""
+    symbol seen). Unknown symbols at encoding time become <unk>. `split_punctuation`: every punctuation mark is a
+    token of its own (word, bpe, unigram), so that a span of tokens can end before a full stop or a comma (what
+    extractive QA needs: "Denver Broncos." holds the answer "Denver Broncos")."""
     trainer: trainers.Trainer
     if kind == "char":
         tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
@@ -141,5 +150,7 @@ def train_tokenizer(texts: Iterable[str], kind: str = "bpe", vocab_size: int = 8
         tok.decoder = decoders.Metaspace()
     else:
         raise UserError(f"unknown tokenizer {kind!r}; choose one of {', '.join(KINDS)}")
+    if split_punctuation and kind != "char":
+        tok.pre_tokenizer = pre_tokenizers.Sequence([tok.pre_tokenizer, pre_tokenizers.Punctuation()])
     tok.train_from_iterator(texts, trainer)
     return TextTokenizer(tok)

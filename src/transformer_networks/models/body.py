@@ -212,7 +212,7 @@ def init_weights(model: nn.Module, cfg: TransformerConfig) -> None:
 
 class ModelBase(nn.Module):
     """What the three model families share besides their bodies. `family` is the model's key in `models.MODELS`
-    ("seq2seq", "lm", "classifier"), which tasks, checkpoints and decoding go by."""
+    ("seq2seq", "lm", "classifier", "qa"), which tasks, checkpoints and decoding go by."""
 
     cfg: TransformerConfig
     family: str

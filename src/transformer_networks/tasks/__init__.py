@@ -5,6 +5,7 @@
     lm        lm.py               a text             "lm"  TransformerLM            contiguous blocks      loss
     translation translation.py    (source, target)   "seq2seq" Seq2SeqTransformer   token budget, bucketed bleu
     classification classification.py (text, label)   "classifier" TransformerClassifier  dynamic padding   accuracy
+    qa        qa.py               QAExample          "qa" TransformerQA             question + context windows f1
 
 ## Adding a task
 
@@ -18,7 +19,8 @@ Write one module here with a subclass of `Task` (`base.py`) and add one line to 
   `data.readers.DataError` naming the file and line), `holdout` (the validation part when none is given),
   `texts` (what the tokenizers are trained on), `labels_of` (class labels, for classifiers).
 - With tokenizers, as methods: `model_settings` (the config fields the data decides: vocabulary, classes,
-  max_seq_len), `encode` (raw -> ids, over-long examples dropped or cut and counted), `batches` (one epoch of
+  max_seq_len), `encode` (raw -> ids, over-long examples dropped or cut and counted; `describe` says so),
+  `batches` (one epoch of
   dicts of tensors; seeded when `epoch` is given), `loss` (a batch -> the training loss), `evaluate` (encoded
   examples -> metrics), and optionally `samples` (predictions for `evaluate --examples`), `tokens_in`.
 
@@ -38,12 +40,14 @@ from ..errors import UserError
 from .base import Batch, Encoded, Task, describe_filtering
 from .classification import ClassificationTask, sort_labels
 from .lm import LanguageModelingTask
+from .qa import QuestionAnsweringTask
 from .translation import TranslationTask
 
 TASKS: dict[str, type[Task]] = {
     LanguageModelingTask.name: LanguageModelingTask,
     TranslationTask.name: TranslationTask,
     ClassificationTask.name: ClassificationTask,
+    QuestionAnsweringTask.name: QuestionAnsweringTask,
 }
 
 
@@ -60,6 +64,7 @@ __all__ = [
     "ClassificationTask",
     "Encoded",
     "LanguageModelingTask",
+    "QuestionAnsweringTask",
     "Task",
     "TranslationTask",
     "describe_filtering",

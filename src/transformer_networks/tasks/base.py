@@ -41,6 +41,7 @@ class Task:
     default_tokenizer: ClassVar[str] = "bpe"
     raw_unit: ClassVar[str] = "examples"
     encoded_unit: ClassVar[str] = "examples"
+    default_max_len: ClassVar[int] = 256  # max_len when the settings leave it at None
 
     # --- data, before a tokenizer exists (class methods) ----------------------------------------------------
 
@@ -79,6 +80,12 @@ class Task:
     def holdout(cls, examples: list, fraction: float, seed: int) -> tuple[list, list]:
         """(train, valid) when no validation data is given: a seeded random fraction of the examples."""
         return holdout_examples(examples, fraction, seed)
+
+    @classmethod
+    def resolve_settings(cls, cfg: Any, train: list) -> Any:
+        """The training settings with the fields left to the task or the data (None) filled in, when a run starts
+        (the run saves them resolved): max_len by default."""
+        return cfg.replace(max_len=cls.default_max_len) if cfg.max_len is None else cfg
 
     @classmethod
     def labels_of(cls, train: list) -> list[str] | None:
@@ -126,6 +133,11 @@ class Task:
         self.source_tokenizer = source_tokenizer if source_tokenizer is not None else tokenizer
         self.pad_id = tokenizer.pad_id
 
+    @property
+    def max_len(self) -> int:
+        """The longest example (or window) in tokens."""
+        return self.cfg.max_len if self.cfg.max_len is not None else self.default_max_len
+
     def model_settings(self) -> dict[str, Any]:
         """Model config fields the data decides (vocabulary sizes, classes, the longest sequence)."""
         raise NotImplementedError
@@ -137,6 +149,10 @@ class Task:
     def count(self, encoded: Encoded) -> int:
         """How many `encoded_unit`s encoded examples hold."""
         return len(encoded.examples)
+
+    def describe(self, what: str, encoded: Encoded, log: Callable[[str], None]) -> None:
+        """Say what encoding left out or cut (`what` names the data)."""
+        describe_filtering(what, encoded, self.max_len, log)
 
     def batches(self, encoded: Encoded, *, epoch: int | None = None) -> list[Batch]:
         """The batches of one pass; `epoch` given = training order (seeded by cfg.seed and the epoch)."""
@@ -154,6 +170,10 @@ class Task:
     def evaluate(self, model: nn.Module, encoded: Encoded, device: torch.device) -> dict[str, float]:
         """Metrics on `encoded` (from `encode`, so the caller tokenizes once however often it evaluates)."""
         raise NotImplementedError
+
+    def prediction_file(self, model: nn.Module, encoded: Encoded, device: torch.device) -> dict[str, Any]:
+        """What `evaluate --predictions FILE` writes (a JSON object); only some tasks have one."""
+        raise UserError(f"--predictions is for question answering; a {self.name} checkpoint writes none")
 
     def samples(self, model: nn.Module, raw: list, n: int, device: torch.device) -> list[dict[str, Any]]:
         """A few predictions beside their references (`evaluate --examples N`); none by default."""

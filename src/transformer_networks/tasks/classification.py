@@ -53,7 +53,7 @@ class ClassificationTask(Task):
         return {
             "vocab_size": self.tokenizer.vocab_size,
             "n_classes": len(self.labels),
-            "max_seq_len": self.cfg.max_len,
+            "max_seq_len": self.max_len,
             "pad_id": self.pad_id,
         }
 
@@ -67,7 +67,7 @@ class ClassificationTask(Task):
             )
         out, kept, dropped, truncated = [], [], 0, 0
         for pair, ids in zip(raw, self.tokenizer.encode_batch([t for t, _ in raw]), strict=True):
-            fitted, cut = self.fit([self.tokenizer.cls_id, *ids], self.cfg.max_len)
+            fitted, cut = self.fit([self.tokenizer.cls_id, *ids], self.max_len)
             if fitted is None:
                 dropped += 1
                 continue

@@ -46,7 +46,7 @@ class TranslationTask(Task):
 
     def model_settings(self) -> dict[str, Any]:
         # Room for decoding up to 50 tokens past the longest input (the paper's max output length).
-        settings: dict[str, Any] = {"max_seq_len": self.cfg.max_len + 50, "pad_id": self.pad_id}
+        settings: dict[str, Any] = {"max_seq_len": self.max_len + 50, "pad_id": self.pad_id}
         if self.source_tokenizer is self.tokenizer:
             settings.update(vocab_size=self.tokenizer.vocab_size, src_vocab_size=None, tgt_vocab_size=None)
         else:
@@ -67,8 +67,8 @@ class TranslationTask(Task):
             if not src or not tgt:
                 dropped += 1
                 continue
-            src_fit, cut_src = self.fit(src, self.cfg.max_len - 1)
-            tgt_fit, cut_tgt = self.fit(tgt, self.cfg.max_len - 1)
+            src_fit, cut_src = self.fit(src, self.max_len - 1)
+            tgt_fit, cut_tgt = self.fit(tgt, self.max_len - 1)
             if src_fit is None or tgt_fit is None:
                 dropped += 1
                 continue

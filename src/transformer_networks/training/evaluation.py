@@ -7,6 +7,7 @@ evaluate(checkpoint, DataSpec(data=[path]))   every example of a file in the tas
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from ..data.builtin import load_builtin
 from ..data.splits import SPLITS, DataSpec, run_split
 from ..device import pick_device
 from ..errors import UserError
-from ..tasks import ClassificationTask, TranslationTask, describe_filtering, get_task
+from ..tasks import ClassificationTask, TranslationTask, get_task
 
 __all__ = ["SPLITS", "Evaluation", "evaluate", "evaluate_ensemble", "run_split"]
 
@@ -53,30 +54,49 @@ def evaluate(
     log: Any = None,
     num_beams: int = 4,
     length_penalty: float = 0.6,
+    predictions: str | Path | None = None,
+    null_threshold: float | None = None,
 ) -> Evaluation:
     """The task's metrics for a checkpoint (or a run directory's best checkpoint).
 
     Without `data`: `split` ("test" by default, "valid" or "train") of the run's own data. With `data` files:
     every example in them (no split applies). With `data` = builtin:NAME: its "test" (default) or "train" split.
     Translations for BLEU use beam search, the paper's beam 4 and length penalty 0.6 by default (num_beams=1:
-    greedy, as during training).
+    greedy, as during training). `predictions`: also write the task's predictions file there (question answering:
+    {question id: answer text}, the official SQuAD evaluation's input); `null_threshold` replaces the run's.
     """
     dev = pick_device(device)
     ckpt = _load(checkpoint, dev)
     task = ckpt.make_task()
     if isinstance(task, TranslationTask):
         task.num_beams, task.length_penalty = num_beams, length_penalty
+    if null_threshold is not None:  # question answering (SQuAD v2)
+        task.cfg = task.cfg.replace(null_threshold=null_threshold)
     raw, description = _examples(ckpt, data, split)
     encoded = task.encode(raw)
-    if task.raw_unit == "examples":
-        n, dropped = len(encoded.examples), encoded.dropped
+    if encoded.kept_raw is not None:  # examples (or questions), some perhaps left out
+        n, dropped = len(encoded.kept_raw), len(raw) - len(encoded.kept_raw)
         if log is not None:
-            describe_filtering(description, encoded, ckpt.train_config.max_len, log)
+            task.describe(description, encoded, log)
     else:  # a text: its characters
         n, dropped = task.size(raw), 0
     metrics = task.evaluate(ckpt.model, encoded, dev)
+    if predictions is not None:
+        written = task.prediction_file(ckpt.model, encoded, dev)
+        _write_json(Path(predictions), written)
     shown = task.samples(ckpt.model, raw, samples, dev) if samples > 0 and raw else []
     return Evaluation(ckpt.path, ckpt.task, description, n, metrics, shown, dropped=dropped)
+
+
+def _write_json(path: Path, value: Any) -> None:
+    """Write JSON to `path` through a temporary sibling, so an existing file is replaced whole or not at all."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        tmp.replace(path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"--predictions {path}: cannot write: {e.strerror}") from None
 
 
 def evaluate_ensemble(
@@ -113,7 +133,7 @@ def evaluate_ensemble(
         if kept is None:
             kept, labels = encoded.kept_raw, [y for _, y in encoded.examples]
             if log is not None:
-                describe_filtering(description, encoded, ckpt.train_config.max_len, log)
+                task.describe(description, encoded, log)
         elif encoded.kept_raw != kept:
             raise UserError(
                 f"{ckpt.path} keeps other examples within its max_len than {first.path}: the members "

@@ -58,7 +58,7 @@ from ..device import pick_device, pick_precision
 from ..errors import ConfigError, UserError
 from ..models import ModelBase
 from ..pretrained import from_pretrained
-from ..tasks import Task, describe_filtering, get_task
+from ..tasks import Task, get_task
 from ..version import __version__
 from .average import STEP_PREFIX, step_checkpoints
 from .checkpoint import optimizer_state_dict, pack_training_state, restore_training_state
@@ -396,17 +396,17 @@ class Trainer:
         self.spec = DataSpec.from_dict({k: _absolute(v) for k, v in start.spec.to_dict().items()})
         splits = read_splits(self.task_class, self.spec, cfg)
         kind = start.tokenizer_kind(splits)
-        self.cfg = cfg = start.cfg = cfg.replace(tokenizer=kind)
+        self.cfg = cfg = start.cfg = self.task_class.resolve_settings(cfg.replace(tokenizer=kind), splits.train)
         self.tokenizer, self.source_tokenizer, self.labels = start.tokenizers(self.task_class, splits)
         task = self.task = self.task_class(cfg, self.tokenizer, self.source_tokenizer, self.labels)
         self.train_data = task.encode(splits.train)
-        describe_filtering("training data", self.train_data, cfg.max_len, self.log)
+        task.describe("training data", self.train_data, self.log)
         if not self.train_data.examples:
             raise UserError("no training example fits max_len; raise max_len or pass --truncate")
         self.valid_data = task.encode(task.limit(splits.valid, cfg.eval_examples))
-        describe_filtering("validation data", self.valid_data, cfg.max_len, self.log)
+        task.describe("validation data", self.valid_data, self.log)
         if not self.valid_data.examples:
-            raise UserError(f"no validation example from {splits.valid_source} fits max_len={cfg.max_len}")
+            raise UserError(f"no validation example from {splits.valid_source} fits max_len={task.max_len}")
         task.batches(self.valid_data)  # raises for a text too short for a block, an example over --max-tokens
         vocab = f"{self.tokenizer.vocab_size:,}" + (
             f" target, {self.source_tokenizer.vocab_size:,} source"
@@ -794,7 +794,9 @@ class Trainer:
 def _pretrained_model(init: str | Path, task_name: str, n_classes: int | None) -> ModelBase:
     """`train --init`: the pretrained model for `task_name`, its tokenizer as `model.tokenizer` (a TextTokenizer),
     a classifier's head resized (freshly initialised) to `n_classes`."""
-    model = from_pretrained(init, **({"n_classes": n_classes} if n_classes else {}))  # options: HF only
+    family = get_task(task_name).family
+    options: dict[str, Any] = {"n_classes": n_classes} if n_classes else {}
+    model = from_pretrained(init, family=family, **options)  # options: for Hugging Face directories only
     if not isinstance(model, task_model_class(task_name)):
         raise UserError(
             f"--init {init}: a {type(model).__name__}, but {task_name} trains a {task_model_class(task_name).__name__}"
