@@ -1,11 +1,15 @@
-"""Hugging Face checkpoints in and out: BERT, GPT-2, BART and MarianMT as our three model classes.
+"""Hugging Face checkpoints in and out: BERT, GPT-2, BART and MarianMT as our model classes.
 
     model = load_hf("path/to/bert-dir")            # config.json + model.safetensors (or pytorch_model.bin)
+    model = load_hf("path/to/bert-dir", family="qa")  # any BERT checkpoint as a TransformerQA (fresh span head)
     export_hf(model, "out-dir")                      # back to the Hugging Face layout (GPT-2 and BERT families)
 
-Each family is a `Family`: how its config.json becomes a `TransformerConfig`, and a table from its weight names to
-ours (`{}` = the layer index, `:q`/`:k`/`:v` = a third of our fused attention projection, GPT-2's Conv1D weights
-listed as transposed). Loading checks that every foreign tensor has a place and every one of ours is filled with
+Each pair of a checkpoint kind (config.json's model_type) and one of our model classes is a `Family`: how its
+config.json becomes a `TransformerConfig`, and a table from its weight names to ours (`{}` = the layer index,
+`:q`/`:k`/`:v` = a third of our fused attention projection, GPT-2's Conv1D weights listed as transposed).
+`FAMILIES` holds each model_type's default (BERT: TransformerClassifier); `VARIANTS` the other classes its
+checkpoints load as (BERT: TransformerQA, picked by default when the weights have BertForQuestionAnswering's
+`qa_outputs`). Loading checks that every foreign tensor has a place and every one of ours is filled with
 the right shape (interop/weights.py), and names what does not fit. Nothing is downloaded: the path is a local
 directory. `pytorch_model.bin` is read with `torch.load(weights_only=True)`, which refuses pickled code.
 """
@@ -14,7 +18,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +28,7 @@ from torch import Tensor, nn
 
 from ..config import TransformerConfig
 from ..errors import UserError, read_json_object
-from ..models import ModelBase, Seq2SeqTransformer, TransformerClassifier, TransformerLM
+from ..models import ModelBase, Seq2SeqTransformer, TransformerClassifier, TransformerLM, TransformerQA
 from .weights import WeightMappingError, load_state_dict_strict, map_state_dict, unmap_state_dict
 
 
@@ -50,7 +54,7 @@ def _qkv(foreign: str, ours: str, names: tuple[str, str, str]) -> dict[str, str]
 
 _BERT_LAYER = "encoder.layer.{}"
 _OUR_ENC = "encoder.stack.layers.{}"
-BERT_TABLE: dict[str, str] = {
+BERT_ENCODER_TABLE: dict[str, str] = {
     "embeddings.word_embeddings.weight": "encoder.embeddings.token.weight",
     "embeddings.position_embeddings.weight": "encoder.embeddings.position.embedding.weight",
     "embeddings.token_type_embeddings.weight": "encoder.embeddings.token_type.weight",
@@ -61,9 +65,14 @@ BERT_TABLE: dict[str, str] = {
     **_pair(f"{_BERT_LAYER}.intermediate.dense", f"{_OUR_ENC}.ffn.fc1"),
     **_pair(f"{_BERT_LAYER}.output.dense", f"{_OUR_ENC}.ffn.fc2"),
     **_pair(f"{_BERT_LAYER}.output.LayerNorm", f"{_OUR_ENC}.ffn_residual.norm"),
+}
+BERT_TABLE: dict[str, str] = {
+    **BERT_ENCODER_TABLE,
     **_pair("pooler.dense", "pooler"),
     **_pair("classifier", "head"),  # BertForSequenceClassification only
 }
+# BertForQuestionAnswering: no pooler; qa_outputs (hidden -> start, end) is our span head.
+BERT_QA_TABLE: dict[str, str] = {**BERT_ENCODER_TABLE, **_pair("qa_outputs", "span_head")}
 
 _OUR_DEC = "decoder.stack.layers.{}"
 GPT2_TABLE: dict[str, str] = {
@@ -172,6 +181,15 @@ def _bert_config(hf: dict[str, Any], source: str) -> dict[str, Any]:
     )
 
 
+def _bert_qa_config(hf: dict[str, Any], source: str) -> dict[str, Any]:
+    """As `_bert_config`, less the classifier's settings (pooling, pooler, n_classes), which a TransformerQA has
+    no use for: they keep our defaults."""
+    fields = _bert_config(hf, source)
+    for name in ("pooling", "classifier_pooler", "n_classes"):
+        del fields[name]
+    return fields
+
+
 def _gpt2_config(hf: dict[str, Any], source: str) -> dict[str, Any]:
     _require(hf, source, scale_attn_weights=True, scale_attn_by_inverse_layer_idx=False, add_cross_attention=False)
     d = hf["n_embd"]
@@ -244,6 +262,9 @@ class Family:
     transposed: frozenset[str] = frozenset()
     ignored: tuple[str, ...] = ()  # regexes of foreign tensors that are not weights of ours (buffers, other heads)
     copies: dict[str, str] = field(default_factory=dict)  # tied copies saved by older versions -> the original
+    head: str = ""  # our task head ("head", "span_head"): freshly initialised when the checkpoint has none that fits
+    heads: tuple[str, ...] = ()  # foreign names of the task head, saved without `prefix` ("classifier.")
+    marker: str = ""  # a (prefix-less) foreign tensor that makes this variant the default choice ("qa_outputs.weight")
 
 
 FAMILIES: dict[str, Family] = {
@@ -253,8 +274,10 @@ FAMILIES: dict[str, Family] = {
         BERT_TABLE,
         _bert_config,
         prefix="bert.",
-        ignored=(r"embeddings\.position_ids", r"cls\..*"),
-    ),  # cls.*: the pretraining heads
+        ignored=(r"embeddings\.position_ids", r"cls\..*", r"qa_outputs\..*"),  # the pretraining and QA heads
+        head="head",
+        heads=("classifier.",),
+    ),
     "gpt2": Family(
         "gpt2",
         TransformerLM,
@@ -284,6 +307,37 @@ FAMILIES: dict[str, Family] = {
         copies={k: "shared.weight" for k in _SHARED_COPIES},
     ),
 }
+# The other model classes a model_type's checkpoints load as (`load_hf(family=...)`), besides its default above.
+VARIANTS: dict[str, tuple[Family, ...]] = {
+    "bert": (
+        Family(
+            "bert",
+            TransformerQA,
+            BERT_QA_TABLE,
+            _bert_qa_config,
+            prefix="bert.",
+            # BertModel's pooler, a classifier's head and the pretraining heads have no place in a TransformerQA
+            ignored=(r"embeddings\.position_ids", r"cls\..*", r"pooler\..*", r"classifier\..*"),
+            head="span_head",
+            heads=("qa_outputs.",),
+            marker="qa_outputs.weight",
+        ),
+    ),
+}
+
+
+def hf_family(model_type: str, family: str | None = None, weights: Iterable[str] = ()) -> Family:
+    """The `Family` that loads a `model_type` checkpoint as our model family `family` ("classifier", "qa", "lm",
+    "seq2seq"); None: the variant whose marker is among the weight names, else the model_type's default."""
+    default = FAMILIES[model_type]
+    choices = {f.model_class.family: f for f in (default, *VARIANTS.get(model_type, ()))}
+    if family is None:
+        names = {name.removeprefix(default.prefix) for name in weights}
+        return next((f for f in choices.values() if f.marker and f.marker in names), default)
+    if family not in choices:
+        options = ", ".join(f"{k!r} ({f.model_class.__name__})" for k, f in choices.items())
+        raise HFError(f"a {model_type} checkpoint does not load as family {family!r}; it loads as {options}")
+    return choices[family]
 
 
 # --- reading a directory ----------------------------------------------------------------------------------------
@@ -299,7 +353,7 @@ def read_hf_config(directory: Path) -> dict[str, Any]:
     if hf["model_type"] not in FAMILIES:
         raise HFError(
             f"{path}: model_type {hf['model_type']!r} is not supported; supported: "
-            f"{', '.join(FAMILIES)} (BertModel and BERT classifiers, GPT-2, BART, MarianMT)"
+            f"{', '.join(FAMILIES)} (BertModel, BERT classifiers and question answering, GPT-2, BART, MarianMT)"
         )
     return hf
 
@@ -355,21 +409,32 @@ def _foreign_state(family: Family, raw: dict[str, Tensor], source: str) -> dict[
     return state
 
 
-def load_hf(path: str | Path, *, n_classes: int | None = None) -> ModelBase:
+def load_hf(path: str | Path, *, n_classes: int | None = None, family: str | None = None) -> ModelBase:
     """Our model with the weights of a local Hugging Face directory (see the module docstring), in eval mode.
 
-    BERT -> TransformerClassifier (its head is fresh unless the checkpoint has one; n_classes sets its size),
-    GPT-2 -> TransformerLM, BART and MarianMT -> Seq2SeqTransformer."""
+    BERT -> TransformerClassifier (its head is fresh unless the checkpoint has one; n_classes sets its size), or
+    TransformerQA for BertForQuestionAnswering (its qa_outputs as the span head); GPT-2 -> TransformerLM, BART and
+    MarianMT -> Seq2SeqTransformer. `family` (our model family: "classifier", "qa", "lm", "seq2seq") overrides the
+    choice: family="qa" loads any BERT checkpoint (BertModel, a classifier, a pretraining checkpoint) as a
+    TransformerQA, dropping the pooler and other heads, with a fresh span head; family="classifier" loads a
+    question-answering checkpoint as a classifier with a fresh head. A family the model_type has no class for,
+    and n_classes for anything but a classifier, are HFErrors."""
     directory = Path(path)
     if not directory.is_dir():
         raise HFError(f"{directory}: no such directory")
     hf = read_hf_config(directory)
-    family = FAMILIES[hf["model_type"]]
     source = str(directory / "config.json")
     raw = read_hf_weights(directory)
-    state = _foreign_state(family, raw, str(directory))
-    fields = family.config(hf, source)
-    if family.name == "bert":
+    try:
+        chosen = hf_family(hf["model_type"], family, raw)
+    except HFError as e:
+        raise HFError(f"{source}: {e}") from None
+    classifier = chosen.model_class is TransformerClassifier
+    if n_classes is not None and not classifier:
+        raise HFError(f"{source}: n_classes is for a classifier; this loads as a {chosen.model_class.__name__}")
+    state = _foreign_state(chosen, raw, str(directory))
+    fields = chosen.config(hf, source)
+    if classifier:
         fields["classifier_pooler"] = "pooler.dense.weight" in state  # sentence-transformers may have none
         if "classifier.weight" in state:
             fields["n_classes"] = state["classifier.weight"].shape[0]
@@ -379,12 +444,14 @@ def load_hf(path: str | Path, *, n_classes: int | None = None) -> ModelBase:
         cfg = TransformerConfig(**fields)
     except UserError as e:
         raise HFError(f"{source}: {e}") from None
-    model = family.model_class(cfg)
+    model = chosen.model_class(cfg)
     try:
-        ours = map_state_dict(state, family.table, family.transposed, hint=f"{family.name} weights in {directory}")
-        if family.name == "bert" and ours.get("head.weight", torch.empty(0)).size(0) != cfg.n_classes:
-            # BertModel has no head, or one of another size: the new head keeps its fresh initialisation
-            ours.update({k: v for k, v in model.state_dict().items() if k.startswith("head.")})
+        ours = map_state_dict(state, chosen.table, chosen.transposed, hint=f"{chosen.name} weights in {directory}")
+        if chosen.head:
+            # BertModel has no head, a classifier one of another size: the new head keeps its fresh initialisation
+            fresh = {k: v for k, v in model.state_dict().items() if k.startswith(chosen.head + ".")}
+            if any(k not in ours or ours[k].shape != v.shape for k, v in fresh.items()):
+                ours.update(fresh)
         if "lm_head.bias" in ours:
             ours["lm_head.bias"] = ours["lm_head.bias"].reshape(-1)  # BART keeps it as (1, V)
         load_state_dict_strict(model, ours)
@@ -399,7 +466,8 @@ def load_hf(path: str | Path, *, n_classes: int | None = None) -> ModelBase:
 def export_hf(model: nn.Module, out: str | Path) -> Path:
     """Write `model` as a Hugging Face directory (config.json + model.safetensors) that `transformers` loads:
     a TransformerLM shaped like GPT-2 as GPT2LMHeadModel, a TransformerClassifier shaped like BERT as
-    BertForSequenceClassification. Other shapes are refused, naming the setting that does not fit."""
+    BertForSequenceClassification, a TransformerQA shaped like BERT as BertForQuestionAnswering. Other shapes are
+    refused, naming the setting that does not fit."""
     from safetensors.torch import save_file
 
     # The depth of the one stack each model builds: n_decoder_layers / n_encoder_layers when set, else n_layers.
@@ -411,17 +479,21 @@ def export_hf(model: nn.Module, out: str | Path) -> Path:
         cfg = model.cfg
         n_layers = cfg.encoder_layers
         family, hf = FAMILIES["bert"], _bert_export_config(cfg, n_layers)
+    elif isinstance(model, TransformerQA):
+        cfg = model.cfg
+        n_layers = cfg.encoder_layers
+        family, hf = hf_family("bert", "qa"), _bert_export_config(cfg, n_layers, qa=True)
     else:
         raise HFError(
-            f"export to the Hugging Face layout supports TransformerLM (as GPT-2) and "
-            f"TransformerClassifier (as BERT), not {type(model).__name__}"
+            f"export to the Hugging Face layout supports TransformerLM (as GPT-2), TransformerClassifier and "
+            f"TransformerQA (as BERT), not {type(model).__name__}"
         )
     ours = model.state_dict()
     state = unmap_state_dict(ours, family.table, family.transposed, n_layers=n_layers)
     _check_all_exported(ours, family, n_layers)
-    prefix = "transformer." if family.name == "gpt2" else "bert."
     tensors = {
-        (k if k.startswith("classifier.") else prefix + k): v.detach().cpu().contiguous() for k, v in state.items()
+        (k if k.startswith(family.heads) else family.prefix + k): v.detach().cpu().contiguous()
+        for k, v in state.items()
     }
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -493,7 +565,10 @@ def _gpt2_export_config(cfg: TransformerConfig, n_layers: int) -> dict[str, Any]
     }
 
 
-def _bert_export_config(cfg: TransformerConfig, n_layers: int) -> dict[str, Any]:
+def _bert_export_config(cfg: TransformerConfig, n_layers: int, *, qa: bool = False) -> dict[str, Any]:
+    """BertForSequenceClassification's config.json, or with `qa` BertForQuestionAnswering's (which has no pooler:
+    a TransformerQA's pooling settings do not matter)."""
+    classifier = {} if qa else dict(pooling="cls", classifier_pooler=True)
     _check_export(
         cfg,
         "BERT",
@@ -504,17 +579,16 @@ def _bert_export_config(cfg: TransformerConfig, n_layers: int) -> dict[str, Any]
         kv_heads=cfg.n_heads,
         position_offset=0,
         embedding_norm=True,
-        pooling="cls",
-        classifier_pooler=True,
         scale_embeddings=False,
+        **classifier,
     )
     if cfg.activation not in _ACTIVATION_NAMES or cfg.n_token_types < 1:
         raise HFError(
             f"this model cannot be written as BERT: activation={cfg.activation!r}, "
             f"n_token_types={cfg.n_token_types} (needs at least 1)"
         )
-    return {
-        "architectures": ["BertForSequenceClassification"],
+    hf = {
+        "architectures": ["BertForQuestionAnswering" if qa else "BertForSequenceClassification"],
         "model_type": "bert",
         "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.d_model,
@@ -529,6 +603,8 @@ def _bert_export_config(cfg: TransformerConfig, n_layers: int) -> dict[str, Any]
         "attention_probs_dropout_prob": cfg.attention_dropout,
         "pad_token_id": cfg.pad_id or 0,
         "position_embedding_type": "absolute",
-        "id2label": {str(i): f"LABEL_{i}" for i in range(cfg.n_classes)},
-        "label2id": {f"LABEL_{i}": i for i in range(cfg.n_classes)},
     }
+    if not qa:  # BertForQuestionAnswering keeps the default of two labels: start and end
+        hf["id2label"] = {str(i): f"LABEL_{i}" for i in range(cfg.n_classes)}
+        hf["label2id"] = {f"LABEL_{i}": i for i in range(cfg.n_classes)}
+    return hf
