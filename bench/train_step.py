@@ -4,7 +4,8 @@
     python bench/train_step.py lm --compile  the same with torch.compile on every side
     python bench/train_step.py seq2seq       encoder-decoder: ours vs an nn.Transformer model vs MarianMTModel
     python bench/train_step.py classifier    encoder classifier: ours vs BertForSequenceClassification
-    python bench/train_step.py all           the four above
+    python bench/train_step.py qa            extractive question answering: ours vs BertForQuestionAnswering
+    python bench/train_step.py all           the five above
 
 A step is what a training loop does per batch: forward, cross-entropy on the logits, backward, AdamW step. Every
 side of a comparison gets the same shapes, the same batches in the same order, float32, the same number of threads,
@@ -53,7 +54,7 @@ from harness import alternate, as_users_run, footer, medians, versions, write_bl
 from torch import Tensor, nn
 
 from transformer_networks.config import TransformerConfig
-from transformer_networks.models import Seq2SeqTransformer, TransformerClassifier, TransformerLM
+from transformer_networks.models import Seq2SeqTransformer, TransformerClassifier, TransformerLM, TransformerQA
 
 SCRIPT = "bench/train_step.py"
 PEERS = ("transformers", "x-transformers")
@@ -557,26 +558,111 @@ def classifier(args: argparse.Namespace) -> str:
     )
 
 
+def qa_sides(V: int, C: int, H: int, L: int, FF: int) -> list[Side]:
+    """Ours and BertForQuestionAnswering at one BERT shape; a batch is (ids, token types, starts, ends)."""
+
+    def loss_of(start: Tensor, end: Tensor, b: tuple[Tensor, ...]) -> Tensor:
+        return (F.cross_entropy(start, b[2]) + F.cross_entropy(end, b[3])) / 2
+
+    cfg = TransformerConfig.from_preset(
+        "bert-base", vocab_size=V, d_model=C, n_heads=H, n_layers=L, d_ff=FF, dropout=0.0
+    )
+    ours = same_init(TransformerQA(cfg))
+
+    def our_loss(b: tuple[Tensor, ...]) -> Tensor:
+        out = ours(b[0], attention_mask=b[0] != 0, token_type_ids=b[1])
+        return loss_of(out.start, out.end, b)
+
+    sides = [Side("ours", ours, our_loss)]
+    if importlib.util.find_spec("transformers"):
+        from transformers import BertConfig, BertForQuestionAnswering
+
+        bert = same_init(
+            BertForQuestionAnswering(
+                BertConfig(
+                    vocab_size=V,
+                    hidden_size=C,
+                    num_hidden_layers=L,
+                    num_attention_heads=H,
+                    intermediate_size=FF,
+                    hidden_dropout_prob=0.0,
+                    attention_probs_dropout_prob=0.0,
+                    attn_implementation="sdpa",
+                )
+            )
+        )
+
+        def bert_loss(b: tuple[Tensor, ...]) -> Tensor:
+            out = bert(input_ids=b[0], attention_mask=(b[0] != 0).long(), token_type_ids=b[1])
+            return loss_of(out.start_logits, out.end_logits, b)
+
+        sides.append(Side("transformers BertForQuestionAnswering", bert, bert_loss))
+    return sides
+
+
+def qa(args: argparse.Namespace) -> str:
+    """SQuAD windows through a 6-layer, 384-wide BERT (MiniLM's shape, what users fine-tune on a CPU)."""
+    V, C, H, L, FF, ROWS = 30522, 384, 6, 6, 1536, args.qa_rows
+    sides = qa_sides(V, C, H, L, FF)
+    # SQuAD v1.1 windows in WordPiece tokens: [CLS] question (~12) [SEP] paragraph (~160) [SEP], about 175 tokens,
+    # N(175, 60) clipped to 40-384 (max_len); the question is segment 0, the rest segment 1.
+    generator = torch.Generator().manual_seed(4)
+    batches = []
+    for ids in padded_batches(4, ROWS, 175, 60, 40, 384, V, seed=6):
+        ids[:, 0] = 1  # [CLS]
+        types = torch.ones_like(ids)
+        types[:, :14] = 0
+        types[ids == 0] = 0
+        lengths = (ids != 0).sum(1)
+        starts = (torch.rand(ids.size(0), generator=generator) * (lengths - 20)).long() + 14
+        ends = starts + torch.randint(0, 5, (ids.size(0),), generator=generator)
+        batches.append(tuple(t.to(args.device) for t in (ids, types, starts, ends)))
+    per_step, warmups = compare(sides, batches, args, "qa", repeat=1)
+    tokens = sum(int((b[0] != 0).sum()) for b in batches) / len(batches)
+    per_example = {name: t / ROWS for name, t in per_step.items()}
+    return "\n".join(
+        [
+            f"### Question-answering training step ({args.device.type})",
+            "",
+            *table(sides, per_step, warmups, round(tokens)),
+            "",
+            f"- Result: {ratio_text(per_step, sides)}; training throughput "
+            + ", ".join(f"{name} {1 / t:.1f} windows/s" for name, t in per_example.items())
+            + "; target: ours faster",
+            f"- Setup: BERT architecture at MiniLM size (6 layers, 384 dims, 6 heads, feed-forward 1536, WordPiece "
+            f"vocabulary {V:,}, post-LN, exact GELU, two token types) with a span head (start and end logits); "
+            f"{len(batches)} batches of {ROWS} SQuAD-like windows (N(175, 60) tokens clipped to 40-384, the first 14 "
+            "tokens segment 0), padded at the end, cycled in the same order on every side; ours is `TransformerQA` "
+            "of the `bert-base` preset resized, given the padding as `attention_mask` (skipped in its projections "
+            "and feed-forward layers while training; BERT computes every position); the loss is the mean of the "
+            "start and end cross-entropies, AdamW, dropout 0, float32; medians over "
+            f"{len(batches)} steps per round, {args.rounds} alternating rounds; tokens/s counts real tokens",
+            *footer(SCRIPT, versions(*PEERS)),
+        ]
+    )
+
+
 # --- main ------------------------------------------------------------------------------------------------------
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("parts", nargs="+", choices=["lm", "seq2seq", "classifier", "all"])
+    parser.add_argument("parts", nargs="+", choices=["lm", "seq2seq", "classifier", "qa", "all"])
     parser.add_argument("--compile", action="store_true", help="torch.compile every side (lm)")
     parser.add_argument("--shapes", nargs="+", choices=list(LM_SHAPES), default=list(LM_SHAPES), help="lm shapes")
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds, alternating the sides (default 5)")
     parser.add_argument("--rows", type=int, default=64, help="seq2seq/classifier: sentences per batch")
+    parser.add_argument("--qa-rows", type=int, default=16, help="qa: windows per batch")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args()
     args.device = torch.device(args.device)
-    parts = ["lm", "lm-compile", "seq2seq", "classifier"] if "all" in args.parts else args.parts
+    parts = ["lm", "lm-compile", "seq2seq", "classifier", "qa"] if "all" in args.parts else args.parts
     for part in parts:
         part_args = argparse.Namespace(**vars(args))
         if part == "lm-compile":
             part, part_args.compile = "lm", True
-        text = {"lm": lm, "seq2seq": seq2seq, "classifier": classifier}[part](part_args)
+        text = {"lm": lm, "seq2seq": seq2seq, "classifier": classifier, "qa": qa}[part](part_args)
         print(text, flush=True)
         if not args.no_write:
             name = f"{part}{'-compile' if part_args.compile and part == 'lm' else ''}-{args.device.type}"

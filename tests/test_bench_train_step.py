@@ -43,6 +43,24 @@ def test_same_init_draws_every_matrix_at_the_same_scale():
     assert torch.equal(model[1].bias, bias)  # vectors are left as the library built them
 
 
+def test_qa_sides_are_the_same_bert_and_start_from_the_same_loss():
+    sides = train_step.qa_sides(V=100, C=32, H=2, L=2, FF=64)
+    counts = {s.name: sum(p.numel() for p in s.model.parameters()) for s in sides}
+    # BertForQuestionAnswering has no pooler: our QA model is the same architecture, parameter for parameter.
+    assert counts["transformers BertForQuestionAnswering"] == counts["ours"]
+    ids = torch.randint(3, 100, (4, 20), generator=torch.Generator().manual_seed(0))
+    ids[0, 15:] = 0  # padding
+    types = (torch.arange(20) >= 6).long().expand(4, 20) * (ids != 0)
+    batch = (ids, types, torch.tensor([6, 7, 8, 9]), torch.tensor([6, 9, 8, 12]))
+    losses = []
+    for side in sides:
+        side.model.eval()
+        with torch.no_grad():
+            losses.append(float(side.loss(batch)))
+    # Near-zero logits: both start at the uniform loss over 20 positions (ours masks nothing more than BERT).
+    assert losses[0] == pytest.approx(losses[1], abs=0.05) and losses[0] == pytest.approx(math.log(20), abs=0.1)
+
+
 def test_script_runs_every_part(tmp_path):
     result = subprocess.run(
         [
@@ -51,12 +69,15 @@ def test_script_runs_every_part(tmp_path):
             "lm",
             "seq2seq",
             "classifier",
+            "qa",
             "--shapes",
             "nanogpt",
             "--rounds",
             "1",
             "--rows",
             "4",
+            "--qa-rows",
+            "2",
             "--no-write",
         ],
         cwd=ROOT,
@@ -66,7 +87,8 @@ def test_script_runs_every_part(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
-    for title in ("Language-model training step", "Encoder-decoder training step", "Classifier training step"):
+    titles = ("Language-model", "Encoder-decoder", "Classifier", "Question-answering")
+    for title in (f"{t} training step" for t in titles):
         assert title in out
     for side in (
         "| ours |",
@@ -74,6 +96,7 @@ def test_script_runs_every_part(tmp_path):
         "| nn.Transformer model |",
         "| transformers MarianMTModel |",
         "| transformers BertForSequenceClassification |",
+        "| transformers BertForQuestionAnswering |",
     ):
         assert side in out
-    assert out.count("best peer") == 3
+    assert out.count("best peer") == 4

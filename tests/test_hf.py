@@ -410,7 +410,7 @@ def test_train_lm_from_imported_gpt2_and_wrong_family(tmp_path, capsys):
     assert isinstance(ck.model, TransformerLM) and ck.config.eos_id == eos and ck.tokenizer.eos_id == eos
     assert ck.tokenizer.decode(ck.tokenizer.encode("the cat sat")) == "the cat sat"
     assert cli.main(["train", "classification", "--init", str(directory), "--out", str(tmp_path / "x"), "--quiet"]) == 2
-    assert "a TransformerLM, but classification trains a TransformerClassifier" in capsys.readouterr().err
+    assert "does not load as family 'classifier'; it loads as 'lm' (TransformerLM)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("kind", ["gpt2", "bert"])

@@ -18,8 +18,8 @@ V = 99
 
 
 def bert_config(**kw):
+    kw.setdefault("vocab_size", V)
     return transformers.BertConfig(
-        vocab_size=V,
         hidden_size=32,
         num_hidden_layers=2,
         num_attention_heads=4,
@@ -165,3 +165,68 @@ def test_a_family_that_does_not_fit_is_a_one_line_error(tmp_path):
     with pytest.raises(HFError, match="n_classes is for a classifier; this loads as a TransformerQA"):
         load_hf(qa, n_classes=3)
     assert isinstance(load_hf(lm, family="lm"), TransformerLM)  # the default family, named
+
+
+def test_train_qa_from_a_bert_directory_end_to_end(tmp_path, capsys):
+    """`train qa --init` on a random tiny BERT (WordPiece tokenizer.json beside it): the loss falls, `evaluate`
+    scores the validation file and `--predictions` writes the official scripts' input, answers spans of contexts."""
+    from test_hf import wordpiece
+    from test_qa_cli import squad_file
+
+    from transformer_networks import cli
+
+    data = squad_file(tmp_path / "train.json", version_2=False)
+    words = sorted(
+        {
+            w.strip(".?").lower()
+            for ex in json.loads(data.read_text())["data"]
+            for p in ex["paragraphs"]
+            for text in [p["context"], *(q["question"] for q in p["qas"])]
+            for w in text.split()
+        }
+    )
+    tok = wordpiece([*words, ".", "?"])
+    directory = save(perturb(transformers.BertModel(bert_config(vocab_size=tok.get_vocab_size()))), tmp_path / "b")
+    tok.save(str(directory / "tokenizer.json"))
+    run = tmp_path / "run"
+    argv = [
+        "train",
+        "qa",
+        "--init",
+        directory,
+        "--data",
+        data,
+        "--valid",
+        data,
+        "--out",
+        run,
+        "--max-steps",
+        "40",
+        "--eval-every",
+        "40",
+        "--batch-size",
+        "8",
+        "--lr",
+        "3e-3",
+        "--set",
+        "warmup=0",
+        "--set",
+        "max_len=64",  # the tiny BERT's positions (a real one has 512: the default 384 fits)
+        "--set",
+        "log_every=5",
+        "--quiet",
+    ]
+    assert cli.main([str(a) for a in argv]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    losses = [m["loss"] for m in log if m.get("split") == "train"]
+    assert losses[-1] < 0.5 * losses[0]  # start and end positions are learned
+    predictions = tmp_path / "predictions.json"
+    assert cli.main(["evaluate", str(run), "--json", "--predictions", str(predictions)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["task"] == "qa" and result["examples"] == 16 and 0 <= result["exact_match"] <= result["f1"] <= 100
+    contexts = {
+        q["id"]: p["context"] for ex in json.loads(data.read_text())["data"] for p in ex["paragraphs"] for q in p["qas"]
+    }
+    written = json.loads(predictions.read_text())
+    assert set(written) == set(contexts) and all(text in contexts[qid] for qid, text in written.items())

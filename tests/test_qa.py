@@ -107,7 +107,12 @@ def test_bad_jsonl_records_name_the_file_and_line(tmp_path, record, message):
 
 def test_bad_squad_records_name_the_question_id(tmp_path):
     doc = squad(
-        [{"context": CONTEXT, "qas": [{"id": "abc", "question": "q", "answers": [{"text": "Denver", "answer_start": 1}]}]}]
+        [
+            {
+                "context": CONTEXT,
+                "qas": [{"id": "abc", "question": "q", "answers": [{"text": "Denver", "answer_start": 1}]}],
+            }
+        ]
     )
     with pytest.raises(DataError, match=r"question id abc: answer 1: answer_start 1 spans 'enver ' in the context"):
         read_qa(write(tmp_path / "d.json", doc))
@@ -148,12 +153,14 @@ def test_windows_overlap_by_doc_stride_and_label_the_exact_answer_span(tokenizer
     per_question = [w for w in encoded.examples if w.example == 0]
     assert all(len(w.ids) <= 32 for w in encoded.examples)
     assert len(per_question) > 1
-    for a, b in zip(per_question, per_question[1:]):  # consecutive slices share doc_stride = 8 context tokens
+    for a, b in zip(
+        per_question, per_question[1:], strict=False
+    ):  # consecutive slices share doc_stride = 8 context tokens
         shared = set(filter(None, a.offsets)) & set(filter(None, b.offsets))
         assert len(shared) == 8
         assert len(list(filter(None, a.offsets))) == room
     # Every question: some window holds its answer, and its labelled tokens are exactly the answer's characters.
-    for i, (text, start) in enumerate(answers):
+    for i, (text, _start) in enumerate(answers):
         labelled = [w for w in encoded.examples if w.example == i and w.start > 0]
         assert labelled
         for w in labelled:
@@ -264,9 +271,10 @@ def test_loss_is_the_mean_of_start_and_end_cross_entropy_over_real_tokens(tokeni
     for row in range(2):
         n = int((batch["ids"][row] != tokenizer.pad_id).sum())  # real tokens only: padding is never a choice
         s, e = out.start[row, :n], out.end[row, :n]
-        expected += (F.cross_entropy(s[None], batch["starts"][row : row + 1]) + F.cross_entropy(
-            e[None], batch["ends"][row : row + 1]
-        )) / 2
+        expected += (
+            F.cross_entropy(s[None], batch["starts"][row : row + 1])
+            + F.cross_entropy(e[None], batch["ends"][row : row + 1])
+        ) / 2
     torch.testing.assert_close(loss, expected / 2)
     assert int(batch["starts"][0]) > 0
 
