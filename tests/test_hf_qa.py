@@ -172,7 +172,6 @@ def test_train_qa_from_a_bert_directory_end_to_end(tmp_path, capsys):
     scores the validation file and `--predictions` writes the official scripts' input, answers spans of contexts."""
     from test_hf import wordpiece
     from test_qa_cli import squad_file
-
     from transformer_networks import cli
 
     data = squad_file(tmp_path / "train.json", version_2=False)
