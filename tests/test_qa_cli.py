@@ -183,7 +183,7 @@ def test_training_reports_what_encoding_left_out(tmp_path):
             "1",
             *[a for a in TINY if a != "--quiet"],
             "--set",
-            "max_len=12",
+            "max_len=16",
             "--set",
             "doc_stride=2",
         ],
@@ -193,7 +193,7 @@ def test_training_reports_what_encoding_left_out(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     line = next(line for line in result.stderr.splitlines() if line.startswith("training data:"))
-    assert "unanswerable" in line and "windows of at most 12 tokens" in line
+    assert "unanswerable" in line and "windows of at most 16 tokens" in line
 
 
 def test_bad_qa_files_are_one_line_errors_and_touch_nothing(tmp_path, monkeypatch, capsys):

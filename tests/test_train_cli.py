@@ -265,7 +265,7 @@ def test_train_without_out_is_one_line(capsys):
     assert cli.main(["train", "lm"]) == 2  # --out is optional only with --resume
     err = capsys.readouterr().err.strip()
     assert (
-        err == "transformer-networks: error: train needs a task (lm, translation or classification) and "
+        err == "transformer-networks: error: train needs a task (lm, translation, classification, qa, chat) and "
         "--out DIR, or --resume RUN_DIR"
     )
 

@@ -2,9 +2,10 @@
 typed function of its domain module that does the work, which Python users can call as well:
 
     train       training.train (settings from settings.resolve_settings)    evaluate   training.evaluate
-    translate   inference.translate_stream                                  generate   inference.generate_text
+    translate   inference.translate_stream                                  generate   inference.generate_stream
     classify    inference.classify_stream                                   attention  inference.draw_attention
     answer      inference.answer_questions / answer_stream
+    chat        inference.ChatSession (a terminal) / chat_stream (a pipe)
     average     training.average.average_checkpoints / average_run          plot       viz.plot_curves
     convert     pretrained.convert                                          export     pretrained.export
     info, demo  models.summary.info / demo
@@ -28,11 +29,13 @@ from .device import pick_device
 from .errors import UserError
 from .generation.logits import check_sampling
 from .inference import (
+    ChatSession,
     answer_questions,
     answer_stream,
+    chat_stream,
     classify_stream,
     draw_attention,
-    generate_text,
+    generate_stream,
     load_for,
     read_lines,
     translate_stream,
@@ -250,7 +253,7 @@ def _generate(args: argparse.Namespace) -> int:
             f"{args.max_new_tokens}",
             file=sys.stderr,
         )
-    text = generate_text(
+    pieces = generate_stream(
         ck,
         prompt,
         max_new_tokens=args.max_new_tokens,
@@ -262,8 +265,95 @@ def _generate(args: argparse.Namespace) -> int:
         stop=args.stop,
         truncate=args.truncate,
     )
-    print(prompt + text)
+    first = next(pieces, "")  # the prompt's checks (empty, too long) raise before anything is printed
+    print(prompt + first, end="", flush=True)
+    for piece in pieces:  # the continuation as it is generated
+        print(piece, end="", flush=True)
+    print()
     return 0
+
+
+CHAT_HELP = (
+    "commands: /reset forgets the conversation, /system TEXT sets a new system message (and starts over), "
+    "/save FILE appends the conversation to FILE as a line of the training format, /exit (or Ctrl-D) ends; "
+    "Ctrl-C stops a reply"
+)
+
+
+def _chat(args: argparse.Namespace) -> int:
+    """`chat CHECKPOINT`: a conversation at the terminal (replies streamed), or one JSON reply per input line
+    when stdin is not a terminal."""
+    if not args.greedy:
+        check_sampling(args.temperature, args.top_k, args.top_p)
+    ck = load_for("chat", args.checkpoint, pick_device(args.device))
+    options: dict[str, Any] = {
+        "max_new_tokens": args.max_new_tokens,
+        "do_sample": not args.greedy,
+        "temperature": args.temperature,
+        "top_k": args.top_k,
+        "top_p": args.top_p,
+        "seed": args.seed,
+    }
+    if not _stdin_is_terminal():
+        chat_stream(ck, _stdin(), sys.stdout, **options)
+        return 0
+    session = ChatSession(ck, system=args.system, **options)
+    print(f"chatting with {ck.path} ({ck.config.max_seq_len} tokens of context); {CHAT_HELP}", file=sys.stderr)
+    while True:
+        try:
+            line = input("> ")
+        except EOFError:
+            print()
+            return 0
+        except KeyboardInterrupt:
+            print()
+            continue
+        text = line.strip()
+        if not text:
+            continue
+        if text.startswith("/"):
+            command, _, rest = text.partition(" ")
+            if command in ("/exit", "/quit"):
+                return 0
+            if command == "/reset":
+                session.reset()
+                print("(conversation reset)", file=sys.stderr)
+            elif command == "/system":
+                if not rest.strip():
+                    print("usage: /system TEXT", file=sys.stderr)
+                    continue
+                session.set_system(rest.strip())
+                print("(new system message; conversation reset)", file=sys.stderr)
+            elif command == "/save":
+                if not rest.strip():
+                    print("usage: /save FILE", file=sys.stderr)
+                    continue
+                try:
+                    with open(rest.strip(), "a", encoding="utf-8") as f:
+                        f.write(session.to_json() + "\n")
+                except OSError as e:
+                    print(f"cannot write {rest.strip()}: {e.strerror}", file=sys.stderr)
+                    continue
+                print(f"(saved to {rest.strip()})", file=sys.stderr)
+            else:
+                print(f"unknown command {command}; {CHAT_HELP}", file=sys.stderr)
+            continue
+        dropped = session.dropped
+        pieces = session.reply(line)
+        try:
+            for piece in pieces:
+                print(piece, end="", flush=True)
+            print()
+        except KeyboardInterrupt:
+            print(" [stopped]")
+        finally:
+            pieces.close()
+        if session.dropped > dropped:
+            print(f"(the context is full: dropped the {session.dropped - dropped} oldest exchange(s))", file=sys.stderr)
+
+
+def _stdin_is_terminal() -> bool:
+    return sys.stdin.isatty()
 
 
 def _classify(args: argparse.Namespace) -> int:
@@ -395,6 +485,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "generate": _generate,
     "classify": _classify,
     "answer": _answer,
+    "chat": _chat,
     "attention": _attention,
     "average": _average,
     "convert": _convert,
@@ -626,6 +717,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="--question: print the JSON object")
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser(
+        "chat",
+        help="talk with a chat model: replies stream as they are generated",
+        description="At a terminal: a conversation; " + CHAT_HELP + ". With stdin not a terminal: one conversation "
+        'per line in the training format ({"messages": [...]}, ending with a user message), one '
+        '{"role": "assistant", "content": ...} JSON object per line on stdout.',
+    )
+    p.add_argument("checkpoint", help="a chat checkpoint, or a run directory")
+    p.add_argument("--system", help="the system message")
+    p.add_argument("--max-new-tokens", type=_positive_int, default=256, help="longest reply (default 256)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
+    p.add_argument("--top-k", type=_positive_int)
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--seed", type=int, help="makes sampling reproducible")
+    p.add_argument("--greedy", action="store_true", help="take the most likely token at every step")
+    p.add_argument("--device", default="auto")
 
     p = sub.add_parser("attention", help="draw attention heatmaps (layers x heads) for a text to a PNG")
     p.add_argument("checkpoint", help="a checkpoint of any task, or a run directory")

@@ -44,6 +44,7 @@ OPTIMIZERS = ("adamw", "adam", "paper")  # "paper": Adam with betas (0.9, 0.98),
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 TOKENIZERS = ("char", "word", "bpe", "unigram", "pretrained")  # pretrained: the --init model's own
 SCHEDULES = ("noam", "inverse_sqrt", "cosine", "constant")
+TRAIN_ON = ("assistant", "all", "last")  # chat: which tokens the loss is on
 
 
 # --- the shared mechanism -----------------------------------------------------------------------------------------
@@ -474,6 +475,9 @@ class TrainConfig(ConfigBase):
     n_best: int = 20
     null_threshold: float = 0.0
     allow_no_answer: bool | None = None
+    # Dialogue (chat): which tokens the loss is on: the assistant's replies (each with its end-of-turn token),
+    # every token, or the last assistant reply only.
+    train_on: str = "assistant"
     # --- batches --------------------------------------------------------------------------------------------
     batch_size: int = 32  # sequences per batch (lm, classification)
     max_tokens: int = 4096  # translation: padded tokens per batch, source or target side (as fairseq)
@@ -554,6 +558,7 @@ class TrainConfig(ConfigBase):
             ("optimizer", OPTIMIZERS),
             ("schedule", SCHEDULES),
             ("precision", PRECISIONS),
+            ("train_on", TRAIN_ON),
         ):
             value = getattr(self, name)
             if value is not None and value not in allowed:

@@ -13,7 +13,7 @@ command), `draw_attention` draws `attention_maps` (the `attention` command).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO, cast
@@ -24,10 +24,14 @@ from torch import Tensor
 from .backends.onednn import use_onednn
 from .checkpoints import Checkpoint, load_checkpoint
 from .data.batching import pad_batch
+from .data.chat_template import ChatTemplate
+from .data.dialogue import Message, conversation_from_record
 from .data.qa import QAExample
 from .errors import UserError
 from .generation import generate, generate_in_batches
-from .generation.steps import DecodingModel
+from .generation.incremental import next_tokens
+from .generation.steps import DecodingLM, DecodingModel
+from .generation.streaming import TextStreamer
 from .tasks.qa import Answer, QuestionAnsweringTask
 from .viz.attention import plot_attention
 
@@ -36,6 +40,7 @@ WHAT = {
     "lm": "language-model",
     "classification": "classification",
     "qa": "question-answering",
+    "chat": "chat",
 }
 
 
@@ -169,6 +174,55 @@ def generate_text(
     text = full[len(head) :] if full.startswith(head) else ck.tokenizer.decode(out[0, len(ids) :].tolist())
     cuts = [text.find(s) for s in stop if s and s in text]
     return text[: min(cuts)] if cuts else text
+
+
+def generate_stream(
+    ck: Checkpoint,
+    prompt: str,
+    *,
+    max_new_tokens: int = 200,
+    do_sample: bool = True,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    stop: Iterable[str] = (),
+    truncate: bool = False,
+) -> Iterator[str]:
+    """`generate_text`, streamed: pieces of the continuation as the tokens are produced (never half a character,
+    never part of a stop string); together they are exactly the text `generate_text` returns."""
+    ids = ck.tokenizer.encode(prompt)
+    if not ids:
+        raise UserError("the prompt is empty (or has no token the model knows): give some text to continue")
+    limit = ck.config.max_seq_len
+    ids = _fit(ids, limit, truncate, "the prompt", keep_end=True, room=1)
+    model = cast(DecodingLM, ck.model)
+    device = next(ck.model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
+    streamer = TextStreamer(ck.tokenizer, stop=[s for s in stop if s], context=ids)
+    eos = ck.tokenizer.eos_id
+    for token in next_tokens(
+        model,
+        model.init_cache(1),
+        ids,
+        max_new_tokens=min(max_new_tokens, limit - len(ids)),
+        stop_ids={eos},
+        do_sample=do_sample,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        generator=generator,
+    ):
+        if token == eos:
+            break
+        piece = streamer.put(token)
+        if piece:
+            yield piece
+        if streamer.stopped:
+            return
+    tail = streamer.finish()
+    if tail:
+        yield tail
 
 
 # --- classification ---------------------------------------------------------------------------------------------
@@ -475,3 +529,200 @@ def draw_attention(
     return plot_attention(
         maps.weights[kind], maps.queries[kind], maps.keys[kind], out, kind=kind, layer=layer, head=head
     )
+
+
+# --- dialogue ---------------------------------------------------------------------------------------------------
+
+
+class ChatSession:
+    """A multi-turn conversation with a chat model. Its KV cache is kept between turns, so each reply prefills
+    only the new tokens (the last reply's end of turn and the new user message), not the whole history.
+
+        session = ChatSession(load_for("chat", "runs/chat"), system="You are terse.", do_sample=False)
+        for piece in session.reply("Hi, I am Ann."):
+            print(piece, end="", flush=True)
+        session.messages                      # [system, user, assistant]: the conversation so far
+
+    When the context (the model's max_seq_len) cannot hold the conversation and room for a reply of
+    `max_new_tokens` (at most half the context), the oldest exchanges are dropped (the system message is kept),
+    `dropped` counts them, and the cache is rebuilt from what is left.
+    """
+
+    def __init__(
+        self,
+        ck: Checkpoint,
+        *,
+        system: str | None = None,
+        max_new_tokens: int = 256,
+        do_sample: bool = True,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+    ) -> None:
+        if ck.task != "chat":
+            raise UserError(f"{ck.path} is a {WHAT.get(ck.task, ck.task)} checkpoint; chat needs a chat checkpoint")
+        self.ck, self.model = ck, ck.model
+        self.template = ChatTemplate.of(ck.tokenizer)
+        self.max_new_tokens = max_new_tokens
+        self.do_sample, self.temperature, self.top_k, self.top_p = do_sample, temperature, top_k, top_p
+        device = next(self.model.parameters()).device
+        self.generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
+        self.cache = cast(DecodingLM, self.model).init_cache(1)  # growing: holds the first cache.length of ids
+        self.messages: list[Message] = []
+        self.ids: list[int] = []  # the conversation's tokens as the model has seen (and written) them
+        self.dropped = 0  # exchanges dropped to fit the context, since the last reset
+        self.reset(system)
+
+    def reset(self, system: str | None = None) -> None:
+        """Forget the conversation (keeping the system message unless a new one is given)."""
+        if system is None:
+            system = self.messages[0].content if self.messages and self.messages[0].role == "system" else None
+        self.messages = [Message("system", system)] if system else []
+        self.ids = self.template.encode(self.messages)[0]
+        self.cache.reset()
+        self.dropped = 0
+
+    def set_system(self, system: str) -> None:
+        """A new system message; the conversation starts over."""
+        self.messages = []
+        self.reset(system)
+
+    def _fit(self) -> int:
+        """Drop the oldest exchanges until the conversation and the reply's room fit; the tokens of room."""
+        limit = self.model.cfg.max_seq_len
+        room = max(1, min(self.max_new_tokens, limit // 2))
+        if len(self.ids) + room <= limit:
+            return room
+        head = self.messages[:1] if self.messages and self.messages[0].role == "system" else []
+        turns = self.messages[len(head) :]
+        while True:
+            ids = self.template.encode(head + turns, add_generation_prompt=True)[0]
+            if len(ids) + room <= limit:
+                break
+            users = [i for i, m in enumerate(turns) if m.role == "user"]
+            if len(users) < 2:
+                raise UserError(
+                    f"the message is too long: with the system message it takes {len(ids)} of the model's "
+                    f"{limit} tokens, leaving no room for a reply of {room}"
+                )
+            turns = turns[users[1] :]
+            self.dropped += 1
+        self.messages = head + turns
+        self.ids = ids
+        self.cache.reset()  # positions changed: prefill what is left
+        return room
+
+    def reply(self, text: str) -> Generator[str, None, None]:
+        """Add the user's message and stream the reply's text as it is generated. When the iteration ends (or is
+        interrupted: Ctrl-C, close), the reply so far is the assistant's message of the conversation."""
+        if not text.strip():
+            raise UserError("the message is empty")
+        self.messages.append(Message("user", text))
+        self.ids += self.template.message("user", text) + [self.template.role_ids["assistant"]]
+        room = self._fit()
+        streamer = TextStreamer(self.ck.tokenizer)
+        end = self.template.end_id
+        clean = False
+        try:
+            for token in next_tokens(
+                cast(DecodingLM, self.model),
+                self.cache,
+                self.ids[self.cache.length :],
+                max_new_tokens=room,
+                stop_ids={end},
+                do_sample=self.do_sample,
+                temperature=self.temperature,
+                top_k=self.top_k,
+                top_p=self.top_p,
+                generator=self.generator,
+            ):
+                self.ids.append(token)
+                if token == end:
+                    break
+                piece = streamer.put(token)
+                if piece:
+                    yield piece
+            tail = streamer.finish()
+            if tail:
+                yield tail
+            clean = True
+        except GeneratorExit:
+            clean = True  # closed between tokens: the cache holds exactly the tokens fed
+            raise
+        finally:
+            if not clean:  # interrupted inside a forward pass: the cache may be half updated
+                self.cache.reset()
+            if self.ids[-1] != end:  # stopped early (length, Ctrl-C): the reply ends here
+                self.ids.append(end)
+            self.messages.append(Message("assistant", streamer.text if clean else streamer.text.rstrip()))
+
+    def to_json(self) -> str:
+        """The conversation as one line of the training format (`{"messages": [...]}`)."""
+        return json.dumps({"messages": [{"role": m.role, "content": m.content} for m in self.messages]})
+
+
+def chat_reply(
+    ck: Checkpoint,
+    messages: list[Message],
+    *,
+    max_new_tokens: int = 256,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+) -> str:
+    """The model's reply to a conversation that ends with a user message (greedy by default)."""
+    if not messages or messages[-1].role != "user":
+        raise UserError("the conversation must end with a user message")
+    first_system = messages[0].content if messages[0].role == "system" else None
+    session = ChatSession(
+        ck,
+        system=first_system,
+        max_new_tokens=max_new_tokens,
+        do_sample=do_sample,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        seed=seed,
+    )
+    session.messages = list(messages[:-1])
+    session.ids = session.template.encode(session.messages)[0]
+    return "".join(session.reply(messages[-1].content))
+
+
+def parse_chat_line(line: str, where: str) -> list[Message]:
+    """One conversation of the training format (`messages`, or ShareGPT's `conversations`) ending with a user
+    turn, as the `chat` command reads it from a pipe; a bad line is a `UserError` naming `where`."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{where}: invalid JSON: {e.msg}") from None
+    try:
+        conversation = conversation_from_record(record)
+    except ValueError as e:
+        raise UserError(f"{where}: {e}") from None
+    messages = list(conversation)
+    if not messages or messages[-1].role != "user":
+        raise UserError(f"{where}: the conversation must end with a user message (the one to reply to)")
+    return messages
+
+
+def chat_stream(ck: Checkpoint, stream: BinaryIO, out: TextIO, **options: Any) -> int:
+    """The `chat` command on a pipe: one conversation per input line, one `{"role": "assistant", "content"}`
+    JSON object per output line (blank lines skipped). Returns the number of replies."""
+    count = 0
+    for number, raw in enumerate(stream, start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise UserError(f"stdin: line {number}: not UTF-8 text") from None
+        if not line.strip():
+            continue
+        messages = parse_chat_line(line, f"stdin: line {number}")
+        text = chat_reply(ck, messages, **options)
+        out.write(json.dumps({"role": "assistant", "content": text}, ensure_ascii=False) + "\n")
+        out.flush()
+        count += 1
+    return count

@@ -17,7 +17,7 @@ from typing import Any
 
 from .checkpoints import load_checkpoint, load_model_dir, save_pretrained
 from .errors import UserError, read_json_object
-from .interop.hf import export_hf, load_hf
+from .interop.hf import export_hf, export_hf_tokenizer, load_hf
 from .interop.onnx import export_onnx  # the optional onnx packages are checked when it is called
 from .models import ModelBase
 
@@ -80,6 +80,9 @@ def export(
     written = []
     if hf:
         written.append(export_hf(model, fresh_output(hf, overwrite)))
+        tokenizer = getattr(model, "tokenizer", None)
+        if tokenizer is not None:  # AutoTokenizer loads it; a chat model's with its chat template
+            export_hf_tokenizer(tokenizer, hf, max_len=model.cfg.max_seq_len)
     if onnx:
         fresh_output(onnx, overwrite)
         written.extend(export_onnx(model, onnx))

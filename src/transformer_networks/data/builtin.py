@@ -10,6 +10,8 @@
     babi                qa           bAbI-style stories, tasks 1-3 (one, two and three supporting facts), 3,000
                                      training and 300 test questions per task; title "task1".."task3" (see babi.py)
     babi-1 .. babi-3    qa           one of those tasks alone
+    chat                chat         conversations with an assistant that must remember what the user said
+                                     turns earlier (names, pets, colours, numbers); see dialogue.py
 
 The standard-library sets come from the running interpreter's own source files, so they exist wherever Python
 does; their exact size varies a little between Python versions. Each dataset returns (train, test); splits are
@@ -27,6 +29,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from .babi import babi_split
+from .dialogue import chat_split
 from .scan import scan_split
 
 SKIPPED_PACKAGES = {"site-packages", "dist-packages", "test", "tests", "idlelib", "lib2to3", "tkinter", "turtledemo"}
@@ -110,6 +113,7 @@ BUILTINS = {
     "babi-1": "qa",
     "babi-2": "qa",
     "babi-3": "qa",
+    "chat": "chat",
 }
 
 
@@ -125,6 +129,8 @@ def load_builtin(name: str, seed: int = 0) -> BuiltinDataset:
     if name in ("babi", "babi-1", "babi-2", "babi-3"):
         tasks = (1, 2, 3) if name == "babi" else (int(name[-1]),)
         return BuiltinDataset(name, "qa", *babi_split(tasks, seed=seed), tokenizer="word")
+    if name == "chat":
+        return BuiltinDataset(name, "chat", *chat_split(seed=seed), tokenizer="word")
     raise UserError(
         f"unknown built-in dataset builtin:{name}; choose one of {', '.join('builtin:' + n for n in BUILTINS)}"
     )

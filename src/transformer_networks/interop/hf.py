@@ -608,3 +608,41 @@ def _bert_export_config(cfg: TransformerConfig, n_layers: int, *, qa: bool = Fal
         hf["id2label"] = {str(i): f"LABEL_{i}" for i in range(cfg.n_classes)}
         hf["label2id"] = {f"LABEL_{i}": i for i in range(cfg.n_classes)}
     return hf
+
+
+def export_hf_tokenizer(tokenizer: Any, out: str | Path, max_len: int | None = None) -> list[Path]:
+    """Write the tokenizer beside an exported model, so that `AutoTokenizer.from_pretrained(out)` loads it:
+    `tokenizer.json` as it is and a `tokenizer_config.json` naming its special tokens. A chat model's tokenizer
+    (with the chat markers) also gets `chat_template` (`apply_chat_template` then renders the ids our template
+    gives) and the end-of-turn token as its EOS, and a `generation_config.json` that makes `generate` stop there.
+    `tokenizer`: a TextTokenizer or a `tokenizers.Tokenizer`. Returns the files written."""
+    from ..data.chat_template import END_OF_TURN, JINJA, ChatTemplate
+    from ..data.tokenizer import TextTokenizer
+
+    text = tokenizer if isinstance(tokenizer, TextTokenizer) else TextTokenizer.from_pretrained_tokenizer(tokenizer)
+    raw = text.tokenizer
+    out = Path(out)
+    raw.save(str(out / "tokenizer.json"))
+    name = raw.id_to_token
+    config: dict[str, Any] = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": name(text.bos_id),
+        "eos_token": name(text.eos_id),
+        "unk_token": name(text.unk_id),
+        "pad_token": name(text.pad_id),
+        "clean_up_tokenization_spaces": False,
+    }
+    if text.cls_id != text.bos_id:
+        config["cls_token"] = name(text.cls_id)
+    if max_len is not None:
+        config["model_max_length"] = max_len
+    written = [out / "tokenizer.json", out / "tokenizer_config.json"]
+    if raw.token_to_id(END_OF_TURN) is not None:
+        template = ChatTemplate.of(text)
+        config["chat_template"] = JINJA
+        config["eos_token"] = END_OF_TURN
+        generation = {"bos_token_id": text.bos_id, "eos_token_id": template.end_id, "pad_token_id": text.pad_id}
+        (out / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n", encoding="utf-8")
+        written.append(out / "generation_config.json")
+    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    return written

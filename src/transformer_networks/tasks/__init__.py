@@ -6,6 +6,7 @@
     translation translation.py    (source, target)   "seq2seq" Seq2SeqTransformer   token budget, bucketed bleu
     classification classification.py (text, label)   "classifier" TransformerClassifier  dynamic padding   accuracy
     qa        qa.py               QAExample          "qa" TransformerQA             question + context windows f1
+    chat      chat.py             Conversation       "lm"  TransformerLM            conversations, padded  loss
 
 ## Adding a task
 
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 from ..errors import UserError
 from .base import Batch, Encoded, Task, describe_filtering
+from .chat import ChatTask
 from .classification import ClassificationTask, sort_labels
 from .lm import LanguageModelingTask
 from .qa import QuestionAnsweringTask
@@ -48,6 +50,7 @@ TASKS: dict[str, type[Task]] = {
     TranslationTask.name: TranslationTask,
     ClassificationTask.name: ClassificationTask,
     QuestionAnsweringTask.name: QuestionAnsweringTask,
+    ChatTask.name: ChatTask,
 }
 
 
@@ -61,6 +64,7 @@ def get_task(name: str) -> type[Task]:
 __all__ = [
     "TASKS",
     "Batch",
+    "ChatTask",
     "ClassificationTask",
     "Encoded",
     "LanguageModelingTask",

@@ -110,6 +110,12 @@ class Task:
         return train_tokenizer(texts, kind, cfg.vocab_size), train_tokenizer(sources, kind, cfg.vocab_size)
 
     @classmethod
+    def prepare_pretrained_tokenizer(cls, tokenizer: TextTokenizer) -> TextTokenizer:
+        """The tokenizer of a model given with --init, as this task needs it (chat adds its markers; a tokenizer
+        that grows makes the model's embedding and output rows grow with it)."""
+        return tokenizer
+
+    @classmethod
     def size(cls, raw: list) -> int:
         """How many `raw_unit`s raw examples hold."""
         return len(raw)

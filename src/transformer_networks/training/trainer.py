@@ -250,7 +250,11 @@ class InitStart(Start):
     def tokenizers(self, task: type[Task], splits: Splits) -> tuple[TextTokenizer, TextTokenizer, list[str] | None]:
         labels = task.labels_of(splits.train)
         self.pretrained = _pretrained_model(self.init, self.task_name, len(labels) if labels else None)
-        return self.pretrained.tokenizer, self.pretrained.tokenizer, labels
+        tokenizer = task.prepare_pretrained_tokenizer(self.pretrained.tokenizer)
+        if tokenizer.vocab_size > self.pretrained.cfg.target_vocab_size:  # tokens added (chat's markers)
+            self.pretrained = _grow_vocabulary(self.pretrained, tokenizer.vocab_size)
+        self.pretrained.tokenizer = tokenizer
+        return tokenizer, tokenizer, labels
 
     def model_config(self, task: Task) -> TransformerConfig:
         assert self.pretrained is not None  # loaded by tokenizers(), which prepare_data calls first
@@ -789,6 +793,25 @@ class Trainer:
             self.model.num_parameters(),
             interrupted=self.signals.signal,
         )
+
+
+def _grow_vocabulary(model: ModelBase, size: int) -> ModelBase:
+    """The language model with `size` token rows in its embedding and output layers: the old rows kept, each new
+    row the mean of the old ones (a start near the average token, not a random direction)."""
+    grown = type(model)(dataclasses.replace(model.cfg, vocab_size=size))
+    old = model.state_dict()
+    state = grown.state_dict()
+    with torch.no_grad():
+        for name, tensor in state.items():
+            before = old[name]
+            if before.shape != tensor.shape:  # (vocabulary, ...) rows
+                tensor[: before.size(0)] = before
+                tensor[before.size(0) :] = before.float().mean(0).to(tensor.dtype)
+            else:
+                tensor.copy_(before)
+    grown.load_state_dict(state)
+    grown.tokenizer = model.tokenizer
+    return grown
 
 
 def _pretrained_model(init: str | Path, task_name: str, n_classes: int | None) -> ModelBase:
