@@ -8,6 +8,7 @@
     python bench/train_tasks.py multi30k      Multi30k de->en BLEU on test 2016 under a wall-clock budget
     python bench/train_tasks.py babi          built-in question answering (bAbI tasks 1-3), test exact match (>= 95%)
     python bench/train_tasks.py squad         SQuAD v1.1 (the 24 shared articles, 4 held out), from scratch: EM/F1
+    python bench/train_tasks.py chat          built-in dialogue: replies that depend on an earlier turn (>= 95%)
     python bench/train_tasks.py all
 
 Each benchmark trains with `transformer-networks train`, evaluates with `transformer-networks evaluate --json`,
@@ -112,6 +113,16 @@ def benchmarks(minutes: float) -> dict[str, dict]:
             "per_task": True,  # exact match of each task type (one, two, three supporting facts) on its test split
             "time_to": ("exact_match", 95.0),
             "target": "exact match >= 95% on the test split within 5 minutes of training on 2 CPU cores",
+        },
+        "chat": {
+            "title": "Built-in dialogue (an assistant that must remember earlier turns)",
+            "needs": [],
+            "train": ["train", "chat", "--config", "configs/chat.yaml"],
+            "evaluate": [],  # the test split of the built-in data (400 conversations)
+            "report": ["context_reply_exact_match", "reply_exact_match", "loss", "distinct_2"],
+            "time_to": ("context_reply_exact_match", 0.95),
+            "target": ">= 95% of the held-out replies that depend on an earlier turn exactly right, within 5 minutes "
+            "of training on 2 CPU cores",
         },
         "squad": {
             "title": "SQuAD v1.1 from scratch (24 shared articles: 20 to train, 4 held out)",

@@ -157,7 +157,7 @@ def test_next_tokens_equals_generate_greedy_and_seeded_sampling():
 def run(tmp_path_factory):
     """A small chat model trained on the built-in conversations long enough to answer from earlier turns."""
     out = tmp_path_factory.mktemp("chat") / "run"
-    argv = ["train", "chat", "--out", out, "--max-steps", "450", "--eval-every", "450", "--batch-size", "32"]
+    argv = ["train", "chat", "--out", out, "--max-steps", "600", "--eval-every", "600", "--batch-size", "32"]
     argv += ["--lr", "2e-3", "--set", "eval_examples=40", "--set", "warmup=50", "--set", "schedule=constant"]
     argv += ["--set", "d_model=128", "--set", "n_heads=4", "--set", "n_layers=3", "--set", "d_ff=256", "--quiet"]
     argv += TINY
@@ -429,3 +429,17 @@ def test_train_chat_from_gpt2_weights_grows_the_vocabulary(tmp_path):
     out = tmp_path / "hf"
     assert cli.main(["export", str(run / "last"), "--hf", str(out)]) == 0
     assert json.loads((out / "generation_config.json").read_text())["eos_token_id"] == template.end_id
+
+
+def test_a_full_context_drops_the_oldest_exchanges_and_keeps_the_system_message(run):
+    ck = load_for("chat", run)
+    session = ChatSession(ck, system="You are a helpful assistant.", do_sample=False, max_new_tokens=16)
+    limit = ck.config.max_seq_len
+    for i in range(40):
+        reply = "".join(session.reply("Thanks!" if i % 2 else "How are you?"))
+        assert len(session.ids) <= limit and reply
+    assert session.dropped > 0
+    assert session.messages[0] == Message("system", "You are a helpful assistant.")
+    assert [m.role for m in session.messages[1:3]] == ["user", "assistant"]
+    # What is left replies as a fresh prefill of it does (the cache was rebuilt, positions from 0).
+    assert "".join(session.reply("Thanks!")) == chat_reply(ck, [*session.messages[:-2], Message("user", "Thanks!")])

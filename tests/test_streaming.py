@@ -269,3 +269,19 @@ def test_errors(tokenizers):
     streamer.finish()
     with pytest.raises(RuntimeError, match="after finish"):
         streamer.put(7)
+
+
+@pytest.mark.parametrize("kind", ["bpe", "byte", "char", "word"])
+def test_a_context_places_the_first_piece_after_it(tokenizers, kind):
+    """With the prompt as context, the pieces are what decoding prompt and continuation together adds to the
+    prompt's own text: a word-level tokenizer's space between them, a subword's leading space."""
+    tok = tokenizers.get(kind) or train_tokenizer(TEXTS, "word", 1000)
+    for text in TEXTS:
+        ids = tok.tokenizer.encode(text, add_special_tokens=False).ids
+        for cut in range(1, len(ids)):
+            head, whole = full_text(tok, ids[:cut]), full_text(tok, ids)
+            if not whole.startswith(head):
+                continue
+            streamer = TextStreamer(tok, context=ids[:cut])
+            pieces = [streamer.put(t) for t in ids[cut:]] + [streamer.finish()]
+            assert "".join(pieces) == whole[len(head) :], (kind, text, cut)

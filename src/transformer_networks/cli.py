@@ -515,7 +515,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="transformer-networks",
         description="Transformer networks (Vaswani et al. 2017): train, "
-        "evaluate and use translators, language models, classifiers and question-answering models.",
+        "evaluate and use translators, language models, classifiers, question-answering and chat models.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -541,7 +541,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "train",
-        help="train a language model, translator, classifier or question-answering model; write a run directory",
+        help="train a language model, translator, classifier, question-answering or chat model; write a run directory",
         description="Train on files or on built-in data (builtin:scan, builtin:scan-length, "
         "builtin:stdlib-docs, builtin:stdlib-topics, builtin:babi; the default when no data is given).",
     )

@@ -23,9 +23,10 @@ from torch import Tensor
 
 from .backends.onednn import use_onednn
 from .checkpoints import Checkpoint, load_checkpoint
+from .data import dialogue
 from .data.batching import pad_batch
 from .data.chat_template import ChatTemplate
-from .data.dialogue import Message, conversation_from_record
+from .data.dialogue import Message
 from .data.qa import QAExample
 from .errors import UserError
 from .generation import generate, generate_in_batches
@@ -133,6 +134,14 @@ def translate_lines(
 
 
 @torch.no_grad()
+def _prompt_ids(ck: Checkpoint, prompt: str, truncate: bool) -> list[int]:
+    """A language model's prompt as ids, checked: not empty, and leaving room for a new token (or cut to)."""
+    ids = ck.tokenizer.encode(prompt)
+    if not ids:
+        raise UserError("the prompt is empty (or has no token the model knows): give some text to continue")
+    return _fit(ids, ck.config.max_seq_len, truncate, "the prompt", keep_end=True, room=1)
+
+
 def generate_text(
     ck: Checkpoint,
     prompt: str,
@@ -148,11 +157,7 @@ def generate_text(
     num_beams: int = 1,
 ) -> str:
     """The continuation of `prompt` (without the prompt), cut before the first stop string."""
-    ids = ck.tokenizer.encode(prompt)
-    if not ids:
-        raise UserError("the prompt is empty (or has no token the model knows): give some text to continue")
-    limit = ck.config.max_seq_len
-    ids = _fit(ids, limit, truncate, "the prompt", keep_end=True, room=1)
+    ids = _prompt_ids(ck, prompt, truncate)
     device = next(ck.model.parameters()).device
     model = cast(DecodingModel, ck.model)  # a language model's checkpoint: a TransformerLM
     out = generate(
@@ -191,11 +196,8 @@ def generate_stream(
 ) -> Iterator[str]:
     """`generate_text`, streamed: pieces of the continuation as the tokens are produced (never half a character,
     never part of a stop string); together they are exactly the text `generate_text` returns."""
-    ids = ck.tokenizer.encode(prompt)
-    if not ids:
-        raise UserError("the prompt is empty (or has no token the model knows): give some text to continue")
+    ids = _prompt_ids(ck, prompt, truncate)
     limit = ck.config.max_seq_len
-    ids = _fit(ids, limit, truncate, "the prompt", keep_end=True, room=1)
     model = cast(DecodingLM, ck.model)
     device = next(ck.model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
@@ -695,15 +697,7 @@ def chat_reply(
 def parse_chat_line(line: str, where: str) -> list[Message]:
     """One conversation of the training format (`messages`, or ShareGPT's `conversations`) ending with a user
     turn, as the `chat` command reads it from a pipe; a bad line is a `UserError` naming `where`."""
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise UserError(f"{where}: invalid JSON: {e.msg}") from None
-    try:
-        conversation = conversation_from_record(record)
-    except ValueError as e:
-        raise UserError(f"{where}: {e}") from None
-    messages = list(conversation)
+    messages = list(dialogue.parse_chat_line(line, where))
     if not messages or messages[-1].role != "user":
         raise UserError(f"{where}: the conversation must end with a user message (the one to reply to)")
     return messages

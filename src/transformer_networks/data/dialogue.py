@@ -77,20 +77,26 @@ def read_chat(path: str | Path) -> list[Conversation]:
         if not line.strip():
             continue
         where = f"{path}: line {number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{where}: invalid JSON: {e.msg}") from None
-        try:
-            messages = conversation_from_record(record)
-        except ValueError as e:
-            raise DataError(f"{where}: {e}") from None
+        messages = parse_chat_line(line, where)
         if not any(m.role == "assistant" for m in messages):
             raise DataError(f"{where}: no assistant message")
         conversations.append(Conversation(str(number), messages))
     if not conversations:
         raise DataError(f"{path}: no conversations")
     return conversations
+
+
+def parse_chat_line(line: str, where: str) -> tuple[Message, ...]:
+    """The messages of one JSONL line; anything malformed is a one-line `DataError` starting with `where` (the file
+    and line). Every check of `read_chat` but the assistant turn (a conversation to reply to has none yet)."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{where}: invalid JSON: {e.msg}") from None
+    try:
+        return conversation_from_record(record)
+    except ValueError as e:
+        raise DataError(f"{where}: {e}") from None
 
 
 def conversation_from_record(record: Any) -> tuple[Message, ...]:
