@@ -195,6 +195,11 @@ def test_the_trained_model_answers_from_an_earlier_turn(run):
     "".join(session.reply("My name is Frank."))
     "".join(session.reply("Thanks!"))
     assert "".join(session.reply("What is my name?")) == "Your name is Frank."
+    # A stop string ends the reply before it; the reply so far is the assistant's message.
+    stopped = ChatSession(ck, do_sample=False, stop=["Frank"])
+    assert "".join(stopped.reply("My name is Frank.")) == "Nice to meet you, "
+    assert stopped.messages[-1] == Message("assistant", "Nice to meet you, ")
+    assert stopped.ids[-1] == ChatTemplate.of(ck.tokenizer).end_id
     # /reset forgets: the next reply is the reply to that message alone.
     session.reset()
     assert "".join(session.reply("What is my name?")) == chat_reply(ck, [Message("user", "What is my name?")])
@@ -443,3 +448,16 @@ def test_a_full_context_drops_the_oldest_exchanges_and_keeps_the_system_message(
     assert [m.role for m in session.messages[1:3]] == ["user", "assistant"]
     # What is left replies as a fresh prefill of it does (the cache was rebuilt, positions from 0).
     assert "".join(session.reply("Thanks!")) == chat_reply(ck, [*session.messages[:-2], Message("user", "Thanks!")])
+
+
+def test_a_bad_conversation_file_is_one_line_and_writes_nothing(tmp_path, capsys):
+    bad = tmp_path / "chats.jsonl"
+    bad.write_text(
+        '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}\n'
+        '{"messages": [{"role": "user", "content": "hi"}]}\n'
+    )
+    out = tmp_path / "run"
+    assert cli.main(["train", "chat", "--data", str(bad), "--out", str(out), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}: line 2: no assistant message" in err and err.count("\n") == 1
+    assert not out.exists()

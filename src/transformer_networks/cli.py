@@ -293,6 +293,7 @@ def _chat(args: argparse.Namespace) -> int:
         "top_k": args.top_k,
         "top_p": args.top_p,
         "seed": args.seed,
+        "stop": args.stop,
     }
     if not _stdin_is_terminal():
         chat_stream(ck, _stdin(), sys.stdout, **options)
@@ -733,6 +734,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float)
     p.add_argument("--seed", type=int, help="makes sampling reproducible")
     p.add_argument("--greedy", action="store_true", help="take the most likely token at every step")
+    p.add_argument(
+        "--stop", action="append", default=[], metavar="STR", help="also end a reply before this string (repeatable)"
+    )
     p.add_argument("--device", default="auto")
 
     p = sub.add_parser("attention", help="draw attention heatmaps (layers x heads) for a text to a PNG")

@@ -561,12 +561,15 @@ class ChatSession:
         top_k: int | None = None,
         top_p: float | None = None,
         seed: int | None = None,
+        stop: Iterable[str] = (),
     ) -> None:
+        """stop: strings that end a reply (not included), beside its end-of-turn token."""
         if ck.task != "chat":
             raise UserError(f"{ck.path} is a {WHAT.get(ck.task, ck.task)} checkpoint; chat needs a chat checkpoint")
         self.ck, self.model = ck, ck.model
         self.template = ChatTemplate.of(ck.tokenizer)
         self.max_new_tokens = max_new_tokens
+        self.stop = [s for s in stop if s]
         self.do_sample, self.temperature, self.top_k, self.top_p = do_sample, temperature, top_k, top_p
         device = next(self.model.parameters()).device
         self.generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
@@ -623,7 +626,7 @@ class ChatSession:
         self.messages.append(Message("user", text))
         self.ids += self.template.message("user", text) + [self.template.role_ids["assistant"]]
         room = self._fit()
-        streamer = TextStreamer(self.ck.tokenizer)
+        streamer = TextStreamer(self.ck.tokenizer, stop=self.stop)
         end = self.template.end_id
         clean = False
         try:
@@ -645,6 +648,8 @@ class ChatSession:
                 piece = streamer.put(token)
                 if piece:
                     yield piece
+                if streamer.stopped:
+                    break
             tail = streamer.finish()
             if tail:
                 yield tail
@@ -674,6 +679,7 @@ def chat_reply(
     top_k: int | None = None,
     top_p: float | None = None,
     seed: int | None = None,
+    stop: Iterable[str] = (),
 ) -> str:
     """The model's reply to a conversation that ends with a user message (greedy by default)."""
     if not messages or messages[-1].role != "user":
@@ -688,6 +694,7 @@ def chat_reply(
         top_k=top_k,
         top_p=top_p,
         seed=seed,
+        stop=stop,
     )
     session.messages = list(messages[:-1])
     session.ids = session.template.encode(session.messages)[0]

@@ -139,7 +139,7 @@ class ChatTask(Task):
         size = self.cfg.batch_size
         return [self._batch([encoded.examples[i] for i in order[s : s + size]]) for s in range(0, len(order), size)]
 
-    def _batch(self, examples: list[EncodedConversation], scored: str = "trained") -> Batch:
+    def _batch(self, examples: list[EncodedConversation]) -> Batch:
         """ids (B, T-1) right-padded, real (B, T-1), and the targets of the trained tokens (-100 elsewhere), plus
         those of the assistant's tokens (what evaluation scores)."""
         pad = self.pad_id if self.pad_id is not None else 0
