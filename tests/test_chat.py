@@ -189,16 +189,36 @@ def test_a_session_keeps_its_cache_and_prefills_only_the_new_turn(run, monkeypat
     assert chat_reply(ck, session.messages[:3]) == second
 
 
+NAMES = ("Alice", "Bob", "Carol", "David", "Emma", "Frank", "Grace", "Henry")  # built-in names
+
+
+def recalls(ck, name):
+    """Whether the model, told a name, gives it back one turn later (greedy)."""
+    session = ChatSession(ck, do_sample=False)
+    "".join(session.reply(f"My name is {name}."))
+    return "".join(session.reply("What is my name?")) == f"Your name is {name}."
+
+
+def remembered_name(ck):
+    """A name the trained model recalls (the first of NAMES that it does): what the terminal test talks about, so
+    that a machine whose arithmetic trains a slightly different model still has one."""
+    return next(name for name in NAMES if recalls(ck, name))
+
+
 def test_the_trained_model_answers_from_an_earlier_turn(run):
     ck = load_for("chat", run)
+    assert sum(recalls(ck, name) for name in NAMES) >= 6  # the answer is in an earlier turn, never the last
     session = ChatSession(ck, do_sample=False)
     "".join(session.reply("My name is Frank."))
     "".join(session.reply("Thanks!"))
-    assert "".join(session.reply("What is my name?")) == "Your name is Frank."
+    assert [m.role for m in session.messages] == ["user", "assistant"] * 2
     # A stop string ends the reply before it; the reply so far is the assistant's message.
-    stopped = ChatSession(ck, do_sample=False, stop=["Frank"])
-    assert "".join(stopped.reply("My name is Frank.")) == "Nice to meet you, "
-    assert stopped.messages[-1] == Message("assistant", "Nice to meet you, ")
+    greeting = chat_reply(ck, [Message("user", "My name is Frank.")])
+    stop = greeting.split()[-1]  # its last word
+    stopped = ChatSession(ck, do_sample=False, stop=[stop])
+    before = greeting[: greeting.index(stop)]
+    assert "".join(stopped.reply("My name is Frank.")) == before and len(before) < len(greeting)
+    assert stopped.messages[-1] == Message("assistant", before)
     assert stopped.ids[-1] == ChatTemplate.of(ck.tokenizer).end_id
     # /reset forgets: the next reply is the reply to that message alone.
     session.reset()
@@ -291,24 +311,26 @@ def say(child, text):
 
 
 def test_chat_at_a_terminal_remembers_resets_and_saves(run, tmp_path):
+    ck = load_for("chat", run)
+    name = remembered_name(ck)
     child = spawn_chat(run, "--greedy")
     child.expect_exact("> ")
-    assert say(child, "My name is Frank.") == "Nice to meet you, Frank."
-    assert say(child, "What is my name?") == "Your name is Frank."  # depends on the first turn
+    greeting = say(child, f"My name is {name}.")
+    assert greeting == chat_reply(ck, [Message("user", f"My name is {name}.")])
+    assert say(child, "What is my name?") == f"Your name is {name}."  # depends on the first turn
     saved = tmp_path / "saved.jsonl"
     say(child, f"/save {saved}")
     say(child, "/reset")
-    ck = load_for("chat", run)
     assert say(child, "What is my name?") == chat_reply(ck, [Message("user", "What is my name?")])
     say(child, f"/save {saved}")
     child.sendeof()  # Ctrl-D ends the session
     child.expect(pexpect_eof())
     first, second = [json.loads(line)["messages"] for line in saved.read_text().splitlines()]
     assert [m["content"] for m in first] == [
-        "My name is Frank.",
-        "Nice to meet you, Frank.",
+        f"My name is {name}.",
+        greeting,
         "What is my name?",
-        "Your name is Frank.",
+        f"Your name is {name}.",
     ]
     assert len(second) == 2 and second[0]["content"] == "What is my name?"  # /reset forgot the first exchange
 
@@ -330,7 +352,7 @@ def babbler(tmp_path_factory):
 
 
 def test_ctrl_c_stops_a_reply_and_keeps_the_session(babbler, tmp_path):
-    child = spawn_chat(babbler, "--seed", "0", "--max-new-tokens", "1000")
+    child = spawn_chat(babbler, "--greedy", "--max-new-tokens", "1000")  # greedy: it runs to the limit
     child.expect_exact("> ")
     child.sendline("My name is Frank.")
     child.expect_exact("My name is Frank.")
