@@ -483,3 +483,18 @@ def test_a_bad_conversation_file_is_one_line_and_writes_nothing(tmp_path, capsys
     err = capsys.readouterr().err
     assert f"{bad}: line 2: no assistant message" in err and err.count("\n") == 1
     assert not out.exists()
+
+
+def test_a_message_too_long_for_the_context_is_an_error_that_keeps_the_conversation(run):
+    from transformer_networks.errors import UserError
+
+    ck = load_for("chat", run)
+    session = ChatSession(ck, do_sample=False)
+    first = "".join(session.reply("My name is Frank."))
+    messages, ids = list(session.messages), list(session.ids)
+    with pytest.raises(UserError, match="the message is too long"):
+        "".join(session.reply("Thanks! " * 200))
+    assert session.messages == messages and session.ids == ids
+    assert "".join(session.reply("What is my name?")) == chat_reply(
+        ck, [Message("user", "My name is Frank."), Message("assistant", first), Message("user", "What is my name?")]
+    )

@@ -347,6 +347,8 @@ def _chat(args: argparse.Namespace) -> int:
             print()
         except KeyboardInterrupt:
             print(" [stopped]")
+        except UserError as e:  # a message too long for the context: say so, keep the session
+            print(f"error: {e}", file=sys.stderr)
         finally:
             pieces.close()
         if session.dropped > dropped:

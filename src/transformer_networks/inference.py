@@ -623,9 +623,14 @@ class ChatSession:
         interrupted: Ctrl-C, close), the reply so far is the assistant's message of the conversation."""
         if not text.strip():
             raise UserError("the message is empty")
+        before = (list(self.messages), list(self.ids), self.dropped)
         self.messages.append(Message("user", text))
         self.ids += self.template.message("user", text) + [self.template.role_ids["assistant"]]
-        room = self._fit()
+        try:
+            room = self._fit()
+        except UserError:  # the message cannot fit: the conversation stays as it was
+            self.messages, self.ids, self.dropped = before
+            raise
         streamer = TextStreamer(self.ck.tokenizer, stop=self.stop)
         end = self.template.end_id
         clean = False
