@@ -82,42 +82,55 @@ class ChatTask(Task):
     def model_settings(self) -> dict[str, Any]:
         return {"vocab_size": self.tokenizer.vocab_size, "max_seq_len": self.max_len}
 
-    def fit_conversation(self, conversation: Conversation) -> tuple[Conversation | None, bool]:
-        """(the conversation cut to max_len by dropping its oldest exchanges, whether it was cut), or (None, False)
-        when even its last exchange does not fit."""
-        messages = list(conversation.messages)
-        head = messages[:1] if messages and messages[0].role == "system" else []
-        turns = messages[len(head) :]
-        cut = False
-        while len(self.template.encode(head + turns)[0]) > self.max_len:
-            users = [i for i, m in enumerate(turns) if m.role == "user"]
+    def fit_conversation(self, messages: list[Message], lengths: list[int]) -> tuple[int, int] | None:
+        """(the first message kept after the system message, and the system message's count, 0 or 1) so that the
+        messages' tokens (`lengths`, per message) fit max_len, dropping the oldest exchanges; None when even the
+        last exchange does not fit."""
+        head = 1 if messages and messages[0].role == "system" else 0
+        first, total = head, sum(lengths)
+        while total > self.max_len:
+            users = [i for i in range(first, len(messages)) if messages[i].role == "user"]
             if len(users) < 2:
-                return None, False
-            turns, cut = turns[users[1] :], True
-        return Conversation(conversation.id, tuple(head + turns)), cut
+                return None
+            total -= sum(lengths[first : users[1]])
+            first = users[1]
+        return first, head
 
     def encode(self, raw: list[Conversation]) -> Encoded:
-        out, kept, dropped, cut = [], [], 0, 0
+        """Each message tokenized once (all contents in one batch), then the conversations cut to fit."""
+        contents = self.tokenizer.encode_batch([m.content for c in raw for m in c.messages])
+        out, kept, dropped, cut, n = [], [], 0, 0, 0
         for conversation in raw:
-            fitted, was_cut = self.fit_conversation(conversation)
+            messages = list(conversation.messages)
+            pieces = [
+                [self.template.role_ids[m.role], *ids, self.template.end_id]
+                for m, ids in zip(messages, contents[n : n + len(messages)], strict=True)
+            ]
+            n += len(messages)
+            fitted = self.fit_conversation(messages, [len(p) for p in pieces])
             if fitted is None:
                 dropped += 1
                 continue
-            cut += was_cut
-            ids, owner = self.template.encode(fitted.messages)
-            roles = [fitted.messages[i].role for i in owner]
-            # A reply's tokens: its content and end of turn, not its marker (which the prompt gives).
-            marker = [j == 0 or owner[j - 1] != owner[j] for j in range(len(ids))]
-            assistant = [r == "assistant" and not m for r, m in zip(roles, marker, strict=True)]
-            if self.cfg.train_on == "all":
-                trained = [True] * len(ids)
-            elif self.cfg.train_on == "last":
-                final = max(i for i, m in enumerate(fitted.messages) if m.role == "assistant")
-                trained = [a and o == final for a, o in zip(assistant, owner, strict=True)]
-            else:
-                trained = assistant
-            out.append(EncodedConversation(fitted, ids, trained, assistant))
-            kept.append(fitted)
+            first, head = fitted
+            cut += first > head
+            keep = list(range(head)) + list(range(first, len(messages)))
+            messages, pieces = [messages[i] for i in keep], [pieces[i] for i in keep]
+            final = max((i for i, m in enumerate(messages) if m.role == "assistant"), default=-1)
+            ids: list[int] = []
+            trained: list[bool] = []
+            assistant: list[bool] = []
+            for i, (m, piece) in enumerate(zip(messages, pieces, strict=True)):
+                # A reply's tokens: its content and end of turn, not its marker (which the prompt gives).
+                mine = [m.role == "assistant" and j > 0 for j in range(len(piece))]
+                ids += piece
+                assistant += mine
+                if self.cfg.train_on == "all":
+                    trained += [True] * len(piece)
+                else:
+                    trained += [a and (self.cfg.train_on == "assistant" or i == final) for a in mine]
+            fitted_conversation = Conversation(conversation.id, tuple(messages))
+            out.append(EncodedConversation(fitted_conversation, ids, trained, assistant))
+            kept.append(fitted_conversation)
         return Encoded(out, dropped=dropped, truncated=cut, kept_raw=kept)
 
     def describe(self, what: str, encoded: Encoded, log: Any) -> None:
