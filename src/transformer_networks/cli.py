@@ -23,6 +23,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
+from .backends.onednn import use_onednn
 from .checkpoints import load_checkpoint
 from .config import PRESETS
 from .device import pick_device
@@ -479,6 +480,43 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    """`serve RUN [NAME=RUN ...]`: an OpenAI-compatible HTTP API over the checkpoints, until Ctrl-C or SIGTERM
+    (which stops accepting, finishes the requests in flight, then exits)."""
+    try:
+        import uvicorn
+
+        from .serving.app import ServerSettings, create_app
+    except ImportError as e:
+        raise UserError(f"serve needs {e.name}: pip install 'transformer-networks[serve]'") from None
+    device = pick_device(args.device)
+    models = {}
+    for spec in args.models:
+        name, sep, path = spec.partition("=")
+        if not sep:
+            name, path = os.path.basename(os.path.normpath(spec)), spec
+        if not name or not path:
+            raise UserError(f"{spec!r}: give a run directory, or NAME=RUN")
+        if name in models:
+            raise UserError(f"two models are named {name!r}: give one of them another name with NAME=RUN")
+        ck = load_checkpoint(path, device)
+        if device.type == "cpu":
+            use_onednn(ck.model)
+        models[name] = ck
+        print(f"serving {name!r}: {ck.task} model from {ck.path}", file=sys.stderr)
+    settings = ServerSettings(
+        api_key=args.api_key or os.environ.get("TN_API_KEY") or None,
+        max_body_bytes=args.max_body_bytes,
+        max_batch_size=args.max_batch_size,
+        max_queue=args.max_queue,
+        timeout=args.timeout,
+    )
+    app = create_app(models, settings)
+    log_level = "warning" if args.quiet else "info"
+    uvicorn.run(app, host=args.host, port=args.port, log_level=log_level, timeout_graceful_shutdown=args.timeout)
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": _demo,
     "info": _info,
@@ -489,6 +527,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "classify": _classify,
     "answer": _answer,
     "chat": _chat,
+    "serve": _serve,
     "attention": _attention,
     "average": _average,
     "convert": _convert,
@@ -740,6 +779,35 @@ def _parser() -> argparse.ArgumentParser:
         "--stop", action="append", default=[], metavar="STR", help="also end a reply before this string (repeatable)"
     )
     p.add_argument("--device", default="auto")
+
+    p = sub.add_parser(
+        "serve",
+        help="serve checkpoints over HTTP: an OpenAI-compatible API (completions, chat) and our own endpoints",
+        description="Serves each checkpoint under a model name (the run directory's name, or NAME=RUN): "
+        "/v1/completions and /v1/chat/completions (OpenAI's API, streamed or not, with continuous batching), "
+        "/v1/translations, /v1/classifications, /v1/answers, /v1/models, /health and /metrics (Prometheus). "
+        "Binds 127.0.0.1 unless --host says otherwise. "
+        "Needs the serve extra: pip install 'transformer-networks[serve]'.",
+    )
+    p.add_argument("models", nargs="+", metavar="RUN|NAME=RUN", help="checkpoints or run directories to serve")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1: this machine only)"
+    )
+    p.add_argument("--port", type=int, default=8000, help="default 8000")
+    p.add_argument(
+        "--api-key", help="every endpoint but /health then needs 'Authorization: Bearer KEY' (also: $TN_API_KEY)"
+    )
+    p.add_argument("--max-batch-size", type=_positive_int, default=16, help="rows decoded together (default 16)")
+    p.add_argument(
+        "--max-queue",
+        type=_positive_int,
+        default=64,
+        help="requests waiting before the server answers 503 (default 64)",
+    )
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds a request may take (default 300)")
+    p.add_argument("--max-body-bytes", type=_positive_int, default=1 << 20, help="largest request body (default 1 MiB)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true", help="no log line per request")
 
     p = sub.add_parser("attention", help="draw attention heatmaps (layers x heads) for a text to a PNG")
     p.add_argument("checkpoint", help="a checkpoint of any task, or a run directory")

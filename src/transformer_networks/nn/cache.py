@@ -255,3 +255,70 @@ class DecoderCache:
             self.memory = self.memory.index_select(0, indices)
         if self.memory_mask is not None:
             self.memory_mask = self.memory_mask.index_select(0, indices)
+
+    # --- rows that come and go (continuous batching) ------------------------------------------------------------
+    # A server decodes many requests in one batch: a request joins when its prompt is prefilled, and leaves when it
+    # ends. Every row's tokens end at the same slot (the next step writes all rows at slot L), so rows of different
+    # lengths are aligned at the end and padded on the left with slots `key_mask` hides. Each row's positions are
+    # its own (the caller passes them), so the padding changes no row's numbers.
+
+    def join(self, other: DecoderCache) -> None:
+        """Append the rows of `other` (a growing decoder-only cache) after this one's, both aligned at their last
+        slot: the shorter side is padded on the left with masked slots. Both caches must be growing (no max_len)."""
+        if self.max_len is not None or other.max_len is not None or self.memory is not None:
+            raise ValueError("join works on growing decoder-only caches")
+        if other.length == 0:
+            raise ValueError("the cache joined holds no tokens")
+        if self.length == 0 or self.layers[0].self_attn.k is None:  # empty: take the other's rows as they are
+            for mine, theirs in zip(self.layers, other.layers, strict=True):
+                mine.self_attn.k, mine.self_attn.v = theirs.self_attn.k, theirs.self_attn.v
+            self.length, self.key_mask = other.length, other.key_mask
+            return
+        L = max(self.length, other.length)
+        masks = []
+        for cache in (self, other):
+            k = cache.layers[0].self_attn.k
+            assert k is not None  # a cache with tokens has keys
+            mask = cache.key_mask
+            if mask is None:
+                mask = torch.ones(k.size(0), cache.length, dtype=torch.bool, device=k.device)
+            masks.append(_pad_left(mask, L, False))  # (B, L)
+        for mine, theirs in zip(self.layers, other.layers, strict=True):
+            a, b = mine.self_attn, theirs.self_attn
+            assert a.k is not None and a.v is not None and b.k is not None and b.v is not None
+            # New tensors (B1 + B2, G, L, D): the next append copies them into fresh buffers.
+            a.k = torch.cat([_pad_left(a.k, L, 0.0), _pad_left(b.k, L, 0.0)], dim=0)
+            a.v = torch.cat([_pad_left(a.v, L, 0.0), _pad_left(b.v, L, 0.0)], dim=0)
+        self.key_mask = torch.cat(masks, dim=0)  # (B1 + B2, L)
+        self.length = L
+
+    def drop_leading_padding(self) -> None:
+        """Remove the first slots that are padding in every row (after rows left), so that `length` is the
+        longest row's length again and never grows past the model's context while rows come and go."""
+        if self.key_mask is None or self.length == 0 or self.max_len is not None:
+            return
+        real = self.key_mask.any(dim=0)  # (L,)
+        if not bool(real.any()):
+            return
+        first = int(real.to(torch.int8).argmax())  # the first slot some row uses
+        if first == 0:
+            return
+        for layer in self.layers:
+            kv = layer.self_attn
+            assert kv.k is not None and kv.v is not None
+            kv.k, kv.v = kv.k[:, :, first:], kv.v[:, :, first:]  # views: the next append copies into new buffers
+        self.key_mask = self.key_mask[:, first:]
+        self.length -= first
+        if bool(self.key_mask.all()):
+            self.key_mask = None  # every key real again: steps need no mask
+
+
+def _pad_left(x: Tensor, length: int, value: float | bool) -> Tensor:
+    """Pad dimension 2 (keys/values: (B, G, L, D)) or 1 (masks: (B, L)) on the left up to `length` slots."""
+    dim = 2 if x.dim() == 4 else 1
+    missing = length - x.size(dim)
+    if missing == 0:
+        return x
+    shape = list(x.shape)
+    shape[dim] = missing
+    return torch.cat([x.new_full(shape, value), x], dim=dim)

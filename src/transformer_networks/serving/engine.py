@@ -1,0 +1,252 @@
+"""Continuous batching: the generation requests for one language model share every forward pass.
+
+    engine = Engine(model, max_batch_size=16, max_queue=64)
+    request = engine.submit(Request(prompt_ids, max_new_tokens=64, stop_ids={eos}, emit=callback))
+    ...                                   # callback(token, None) per token, then callback(None, finish_reason)
+    request.cancel()                      # at any time: the row leaves the batch at the next step
+    engine.close()
+
+One thread decodes. At each step it admits waiting requests (each prompt is prefilled alone, then its cache rows
+join the batch's), feeds every row its last token in one forward pass, picks each row's next token with the row's
+own settings (greedy, or sampling with its temperature / top-k / top-p and its own seeded generator), hands the
+tokens out, and drops the rows that ended (a stop id, their length, or a cancel) at once.
+
+Rows of different lengths share one cache aligned at the end (`DecoderCache.join`): the shorter ones are padded on
+the left with slots the key mask hides, and each row's positions are its own, so a row's numbers do not depend on
+the others (greedy tokens equal `generate` for the prompt alone: tested). When rows leave, slots that no row uses
+any more are dropped, so the cache never holds more than the longest row.
+
+Shapes: B rows in the batch, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from ..errors import InputError
+from ..generation.logits import process_logits, sample
+from ..generation.steps import DecodingLM
+from ..nn.cache import DecoderCache
+
+# What a request is told: (token, None) for each new token, then (None, reason) once, reason one of "stop" (a
+# stop id was produced: it is not handed out), "length" (max_new_tokens, or the model's context), "cancelled", or
+# "error: MESSAGE".
+Emit = Callable[[int | None, str | None], None]
+
+
+class QueueFull(Exception):
+    """The engine's waiting queue is full: try again later."""
+
+
+@dataclass
+class Request:
+    prompt_ids: Sequence[int]
+    max_new_tokens: int
+    emit: Emit
+    stop_ids: Collection[int] = ()
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    generated: int = 0  # tokens handed out so far
+    cancelled: bool = field(default=False, repr=False)
+    generator: torch.Generator | None = field(default=None, repr=False)
+
+    def cancel(self) -> None:
+        """Stop this request: it leaves the batch at the next step (or is skipped if still waiting)."""
+        self.cancelled = True
+
+
+class Engine:
+    """Decodes the submitted requests for `model` in one background thread, batching them as they come."""
+
+    def __init__(
+        self,
+        model: DecodingLM,
+        *,
+        max_batch_size: int = 16,
+        max_queue: int = 64,
+        on_step: Callable[[int], None] | None = None,
+    ) -> None:
+        """max_batch_size: rows decoded together; max_queue: requests waiting for a row before `submit` refuses
+        (QueueFull); on_step(batch_size) is called after every decoding step (metrics)."""
+        self.model = model
+        self.max_batch_size = max_batch_size
+        self.max_queue = max_queue
+        self.on_step = on_step
+        self.device = next(model.parameters()).device
+        self.waiting: deque[Request] = deque()
+        self.rows: list[Request] = []  # the batch, in the cache's row order
+        self.cache: DecoderCache = model.init_cache()
+        self.last = torch.empty(0, dtype=torch.long, device=self.device)  # (B,) each row's token not yet fed
+        self.next_position = torch.empty(0, dtype=torch.long, device=self.device)  # (B,) where it goes
+        self._cond = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="decode", daemon=True)
+        self._thread.start()
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self.waiting)
+
+    def submit(self, request: Request) -> Request:
+        """Queue a request; raises QueueFull when `max_queue` requests are already waiting, InputError when its
+        prompt leaves no room for a token in the model's context."""
+        if not request.prompt_ids:
+            raise InputError("the prompt has no tokens")
+        if len(request.prompt_ids) >= self.model.cfg.max_seq_len:
+            raise InputError(
+                f"the prompt's {len(request.prompt_ids)} tokens leave no room for a new one in the model's "
+                f"context of {self.model.cfg.max_seq_len}"
+            )
+        if request.do_sample and request.seed is not None:
+            request.generator = torch.Generator(device=self.device).manual_seed(request.seed)
+        with self._cond:
+            if self._closing:
+                raise QueueFull("the server is shutting down")
+            if len(self.waiting) >= self.max_queue:
+                raise QueueFull(f"{len(self.waiting)} requests are waiting already")
+            self.waiting.append(request)
+            self._cond.notify()
+        return request
+
+    def close(self, timeout: float | None = 10.0) -> None:
+        """Finish the requests in flight and waiting, then stop the thread."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._thread.join(timeout)
+
+    # --- the decoding thread ------------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self.waiting and not self.rows and not self._closing:
+                    self._cond.wait()
+                if self._closing and not self.waiting and not self.rows:
+                    return
+                room = self.max_batch_size - len(self.rows)
+                admitted = [self.waiting.popleft() for _ in range(min(room, len(self.waiting)))]
+            try:
+                with torch.no_grad():
+                    for request in admitted:
+                        self._admit(request)
+                    if self.rows:
+                        self._step()
+            except Exception as e:  # a bug here must not leave every later request waiting forever
+                for request in self.rows:
+                    _tell(request, None, f"error: {e}")
+                self._drop(list(range(len(self.rows))))
+
+    def _choose(self, request: Request, logits: Tensor) -> int:
+        """The next token for one row from its logits (V,)."""
+        if not request.do_sample:
+            return int(logits.argmax())
+        scores = process_logits(
+            logits.float()[None], temperature=request.temperature, top_k=request.top_k, top_p=request.top_p
+        )
+        return int(sample(scores, request.generator))
+
+    def _hand_out(self, request: Request, token: int) -> bool:
+        """Tell the request its token; True when the request has ended with it."""
+        if token in request.stop_ids:
+            _tell(request, None, "stop")
+            return True
+        request.generated += 1
+        _tell(request, token, None)
+        if request.generated >= request.max_new_tokens:
+            _tell(request, None, "length")
+            return True
+        if request.cancelled:  # cancelled while being told (its client is gone)
+            _tell(request, None, "cancelled")
+            return True
+        return False
+
+    def _admit(self, request: Request) -> None:
+        """Prefill a request's prompt alone, hand out its first token, and join its row to the batch."""
+        if request.cancelled:
+            _tell(request, None, "cancelled")
+            return
+        ids = list(request.prompt_ids)
+        room = self.model.cfg.max_seq_len - len(ids)  # tokens it may still get: the last one is never fed
+        request.max_new_tokens = max(1, min(request.max_new_tokens, room))
+        try:
+            cache = self.model.init_cache()
+            x = torch.tensor([ids], dtype=torch.long, device=self.device)  # (1, P)
+            real = torch.ones_like(x, dtype=torch.bool)  # prompt tokens are real, even one equal to pad_id
+            logits = self.model(x, attention_mask=real, cache=cache)[0, -1]  # (V,)
+            token = self._choose(request, logits)
+        except Exception as e:  # a bad request must not stop the engine
+            _tell(request, None, f"error: {e}")
+            return
+        if self._hand_out(request, token):
+            return
+        self.cache.join(cache)
+        self.rows.append(request)
+        self.last = torch.cat([self.last, torch.tensor([token], device=self.device)])
+        self.next_position = torch.cat([self.next_position, torch.tensor([len(ids)], device=self.device)])
+
+    def _step(self) -> None:
+        """One forward pass over every row; each row gets its next token; ended rows leave."""
+        B = len(self.rows)
+        try:
+            logits = self.model(
+                self.last[:, None],  # (B, 1)
+                attention_mask=torch.ones(B, 1, dtype=torch.bool, device=self.device),
+                cache=self.cache,
+                positions=self.next_position[:, None],  # (B, 1)
+            )[:, -1]  # (B, V)
+        except Exception as e:  # nothing is known to be right: end every row with the error
+            for request in self.rows:
+                _tell(request, None, f"error: {e}")
+            self._drop(list(range(B)))
+            return
+        if self.on_step is not None:
+            self.on_step(B)
+        self.next_position = self.next_position + 1
+        greedy = logits.argmax(dim=-1).tolist()  # (B,) one transfer for every greedy row
+        tokens, ended = [], []
+        for i, request in enumerate(self.rows):
+            if request.cancelled:
+                _tell(request, None, "cancelled")
+                ended.append(i)
+                tokens.append(0)
+                continue
+            token = self._choose(request, logits[i]) if request.do_sample else greedy[i]
+            tokens.append(token)
+            if self._hand_out(request, token):
+                ended.append(i)
+        self.last = torch.tensor(tokens, dtype=torch.long, device=self.device)
+        if ended:
+            self._drop(ended)
+
+    def _drop(self, ended: list[int]) -> None:
+        """Remove rows `ended` from the batch and its cache."""
+        gone = set(ended)
+        keep = [i for i in range(len(self.rows)) if i not in gone]
+        self.rows = [self.rows[i] for i in keep]
+        if not keep:  # an empty batch: start over with a fresh cache
+            self.cache = self.model.init_cache()
+            self.last = self.last[:0]
+            self.next_position = self.next_position[:0]
+            return
+        index = torch.tensor(keep, dtype=torch.long, device=self.device)
+        self.cache.reorder(index)
+        self.cache.drop_leading_padding()
+        self.last, self.next_position = self.last[index], self.next_position[index]
+
+
+def _tell(request: Request, token: int | None, reason: str | None) -> None:
+    """Call the request's callback; one that fails (its client is gone) cancels the request, not the engine."""
+    try:
+        request.emit(token, reason)
+    except Exception:
+        request.cancelled = True
