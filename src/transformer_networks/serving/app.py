@@ -168,6 +168,7 @@ class Sampling:
     seed: int | None
     stop: list[str]
     n: int
+    ignore_eos: bool = False  # vLLM's extension: run to max_tokens (benchmarks)
 
 
 def _sampling(body: dict[str, Any], default_max_tokens: int, max_n: int) -> Sampling:
@@ -193,6 +194,7 @@ def _sampling(body: dict[str, Any], default_max_tokens: int, max_n: int) -> Samp
         seed=_field(body, "seed", int),
         stop=[s for s in stops if s],
         n=_bounded(body, "n", int, 1, 1, max_n),
+        ignore_eos=bool(_field(body, "ignore_eos", bool, False)),
     )
 
 
@@ -257,6 +259,8 @@ class Server:
             stop_ids, streamer = {end, tok.eos_id}, TextStreamer(tok, stop=s.stop)
         else:
             stop_ids, streamer = {tok.eos_id}, TextStreamer(tok, stop=s.stop, context=prompt_ids)
+        if s.ignore_eos:
+            stop_ids = set()
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[tuple[int | None, str | None]] = asyncio.Queue()
 
