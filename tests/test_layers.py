@@ -12,6 +12,7 @@ The layers, bottom first (a module may import its own package and any layer belo
     pretrained                                from_pretrained: ours, Hugging Face, checkpoints
     training                                  the trainer, evaluation, averaging, distributed, schedules
     inference                                 checkpoints on text
+    serving                                   the HTTP API (continuous batching, the endpoints)
     cli                                       the command line
     __main__, the package's __init__          `python -m transformer_networks`, the public names
 """
@@ -34,6 +35,7 @@ LAYERS = [
     {"pretrained"},
     {"training"},
     {"inference"},
+    {"serving"},
     {"cli"},
     {"__main__", "__init__"},
 ]
