@@ -480,6 +480,28 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prepare(args: argparse.Namespace) -> int:
+    """`prepare lm --data PATH... --out DIR`: tokenize a corpus once into token shards that `train lm --data DIR`
+    reads through memory maps."""
+    from .data.prepared import prepare_lm
+
+    prepare_lm(
+        args.data,
+        args.out,
+        kind=args.tokenizer,
+        vocab_size=args.vocab_size,
+        valid=args.valid,
+        valid_fraction=args.valid_fraction,
+        text_field=args.text_field,
+        errors=args.errors,
+        tokenizer=args.tokenizer_file,
+        sample_bytes=int(args.tokenizer_sample_mb * 1e6),
+        overwrite=args.overwrite,
+        quiet=args.quiet,
+    )
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     """`serve RUN [NAME=RUN ...]`: an OpenAI-compatible HTTP API over the checkpoints, until Ctrl-C or SIGTERM
     (which stops accepting, finishes the requests in flight, then exits)."""
@@ -521,6 +543,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": _demo,
     "info": _info,
     "train": _train,
+    "prepare": _prepare,
     "evaluate": _evaluate,
     "translate": _translate,
     "generate": _generate,
@@ -660,6 +683,28 @@ def _parser() -> argparse.ArgumentParser:
         help="skip at most N batches whose loss is NaN or infinite (default: stop at the first)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress output")
+
+    p = sub.add_parser(
+        "prepare",
+        help="tokenize a language-modeling corpus once into token shards (train lm --data DIR memory-maps them)",
+        description="Reads text files, directories (recursively), .gz, JSONL and Parquet (the --text-field); trains "
+        "the tokenizer (char and word on the whole corpus, bpe and unigram on its first --tokenizer-sample-mb); "
+        "tokenizes in parallel; writes uint16 (or uint32) token shards, documents separated by <eos>, the "
+        "tokenizer and manifest.json (written last: an interrupted prepare leaves none).",
+    )
+    p.add_argument("task", choices=["lm"], help="the task the data is for (language modeling)")
+    p.add_argument("--data", nargs="+", required=True, metavar="PATH", help="files or directories")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--valid", nargs="+", default=[], metavar="PATH", help="validation text (default: the corpus's end)")
+    p.add_argument("--valid-fraction", type=float, default=0.005, help="held out without --valid (default 0.005)")
+    p.add_argument("--tokenizer", default="bpe", choices=["char", "word", "bpe", "unigram"], help="default bpe")
+    p.add_argument("--vocab-size", type=_positive_int, default=8000, help="bpe/unigram vocabulary (default 8000)")
+    p.add_argument("--tokenizer-file", metavar="tokenizer.json", help="use this tokenizer instead of training one")
+    p.add_argument("--tokenizer-sample-mb", type=float, default=64.0, help="text a subword tokenizer trains on")
+    p.add_argument("--text-field", default="text", help="JSONL field / Parquet column of the text (default text)")
+    p.add_argument("--errors", choices=["strict", "replace"], default="strict", help="bytes that are not UTF-8")
+    p.add_argument("--overwrite", action="store_true", help="replace DIR (prepared data only)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("evaluate", help="print a checkpoint's metrics on its test or validation data, or on files")
     p.add_argument(

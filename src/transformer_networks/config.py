@@ -463,6 +463,7 @@ class TrainConfig(ConfigBase):
     truncate: bool = False  # cut over-long examples to max_len instead of dropping them
     valid_fraction: float = 0.05  # held out of the training data (seeded) when no validation data is given
     block_size: int = 128  # language modeling: tokens per training sequence
+    text_field: str = "text"  # language modeling: the JSONL field / Parquet column that holds a document's text
     text_column: str | None = None  # classification: default "text", else "sentence"
     label_column: str = "label"
     # Question answering: consecutive windows of a long context overlap by doc_stride tokens; questions are cut

@@ -3,6 +3,7 @@
     translation:     token_budget_batches  groups examples of similar length so that no batch holds more than
                      `max_tokens` tokens, padding included (as fairseq's --max-tokens does)
     language model:  pack_blocks           cuts one long token stream into contiguous (block_size + 1)-token chunks
+                     LMBlocks              the same blocks in batches, each made when it is needed
     classification:  pad_batch             pads each batch to its own longest example
 
 Padding goes on the right with `pad_id` (the models derive their masks from it).
@@ -10,8 +11,10 @@ Padding goes on the right with `pad_id` (the models derive their masks from it).
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
+from typing import Any, overload
 
 import torch
 from torch import Tensor
@@ -81,3 +84,43 @@ def pack_blocks(ids: Sequence[int] | Tensor, block_size: int) -> tuple[Tensor, T
     inputs = stream[: n * block_size].view(n, block_size)
     targets = stream[1 : n * block_size + 1].view(n, block_size)
     return inputs, targets
+
+
+class LMBlocks(Sequence[dict[str, Tensor]]):
+    """The batches of `pack_blocks(stream[offset:], block_size)` taken in `order`, `batch_size` blocks each, made
+    one at a time when indexed (a corpus's batches are never all in memory). `stream` is anything sliced as
+    `stream[i:j]` into a tensor of ids: a tensor, or a `prepared.TokenStream` over memory-mapped shards.
+    A batch is {"ids": (B, block_size), "targets": (B, block_size)}, both int64."""
+
+    def __init__(self, stream: Any, block_size: int, batch_size: int, offset: int = 0, order: Tensor | None = None):
+        n = (len(stream) - offset - 1) // block_size
+        if n < 1:
+            raise UserError(f"the text has {len(stream)} tokens: too short for one block of {block_size} + 1")
+        self.stream, self.block_size, self.batch_size, self.offset = stream, block_size, batch_size, offset
+        self.order = torch.arange(n) if order is None else order  # (n,) block numbers
+        self.blocks = n
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.order) / self.batch_size)
+
+    def _batch(self, i: int) -> dict[str, Tensor]:
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        i %= len(self)
+        rows = self.order[i * self.batch_size : (i + 1) * self.batch_size].tolist()
+        B = self.block_size
+        windows = torch.stack(
+            [self.stream[self.offset + r * B : self.offset + (r + 1) * B + 1].long() for r in rows]
+        )  # (rows, B + 1)
+        return {"ids": windows[:, :-1], "targets": windows[:, 1:]}
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, Tensor]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[dict[str, Tensor]]: ...
+
+    def __getitem__(self, index: int | slice) -> dict[str, Tensor] | list[dict[str, Tensor]]:
+        if isinstance(index, slice):
+            return [self._batch(i) for i in range(*index.indices(len(self)))]
+        return self._batch(index)

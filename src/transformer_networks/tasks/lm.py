@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from .. import metrics
-from ..data.batching import pack_blocks
-from ..data.readers import read_lm_text
+from ..data.batching import LMBlocks
+from ..data.prepared import PreparedSplit, TokenStream, chunks_of, encode_chunks, is_prepared, read_documents
+from ..data.readers import DataError
 from ..data.splits import holdout_text
+from ..data.tokenizer import KINDS, TextTokenizer
 from ..nn.losses import label_smoothed_cross_entropy
 from .base import Batch, Encoded, Task
 
@@ -23,17 +27,49 @@ class LanguageModelingTask(Task):
     default_tokenizer = "char"
     raw_unit, encoded_unit = "characters", "tokens"
 
+    # Raw examples: the documents' texts, or one `PreparedSplit` (a directory `prepare lm` wrote: tokenized once,
+    # trained on through memory maps, with its own tokenizer and validation split).
+
     @classmethod
     def read_paths(cls, paths: list[str], cfg: Any) -> list:
-        return read_lm_text(paths)  # files or directories
+        for p in map(Path, paths):
+            if p.is_dir() and any(p.glob("train-*.bin")) and not is_prepared(p):
+                raise DataError(f"{p}: token shards without manifest.json: an interrupted `prepare`; run it again")
+        if any(is_prepared(p) for p in paths):
+            if len(paths) != 1:
+                raise DataError(f"a prepared directory is all of a run's data; got {len(paths)} paths")
+            return [PreparedSplit(Path(paths[0]).resolve(), "train")]
+        docs = read_documents(paths, cfg.text_field)  # text files, directories, JSONL or Parquet text
+        if not docs:
+            raise DataError(f"{', '.join(map(str, paths))}: no text")
+        return docs
 
     @classmethod
     def holdout(cls, examples: list, fraction: float, seed: int) -> tuple[list, list]:
+        if examples and isinstance(examples[0], PreparedSplit):  # its own validation shards
+            return examples, [PreparedSplit(examples[0].directory, "valid")]
         return holdout_text(examples, fraction)  # the end of the text, so no passage is in both
 
     @classmethod
     def size(cls, raw: list) -> int:
+        if raw and isinstance(raw[0], PreparedSplit):
+            return raw[0].tokens
         return sum(map(len, raw))
+
+    @classmethod
+    def resolve_settings(cls, cfg: Any, train: list) -> Any:
+        cfg = super().resolve_settings(cfg, train)
+        if train and isinstance(train[0], PreparedSplit):  # the kind the directory was prepared with
+            kind = train[0].manifest["tokenizer_kind"]
+            cfg = cfg.replace(tokenizer=kind if kind in KINDS else "bpe")
+        return cfg
+
+    @classmethod
+    def train_tokenizers(cls, train: list, kind: str, cfg: Any) -> tuple[TextTokenizer, TextTokenizer]:
+        if train and isinstance(train[0], PreparedSplit):
+            tok = train[0].tokenizer()
+            return tok, tok
+        return super().train_tokenizers(train, kind, cfg)
 
     @classmethod
     def limit(cls, raw: list, n: int | None) -> list:
@@ -42,31 +78,28 @@ class LanguageModelingTask(Task):
     def model_settings(self) -> dict[str, Any]:
         return {"vocab_size": self.tokenizer.vocab_size, "max_seq_len": self.cfg.block_size}
 
-    def encode(self, raw: list[str]) -> Encoded:
-        ids: list[int] = []
-        for text in raw:
-            ids.extend(self.tokenizer.encode(text))
-        return Encoded([torch.tensor(ids, dtype=torch.long)])
+    def encode(self, raw: list) -> Encoded:
+        """One token stream: a prepared split's memory-mapped shards, or the documents tokenized in chunks of
+        lines (as `prepare` does), each followed by <eos>, kept compact (int32)."""
+        if raw and isinstance(raw[0], PreparedSplit):
+            return Encoded([raw[0].stream()])
+        parts = list(encode_chunks(self.tokenizer, chunks_of(raw), dtype=np.int32))
+        return Encoded([TokenStream([np.concatenate(parts)] if parts else [])])
 
     def count(self, encoded: Encoded) -> int:
         return len(encoded.examples[0])
 
-    def batches(self, encoded: Encoded, *, epoch: int | None = None) -> list[Batch]:
+    def batches(self, encoded: Encoded, *, epoch: int | None = None) -> LMBlocks:  # type: ignore[override]
+        """Contiguous blocks of the stream (made when a batch is taken: a large corpus is never copied)."""
         stream = encoded.examples[0]
-        block = self.cfg.block_size
+        block, size = self.cfg.block_size, self.cfg.batch_size
         if epoch is None:
-            inputs, targets = pack_blocks(stream, block)
-            order = torch.arange(len(inputs))
-        else:  # a new offset and order each epoch, so every epoch cuts the text differently
-            g = torch.Generator().manual_seed(self.cfg.seed * 1000 + epoch)
-            offset = int(torch.randint(0, block, (1,), generator=g)) if len(stream) > 2 * block + 1 else 0
-            inputs, targets = pack_blocks(stream[offset:], block)
-            order = torch.randperm(len(inputs), generator=g)
-        size = self.cfg.batch_size
-        return [
-            {"ids": inputs[order[i : i + size]], "targets": targets[order[i : i + size]]}
-            for i in range(0, len(order), size)
-        ]
+            return LMBlocks(stream, block, size)
+        # A new offset and order each epoch, so every epoch cuts the text differently.
+        g = torch.Generator().manual_seed(self.cfg.seed * 1000 + epoch)
+        offset = int(torch.randint(0, block, (1,), generator=g)) if len(stream) > 2 * block + 1 else 0
+        blocks = LMBlocks(stream, block, size, offset)
+        return LMBlocks(stream, block, size, offset, torch.randperm(blocks.blocks, generator=g))
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         logits = model(batch["ids"])  # (B, T, V)
