@@ -56,3 +56,20 @@ def test_errors():
         train_tokenizer(TEXT, "sentencepiece")
     with pytest.raises(UserError, match="cannot load tokenizer"):
         TextTokenizer.load("/nonexistent/tokenizer.json")
+
+
+def test_the_fast_character_tokenizer_equals_the_librarys_trainer_and_encoder():
+    """`train_tokenizer(kind="char")` counts characters itself and encodes through a table: the tokenizer.json is
+    the one `WordLevelTrainer` writes, and the ids are those the library's encoder gives (unknown characters,
+    special tokens' names in the text, astral characters, line ends)."""
+    import random
+
+    import numpy as np
+
+    rng = random.Random(0)
+    alphabet = "abc xyz\n\t\r.éü日本😀<>/" + "eos"
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 300))) for _ in range(40)]
+    fast, reference = train_tokenizer(texts, "char"), train_tokenizer(texts, "char-trainer")
+    assert fast.tokenizer.to_str() == reference.tokenizer.to_str()
+    probe = [*texts[:5], "a <eos> b <pad>", "never seen: Ω ✓", ""]
+    assert [a.tolist() for a in fast.encode_arrays(probe, np.int64)] == reference.encode_batch(probe)

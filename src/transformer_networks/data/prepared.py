@@ -253,8 +253,8 @@ def encode_chunks(
 
     def flush() -> np.ndarray:
         parts = []
-        for ids, last in zip(tokenizer.encode_batch(pending), ends, strict=True):
-            parts.append(np.asarray(ids, dtype=dtype))
+        for ids, last in zip(tokenizer.encode_arrays(pending, dtype), ends, strict=True):
+            parts.append(ids)
             if last:
                 parts.append(eos)
         pending.clear()

@@ -14,7 +14,7 @@ from ..data.batching import LMBlocks
 from ..data.prepared import PreparedSplit, TokenStream, chunks_of, encode_chunks, is_prepared, read_documents
 from ..data.readers import DataError
 from ..data.splits import holdout_text
-from ..data.tokenizer import KINDS, TextTokenizer
+from ..data.tokenizer import KINDS, TextTokenizer, train_tokenizer
 from ..nn.losses import label_smoothed_cross_entropy
 from .base import Batch, Encoded, Task
 
@@ -69,7 +69,9 @@ class LanguageModelingTask(Task):
         if train and isinstance(train[0], PreparedSplit):
             tok = train[0].tokenizer()
             return tok, tok
-        return super().train_tokenizers(train, kind, cfg)
+        # Trained on the chunks the text is encoded in: a whole corpus as one string costs the trainer far more.
+        tok = train_tokenizer((chunk for chunk, _ in chunks_of(train)), kind, cfg.vocab_size)
+        return tok, tok
 
     @classmethod
     def limit(cls, raw: list, n: int | None) -> list:
@@ -80,11 +82,12 @@ class LanguageModelingTask(Task):
 
     def encode(self, raw: list) -> Encoded:
         """One token stream: a prepared split's memory-mapped shards, or the documents tokenized in chunks of
-        lines (as `prepare` does), each followed by <eos>, kept compact (int32)."""
+        lines (as `prepare` does), each followed by <eos>, kept compact (uint16 for a vocabulary that fits)."""
         if raw and isinstance(raw[0], PreparedSplit):
             return Encoded([raw[0].stream()])
-        parts = list(encode_chunks(self.tokenizer, chunks_of(raw), dtype=np.int32))
-        return Encoded([TokenStream([np.concatenate(parts)] if parts else [])])
+        dtype = np.uint16 if self.tokenizer.vocab_size <= 1 << 16 else np.int32
+        parts = list(encode_chunks(self.tokenizer, chunks_of(raw), dtype=dtype))
+        return Encoded([TokenStream(parts)])  # the pieces as they come: no copy of the whole stream
 
     def count(self, encoded: Encoded) -> int:
         return len(encoded.examples[0])
