@@ -191,7 +191,12 @@ def train_tokenizer(
 def _char_table(tokenizer: Tokenizer) -> np.ndarray | None:
     """For a character tokenizer as `train_tokenizer("char")` builds (WordLevel over single characters, no
     normalizer): each code point's id (unknown ones: <unk>'s), else None."""
-    spec = json.loads(tokenizer.to_str())
+    if not isinstance(tokenizer.model, models.WordLevel) or tokenizer.normalizer is not None:
+        return None
+    try:
+        spec = json.loads(tokenizer.to_str())
+    except Exception:  # a custom Python component cannot be serialized: not a tokenizer this library trained
+        return None
     pre = spec.get("pre_tokenizer") or {}
     if (
         spec.get("normalizer") is not None
