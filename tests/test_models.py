@@ -192,6 +192,17 @@ def test_training_skips_padding_in_the_feed_forward_without_changing_outputs_or_
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("keep", [1, 3])
+def test_logits_to_keep_gives_the_last_positions_logits_and_the_same_cache(cfg, keep):
+    lm = tn.TransformerLM(cfg).eval()
+    ids = tokens(2, 9)
+    torch.testing.assert_close(lm(ids, logits_to_keep=keep), lm(ids)[:, -keep:], atol=1e-6, rtol=0)
+    a, b = lm.init_cache(), lm.init_cache()
+    lm(ids, cache=a, logits_to_keep=1)
+    lm(ids, cache=b)
+    torch.testing.assert_close(lm(ids[:, :1], cache=a), lm(ids[:, :1], cache=b), atol=1e-6, rtol=0)
+
+
 # --- KV cache -------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("preallocate", [False, True])
 def test_lm_cache_matches_full_forward(cfg, preallocate):

@@ -68,6 +68,37 @@ def test_requests_arriving_while_others_decode_get_the_tokens_they_get_alone(pos
     assert engine.cache.length == 0 and not engine.rows
 
 
+@pytest.mark.parametrize("positional", ["learned", "rope"])
+def test_requests_admitted_together_are_prefilled_as_one_padded_batch_with_the_same_tokens(positional):
+    model = make_lm(positional=positional)
+    prompts = [[5, 6, 7, 8, 9, 10, 11], [12], [13, 14, 15], [0, 0, 16, 17]]  # 0 is the pad id: still real tokens
+    expected = [alone(model, p, 10) for p in prompts]
+    stop = expected[2][0]  # the third request ends with its first token, at admission
+    prefills: list[int] = []
+    original = model.forward
+
+    def counting(ids, **kwargs):
+        if ids.size(1) > 1:
+            prefills.append(ids.size(0))
+        return original(ids, **kwargs)
+
+    model.forward = counting  # type: ignore[method-assign]
+    engine = Engine(model, max_batch_size=8)
+    got = [Collect() for _ in prompts]
+    try:
+        with engine._cond:  # every request waits before the decoding thread looks: one admission for all
+            for i, (p, c) in enumerate(zip(prompts, got, strict=True)):
+                engine.submit(Request(p, max_new_tokens=10, emit=c, stop_ids={stop} if i == 2 else ()))
+        for c in got:
+            assert c.done.wait(30)
+    finally:
+        engine.close()
+    assert prefills == [4]  # one forward pass over the four prompts
+    assert got[2].tokens == [] and got[2].reason == "stop"
+    for i in (0, 1, 3):
+        assert got[i].tokens == expected[i] and got[i].reason == "length"
+
+
 def test_a_stop_id_ends_only_its_row_and_is_not_handed_out():
     model = make_lm()
     prompts = [[3, 4, 5], [7, 8], [9, 10, 11, 12]]

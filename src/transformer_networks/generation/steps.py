@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 # What decoding needs of a model (the models package imports this one, not the other way round), as Protocols:
 # both families have cfg, parameters() and init_cache(batch_size=None, max_len=None); a language model ("lm") is called
-# as model(ids, attention_mask=, cache=, positions=); a "seq2seq" model has encode(src, mask) and
+# as model(ids, attention_mask=, cache=, positions=, logits_to_keep=); a "seq2seq" model has encode(src, mask) and
 # decode(tokens, memory, memory_mask=, tgt_mask=, cache=). A model's `family` says which of the two it is.
 class DecodingModel(Protocol):
     cfg: TransformerConfig
@@ -54,6 +54,7 @@ class DecodingLM(DecodingModel, Protocol):
         attention_mask: Tensor | None = ...,
         cache: DecoderCache | None = ...,
         positions: Tensor | None = ...,
+        logits_to_keep: int = ...,
     ) -> Any: ...
 
 
@@ -130,7 +131,9 @@ class LMSteps:
         self.cache = prepared_cache(model, self.ids.size(0), static_len, cache) if use_cache else None
 
     def first(self) -> Tensor:
-        return self.model(self.ids, attention_mask=self.mask, cache=self.cache, positions=self.positions)[:, -1]
+        return self.model(
+            self.ids, attention_mask=self.mask, cache=self.cache, positions=self.positions, logits_to_keep=1
+        )[:, -1]
 
     def next(self, tokens: Tensor) -> Tensor:
         tokens, positions = tokens[:, None], None  # (N, 1)
@@ -147,7 +150,7 @@ class LMSteps:
         if self.positions is not None:
             assert positions is not None  # next_position is set whenever positions are
             self.positions = torch.cat([self.positions, positions], dim=1)
-        return self.model(self.ids, attention_mask=self.mask, positions=self.positions)[:, -1]
+        return self.model(self.ids, attention_mask=self.mask, positions=self.positions, logits_to_keep=1)[:, -1]
 
     def reorder(self, rows: Tensor) -> None:
         if self.next_position is not None:

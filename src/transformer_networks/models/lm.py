@@ -42,6 +42,7 @@ class TransformerLM(Generates, ModelBase):
         attention_mask: Tensor | None = None,
         cache: DecoderCache | None = None,
         positions: Tensor | None = None,
+        logits_to_keep: int = 0,
         return_attentions: bool = False,
         return_hidden_states: bool = False,
         return_dict: bool = False,
@@ -50,7 +51,9 @@ class TransformerLM(Generates, ModelBase):
 
         attention_mask: (B, T) True = real token (default: from pad_id), or a full boolean mask without a cache;
         the causal mask is always added. cache: see `init_cache`. positions: (B, T) per-row positions for
-        left-padded batches (default 0..T-1 after the cached tokens).
+        left-padded batches (default 0..T-1 after the cached tokens). logits_to_keep: the logits of the last
+        this many positions only (B, logits_to_keep, V), as Hugging Face's argument of that name; 0 = all.
+        Decoding needs the last position's only: the output layer over a whole prompt is wasted work.
         """
         out = self.decoder(
             ids,
@@ -60,7 +63,8 @@ class TransformerLM(Generates, ModelBase):
             need_weights=return_attentions,
             output_hidden_states=return_hidden_states,
         )
-        logits = self.lm_head(out.last_hidden_state)
+        hidden = out.last_hidden_state if logits_to_keep == 0 else out.last_hidden_state[:, -logits_to_keep:]
+        logits = self.lm_head(hidden)
         if not (return_dict or return_attentions or return_hidden_states):
             return logits
         return TransformerOutput(

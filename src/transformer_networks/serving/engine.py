@@ -6,10 +6,11 @@
     request.cancel()                      # at any time: the row leaves the batch at the next step
     engine.close()
 
-One thread decodes. At each step it admits waiting requests (each prompt is prefilled alone, then its cache rows
-join the batch's), feeds every row its last token in one forward pass, picks each row's next token with the row's
-own settings (greedy, or sampling with its temperature / top-k / top-p and its own seeded generator), hands the
-tokens out, and drops the rows that ended (a stop id, their length, or a cancel) at once.
+One thread decodes. At each step it admits waiting requests (their prompts are prefilled together, padded on the
+left, then their cache rows join the batch's), feeds every row its last token in one forward pass, picks each
+row's next token with the row's own settings (greedy, or sampling with its temperature / top-k / top-p and its own
+seeded generator), hands the tokens out, and drops the rows that ended (a stop id, their length, or a cancel) at
+once.
 
 Rows of different lengths share one cache aligned at the end (`DecoderCache.join`): the shorter ones are padded on
 the left with slots the key mask hides, and each row's positions are its own, so a row's numbers do not depend on
@@ -31,8 +32,9 @@ from torch import Tensor
 
 from ..errors import InputError
 from ..generation.logits import process_logits, sample
-from ..generation.steps import DecodingLM
+from ..generation.steps import DecodingLM, left_pad
 from ..nn.cache import DecoderCache
+from ..nn.masks import left_padded_positions
 
 # What a request is told: (token, None) for each new token, then (None, reason) once, reason one of "stop" (a
 # stop id was produced: it is not handed out), "length" (max_new_tokens, or the model's context), "cancelled", or
@@ -137,8 +139,8 @@ class Engine:
                 admitted = [self.waiting.popleft() for _ in range(min(room, len(self.waiting)))]
             try:
                 with torch.no_grad():
-                    for request in admitted:
-                        self._admit(request)
+                    if admitted:
+                        self._admit(admitted)
                     if self.rows:
                         self._step()
             except Exception as e:  # a bug here must not leave every later request waiting forever
@@ -170,29 +172,53 @@ class Engine:
             return True
         return False
 
-    def _admit(self, request: Request) -> None:
-        """Prefill a request's prompt alone, hand out its first token, and join its row to the batch."""
-        if request.cancelled:
-            _tell(request, None, "cancelled")
+    def _admit(self, requests: list[Request]) -> None:
+        """Prefill the prompts of `requests` together (padded on the left, each row with its own positions), hand
+        out each one's first token, and join their rows to the batch. A group whose prefill fails is prefilled
+        again one request at a time, so one bad request fails alone."""
+        live = []
+        for request in requests:
+            if request.cancelled:
+                _tell(request, None, "cancelled")
+                continue
+            room = self.model.cfg.max_seq_len - len(request.prompt_ids)  # the last token is never fed
+            request.max_new_tokens = max(1, min(request.max_new_tokens, room))
+            live.append(request)
+        if not live:
             return
-        ids = list(request.prompt_ids)
-        room = self.model.cfg.max_seq_len - len(ids)  # tokens it may still get: the last one is never fed
-        request.max_new_tokens = max(1, min(request.max_new_tokens, room))
         try:
-            cache = self.model.init_cache()
-            x = torch.tensor([ids], dtype=torch.long, device=self.device)  # (1, P)
-            real = torch.ones_like(x, dtype=torch.bool)  # prompt tokens are real, even one equal to pad_id
-            logits = self.model(x, attention_mask=real, cache=cache)[0, -1]  # (V,)
-            token = self._choose(request, logits)
-        except Exception as e:  # a bad request must not stop the engine
-            _tell(request, None, f"error: {e}")
+            cache, tokens = self._prefill(live)
+        except Exception as e:
+            if len(live) > 1:
+                for request in live:
+                    self._admit([request])
+            else:
+                _tell(live[0], None, f"error: {e}")
             return
-        if self._hand_out(request, token):
-            return
+        ended = [
+            i for i, (request, token) in enumerate(zip(live, tokens, strict=True)) if self._hand_out(request, token)
+        ]
+        first = len(self.rows)
         self.cache.join(cache)
-        self.rows.append(request)
-        self.last = torch.cat([self.last, torch.tensor([token], device=self.device)])
-        self.next_position = torch.cat([self.next_position, torch.tensor([len(ids)], device=self.device)])
+        self.rows.extend(live)
+        self.last = torch.cat([self.last, torch.tensor(tokens, device=self.device)])
+        lengths = [len(request.prompt_ids) for request in live]
+        self.next_position = torch.cat([self.next_position, torch.tensor(lengths, device=self.device)])
+        if ended:
+            self._drop([first + i for i in ended])
+
+    def _prefill(self, requests: list[Request]) -> tuple[DecoderCache, list[int]]:
+        """Run the prompts of `requests` into a new cache; each request's first token."""
+        ids, real = left_pad([list(request.prompt_ids) for request in requests], pad_id=0, device=self.device)
+        # Prompt tokens are real even when equal to pad_id; left-padded rows count positions from their first.
+        positions = None if bool(real.all()) else left_padded_positions(real)  # (B, P)
+        cache = self.model.init_cache()
+        logits = self.model(ids, attention_mask=real, cache=cache, positions=positions, logits_to_keep=1)[:, -1]
+        greedy = logits.argmax(dim=-1).tolist()  # (B,)
+        tokens = [
+            self._choose(request, logits[i]) if request.do_sample else greedy[i] for i, request in enumerate(requests)
+        ]
+        return cache, tokens
 
     def _step(self) -> None:
         """One forward pass over every row; each row gets its next token; ended rows leave."""
