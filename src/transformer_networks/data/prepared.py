@@ -515,7 +515,7 @@ def prepare_lm(
         if count >= splits["train"]["tokens"]:
             raise DataError(f"the corpus has {splits['train']['tokens']} tokens: too few to hold some out")
         splits["valid"] = _tail_to_valid(out, splits["train"], dtype, count)
-        valid_source = f"the corpus's last {valid_fraction:.1%} of tokens ({count:,})"
+        valid_source = f"the corpus's last {valid_fraction:.1%} of tokens"
     manifest = {
         "format": FORMAT,
         "version": 1,

@@ -80,6 +80,9 @@ class ReadsData(Protocol):
     @classmethod
     def holdout(cls, examples: list, fraction: float, seed: int) -> tuple[list, list]: ...
 
+    @classmethod
+    def holdout_source(cls, valid: list, fraction: float, seed: int) -> str: ...
+
 
 @dataclass
 class Splits:
@@ -150,7 +153,7 @@ def read_splits(task: ReadsData, spec: DataSpec, cfg: Any) -> Splits:
         source = spec.describe_valid()
     else:
         train, valid = task.holdout(train, cfg.valid_fraction, cfg.seed)
-        source = f"{cfg.valid_fraction:.0%} of the training data (seed {cfg.seed})"
+        source = task.holdout_source(valid, cfg.valid_fraction, cfg.seed)
     return Splits(train, valid, test, default_tokenizer, source)
 
 

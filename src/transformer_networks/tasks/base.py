@@ -82,6 +82,11 @@ class Task:
         return holdout_examples(examples, fraction, seed)
 
     @classmethod
+    def holdout_source(cls, valid: list, fraction: float, seed: int) -> str:
+        """Where `holdout`'s validation part came from, for messages."""
+        return f"{fraction:.0%} of the training data (seed {seed})"
+
+    @classmethod
     def resolve_settings(cls, cfg: Any, train: list) -> Any:
         """The training settings with the fields left to the task or the data (None) filled in, when a run starts
         (the run saves them resolved): max_len by default."""

@@ -51,6 +51,12 @@ class LanguageModelingTask(Task):
         return holdout_text(examples, fraction)  # the end of the text, so no passage is in both
 
     @classmethod
+    def holdout_source(cls, valid: list, fraction: float, seed: int) -> str:
+        if valid and isinstance(valid[0], PreparedSplit):
+            return f"the validation shards of {valid[0].directory} ({valid[0].manifest['valid_source']})"
+        return f"the last {fraction:.0%} of the training text"
+
+    @classmethod
     def size(cls, raw: list) -> int:
         if raw and isinstance(raw[0], PreparedSplit):
             return raw[0].tokens

@@ -419,7 +419,7 @@ class Trainer:
         )
         self.log(
             f"data: {task.count(self.train_data):,} training {task.encoded_unit}, validation "
-            f"{task.size(splits.valid):,} {task.raw_unit} from {splits.valid_source}; {kind} tokenizer, "
+            f"{task.count(self.valid_data):,} {task.encoded_unit} from {splits.valid_source}; {cfg.tokenizer} tokenizer, "
             f"vocabulary {vocab}" + (f", {len(self.labels)} classes" if self.labels else "")
         )
 
