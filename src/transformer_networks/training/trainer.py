@@ -419,8 +419,8 @@ class Trainer:
         )
         self.log(
             f"data: {task.count(self.train_data):,} training {task.encoded_unit}, validation "
-            f"{task.count(self.valid_data):,} {task.encoded_unit} from {splits.valid_source}; {cfg.tokenizer} tokenizer, "
-            f"vocabulary {vocab}" + (f", {len(self.labels)} classes" if self.labels else "")
+            f"{task.count(self.valid_data):,} {task.encoded_unit} from {splits.valid_source}; {cfg.tokenizer} "
+            f"tokenizer, vocabulary {vocab}" + (f", {len(self.labels)} classes" if self.labels else "")
         )
 
     def build_model(self) -> None:
