@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from transformer_networks import cli
+from transformer_networks.data import prepared
 from transformer_networks.data.batching import pack_blocks
 from transformer_networks.data.prepared import (
     MANIFEST,
@@ -261,3 +262,21 @@ def test_prepare_refuses_to_overwrite_what_is_not_prepared_data(tmp_path, corpus
     assert cli.main(["prepare", "lm", "--data", str(corpus), "--out", str(keep), "--overwrite", "--quiet"]) == 2
     assert (keep / "notes.txt").read_text(encoding="utf-8") == "precious"
     assert "not prepared data" in capsys.readouterr().err
+
+
+def test_train_refuses_a_corpus_too_large_for_memory_with_the_advice_to_prepare(tmp_path, corpus, capsys, monkeypatch):
+    size = sum(f.stat().st_size for f in corpus.rglob("*") if f.is_file() and f.suffix != ".gz")
+    size += (corpus / "c.txt.gz").stat().st_size * prepared.GZ_RATIO
+    assert prepared.check_fits_in_memory([corpus], available=size * prepared.MEMORY_PER_TEXT_BYTE) == size
+    monkeypatch.setattr(prepared, "available_memory", lambda: size * prepared.MEMORY_PER_TEXT_BYTE - 1)
+    run = tmp_path / "run"
+    code = cli.main(["train", "lm", "--data", str(corpus), "--out", str(run), *TINY])
+    err = capsys.readouterr().err
+    assert code == 2 and not run.exists() and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert f"corpus: {size / 1e6:,.0f} MB of text needs up to" in err and "prepare lm" in err, err
+    # A prepared directory of the same corpus trains: its memory does not grow with the corpus.
+    data = tmp_path / "data"
+    prepare = ["prepare", "lm", "--data", str(corpus), "--out", str(data), "--tokenizer", "char"]
+    assert cli.main([*prepare, "--valid-fraction", "0.2", "--quiet"]) == 0
+    train = ["train", "lm", "--data", str(data), "--out", str(run), "--max-steps", "1", "--block-size", "16"]
+    assert cli.main([*train, *TINY]) == 0

@@ -442,6 +442,46 @@ def _total_bytes(files: list[Path]) -> int:
     return sum(f.stat().st_size for f in files)
 
 
+# Training straight from text files holds the documents as strings, their chunks and the token stream at once:
+# about this many bytes of memory per byte of text, at most (measured: bench/data.py), and a .gz file's text is
+# assumed this many times its size.
+MEMORY_PER_TEXT_BYTE = 8
+GZ_RATIO = 4
+PREPARE_ADVICE_BYTES = 200 * 10**6  # from this much text on, `train lm` suggests `prepare lm`
+
+
+def text_bytes(paths: Sequence[str | Path]) -> int:
+    """About how many bytes of text the files under `paths` hold (a .gz file: GZ_RATIO times its size)."""
+    return sum(f.stat().st_size * (GZ_RATIO if f.suffix == ".gz" else 1) for f in expand(paths))
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the system can give without swapping (Linux's MemAvailable), else None."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_fits_in_memory(paths: Sequence[str | Path], available: int | None = None) -> int:
+    """Refuse (DataError, with the advice to `prepare`) a corpus too large to train on from its files on this
+    machine; returns its size in bytes."""
+    size = text_bytes(paths)
+    available = available_memory() if available is None else available
+    if available is not None and size * MEMORY_PER_TEXT_BYTE > available:
+        raise DataError(
+            f"{', '.join(map(str, paths))}: {size / 1e6:,.0f} MB of text needs up to "
+            f"{size * MEMORY_PER_TEXT_BYTE / 1e9:.1f} GB of memory to train on from the files, and "
+            f"{available / 1e9:.1f} GB is available: tokenize it once with `transformer-networks prepare lm --data "
+            f"PATH... --out DIR` (streamed, bounded memory), then train with `--data DIR`"
+        )
+    return size
+
+
 def prepare_lm(
     paths: Sequence[str | Path],
     out: str | Path,

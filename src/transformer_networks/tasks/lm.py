@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,16 @@ from torch import Tensor, nn
 
 from .. import metrics
 from ..data.batching import LMBlocks
-from ..data.prepared import PreparedSplit, TokenStream, chunks_of, encode_chunks, is_prepared, read_documents
+from ..data.prepared import (
+    PREPARE_ADVICE_BYTES,
+    PreparedSplit,
+    TokenStream,
+    check_fits_in_memory,
+    chunks_of,
+    encode_chunks,
+    is_prepared,
+    read_documents,
+)
 from ..data.readers import DataError
 from ..data.splits import holdout_text
 from ..data.tokenizer import KINDS, TextTokenizer, train_tokenizer
@@ -39,6 +49,7 @@ class LanguageModelingTask(Task):
             if len(paths) != 1:
                 raise DataError(f"a prepared directory is all of a run's data; got {len(paths)} paths")
             return [PreparedSplit(Path(paths[0]).resolve(), "train")]
+        check_fits_in_memory(paths)  # before reading: refused with the advice to `prepare` when too large
         docs = read_documents(paths, cfg.text_field)  # text files, directories, JSONL or Parquet text
         if not docs:
             raise DataError(f"{', '.join(map(str, paths))}: no text")
@@ -91,12 +102,22 @@ class LanguageModelingTask(Task):
         lines (as `prepare` does), each followed by <eos>, kept compact (uint16 for a vocabulary that fits)."""
         if raw and isinstance(raw[0], PreparedSplit):
             return Encoded([raw[0].stream()])
+        self.text_chars = sum(map(len, raw))  # for the advice to `prepare` (describe)
         dtype = np.uint16 if self.tokenizer.vocab_size <= 1 << 16 else np.int32
         parts = list(encode_chunks(self.tokenizer, chunks_of(raw), dtype=dtype))
         return Encoded([TokenStream(parts)])  # the pieces as they come: no copy of the whole stream
 
     def count(self, encoded: Encoded) -> int:
         return len(encoded.examples[0])
+
+    text_chars = 0  # characters of text `encode` tokenized last (0 for prepared data)
+
+    def describe(self, what: str, encoded: Encoded, log: Callable[[str], None]) -> None:
+        if what == "training data" and self.text_chars >= PREPARE_ADVICE_BYTES:
+            log(
+                f"{what}: {self.text_chars / 1e6:,.0f}M characters tokenized in memory for this run; "
+                f"`transformer-networks prepare lm` tokenizes a corpus once and trains from disk in bounded memory"
+            )
 
     def batches(self, encoded: Encoded, *, epoch: int | None = None) -> LMBlocks:  # type: ignore[override]
         """Contiguous blocks of the stream (made when a batch is taken: a large corpus is never copied)."""
