@@ -46,6 +46,13 @@ def test_word_level_on_scan():
     assert tok.decode(tok.encode(command) + [EOS_ID, 7]) == command  # stops at <eos>
 
 
+def test_word_level_keeps_every_word_past_the_trainers_default_of_30000():
+    words = [f"w{i}" for i in range(30_010)]
+    tok = train_tokenizer([" ".join(words)], "word")
+    assert tok.vocab_size == len(SPECIAL_TOKENS) + len(words)
+    assert tok.unk_id not in tok.encode("w0 w30009")
+
+
 def test_subword_vocabulary_size_is_bounded():
     tok = train_tokenizer(TEXT, "bpe", vocab_size=60)
     assert tok.vocab_size <= 60

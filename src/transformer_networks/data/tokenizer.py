@@ -146,6 +146,9 @@ class TextTokenizer:
         return cls.from_pretrained_tokenizer(tokenizer, str(path))
 
 
+EVERY_SYMBOL = 1 << 31  # a vocabulary bound no corpus reaches: the word-level trainers keep every symbol seen
+
+
 def train_tokenizer(
     texts: Iterable[str], kind: str = "bpe", vocab_size: int = 8000, *, split_punctuation: bool = False
 ) -> TextTokenizer:
@@ -160,11 +163,16 @@ def train_tokenizer(
         tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
         tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")  # every character, "\n" too
         tok.decoder = decoders.Fuse()  # join without separators
-        trainer = trainers.WordLevelTrainer(special_tokens=list(SPECIAL_TOKENS), show_progress=False)
+        trainer = trainers.WordLevelTrainer(
+            vocab_size=EVERY_SYMBOL, special_tokens=list(SPECIAL_TOKENS), show_progress=False
+        )
     elif kind == "word":
         tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
         tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-        trainer = trainers.WordLevelTrainer(special_tokens=list(SPECIAL_TOKENS), show_progress=False)
+        # Every word seen: the trainer's own default keeps the 30,000 most frequent.
+        trainer = trainers.WordLevelTrainer(
+            vocab_size=EVERY_SYMBOL, special_tokens=list(SPECIAL_TOKENS), show_progress=False
+        )
     elif kind in ("bpe", "unigram"):
         # SentencePiece-style: spaces become "▁" and are put back on decoding, so text round-trips.
         if kind == "bpe":
