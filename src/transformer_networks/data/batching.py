@@ -5,6 +5,7 @@
     language model:  pack_blocks           cuts one long token stream into contiguous (block_size + 1)-token chunks
                      LMBlocks              the same blocks in batches, each made when it is needed
     classification:  pad_batch             pads each batch to its own longest example
+                     LazyBatches           batches of index groups, each collated when it is needed
 
 Padding goes on the right with `pad_id` (the models derive their masks from it).
 """
@@ -13,24 +14,61 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, overload
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from ..errors import UserError
 
 
-def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int = 0) -> Tensor:
-    """(B, longest) LongTensor, each row right-padded with pad_id."""
+def pad_batch(
+    sequences: Sequence[Sequence[int]], pad_id: int = 0, *, prefix: int | None = None, suffix: int | None = None
+) -> Tensor:
+    """(B, longest) LongTensor, each row right-padded with pad_id; `prefix` / `suffix`: a token put before / after
+    every sequence (a decoder's BOS and EOS). The sequences may be lists or integer arrays."""
     if not sequences:
         raise ValueError("cannot pad an empty batch")
-    width = max(len(s) for s in sequences)
+    before, after = int(prefix is not None), int(suffix is not None)
+    width = max(len(s) for s in sequences) + before + after
     out = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     for i, s in enumerate(sequences):
-        out[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
+        n = len(s)
+        if prefix is not None:
+            out[i, 0] = prefix
+        out[i, before : before + n] = torch.as_tensor(s, dtype=torch.long)
+        if suffix is not None:
+            out[i, before + n] = suffix
     return out
+
+
+class LazyBatches(Sequence[dict[str, Tensor]]):
+    """Batches made when indexed: `collate(group)` for each group of example indices (the batches of a large
+    dataset are never all in memory at once, padded)."""
+
+    def __init__(self, groups: list[list[int]], collate: Callable[[list[int]], dict[str, Tensor]]) -> None:
+        self.groups, self.collate = groups, collate
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, Tensor]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[dict[str, Tensor]]: ...
+
+    def __getitem__(self, index: int | slice) -> dict[str, Tensor] | list[dict[str, Tensor]]:
+        if isinstance(index, slice):
+            return [self.collate(group) for group in self.groups[index]]
+        return self.collate(self.groups[index])
+
+
+def compact(ids: Sequence[int]) -> np.ndarray:
+    """Token ids as an int32 array: 4 bytes a token, where a list of Python ints costs 8 to 36."""
+    return np.asarray(ids, dtype=np.int32)
 
 
 def token_budget_batches(

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import metrics
-from ..data.batching import pad_batch
+from ..data.batching import LazyBatches, compact, pad_batch
 from ..data.readers import DataError, read_classification
 from ..nn.losses import label_smoothed_cross_entropy
 from .base import Batch, Encoded, Task
@@ -24,6 +24,9 @@ def sort_labels(labels: set[str]) -> list[str]:
         return sorted(labels, key=int)
     except ValueError:
         return sorted(labels)
+
+
+ENCODE_CHUNK = 4096  # texts tokenized per call
 
 
 class ClassificationTask(Task):
@@ -66,29 +69,32 @@ class ClassificationTask(Task):
                 f"({', '.join(map(repr, self.labels))})"
             )
         out, kept, dropped, truncated = [], [], 0, 0
-        for pair, ids in zip(raw, self.tokenizer.encode_batch([t for t, _ in raw]), strict=True):
-            fitted, cut = self.fit([self.tokenizer.cls_id, *ids], self.max_len)
-            if fitted is None:
-                dropped += 1
-                continue
-            truncated += cut
-            out.append((fitted, self.label_index[pair[1]]))
-            kept.append(pair)
+        for start in range(0, len(raw), ENCODE_CHUNK):  # chunks: no dataset-wide lists of Python ints
+            part = raw[start : start + ENCODE_CHUNK]
+            for pair, ids in zip(part, self.tokenizer.encode_batch([t for t, _ in part]), strict=True):
+                fitted, cut = self.fit([self.tokenizer.cls_id, *ids], self.max_len)
+                if fitted is None:
+                    dropped += 1
+                    continue
+                truncated += cut
+                out.append((compact(fitted), self.label_index[pair[1]]))  # int32 array: 4 bytes a token
+                kept.append(pair)
         return Encoded(out, dropped, truncated, kept)
 
-    def batches(self, encoded: Encoded, *, epoch: int | None = None) -> list[Batch]:
+    def batches(self, encoded: Encoded, *, epoch: int | None = None) -> LazyBatches:  # type: ignore[override]
         examples = encoded.examples
         order = list(range(len(examples)))
         if epoch is not None:
             random.Random(self.cfg.seed * 1000 + epoch).shuffle(order)
         size = self.cfg.batch_size
-        return [
-            {
-                "ids": pad_batch([examples[i][0] for i in order[s : s + size]], self.pad_id),
-                "labels": torch.tensor([examples[i][1] for i in order[s : s + size]]),
+
+        def collate(group: list[int]) -> Batch:
+            return {
+                "ids": pad_batch([examples[i][0] for i in group], self.pad_id),
+                "labels": torch.tensor([examples[i][1] for i in group]),
             }
-            for s in range(0, len(order), size)
-        ]
+
+        return LazyBatches([order[s : s + size] for s in range(0, len(order), size)], collate)
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         return label_smoothed_cross_entropy(model(batch["ids"]), batch["labels"], smoothing=self.cfg.label_smoothing)

@@ -9,13 +9,15 @@ import torch
 from torch import Tensor, nn
 
 from .. import metrics
-from ..data.batching import pad_batch, token_budget_batches
+from ..data.batching import LazyBatches, compact, pad_batch, token_budget_batches
 from ..data.readers import DataError, read_parallel, read_translation_tsv
 from ..errors import UserError
 from ..generation import generate_in_batches
 from ..generation.steps import DecodingModel
 from ..nn.losses import label_smoothed_cross_entropy
 from .base import Batch, Encoded, Task
+
+ENCODE_CHUNK = 4096  # pairs tokenized per call
 
 
 class TranslationTask(Task):
@@ -58,40 +60,44 @@ class TranslationTask(Task):
         return settings
 
     def encode(self, raw: list[tuple[str, str]]) -> Encoded:
-        """(source ids + EOS, target ids): the decoder reads BOS + target and predicts target + EOS."""
+        """(source ids + EOS, target ids) as int32 arrays: the decoder reads BOS + target and predicts target +
+        EOS. Tokenized `ENCODE_CHUNK` pairs at a time, so no dataset-wide lists of Python ints are ever held."""
         out, kept, dropped, truncated = [], [], 0, 0
-        sources = self.source_tokenizer.encode_batch([s for s, _ in raw])
-        targets = self.tokenizer.encode_batch([t for _, t in raw])
         eos = self.tokenizer.eos_id
-        for pair, src, tgt in zip(raw, sources, targets, strict=True):
-            if not src or not tgt:
-                dropped += 1
-                continue
-            src_fit, cut_src = self.fit(src, self.max_len - 1)
-            tgt_fit, cut_tgt = self.fit(tgt, self.max_len - 1)
-            if src_fit is None or tgt_fit is None:
-                dropped += 1
-                continue
-            truncated += cut_src or cut_tgt
-            out.append((src_fit + [eos], tgt_fit))
-            kept.append(pair)
+        for start in range(0, len(raw), ENCODE_CHUNK):
+            part = raw[start : start + ENCODE_CHUNK]
+            sources = self.source_tokenizer.encode_batch([s for s, _ in part])
+            targets = self.tokenizer.encode_batch([t for _, t in part])
+            for pair, src, tgt in zip(part, sources, targets, strict=True):
+                if not src or not tgt:
+                    dropped += 1
+                    continue
+                src_fit, cut_src = self.fit(src, self.max_len - 1)
+                tgt_fit, cut_tgt = self.fit(tgt, self.max_len - 1)
+                if src_fit is None or tgt_fit is None:
+                    dropped += 1
+                    continue
+                truncated += cut_src or cut_tgt
+                out.append((compact(src_fit + [eos]), compact(tgt_fit)))
+                kept.append(pair)
         return Encoded(out, dropped, truncated, kept)
 
-    def _collate(self, examples: list[tuple[list[int], list[int]]]) -> Batch:
+    def _collate(self, examples: list[tuple[Any, Any]]) -> Batch:
         bos, eos = self.tokenizer.bos_id, self.tokenizer.eos_id
+        targets = [t for _, t in examples]
         return {
             "src": pad_batch([s for s, _ in examples], self.pad_id),
-            "tgt_in": pad_batch([[bos, *t] for _, t in examples], self.pad_id),
-            "tgt_out": pad_batch([[*t, eos] for _, t in examples], self.pad_id),
+            "tgt_in": pad_batch(targets, self.pad_id, prefix=bos),
+            "tgt_out": pad_batch(targets, self.pad_id, suffix=eos),
         }
 
-    def batches(self, encoded: Encoded, *, epoch: int | None = None) -> list[Batch]:
+    def batches(self, encoded: Encoded, *, epoch: int | None = None) -> LazyBatches:  # type: ignore[override]
         examples = encoded.examples
         lengths = [max(len(s), len(t) + 1) for s, t in examples]
         groups = token_budget_batches(
             lengths, self.cfg.max_tokens, shuffle=epoch is not None, seed=self.cfg.seed * 1000 + (epoch or 0)
         )
-        return [self._collate([examples[i] for i in group]) for group in groups]
+        return LazyBatches(groups, lambda group: self._collate([examples[i] for i in group]))
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         # The model computes the loss itself (padding, its cfg.pad_id = self.pad_id, is no target): its output layer
@@ -112,7 +118,7 @@ class TranslationTask(Task):
         # The cast: the model this task trains, a Seq2SeqTransformer.
         hypotheses = generate_in_batches(
             cast(DecodingModel, model),
-            sources,
+            [[int(i) for i in s] for s in sources],  # lists, as generation takes them (encoded: int32 arrays)
             pad_id=self.pad_id,
             batch_size=batch_size,
             bos_id=self.tokenizer.bos_id,
