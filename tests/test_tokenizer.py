@@ -53,6 +53,15 @@ def test_word_level_keeps_every_word_past_the_trainers_default_of_30000():
     assert tok.unk_id not in tok.encode("w0 w30009")
 
 
+@pytest.mark.parametrize("kind", ["word", "bpe", "unigram"])
+def test_batch_encoding_gives_each_texts_ids_alone(kind):
+    tok = train_tokenizer(TEXT, kind, vocab_size=120)
+    texts = [*set(TEXT), "unseen wörds, <unk> and <eos> inside", ""]
+    alone = [tok.encode(t) for t in texts]
+    assert tok.encode_batch(texts) == alone
+    assert [a.tolist() for a in tok.encode_arrays(texts)] == alone
+
+
 def test_subword_vocabulary_size_is_bounded():
     tok = train_tokenizer(TEXT, "bpe", vocab_size=60)
     assert tok.vocab_size <= 60

@@ -94,7 +94,10 @@ class TextTokenizer:
         return [self.cls_id] * cls + [self.bos_id] * bos + ids + [self.eos_id] * eos
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
+        """The ids of many texts, encoded in parallel. `encode_batch_fast` (tokenizers >= 0.21) skips the character
+        offsets the ids do not need: about twice as fast."""
+        encode = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
+        return [e.ids for e in encode(texts, add_special_tokens=False)]
 
     def encode_arrays(self, texts: list[str], dtype: np.dtype | type = np.int32) -> list[np.ndarray]:
         """`encode_batch` as arrays (what tokenizing a corpus needs: no list of Python ints per token). A character
