@@ -700,7 +700,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", default="bpe", choices=["char", "word", "bpe", "unigram"], help="default bpe")
     p.add_argument("--vocab-size", type=_positive_int, default=8000, help="bpe/unigram vocabulary (default 8000)")
     p.add_argument("--tokenizer-file", metavar="tokenizer.json", help="use this tokenizer instead of training one")
-    p.add_argument("--tokenizer-sample-mb", type=float, default=64.0, help="text a subword tokenizer trains on")
+    p.add_argument(
+        "--tokenizer-sample-mb", type=float, default=16.0, help="MB of text a subword tokenizer trains on (default 16)"
+    )
     p.add_argument("--text-field", default="text", help="JSONL field / Parquet column of the text (default text)")
     p.add_argument("--errors", choices=["strict", "replace"], default="strict", help="bytes that are not UTF-8")
     p.add_argument("--overwrite", action="store_true", help="replace DIR (prepared data only)")

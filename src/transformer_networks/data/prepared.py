@@ -45,7 +45,9 @@ FORMAT = "transformer-networks/prepared-lm"
 CHUNK_CHARS = 1 << 16  # characters per tokenized chunk (whole lines; a longer line is a chunk of its own)
 BATCH_CHUNKS = 16  # chunks per encode_batch call: enough for every core, little memory (~1 MB of text)
 SHARD_TOKENS = 1 << 28  # tokens per shard file (512 MB as uint16)
-SAMPLE_BYTES = 64 << 20  # text a subword tokenizer is trained on (the corpus's first bytes)
+# Text a subword tokenizer is trained on (the corpus's first bytes). The BPE trainer's memory grows with it: on
+# source code, about 0.8 GB at 16 MB and 1.9 GB at 64 MB (bench/data.py's corpus).
+SAMPLE_BYTES = 16 << 20
 
 
 # --- reading documents, one line at a time ------------------------------------------------------------------------
@@ -422,8 +424,9 @@ def _tail_to_valid(directory: Path, train: dict[str, Any], dtype: np.dtype, coun
         shard = train["shards"][-1]
         path = directory / shard["file"]
         take = min(need, shard["tokens"])
-        data = np.fromfile(path, dtype=dtype)
-        tail.insert(0, data[len(data) - take :].copy())
+        data = np.memmap(path, dtype=dtype, mode="r")  # only the tail is read: a shard is up to 512 MB
+        tail.insert(0, np.array(data[len(data) - take :]))
+        del data
         shard["tokens"] -= take
         need -= take
         if shard["tokens"] == 0:
