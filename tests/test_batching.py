@@ -1,9 +1,10 @@
 import random
 
+import numpy as np
 import pytest
 import torch
 
-from transformer_networks.data.batching import pack_blocks, pad_batch, token_budget_batches
+from transformer_networks.data.batching import LazyBatches, pack_blocks, pad_batch, token_budget_batches
 from transformer_networks.errors import UserError
 
 
@@ -43,3 +44,25 @@ def test_pack_blocks_predicts_the_next_token():
     assert torch.equal(targets[:, :-1], inputs[:, 1:])
     with pytest.raises(UserError, match="too short"):
         pack_blocks([1, 2, 3], block_size=5)
+
+
+def test_pad_batch_puts_prefix_and_suffix_around_lists_and_arrays():
+    out = pad_batch([[5, 6], np.array([7], dtype=np.int32)], pad_id=0, prefix=2, suffix=3)
+    assert out.tolist() == [[2, 5, 6, 3], [2, 7, 3, 0]]
+    assert pad_batch([np.array([4, 4], dtype=np.int32), [9]], pad_id=1).tolist() == [[4, 4], [9, 1]]
+
+
+def test_lazy_batches_collate_each_group_when_indexed():
+    made = []
+
+    def collate(group):
+        made.append(group)
+        return {"ids": torch.tensor(group)}
+
+    batches = LazyBatches([[0, 1], [2], [3, 4, 5]], collate)
+    assert len(batches) == 3 and made == []  # nothing made up front
+    assert batches[-1]["ids"].tolist() == [3, 4, 5] and made == [[3, 4, 5]]
+    assert [b["ids"].tolist() for b in batches[0:2]] == [[0, 1], [2]]
+    assert [b["ids"].tolist() for b in batches] == [[0, 1], [2], [3, 4, 5]]
+    with pytest.raises(IndexError):
+        batches[3]

@@ -44,15 +44,12 @@ def pad_batch(
     return out
 
 
-class LazyBatches(Sequence[dict[str, Tensor]]):
-    """Batches made when indexed: `collate(group)` for each group of example indices (the batches of a large
-    dataset are never all in memory at once, padded)."""
+class BatchSequence(Sequence[dict[str, Tensor]]):
+    """A sequence of batches, each made when it is indexed (the batches of a large dataset are never all in memory
+    at once). Subclasses give `__len__` and `_batch(i)` for 0 <= i < len."""
 
-    def __init__(self, groups: list[list[int]], collate: Callable[[list[int]], dict[str, Tensor]]) -> None:
-        self.groups, self.collate = groups, collate
-
-    def __len__(self) -> int:
-        return len(self.groups)
+    def _batch(self, i: int) -> dict[str, Tensor]:
+        raise NotImplementedError
 
     @overload
     def __getitem__(self, index: int) -> dict[str, Tensor]: ...
@@ -62,8 +59,23 @@ class LazyBatches(Sequence[dict[str, Tensor]]):
 
     def __getitem__(self, index: int | slice) -> dict[str, Tensor] | list[dict[str, Tensor]]:
         if isinstance(index, slice):
-            return [self.collate(group) for group in self.groups[index]]
-        return self.collate(self.groups[index])
+            return [self._batch(i) for i in range(*index.indices(len(self)))]
+        if not -len(self) <= index < len(self):
+            raise IndexError(index)
+        return self._batch(index % len(self))
+
+
+class LazyBatches(BatchSequence):
+    """`collate(group)` for each group of example indices."""
+
+    def __init__(self, groups: list[list[int]], collate: Callable[[list[int]], dict[str, Tensor]]) -> None:
+        self.groups, self.collate = groups, collate
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def _batch(self, i: int) -> dict[str, Tensor]:
+        return self.collate(self.groups[i])
 
 
 def compact(ids: Sequence[int]) -> np.ndarray:
@@ -124,7 +136,7 @@ def pack_blocks(ids: Sequence[int] | Tensor, block_size: int) -> tuple[Tensor, T
     return inputs, targets
 
 
-class LMBlocks(Sequence[dict[str, Tensor]]):
+class LMBlocks(BatchSequence):
     """The batches of `pack_blocks(stream[offset:], block_size)` taken in `order`, `batch_size` blocks each, made
     one at a time when indexed (a corpus's batches are never all in memory). `stream` is anything sliced as
     `stream[i:j]` into a tensor of ids: a tensor, or a `prepared.TokenStream` over memory-mapped shards.
@@ -142,23 +154,9 @@ class LMBlocks(Sequence[dict[str, Tensor]]):
         return math.ceil(len(self.order) / self.batch_size)
 
     def _batch(self, i: int) -> dict[str, Tensor]:
-        if not -len(self) <= i < len(self):
-            raise IndexError(i)
-        i %= len(self)
         rows = self.order[i * self.batch_size : (i + 1) * self.batch_size].tolist()
         B = self.block_size
         windows = torch.stack(
             [self.stream[self.offset + r * B : self.offset + (r + 1) * B + 1].long() for r in rows]
         )  # (rows, B + 1)
         return {"ids": windows[:, :-1], "targets": windows[:, 1:]}
-
-    @overload
-    def __getitem__(self, index: int) -> dict[str, Tensor]: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[dict[str, Tensor]]: ...
-
-    def __getitem__(self, index: int | slice) -> dict[str, Tensor] | list[dict[str, Tensor]]:
-        if isinstance(index, slice):
-            return [self._batch(i) for i in range(*index.indices(len(self)))]
-        return self._batch(index)

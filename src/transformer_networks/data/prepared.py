@@ -37,7 +37,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from ..errors import UserError
-from .readers import DataError
+from .readers import DataError, expand
 from .tokenizer import TextTokenizer, train_tokenizer
 
 MANIFEST = "manifest.json"
@@ -55,22 +55,6 @@ SAMPLE_BYTES = 16 << 20
 
 def is_prepared(path: str | Path) -> bool:
     return (Path(path) / MANIFEST).is_file()
-
-
-def expand(paths: Sequence[str | Path]) -> list[Path]:
-    """Files, with directories read recursively in name order (hidden files skipped)."""
-    files: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
-            if not found:
-                raise DataError(f"{p}: directory holds no files")
-            files.extend(found)
-        elif not p.exists():
-            raise DataError(f"{p}: no such file or directory")
-        else:
-            files.append(p)
-    return files
 
 
 def _kind(path: Path) -> str:

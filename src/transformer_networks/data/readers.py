@@ -59,7 +59,8 @@ def read_text(path: str | Path) -> str:
     return "\n".join(line for _, line in read_lines(path))
 
 
-def _expand(paths: Sequence[str | Path]) -> list[Path]:
+def expand(paths: Sequence[str | Path]) -> list[Path]:
+    """Files, with directories read recursively in name order (hidden files skipped)."""
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -67,6 +68,8 @@ def _expand(paths: Sequence[str | Path]) -> list[Path]:
             if not found:
                 raise DataError(f"{p}: directory holds no files")
             files.extend(found)
+        elif not p.exists():
+            raise DataError(f"{p}: no such file or directory")
         else:
             files.append(p)
     return files
@@ -77,7 +80,7 @@ def read_lm_text(paths: Sequence[str | Path] | str | Path) -> list[str]:
     if isinstance(paths, (str, Path)):
         paths = [paths]
     texts = []
-    for path in _expand(paths):
+    for path in expand(paths):
         text = read_text(path)
         if text.strip():
             texts.append(text + "\n")
