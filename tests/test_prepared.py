@@ -280,3 +280,24 @@ def test_train_refuses_a_corpus_too_large_for_memory_with_the_advice_to_prepare(
     assert cli.main([*prepare, "--valid-fraction", "0.2", "--quiet"]) == 0
     train = ["train", "lm", "--data", str(data), "--out", str(run), "--max-steps", "1", "--block-size", "16"]
     assert cli.main([*train, *TINY]) == 0
+
+
+@pytest.mark.parametrize("prepared_data", [False, True])
+def test_eval_examples_caps_the_validation_text_at_that_many_blocks(tmp_path, corpus, capsys, prepared_data):
+    data = corpus
+    if prepared_data:
+        data = tmp_path / "data"
+        prepare = ["prepare", "lm", "--data", str(corpus), "--out", str(data), "--tokenizer", "char", "--quiet"]
+        assert cli.main([*prepare, "--valid-fraction", "0.2"]) == 0
+    train = ["train", "lm", "--data", str(data), "--max-steps", "1", "--block-size", "8", *TINY[:-1]]
+    runs = {}
+    for n in (None, 3):
+        runs[n] = tmp_path / f"run-{n}"
+        extra = [] if n is None else ["--set", f"eval_examples={n}"]
+        assert cli.main([*train, "--out", str(runs[n]), *extra]) == 0
+        line = next(x for x in capsys.readouterr().err.splitlines() if x.startswith("data:"))
+        tokens = int(line.split("validation ")[1].split()[0].replace(",", ""))
+        assert (tokens == 3 * 8 + 1) == (n == 3), line  # the whole validation text holds more than 3 blocks
+    metrics = [json.loads(x) for x in (runs[3] / "metrics.jsonl").read_text().splitlines()]
+    whole = [json.loads(x) for x in (runs[None] / "metrics.jsonl").read_text().splitlines()]
+    assert [m.get("loss") for m in metrics if "perplexity" in m] != [m.get("loss") for m in whole if "perplexity" in m]

@@ -503,7 +503,7 @@ class TrainConfig(ConfigBase):
     patience: int | None = None  # stop after this many evaluations without a better best metric
     # --- evaluation and logging -----------------------------------------------------------------------------
     eval_every: int = 500  # steps between evaluations on the validation data (and checkpoints)
-    eval_examples: int | None = None  # evaluate on at most this many validation examples while training (not lm)
+    eval_examples: int | None = None  # evaluate on at most this many validation examples (lm: blocks) while training
     log_every: int = 50  # steps between progress lines when stderr is not a terminal
     fsdp: bool = False  # under torchrun: shard parameters, gradients and optimizer state (FSDP2) instead of DDP
     activation_checkpointing: bool = False  # recompute each layer's activations in the backward pass (less memory)

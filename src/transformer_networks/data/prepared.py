@@ -286,6 +286,16 @@ class TokenStream:
             at += take
         return torch.from_numpy(out)
 
+    def head(self, n: int) -> TokenStream:
+        """The first n tokens (memory maps stay maps: nothing is read)."""
+        pieces, left = [], n
+        for piece in self.pieces:
+            if left <= 0:
+                break
+            pieces.append(piece[:left])
+            left -= len(pieces[-1])
+        return TokenStream(pieces)
+
     def tolist(self) -> list[int]:
         return self[0 : len(self)].tolist()
 

@@ -153,6 +153,10 @@ class Task:
         """Model config fields the data decides (vocabulary sizes, classes, the longest sequence)."""
         raise NotImplementedError
 
+    def validation_data(self, raw: list, n: int | None) -> Encoded:
+        """The validation data evaluated while training, encoded: at most n examples (None: all)."""
+        return self.encode(self.limit(raw, n))
+
     def encode(self, raw: list) -> Encoded:
         """Raw examples -> token ids, over-long ones dropped or truncated (and counted)."""
         raise NotImplementedError

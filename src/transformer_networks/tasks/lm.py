@@ -90,10 +90,6 @@ class LanguageModelingTask(Task):
         tok = train_tokenizer((chunk for chunk, _ in chunks_of(train)), kind, cfg.vocab_size)
         return tok, tok
 
-    @classmethod
-    def limit(cls, raw: list, n: int | None) -> list:
-        return raw  # one text: the whole validation text, always
-
     def model_settings(self) -> dict[str, Any]:
         return {"vocab_size": self.tokenizer.vocab_size, "max_seq_len": self.cfg.block_size}
 
@@ -106,6 +102,14 @@ class LanguageModelingTask(Task):
         dtype = np.uint16 if self.tokenizer.vocab_size <= 1 << 16 else np.int32
         parts = list(encode_chunks(self.tokenizer, chunks_of(raw), dtype=dtype))
         return Encoded([TokenStream(parts)])  # the pieces as they come: no copy of the whole stream
+
+    def validation_data(self, raw: list, n: int | None) -> Encoded:
+        """The validation text's first n blocks (None: all of it): a large corpus's validation split would
+        otherwise take longer to evaluate than the steps between evaluations."""
+        encoded = self.encode(raw)
+        if n is None:
+            return encoded
+        return Encoded([encoded.examples[0].head(n * self.cfg.block_size + 1)])
 
     def count(self, encoded: Encoded) -> int:
         return len(encoded.examples[0])

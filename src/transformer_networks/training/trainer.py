@@ -407,7 +407,7 @@ class Trainer:
         task.describe("training data", self.train_data, self.log)
         if not self.train_data.examples:
             raise UserError("no training example fits max_len; raise max_len or pass --truncate")
-        self.valid_data = task.encode(task.limit(splits.valid, cfg.eval_examples))
+        self.valid_data = task.validation_data(splits.valid, cfg.eval_examples)
         task.describe("validation data", self.valid_data, self.log)
         if not self.valid_data.examples:
             raise UserError(f"no validation example from {splits.valid_source} fits max_len={task.max_len}")
