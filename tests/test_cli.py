@@ -51,6 +51,11 @@ def test_info_reads_a_config_file(tmp_path):
         (["demo", "--seq-len", "5000"], "exceeds max_seq_len=1024"),
         (["demo", "--batch-size", "-1"], "expected a positive integer"),
         (["bogus"], "invalid choice"),
+        # Help for typing mistakes: the option meant (of the subcommand used), the setting meant, and the values
+        # the user set (not the preset's) when settings conflict.
+        (["info", "--famly", "lm"], "--famly: did you mean --family?"),
+        (["info", "--set", "d_modle=64"], "unknown config field(s) 'd_modle' (did you mean 'd_model'?)"),
+        (["info", "--set", "d_model=32", "--set", "n_heads=3"], "d_model must be divisible by n_heads: d_model=32, n_"),
     ],
 )
 def test_bad_input_gives_one_line_and_exit_code_2(args, message):
@@ -59,6 +64,11 @@ def test_bad_input_gives_one_line_and_exit_code_2(args, message):
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr
+
+
+def test_an_unknown_option_is_matched_against_the_subcommand_used_only():
+    assert "did you mean --max-steps?" in run("train", "lm", "--max_steps", "3").stderr
+    assert "did you mean" not in run("train", "lm", "--temprature", "2").stderr  # generate's option, not train's
 
 
 def test_bad_json_file_names_the_line(tmp_path):

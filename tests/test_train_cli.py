@@ -163,7 +163,7 @@ def bad_input_cases(tmp):
         (["train", "lm", "--data", "builtin:scan", "--out", out], "builtin:scan is a translation dataset"),
         (
             ["train", "translation", "--data", str(good), "--out", out, "--set", "d_modle=4"],
-            "--set d_modle: unknown setting 'd_modle'",
+            "--set d_modle: unknown setting 'd_modle'; did you mean 'd_model'?",
         ),
         (
             ["train", "translation", "--data", str(good), "--out", out, "--set", "lr=fast"],

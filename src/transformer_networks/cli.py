@@ -17,6 +17,7 @@ Each entry of `COMMANDS` only turns parsed arguments into that call and prints i
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import sys
@@ -563,7 +564,33 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage mistake is one line on stderr (exit code 2), like every other error."""
 
     def error(self, message: str) -> NoReturn:
+        prefix = "unrecognized arguments: "
+        if message.startswith(prefix):
+            hints = [hint for hint in map(self._close_option, message[len(prefix) :].split()) if hint]
+            message = "; ".join([message, *hints])
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        self._words = list(sys.argv[1:] if args is None else args)  # for the hints of `error`
+        return super().parse_args(args, namespace)
+
+    def _close_option(self, word: str) -> str | None:
+        """The option of the subcommand used (`train`, `generate`, ...) closest to `word` ("--max_steps" ->
+        "--max-steps")."""
+        if not word.startswith("-"):
+            return None
+        options: set[str] = set()
+        parsers: list[argparse.ArgumentParser] = [self]
+        while parsers:
+            parser = parsers.pop()
+            for action in parser._actions:
+                options.update(o for o in action.option_strings if o.startswith("--"))
+                if isinstance(action, argparse._SubParsersAction):  # only the subcommands named on the line
+                    used = [name for name in getattr(self, "_words", []) if name in action.choices]
+                    parsers.extend(action.choices[name] for name in used[:1])
+        name = word.split("=")[0]
+        match = difflib.get_close_matches(name.replace("_", "-"), sorted(options), n=1, cutoff=0.75)
+        return f"{name}: did you mean {match[0]}?" if match else None
 
 
 def _positive_int(text: str) -> int:

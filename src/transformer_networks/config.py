@@ -23,6 +23,7 @@ This module is the package's bottom layer: it imports nothing of the package but
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import json
 import math
@@ -139,6 +140,10 @@ class ConfigBase:
         known = cls.field_names()
         unknown = sorted(set(values) - set(known))
         if unknown:
+            close = [m for name in unknown for m in difflib.get_close_matches(name, known, n=1)]
+            if len(close) == len(unknown):  # a typing mistake each: say what was meant
+                meant = ", ".join(f"{name!r} (did you mean {m!r}?)" for name, m in zip(unknown, close, strict=True))
+                raise ConfigError(f"unknown {cls.KIND} field(s) {meant}")
             raise ConfigError(
                 f"unknown {cls.KIND} field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(known))}"
             )

@@ -12,6 +12,7 @@ so that an error names the option it came from. The command line and Python user
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -112,6 +113,9 @@ def split_settings(settings: dict[str, Any], origin: dict[str, str], preset: str
         elif key in MODEL_FIELDS:
             model[key] = value
         else:
+            close = difflib.get_close_matches(key, [*TRAIN_FIELDS, *MODEL_FIELDS], n=1)
+            if close:
+                raise UserError(f"{where}: unknown setting {key!r}; did you mean {close[0]!r}?")
             raise UserError(
                 f"{where}: unknown setting {key!r}; training settings: {', '.join(TRAIN_FIELDS)}; "
                 f"model settings: {', '.join(f for f in MODEL_FIELDS if f not in TRAIN_FIELDS)}"
@@ -122,8 +126,8 @@ def split_settings(settings: dict[str, Any], origin: dict[str, str], preset: str
         for key, value in model.items():
             try:
                 TransformerConfig.from_preset(preset, **{key: value})
-            except ConfigError as single:
-                raise UserError(f"{origin.get(key, key)}: {single}") from None
+            except ConfigError:  # this one is wrong alone; the message gives the values the user set together
+                raise UserError(f"{origin.get(key, key)}: {e}") from None
         raise UserError(f"{', '.join(sorted({origin.get(k, k).split(':')[0] for k in model}))}: {e}") from None
     return model, train
 
