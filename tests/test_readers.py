@@ -8,6 +8,7 @@ from transformer_networks.data.readers import (
     read_classification,
     read_lm_text,
     read_parallel,
+    read_translation,
     read_translation_tsv,
 )
 
@@ -35,6 +36,25 @@ def test_translation_tsv_and_parallel_files(tmp_path):
     de = write(tmp_path / "train.de.gz", "ein Hund\nzwei Katzen\n", compress=True)
     en = write(tmp_path / "train.en", "a dog\ntwo cats\n")
     assert read_parallel(de, en) == [("ein Hund", "a dog"), ("zwei Katzen", "two cats")]
+
+
+def test_translation_jsonl_and_csv(tmp_path):
+    expected = [("ein Hund", "a dog"), ("zwei Katzen", "two cats")]
+    hf = write(
+        tmp_path / "train.jsonl.gz",
+        '{"translation": {"de": "ein Hund", "en": "a dog"}}\n\n'
+        '{"translation": {"de": "zwei Katzen", "en": "two cats"}}\n',
+        compress=True,
+    )
+    assert read_translation(hf) == expected  # the object's two languages in their order
+    assert read_translation(hf, "en", "de") == [(t, s) for s, t in expected]
+    fields = write(tmp_path / "train.json", '{"target": "a dog", "source": "ein Hund", "id": 1}\n')
+    assert read_translation(fields) == expected[:1]
+    table = write(tmp_path / "train.csv", 'id,target,source\n1,a dog,ein Hund\n2,"two cats","zwei Katzen"\n')
+    assert read_translation(table) == expected
+    langs = write(tmp_path / "langs.csv", "de,en\nein Hund,a dog\n")
+    assert read_translation(langs, "de", "en") == expected[:1]
+    assert read_translation(write(tmp_path / "pairs.tsv", "ein Hund\ta dog\n")) == expected[:1]
 
 
 def test_classification_tsv_csv_jsonl(tmp_path):
@@ -70,6 +90,21 @@ def test_reads_the_shared_sst2_and_multi30k_files():
         ("short.tsv", "sentence\tlabel\nx\t1\ny\n", read_classification, "short.tsv: line 3: expected 2 fields"),
         ("bad.jsonl", '{"text": "a", "label": 1}\n{oops\n', read_classification, "bad.jsonl: line 2: invalid JSON"),
         ("nokey.jsonl", '{"text": "a"}\n', read_classification, "nokey.jsonl: line 1: no 'label' key"),
+        (
+            "t.jsonl",
+            '{"source": "a", "target": "b"}\n{"src": "a"}\n',
+            read_translation,
+            't.jsonl: line 2: expected "source"',
+        ),
+        ("t3.jsonl", '{"translation": {"de": "a", "en": "b", "fr": "c"}}\n', read_translation, "has 3 languages"),
+        (
+            "tnum.jsonl",
+            '{"source": "a", "target": 3}\n',
+            read_translation,
+            "tnum.jsonl: line 1: 'source' and 'target' must",
+        ),
+        ("t.csv", "de,en\nx,y\n", read_translation, "t.csv: line 1: no 'source' or 'target' column"),
+        ("t2.csv", "source,target\nx,y\nz\n", read_translation, "t2.csv: line 3: expected 2 fields"),
     ],
 )
 def test_bad_input_names_file_and_line(tmp_path, name, content, reader, message):

@@ -279,3 +279,19 @@ def test_model_settings_are_checked_together_then_blamed_one_by_one():
         cli.split_settings({"d_model": 36, "n_heads": 8}, origin, "gpt2-small")  # each alone fits 768 / 12
     with pytest.raises(cli.UserError, match="^--set n_heads: n_heads must be a positive integer"):
         cli.split_settings({"d_model": 768, "n_heads": 0}, origin, "gpt2-small")
+
+
+def test_translation_trains_from_hugging_face_jsonl_with_the_languages_named(tmp_path, capsys):
+    pairs = [(f"{a} {b}", f"{b} {a}") for a in "abcdefg" for b in "hijklmn"]
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps({"translation": {"de": s, "en": t}}) + "\n" for s, t in pairs), "utf-8")
+    out = tmp_path / "run"
+    langs = ["--set", "source_lang=en", "--set", "target_lang=de"]
+    args = ["train", "translation", "--data", str(data), "--out", str(out), "--max-steps", "2", *langs, *TINY]
+    assert cli.main([*args, "--quiet"]) == 0
+    saved = json.loads((out / "run.json").read_text())
+    assert json.dumps(saved).count('"source_lang": "en"') >= 1
+    code = cli.main(
+        ["train", "translation", "--data", str(data), "--out", str(tmp_path / "r2"), "--set", "source_lang=fr"]
+    )
+    assert code == 2 and "give both --set source_lang and --set target_lang" in capsys.readouterr().err

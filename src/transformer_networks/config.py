@@ -471,6 +471,8 @@ class TrainConfig(ConfigBase):
     text_field: str = "text"  # language modeling: the JSONL field / Parquet column that holds a document's text
     text_column: str | None = None  # classification: default "text", else "sentence"
     label_column: str = "label"
+    source_lang: str | None = None  # translation JSONL/CSV: the source language's key or column (see README)
+    target_lang: str | None = None  # translation JSONL/CSV: the target language's key or column
     # Question answering: consecutive windows of a long context overlap by doc_stride tokens; questions are cut
     # to max_question_len tokens; an answer is at most max_answer_length tokens, chosen among the n_best spans
     # of every window; "no answer" is predicted when its score beats the best span's by more than

@@ -1,7 +1,8 @@
 """Readers for the three tasks' files. UTF-8 text, optionally gzip-compressed (`.gz`).
 
     language modeling:  read_lm_text(paths)              plain text: files, or directories of them
-    translation:        read_translation_tsv(path)       "source<TAB>target" lines
+    translation:        read_translation(path)           "source<TAB>target" lines, JSONL ({"source", "target"}
+                                                         or {"translation": {"de", "en"}}), or CSV with a header
                         read_parallel(src, tgt)          two line-aligned files
     classification:     read_classification(path)        TSV / CSV with a header, or JSONL
 
@@ -103,6 +104,102 @@ def read_translation_tsv(path: str | Path) -> list[tuple[str, str]]:
         pairs.append((source.strip(), target.strip()))
     if not pairs:
         raise DataError(f"{path}: empty file")
+    return pairs
+
+
+def read_translation(
+    path: str | Path, source_lang: str | None = None, target_lang: str | None = None
+) -> list[tuple[str, str]]:
+    """Translation pairs from a file, by its name: JSONL (".jsonl"/".json"), CSV (".csv") or TSV (anything else;
+    "source<TAB>target" lines). See `read_translation_jsonl` and `read_translation_csv`."""
+    name = Path(path).name.lower().removesuffix(".gz")
+    if name.endswith((".jsonl", ".json")):
+        return read_translation_jsonl(path, source_lang, target_lang)
+    if name.endswith(".csv"):
+        return read_translation_csv(path, source_lang, target_lang)
+    return read_translation_tsv(path)
+
+
+def read_translation_jsonl(
+    path: str | Path, source_lang: str | None = None, target_lang: str | None = None
+) -> list[tuple[str, str]]:
+    """Pairs from JSONL lines, each {"source": ..., "target": ...} or, as Hugging Face datasets write them,
+    {"translation": {"de": ..., "en": ...}}: there the languages are `source_lang` and `target_lang`, else the
+    object's two keys in their order (source first)."""
+    path = Path(path)
+    pairs = []
+    for number, line in read_lines(path):
+        if not line.strip():
+            continue
+        where = f"{path}: line {number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{where}: invalid JSON: {e.msg}") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{where}: expected a JSON object")
+        if isinstance(record.get("translation"), dict):
+            record, keys = record["translation"], _languages(record["translation"], source_lang, target_lang, where)
+        elif "source" in record and "target" in record:
+            keys = ("source", "target")
+        else:
+            raise DataError(f'{where}: expected "source" and "target" fields, or a "translation" object')
+        texts = [record[k] for k in keys]
+        if not all(isinstance(t, str) for t in texts):
+            raise DataError(f"{where}: {' and '.join(map(repr, keys))} must be strings")
+        pairs.append((texts[0].strip(), texts[1].strip()))
+    if not pairs:
+        raise DataError(f"{path}: empty file")
+    return pairs
+
+
+def _languages(texts: dict, source: str | None, target: str | None, where: str) -> tuple[str, str]:
+    """The (source, target) keys of a {"de": ..., "en": ...} object."""
+    if (source is None) != (target is None):
+        raise DataError(f"{where}: give both --set source_lang and --set target_lang, or neither")
+    if source is not None and target is not None:
+        for lang, option in ((source, "source_lang"), (target, "target_lang")):
+            if lang not in texts:
+                raise DataError(f"{where}: no {lang!r} in the translation object (keys: {', '.join(texts)}; {option})")
+        return source, target
+    if len(texts) != 2:
+        raise DataError(
+            f"{where}: the translation object has {len(texts)} languages ({', '.join(texts)}): "
+            "name the pair with --set source_lang=.. --set target_lang=.."
+        )
+    first, second = texts
+    return first, second
+
+
+def read_translation_csv(
+    path: str | Path, source_lang: str | None = None, target_lang: str | None = None
+) -> list[tuple[str, str]]:
+    """Pairs from a CSV file with a header: the columns `source_lang` and `target_lang` when given, else "source"
+    and "target"."""
+    path = Path(path)
+    lines = read_lines(path)
+    first = next(lines, None)
+    if first is None:
+        raise DataError(f"{path}: empty file")
+    header = next(csv.reader([first[1]]))
+    wanted = (source_lang or "source", target_lang or "target")
+    missing = [c for c in wanted if c not in header]
+    if missing:
+        raise DataError(
+            f"{path}: line 1: no {' or '.join(map(repr, missing))} column in header {header} "
+            "(--set source_lang / target_lang name the columns)"
+        )
+    si, ti = header.index(wanted[0]), header.index(wanted[1])
+    pairs = []
+    for number, line in lines:
+        if not line.strip():
+            continue
+        fields = next(csv.reader([line]))
+        if len(fields) != len(header):
+            raise DataError(f"{path}: line {number}: expected {len(header)} fields, found {len(fields)}")
+        pairs.append((fields[si].strip(), fields[ti].strip()))
+    if not pairs:
+        raise DataError(f"{path}: no examples")
     return pairs
 
 

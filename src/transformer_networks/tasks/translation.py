@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from .. import metrics
 from ..data.batching import LazyBatches, compact, pad_batch, token_budget_batches
-from ..data.readers import DataError, read_parallel, read_translation_tsv
+from ..data.readers import DataError, read_parallel, read_translation
 from ..errors import UserError
 from ..generation import generate_in_batches
 from ..generation.steps import DecodingModel
@@ -40,7 +40,7 @@ class TranslationTask(Task):
 
     @classmethod
     def read_file(cls, path: str, cfg: Any) -> list:
-        return read_translation_tsv(path)
+        return read_translation(path, cfg.source_lang, cfg.target_lang)
 
     @classmethod
     def texts(cls, train: list) -> tuple[list[str], list[str] | None]:
