@@ -149,8 +149,30 @@ def test_resume_refuses_what_it_cannot_do(tmp_path, capsys):
     (tmp_path / "run.json").write_text("{}")
     assert cli.main(["train", "--resume", str(tmp_path)]) == 2
     assert "no last checkpoint" in capsys.readouterr().err
-    assert cli.main(["train", "--resume", str(tmp_path), "--max-steps", "5"]) == 2
-    assert "leave out --max-steps" in capsys.readouterr().err
+    assert cli.main(["train", "--resume", str(tmp_path), "--lr", "0.1", "--max-steps", "5"]) == 2
+    assert "(only --max-steps may extend it); leave out --lr" in capsys.readouterr().err
     assert cli.main(["train", "lm"]) == 2
     assert "--out" in capsys.readouterr().err
     assert os.listdir(tmp_path) == ["run.json"]
+
+
+def test_a_finished_run_is_extended_by_a_new_max_steps_at_the_schedules_floor(reference, tmp_path, capsys):
+    data, _ = reference
+    run = tmp_path / "run"
+    argv = train_argv(data, run, "--set", "warmup=2")[3:]  # without the interpreter and "-m transformer_networks"
+    argv[argv.index("--max-steps") + 1], argv[argv.index("--eval-every") + 1] = "6", "3"
+    assert cli.main(argv) == 0
+    before = records(run, "train")
+    assert cli.main(["train", "--resume", str(run), "--quiet"]) == 2
+    assert "the run already finished (6 of 6 steps)" in capsys.readouterr().err
+    assert cli.main(["train", "--resume", str(run), "--max-steps", "9", "--quiet"]) == 0
+    after = records(run, "train")
+    assert sorted(after) == list(range(1, 10))
+    assert all(after[s] == before[s] for s in before)  # the run's own steps are kept as they were
+    lrs = [after[s]["lr"] for s in range(1, 10)]
+    assert lrs[2] > lrs[3] > lrs[4] > lrs[5]  # the cosine decays over the run's 6 steps ...
+    assert lrs[5] == pytest.approx(0.1 * 1e-3) and lrs[6:] == [lrs[5]] * 3  # ... and stays at its floor after
+    saved = json.loads((run / "run.json").read_text())["train"]
+    assert (saved["max_steps"], saved["schedule_steps"]) == (9, 6)
+    assert cli.main(["train", "--resume", str(run), "--quiet"]) == 2  # resumed again: the new limit holds
+    assert "already finished (9 of 9 steps)" in capsys.readouterr().err

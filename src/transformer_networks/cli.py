@@ -134,11 +134,14 @@ def _resume(args: argparse.Namespace) -> int:
     changed = [
         f"--{name.replace('_', '-')}"
         for name in (*TRAIN_FLAGS, "data", "valid", "preset", "config_file")
-        if getattr(args, name, None) not in (None, False, [])
+        if getattr(args, name, None) not in (None, False, []) and name != "max_steps"
     ] + ["--set"] * bool(args.overrides)
     if changed:
-        raise UserError(f"--resume continues a run with its own settings; leave out {', '.join(changed)}")
-    return _finished(train(args.task or "", run, resume=True, quiet=args.quiet))
+        raise UserError(
+            f"--resume continues a run with its own settings (only --max-steps may extend it); leave out "
+            f"{', '.join(changed)}"
+        )
+    return _finished(train(args.task or "", run, resume=True, max_steps=args.max_steps, quiet=args.quiet))
 
 
 def _finished(result: TrainResult) -> int:

@@ -500,6 +500,9 @@ class TrainConfig(ConfigBase):
     schedule: str = "cosine"
     warmup: int = 200  # steps of linear warmup (the paper: 4000 with "noam")
     min_lr_ratio: float = 0.1  # cosine: final learning rate as a fraction of lr
+    # cosine: the steps the decay spans (None: the step limit). `train --resume RUN --max-steps N` sets it to the
+    # run's old limit, so an extended run keeps its schedule and trains on at the floor (min_lr_ratio x lr).
+    schedule_steps: int | None = None
     label_smoothing: float = 0.0  # the paper: 0.1; padding is never a target
     clip_norm: float | None = 1.0  # gradient norm clipping (None: off)
     skip_nonfinite: int = 0  # skip at most this many batches whose loss is NaN or infinite (then stop)
@@ -537,6 +540,7 @@ class TrainConfig(ConfigBase):
             "eval_every",
             "log_every",
             "max_steps",
+            "schedule_steps",
             "patience",
             "eval_examples",
             "threads",

@@ -26,6 +26,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import random
 import shutil
 import signal
@@ -283,12 +284,17 @@ class ResumeStart(Start):
     """`--resume`: the run in `out` goes on from its last checkpoint with its own settings, data, tokenizers,
     weights, optimizer, schedule, scaler, RNG states and data position."""
 
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, max_steps: int | None = None) -> None:
+        """max_steps: a new step limit (extending a finished run); every other setting is the run's own."""
         point = _resume_point(out)
         self.run, self.checkpoint, self.state = point.run, point.checkpoint, point.state
         self.task_name = self.run["task"]
         self.spec = DataSpec.from_dict(self.run["data"])
         self.cfg = TrainConfig.from_dict(self.run["train"])
+        self.extended_from: TrainConfig | None = None  # the settings before a new max_steps
+        if max_steps is not None and max_steps != self.cfg.max_steps:
+            self.extended_from = self.cfg
+            self.cfg = self.cfg.replace(max_steps=max_steps)
         self.resumed = self
 
     def check_output(self, out: Path, overwrite: bool) -> None:
@@ -320,6 +326,7 @@ def train(
     quiet: bool = False,
     log: Callable[[str], None] | None = None,
     resume: bool = False,
+    max_steps: int | None = None,
     init: str | Path | None = None,
 ) -> TrainResult:
     """Train a model for `task_name` (a name of `tasks.TASKS`: "lm", "translation", "classification") and write
@@ -330,7 +337,8 @@ def train(
 
     resume: continue the run in `out` from its last checkpoint, with the run's own settings, data, tokenizers,
     weights, optimizer, schedule, scaler, RNG states and data position: the steps that follow are the steps the
-    uninterrupted run would have taken. (The other arguments, except quiet/log, are then ignored.)
+    uninterrupted run would have taken. (The other arguments, except quiet/log, are then ignored.) max_steps: with
+    resume, a new step limit, which extends a finished run; a cosine schedule keeps its length (`schedule_steps`).
     SIGINT or SIGTERM during training saves the last checkpoint at the current step and stops; a second Ctrl-C
     stops at once.
 
@@ -341,7 +349,7 @@ def train(
     out = Path(out)
     start: Start
     if resume:
-        start = ResumeStart(out)
+        start = ResumeStart(out, max_steps)
     elif init is not None:
         start = InitStart(task_name, data or DataSpec(), train_config or TrainConfig(), init)
     else:
@@ -457,8 +465,10 @@ class Trainer:
         # Several processes drop an epoch's last incomplete step (each process needs its share); one keeps it.
         n = len(self.first_epoch)
         self.steps_per_epoch = n // self.per_step if ranks.enabled else math.ceil(n / self.per_step)
-        limits = [n for n in (cfg.max_steps, cfg.max_epochs and math.ceil(cfg.max_epochs * self.steps_per_epoch)) if n]
-        self.step_limit = min(limits) if limits else None
+        self.step_limit = self.limit_of(cfg)
+        extended_from = getattr(self.start, "extended_from", None)
+        if extended_from is not None and cfg.schedule_steps is None:  # the schedule keeps the length it had
+            self.cfg = cfg = self.start.cfg = cfg.replace(schedule_steps=self.limit_of(extended_from))
         if cfg.schedule == "cosine" and self.step_limit is None:
             raise ConfigError("the cosine schedule needs max_steps or max_epochs to know where it ends")
         self.optimizer = make_optimizer(model, cfg)
@@ -466,7 +476,7 @@ class Trainer:
             self.optimizer,
             cfg.schedule,
             warmup=cfg.warmup,
-            total_steps=self.step_limit,
+            total_steps=cfg.schedule_steps or self.step_limit,
             d_model=self.model_cfg.d_model,
             min_ratio=cfg.min_lr_ratio,
         )
@@ -488,6 +498,12 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
+    def limit_of(self, cfg: TrainConfig) -> int | None:
+        """The step limit of `cfg`'s max_steps and max_epochs (whichever comes first), if any."""
+        epochs = cfg.max_epochs and math.ceil(cfg.max_epochs * self.steps_per_epoch)
+        limits = [n for n in (cfg.max_steps, epochs) if n]
+        return min(limits) if limits else None
+
     def open_run_dir(self) -> None:
         """A new run writes run.json and an empty metrics.jsonl; a resumed one puts its training state back and
         drops the records written after its checkpoint (they are redone)."""
@@ -507,6 +523,8 @@ class Trainer:
                 f"resuming {out} from step {self.state.step} (epoch {self.state.epoch}, batch {self.state.position})"
             )
             self.check_resumable()
+            if getattr(self.start, "extended_from", None) is not None:
+                self.extend_run()
         elif ranks.is_main:
             try:
                 prepare_output(out, self.overwrite)
@@ -525,6 +543,26 @@ class Trainer:
             (out / "run.json").write_text(json.dumps(run_info, indent=2) + "\n", encoding="utf-8")
             self.metrics_path.write_text("", encoding="utf-8")
         ranks.barrier()  # the run directory exists before any process goes on
+
+    def extend_run(self) -> None:
+        """A resumed run with a new max_steps: say what the schedule does, and write the new limit into run.json
+        (so that resuming again goes on to it)."""
+        cfg = self.cfg
+        if cfg.schedule == "cosine" and cfg.schedule_steps is not None and (self.step_limit or 0) > cfg.schedule_steps:
+            self.log(
+                f"extending the run to {self.step_limit:,} steps: the cosine schedule keeps its {cfg.schedule_steps:,}"
+                f" steps, so the learning rate stays at its floor ({cfg.min_lr_ratio:g} x lr) after step "
+                f"{cfg.schedule_steps:,}"
+            )
+        else:
+            self.log(f"extending the run to {self.step_limit:,} steps" if self.step_limit else "extending the run")
+        if self.ranks.is_main:
+            run_json = self.out / "run.json"
+            info = json.loads(run_json.read_text(encoding="utf-8"))
+            info["train"] = cfg.to_dict()
+            tmp = run_json.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+            os.replace(tmp, run_json)
 
     def check_resumable(self) -> None:
         state, out = self.state, self.out
