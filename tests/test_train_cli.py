@@ -101,6 +101,17 @@ def test_quiet_prints_no_progress(tmp_path, capsys):
     assert captured.out.startswith("best validation: loss ")
 
 
+@pytest.mark.parametrize("tokenizer", ["bpe", "word"])
+def test_quiet_output_redirected_holds_only_the_result(tmp_path, tokenizer):
+    """Nothing of the tokenizer library's own (its progress bars once wrote blank lines to a redirected stdout)."""
+    data = tmp_path / "t.txt"
+    data.write_text("hello world, the quick brown fox\n" * 50, encoding="utf-8")
+    args = ["train", "lm", "--data", data, "--out", tmp_path / "r", *TINY, "--max-steps", "1", "--block-size", "8"]
+    result = run(*args, "--tokenizer", tokenizer, "--vocab-size", "60", "--quiet")
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert result.stdout.startswith("best validation: loss ") and len(result.stdout.splitlines()) == 2
+
+
 def test_config_file_yaml_sets_model_and_training_fields(tmp_path, capsys):
     data = tmp_path / "t.txt"
     data.write_text("hello world\n" * 50, encoding="utf-8")
