@@ -306,3 +306,20 @@ def test_translation_trains_from_hugging_face_jsonl_with_the_languages_named(tmp
         ["train", "translation", "--data", str(data), "--out", str(tmp_path / "r2"), "--set", "source_lang=fr"]
     )
     assert code == 2 and "give both --set source_lang and --set target_lang" in capsys.readouterr().err
+
+
+def test_common_training_fields_are_flags_and_the_help_shows_the_defaults(tmp_path):
+    help_text = " ".join(run("train", "--help").stdout.split())
+    for shown in (
+        "optimizer steps (default 2000)",
+        "--warmup WARMUP steps of linear warmup (default 200)",
+        "(default 0.01)",
+    ):
+        assert shown in help_text, shown
+    data = tmp_path / "t.txt"
+    data.write_text("hello world\n" * 50, encoding="utf-8")
+    out = tmp_path / "r"
+    flags = ["--warmup", "0", "--weight-decay", "0.05", "--grad-accum", "2", "--max-steps", "1", "--block-size", "8"]
+    assert cli.main(["train", "lm", "--data", str(data), "--out", str(out), *TINY, *flags, "--quiet"]) == 0
+    saved = json.loads((out / "run.json").read_text())["train"]
+    assert (saved["warmup"], saved["weight_decay"], saved["grad_accum"]) == (0, 0.05, 2)

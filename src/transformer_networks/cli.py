@@ -26,7 +26,7 @@ from typing import Any, NoReturn
 
 from .backends.onednn import use_onednn
 from .checkpoints import load_checkpoint
-from .config import PRESETS
+from .config import PRESETS, TrainConfig
 from .device import pick_device
 from .errors import UserError
 from .generation.logits import check_sampling
@@ -57,6 +57,9 @@ __all__ = ["COMMANDS", "demo", "info", "main", "parse_overrides", "split_setting
 
 # Flags of `train` that are shorthands for a training setting (the same as --set NAME=VALUE).
 TRAIN_FLAGS = (
+    "warmup",
+    "weight_decay",
+    "grad_accum",
     "tokenizer",
     "vocab_size",
     "max_len",
@@ -563,6 +566,16 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+def _show_training_defaults(parser: argparse.ArgumentParser) -> None:
+    """Append "(default X)" to the help of each training flag whose help does not give it, from TrainConfig."""
+    defaults = TrainConfig().to_dict()
+    for action in parser._actions:
+        value = defaults.get(action.dest)
+        shown = value is not None and value is not False
+        if action.dest in TRAIN_FLAGS and shown and "default" not in (action.help or ""):
+            action.help = f"{action.help} (default {value})" if action.help else f"default {value}"
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage mistake is one line on stderr (exit code 2), like every other error."""
 
@@ -694,16 +707,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int, help="sequences per batch (lm, classification)")
     p.add_argument("--max-tokens", type=_positive_int, help="translation: tokens per batch (default 4096)")
     p.add_argument("--block-size", type=_positive_int, help="lm: tokens per sequence (default 128)")
-    p.add_argument("--max-steps", type=_positive_int)
-    p.add_argument("--max-epochs", type=float)
-    p.add_argument("--max-minutes", type=float)
+    p.add_argument("--max-steps", type=_positive_int, help="optimizer steps")
+    p.add_argument("--max-epochs", type=float, help="passes over the training data (whichever limit comes first)")
+    p.add_argument("--max-minutes", type=float, help="wall-clock limit of the training loop")
     p.add_argument("--eval-every", type=_positive_int, help="steps between evaluations and checkpoints")
     p.add_argument("--patience", type=_positive_int, help="early stopping after N evaluations without progress")
-    p.add_argument("--lr", type=float)
+    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--warmup", type=int, help="steps of linear warmup")
+    p.add_argument("--weight-decay", type=float, help="AdamW's decoupled weight decay (matrices only)")
+    p.add_argument("--grad-accum", type=_positive_int, help="batches per optimizer step")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N, mps")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=int, help="seeds the model's initialization, data order and dropout")
     p.add_argument("--text-column", help="classification: the text column (default text, else sentence)")
     p.add_argument("--label-column", help="classification: the label column (default label)")
     p.add_argument(
@@ -713,6 +729,7 @@ def _parser() -> argparse.ArgumentParser:
         help="skip at most N batches whose loss is NaN or infinite (default: stop at the first)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    _show_training_defaults(p)
 
     p = sub.add_parser(
         "prepare",
