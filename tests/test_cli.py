@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+import transformer_networks as tn
 from transformer_networks import cli
 
 
@@ -45,7 +46,7 @@ def test_info_reads_a_config_file(tmp_path):
         (["info", "--set", "d_model=30"], "d_model must be divisible by n_heads"),
         (["info", "--set", "activation=tanh"], "activation must be one of"),
         (["info", "--set", "oops"], "--set expects FIELD=VALUE"),
-        (["info", "--config", "/nonexistent/model.json"], "/nonexistent/model.json: cannot read config"),
+        (["info", "--config", "/nonexistent/model.json"], "--config /nonexistent/model.json: cannot read"),
         (["info", "--set", "dropout=abc"], "dropout must be a number, got 'abc'"),
         (["info", "--family", "bogus"], "invalid choice: 'bogus'"),
         (["demo", "--seq-len", "5000"], "exceeds max_seq_len=1024"),
@@ -69,6 +70,17 @@ def test_bad_input_gives_one_line_and_exit_code_2(args, message):
 def test_an_unknown_option_is_matched_against_the_subcommand_used_only():
     assert "did you mean --max-steps?" in run("train", "lm", "--max_steps", "3").stderr
     assert "did you mean" not in run("train", "lm", "--temprature", "2").stderr  # generate's option, not train's
+
+
+def test_info_reads_what_train_reads_and_defaults_to_trains_preset(tmp_path):
+    assert cli.info("lm").config == tn.TransformerConfig.from_preset("small")  # as `train`, not "tiny"
+    path = tmp_path / "run.yaml"
+    path.write_text("preset: tiny\nmodel:\n  d_model: 32\n  n_heads: 2\ntrain:\n  lr: 0.01\n", encoding="utf-8")
+    result = run("info", "--family", "lm", "--config", str(path), "--json")
+    assert result.returncode == 0, result.stderr
+    values = json.loads(result.stdout)
+    expected = tn.TransformerConfig.from_preset("tiny", d_model=32, n_heads=2).to_dict()
+    assert {k: values[k] for k in expected} == expected  # the training field lr is not the model's
 
 
 def test_bad_json_file_names_the_line(tmp_path):

@@ -635,8 +635,10 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="build a model from a preset or config file and print its size")
     p.add_argument("--family", default="seq2seq", choices=sorted(MODELS))
-    p.add_argument("--preset", help=f"one of: {', '.join(sorted(PRESETS))} (default tiny)")
-    p.add_argument("--config", dest="config_file", help="a JSON config file")
+    p.add_argument("--preset", help=f"one of: {', '.join(sorted(PRESETS))} (default small, as train)")
+    p.add_argument(
+        "--config", dest="config_file", metavar="FILE", help="YAML or JSON settings, as train reads them (the model's)"
+    )
     p.add_argument(
         "--set",
         dest="overrides",

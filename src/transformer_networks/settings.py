@@ -26,13 +26,20 @@ TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 def build_config(
     preset: str | None = None, config_file: str | None = None, overrides: dict[str, Any] | None = None
 ) -> TransformerConfig:
-    """A config from a preset or a JSON file (not both), with field overrides."""
-    if preset and config_file:
-        raise UserError("give --preset or --config, not both")
-    overrides = overrides or {}
+    """A model config alone (`info`), from the same places as `train`'s: a preset (default "small", as `train`),
+    a YAML or JSON settings file (flat or under model:/train:, with an optional preset:; its training fields are
+    not the model's and are left out) and overrides, which win."""
+    settings: dict[str, Any] = {}
     if config_file:
-        return TransformerConfig.from_dict({**TransformerConfig.from_json(config_file).to_dict(), **overrides})
-    return TransformerConfig.from_preset(preset or "tiny", **overrides)
+        settings = read_config_file(config_file)
+        preset = preset or settings.pop("preset", None)
+        settings.pop("preset", None)
+    preset = preset or "small"
+    if preset not in PRESETS:
+        raise UserError(f"--preset: unknown preset {preset!r}; choose one of {', '.join(sorted(PRESETS))}")
+    settings.update(overrides or {})
+    training_only = set(TRAIN_FIELDS) - set(MODEL_FIELDS)
+    return TransformerConfig.from_preset(preset, **{k: v for k, v in settings.items() if k not in training_only})
 
 
 _PYTHON_LITERALS = {"True": True, "False": False, "None": None}
@@ -68,6 +75,11 @@ def read_config_file(path: str) -> dict[str, Any]:
         raise UserError(f"--config {path}: cannot read: {e.strerror}") from None
     except UnicodeDecodeError:
         raise UserError(f"--config {path}: not UTF-8 text") from None
+    if path.lower().endswith(".json"):  # JSON exactly: YAML would read some broken JSON as something else
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as e:
+            raise UserError(f"--config {path}: line {e.lineno}: invalid JSON: {e.msg}") from None
     try:
         values = yaml.safe_load(text)
     except yaml.YAMLError as e:
