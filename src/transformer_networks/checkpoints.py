@@ -45,6 +45,22 @@ from .errors import UserError, read_json_object
 from .models import MODELS, ModelBase, model_class
 from .tasks import TASKS, Task
 
+__all__ = [
+    "Checkpoint",
+    "CheckpointError",
+    "load_checkpoint",
+    "load_model_dir",
+    "load_training_state",
+    "recover_interrupted_save",
+    "resolve_checkpoint",
+    "save_checkpoint",
+    "save_pretrained",
+    "task_model_class",
+    "verify_checksums",
+    "write_checksums",
+]
+
+
 FORMAT_VERSION = 1
 
 

@@ -34,6 +34,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from .errors import ConfigError
 
+__all__ = ["ConfigBase", "PRESETS", "TrainConfig", "TransformerConfig"]
+
+
 POSITIONAL = ("sinusoidal", "learned", "rope")
 NORMS = ("layernorm", "rmsnorm")
 # The feed-forward activations nn/feedforward.py implements (named here, the bottom layer, for validation).

@@ -6,6 +6,8 @@ import torch
 
 from .errors import ConfigError
 
+__all__ = ["pick_device", "pick_precision"]
+
 
 def pick_device(name: str = "auto") -> torch.device:
     """auto: cuda, then mps, then cpu. A named device that is not there is an error."""

@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+__all__ = ["ConfigError", "InputError", "UserError", "read_json_object"]
+
 
 class UserError(Exception):
     """Base class for errors caused by the user's input: a bad config, a bad file, a bad flag."""

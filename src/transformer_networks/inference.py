@@ -36,6 +36,28 @@ from .generation.streaming import TextStreamer
 from .tasks.qa import Answer, QuestionAnsweringTask
 from .viz.attention import plot_attention
 
+__all__ = [
+    "AttentionMaps",
+    "ChatSession",
+    "Translation",
+    "answer_questions",
+    "answer_stream",
+    "attention_maps",
+    "chat_reply",
+    "chat_stream",
+    "classify_lines",
+    "classify_stream",
+    "draw_attention",
+    "generate_stream",
+    "generate_text",
+    "load_for",
+    "parse_chat_line",
+    "read_lines",
+    "translate_lines",
+    "translate_stream",
+]
+
+
 WHAT = {
     "translation": "translation",
     "lm": "language-model",

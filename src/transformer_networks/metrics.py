@@ -19,6 +19,21 @@ from collections.abc import Hashable, Mapping, Sequence
 import sacrebleu
 from torch import Tensor
 
+__all__ = [
+    "accuracy",
+    "bits_per_character",
+    "bleu",
+    "chrf",
+    "exact_match",
+    "macro_f1",
+    "normalize_answer",
+    "perplexity",
+    "squad_exact_match",
+    "squad_f1",
+    "squad_scores",
+    "token_accuracy",
+]
+
 
 def _check_lengths(a: Sequence, b: Sequence, what: str) -> None:
     if len(a) != len(b):

@@ -54,7 +54,7 @@ def _hf_tokenizer(path: Path) -> Any:
         raise UserError(f"{path}: not a tokenizers file: {str(e).splitlines()[0]}") from None
 
 
-def fresh_output(path: str | Path, overwrite: bool) -> Path:
+def _fresh_output(path: str | Path, overwrite: bool) -> Path:
     """`path`, which must not exist yet (or be an empty directory) unless overwriting."""
     out = Path(path)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
@@ -64,7 +64,7 @@ def fresh_output(path: str | Path, overwrite: bool) -> Path:
 
 def convert(hf_dir: str | Path, out_dir: str | Path, *, overwrite: bool = False) -> tuple[ModelBase, Path]:
     """A Hugging Face model directory rewritten in our layout (`save_pretrained`): (the model, its directory)."""
-    out = fresh_output(out_dir, overwrite)
+    out = _fresh_output(out_dir, overwrite)
     model = from_pretrained(hf_dir)
     return model, save_pretrained(model, out)
 
@@ -79,11 +79,11 @@ def export(
     model = from_pretrained(checkpoint)
     written = []
     if hf:
-        written.append(export_hf(model, fresh_output(hf, overwrite)))
+        written.append(export_hf(model, _fresh_output(hf, overwrite)))
         tokenizer = getattr(model, "tokenizer", None)
         if tokenizer is not None:  # AutoTokenizer loads it; a chat model's with its chat template
             export_hf_tokenizer(tokenizer, hf, max_len=model.cfg.max_seq_len)
     if onnx:
-        fresh_output(onnx, overwrite)
+        _fresh_output(onnx, overwrite)
         written.extend(export_onnx(model, onnx))
     return written

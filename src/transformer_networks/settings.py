@@ -20,6 +20,9 @@ from typing import Any
 from .config import PRESETS, TrainConfig, TransformerConfig
 from .errors import ConfigError, UserError
 
+__all__ = ["build_config", "parse_overrides", "read_config_file", "resolve_settings", "split_settings"]
+
+
 TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
 

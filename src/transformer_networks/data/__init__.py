@@ -1,1 +1,4 @@
-"""Data: readers, tokenizers, batching and built-in datasets."""
+"""Data: readers, tokenizers, batching and built-in datasets (import the submodules: `data.readers`,
+`data.tokenizer`, `data.prepared`, ...)."""
+
+__all__: list[str] = []
