@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .readers import DataError, read_lines
+from .readers import DataError, read_jsonl, read_lines
 
 
 @dataclass(frozen=True)
@@ -128,16 +128,8 @@ def _read_squad(path: Path) -> list[QAExample]:
 
 def _read_jsonl(path: Path) -> list[QAExample]:
     examples = []
-    for number, line in read_lines(path):
-        if not line.strip():
-            continue
+    for number, record in read_jsonl(path):
         where = f"{path}: line {number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{where}: invalid JSON: {e.msg}") from None
-        if not isinstance(record, dict):
-            raise DataError(f"{where}: expected a JSON object")
         question = _string(record, "question", where)
         context = _string(record, "context", where)
         if "answers" in record:

@@ -17,6 +17,7 @@ import io
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from ..errors import UserError
 
@@ -58,6 +59,23 @@ def read_lines(path: str | Path) -> Iterator[tuple[int, str]]:
 
 def read_text(path: str | Path) -> str:
     return "\n".join(line for _, line in read_lines(path))
+
+
+def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, record) for each non-blank line of a JSONL file; a line that is not a JSON object is an error
+    naming it."""
+    path = Path(path)
+    for number, line in read_lines(path):
+        if not line.strip():
+            continue
+        where = f"{path}: line {number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{where}: invalid JSON: {e.msg}") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{where}: expected a JSON object")
+        yield number, record
 
 
 def expand(paths: Sequence[str | Path]) -> list[Path]:
@@ -128,16 +146,8 @@ def read_translation_jsonl(
     object's two keys in their order (source first)."""
     path = Path(path)
     pairs = []
-    for number, line in read_lines(path):
-        if not line.strip():
-            continue
+    for number, record in read_jsonl(path):
         where = f"{path}: line {number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{where}: invalid JSON: {e.msg}") from None
-        if not isinstance(record, dict):
-            raise DataError(f"{where}: expected a JSON object")
         if isinstance(record.get("translation"), dict):
             record, keys = record["translation"], _languages(record["translation"], source_lang, target_lang, where)
         elif "source" in record and "target" in record:
@@ -231,15 +241,7 @@ def read_classification(
     text_columns = (text_column,) if text_column else TEXT_COLUMNS
     rows: list[tuple[str, str]] = []
     if name.endswith((".jsonl", ".json")):
-        for number, line in read_lines(path):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}: line {number}: invalid JSON: {e.msg}") from None
-            if not isinstance(record, dict):
-                raise DataError(f"{path}: line {number}: expected a JSON object")
+        for number, record in read_jsonl(path):
             text_key = next((c for c in text_columns if c in record), None)
             if text_key is None or label_column not in record:
                 missing = label_column if text_key else " or ".join(text_columns)
