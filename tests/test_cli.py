@@ -100,3 +100,13 @@ def test_functions_behind_the_commands():
         "dropout": 0.2,
         "bias": False,
     }
+
+
+def test_train_task_help_shows_that_tasks_options():
+    lm, translation, every = (run("train", *task, "--help").stdout for task in (["lm"], ["translation"], []))
+    assert "Train a language model." in lm and "--block-size" in lm
+    assert "--max-tokens" not in lm and "--source-file" not in lm and "--text-column" not in lm
+    assert "Train a translator." in translation and "--max-tokens" in translation and "--source-file" in translation
+    assert "--block-size" not in translation
+    assert all(option in every for option in ("--block-size", "--max-tokens", "--source-file", "--text-column"))
+    assert "--max-steps" in lm and "--max-steps" in translation  # what every task reads

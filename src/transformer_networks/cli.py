@@ -566,6 +566,49 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+# Options of `train` that only some tasks read (the rest read all): `train TASK --help` leaves out the others'.
+TASK_OPTIONS = {
+    "source_file": {"translation"},
+    "target_file": {"translation"},
+    "valid_source_file": {"translation"},
+    "valid_target_file": {"translation"},
+    "max_tokens": {"translation"},
+    "block_size": {"lm"},
+    "text_column": {"classification"},
+    "label_column": {"classification"},
+    "batch_size": set(TASKS) - {"translation"},
+    "max_len": set(TASKS) - {"lm"},
+    "truncate": set(TASKS) - {"lm"},
+}
+
+
+TASK_MODELS = {
+    "lm": "language model",
+    "translation": "translator",
+    "classification": "classifier",
+    "qa": "question-answering model",
+    "chat": "chat model",
+}
+
+
+class _TaskHelp(argparse.Action):
+    """`--help` of `train`: with a task named before it, only the options that task reads."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest=dest, default=argparse.SUPPRESS, nargs=0, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, *_: Any) -> None:
+        task = getattr(namespace, "task", None)
+        if task is not None:
+            for action in parser._actions:
+                if task not in TASK_OPTIONS.get(action.dest, {task}):
+                    action.help = argparse.SUPPRESS
+            parser.usage = f"{parser.prog} {task} --out DIR [options]"
+            parser.description = f"Train a {TASK_MODELS.get(task, task + ' model')}. " + (parser.description or "")
+        parser.print_help()
+        parser.exit()
+
+
 def _show_training_defaults(parser: argparse.ArgumentParser) -> None:
     """Append "(default X)" to the help of each training flag whose help does not give it, from TrainConfig."""
     defaults = TrainConfig().to_dict()
@@ -654,7 +697,9 @@ def _parser() -> argparse.ArgumentParser:
         help="train a language model, translator, classifier, question-answering or chat model; write a run directory",
         description="Train on files or on built-in data (builtin:scan, builtin:scan-length, "
         "builtin:stdlib-docs, builtin:stdlib-topics, builtin:babi; the default when no data is given).",
+        add_help=False,
     )
+    p.add_argument("-h", "--help", action=_TaskHelp, help="show this help (train TASK --help: that task's options)")
     p.add_argument("task", nargs="?", choices=list(TASKS))
     p.add_argument(
         "--resume",
@@ -675,7 +720,7 @@ def _parser() -> argparse.ArgumentParser:
         nargs="+",
         metavar="PATH",
         help="training files (lm: files or directories; "
-        "translation: a source<TAB>target TSV; classification: TSV/CSV/JSONL; qa: SQuAD JSON or JSONL), "
+        "translation: source<TAB>target TSV, JSONL or CSV; classification: TSV/CSV/JSONL; qa: SQuAD JSON or JSONL), "
         "or builtin:NAME",
     )
     p.add_argument("--valid", nargs="+", metavar="PATH", help="validation data (default: a held-out part of --data)")
