@@ -59,6 +59,7 @@ def test_batch_encoding_gives_each_texts_ids_alone(kind):
     texts = [*set(TEXT), "unseen wörds, <unk> and <eos> inside", ""]
     alone = [tok.encode(t) for t in texts]
     assert tok.encode_batch(texts) == alone
+    assert list(tok.encode_each(texts, chunk=2)) == alone  # chunk boundaries change nothing
     assert [a.tolist() for a in tok.encode_arrays(texts)] == alone
 
 

@@ -35,8 +35,8 @@ def build_config(
     settings: dict[str, Any] = {}
     if config_file:
         settings = read_config_file(config_file)
-        preset = preset or settings.pop("preset", None)
-        settings.pop("preset", None)
+        file_preset = settings.pop("preset", None)
+        preset = preset or file_preset  # a preset given directly wins over the file's, as in `resolve_settings`
     preset = preset or "small"
     if preset not in PRESETS:
         raise UserError(f"--preset: unknown preset {preset!r}; choose one of {', '.join(sorted(PRESETS))}")

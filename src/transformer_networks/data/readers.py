@@ -78,6 +78,32 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
         yield number, record
 
 
+def read_table(path: str | Path, delimiter: str) -> tuple[list[str], Iterator[list[str]]]:
+    """(header, the fields of each non-blank line after it) of a CSV (delimiter ",", quoted fields allowed) or TSV
+    ("\t", no quoting) file; a line with another number of fields than the header is an error naming it."""
+    path = Path(path)
+    lines = read_lines(path)
+    first = next(lines, None)
+    if first is None:
+        raise DataError(f"{path}: empty file")
+    header = next(csv.reader([first[1]], delimiter=delimiter))
+
+    def rows() -> Iterator[list[str]]:
+        for number, line in lines:
+            if not line.strip():
+                continue
+            fields = next(
+                csv.reader(
+                    [line], delimiter=delimiter, quoting=csv.QUOTE_MINIMAL if delimiter == "," else csv.QUOTE_NONE
+                )
+            )
+            if len(fields) != len(header):
+                raise DataError(f"{path}: line {number}: expected {len(header)} fields, found {len(fields)}")
+            yield fields
+
+    return header, rows()
+
+
 def expand(paths: Sequence[str | Path]) -> list[Path]:
     """Files, with directories read recursively in name order (hidden files skipped)."""
     files: list[Path] = []
@@ -187,11 +213,7 @@ def read_translation_csv(
     """Pairs from a CSV file with a header: the columns `source_lang` and `target_lang` when given, else "source"
     and "target"."""
     path = Path(path)
-    lines = read_lines(path)
-    first = next(lines, None)
-    if first is None:
-        raise DataError(f"{path}: empty file")
-    header = next(csv.reader([first[1]]))
+    header, table = read_table(path, ",")
     wanted = (source_lang or "source", target_lang or "target")
     missing = [c for c in wanted if c not in header]
     if missing:
@@ -200,14 +222,7 @@ def read_translation_csv(
             "(--set source_lang / target_lang name the columns)"
         )
     si, ti = header.index(wanted[0]), header.index(wanted[1])
-    pairs = []
-    for number, line in lines:
-        if not line.strip():
-            continue
-        fields = next(csv.reader([line]))
-        if len(fields) != len(header):
-            raise DataError(f"{path}: line {number}: expected {len(header)} fields, found {len(fields)}")
-        pairs.append((fields[si].strip(), fields[ti].strip()))
+    pairs = [(fields[si].strip(), fields[ti].strip()) for fields in table]
     if not pairs:
         raise DataError(f"{path}: no examples")
     return pairs
@@ -248,29 +263,14 @@ def read_classification(
                 raise DataError(f"{path}: line {number}: no {missing!r} key")
             rows.append((str(record[text_key]), str(record[label_column])))
     else:
-        delimiter = "," if name.endswith(".csv") else "\t"
-        lines = read_lines(path)
-        header_line = next(lines, None)
-        if header_line is None:
-            raise DataError(f"{path}: empty file")
-        header = next(csv.reader([header_line[1]], delimiter=delimiter))
+        header, table = read_table(path, "," if name.endswith(".csv") else "\t")
         text_key = next((c for c in text_columns if c in header), None)
         if text_key is None:
             raise DataError(f"{path}: line 1: no text column ({' or '.join(text_columns)}) in header {header}")
         if label_column not in header:
             raise DataError(f"{path}: line 1: no label column {label_column!r} in header {header}")
         ti, li = header.index(text_key), header.index(label_column)
-        for number, line in lines:
-            if not line.strip():
-                continue
-            fields = next(
-                csv.reader(
-                    [line], delimiter=delimiter, quoting=csv.QUOTE_MINIMAL if delimiter == "," else csv.QUOTE_NONE
-                )
-            )
-            if len(fields) != len(header):
-                raise DataError(f"{path}: line {number}: expected {len(header)} fields, found {len(fields)}")
-            rows.append((fields[ti], fields[li]))
+        rows.extend((fields[ti], fields[li]) for fields in table)
     if not rows:
         raise DataError(f"{path}: no examples")
     return rows

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import cast
 
@@ -98,6 +98,12 @@ class TextTokenizer:
         offsets the ids do not need: about twice as fast."""
         encode = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
         return [e.ids for e in encode(texts, add_special_tokens=False)]
+
+    def encode_each(self, texts: Sequence[str], chunk: int = 4096) -> Iterator[list[int]]:
+        """The ids of each text in turn, `encode_batch`ed `chunk` texts at a time: a dataset's ids are never all
+        lists of Python ints at once."""
+        for start in range(0, len(texts), chunk):
+            yield from self.encode_batch(list(texts[start : start + chunk]))
 
     def encode_arrays(self, texts: list[str], dtype: np.dtype | type = np.int32) -> list[np.ndarray]:
         """`encode_batch` as arrays (what tokenizing a corpus needs: no list of Python ints per token). A character

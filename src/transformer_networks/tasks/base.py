@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -169,8 +169,9 @@ class Task:
         """Say what encoding left out or cut (`what` names the data)."""
         describe_filtering(what, encoded, self.max_len, log)
 
-    def batches(self, encoded: Encoded, *, epoch: int | None = None) -> list[Batch]:
-        """The batches of one pass; `epoch` given = training order (seeded by cfg.seed and the epoch)."""
+    def batches(self, encoded: Encoded, *, epoch: int | None = None) -> Sequence[Batch]:
+        """The batches of one pass (a list, or made when indexed); `epoch` given = training order (seeded by
+        cfg.seed and the epoch)."""
         raise NotImplementedError
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:

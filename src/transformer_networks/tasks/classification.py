@@ -26,9 +26,6 @@ def sort_labels(labels: set[str]) -> list[str]:
         return sorted(labels)
 
 
-ENCODE_CHUNK = 4096  # texts tokenized per call
-
-
 class ClassificationTask(Task):
     name = "classification"
     family = "classifier"
@@ -69,19 +66,17 @@ class ClassificationTask(Task):
                 f"({', '.join(map(repr, self.labels))})"
             )
         out, kept, dropped, truncated = [], [], 0, 0
-        for start in range(0, len(raw), ENCODE_CHUNK):  # chunks: no dataset-wide lists of Python ints
-            part = raw[start : start + ENCODE_CHUNK]
-            for pair, ids in zip(part, self.tokenizer.encode_batch([t for t, _ in part]), strict=True):
-                fitted, cut = self.fit([self.tokenizer.cls_id, *ids], self.max_len)
-                if fitted is None:
-                    dropped += 1
-                    continue
-                truncated += cut
-                out.append((compact(fitted), self.label_index[pair[1]]))  # int32 array: 4 bytes a token
-                kept.append(pair)
+        for pair, ids in zip(raw, self.tokenizer.encode_each([t for t, _ in raw]), strict=True):
+            fitted, cut = self.fit([self.tokenizer.cls_id, *ids], self.max_len)
+            if fitted is None:
+                dropped += 1
+                continue
+            truncated += cut
+            out.append((compact(fitted), self.label_index[pair[1]]))  # int32 array: 4 bytes a token
+            kept.append(pair)
         return Encoded(out, dropped, truncated, kept)
 
-    def batches(self, encoded: Encoded, *, epoch: int | None = None) -> LazyBatches:  # type: ignore[override]
+    def batches(self, encoded: Encoded, *, epoch: int | None = None) -> LazyBatches:
         examples = encoded.examples
         order = list(range(len(examples)))
         if epoch is not None:

@@ -36,6 +36,7 @@ class LanguageModelingTask(Task):
     builtin = "builtin:stdlib-docs"
     default_tokenizer = "char"
     raw_unit, encoded_unit = "characters", "tokens"
+    text_chars = 0  # characters of text `encode` tokenized last (0 for prepared data): for the advice to `prepare`
 
     # Raw examples: the documents' texts, or one `PreparedSplit` (a directory `prepare lm` wrote: tokenized once,
     # trained on through memory maps, with its own tokenizer and validation split).
@@ -98,7 +99,7 @@ class LanguageModelingTask(Task):
         lines (as `prepare` does), each followed by <eos>, kept compact (uint16 for a vocabulary that fits)."""
         if raw and isinstance(raw[0], PreparedSplit):
             return Encoded([raw[0].stream()])
-        self.text_chars = sum(map(len, raw))  # for the advice to `prepare` (describe)
+        self.text_chars = sum(map(len, raw))
         dtype = np.uint16 if self.tokenizer.vocab_size <= 1 << 16 else np.int32
         parts = list(encode_chunks(self.tokenizer, chunks_of(raw), dtype=dtype))
         return Encoded([TokenStream(parts)])  # the pieces as they come: no copy of the whole stream
@@ -114,8 +115,6 @@ class LanguageModelingTask(Task):
     def count(self, encoded: Encoded) -> int:
         return len(encoded.examples[0])
 
-    text_chars = 0  # characters of text `encode` tokenized last (0 for prepared data)
-
     def describe(self, what: str, encoded: Encoded, log: Callable[[str], None]) -> None:
         if what == "training data" and self.text_chars >= PREPARE_ADVICE_BYTES:
             log(
@@ -123,7 +122,7 @@ class LanguageModelingTask(Task):
                 f"`transformer-networks prepare lm` tokenizes a corpus once and trains from disk in bounded memory"
             )
 
-    def batches(self, encoded: Encoded, *, epoch: int | None = None) -> LMBlocks:  # type: ignore[override]
+    def batches(self, encoded: Encoded, *, epoch: int | None = None) -> LMBlocks:
         """Contiguous blocks of the stream (made when a batch is taken: a large corpus is never copied)."""
         stream = encoded.examples[0]
         block, size = self.cfg.block_size, self.cfg.batch_size

@@ -17,8 +17,6 @@ from ..generation.steps import DecodingModel
 from ..nn.losses import label_smoothed_cross_entropy
 from .base import Batch, Encoded, Task
 
-ENCODE_CHUNK = 4096  # pairs tokenized per call
-
 
 class TranslationTask(Task):
     name = "translation"
@@ -61,25 +59,23 @@ class TranslationTask(Task):
 
     def encode(self, raw: list[tuple[str, str]]) -> Encoded:
         """(source ids + EOS, target ids) as int32 arrays: the decoder reads BOS + target and predicts target +
-        EOS. Tokenized `ENCODE_CHUNK` pairs at a time, so no dataset-wide lists of Python ints are ever held."""
+        EOS."""
         out, kept, dropped, truncated = [], [], 0, 0
         eos = self.tokenizer.eos_id
-        for start in range(0, len(raw), ENCODE_CHUNK):
-            part = raw[start : start + ENCODE_CHUNK]
-            sources = self.source_tokenizer.encode_batch([s for s, _ in part])
-            targets = self.tokenizer.encode_batch([t for _, t in part])
-            for pair, src, tgt in zip(part, sources, targets, strict=True):
-                if not src or not tgt:
-                    dropped += 1
-                    continue
-                src_fit, cut_src = self.fit(src, self.max_len - 1)
-                tgt_fit, cut_tgt = self.fit(tgt, self.max_len - 1)
-                if src_fit is None or tgt_fit is None:
-                    dropped += 1
-                    continue
-                truncated += cut_src or cut_tgt
-                out.append((compact(src_fit + [eos]), compact(tgt_fit)))
-                kept.append(pair)
+        sources = self.source_tokenizer.encode_each([s for s, _ in raw])
+        targets = self.tokenizer.encode_each([t for _, t in raw])
+        for pair, src, tgt in zip(raw, sources, targets, strict=True):
+            if not src or not tgt:
+                dropped += 1
+                continue
+            src_fit, cut_src = self.fit(src, self.max_len - 1)
+            tgt_fit, cut_tgt = self.fit(tgt, self.max_len - 1)
+            if src_fit is None or tgt_fit is None:
+                dropped += 1
+                continue
+            truncated += cut_src or cut_tgt
+            out.append((compact(src_fit + [eos]), compact(tgt_fit)))
+            kept.append(pair)
         return Encoded(out, dropped, truncated, kept)
 
     def _collate(self, examples: list[tuple[Any, Any]]) -> Batch:
@@ -91,7 +87,7 @@ class TranslationTask(Task):
             "tgt_out": pad_batch(targets, self.pad_id, suffix=eos),
         }
 
-    def batches(self, encoded: Encoded, *, epoch: int | None = None) -> LazyBatches:  # type: ignore[override]
+    def batches(self, encoded: Encoded, *, epoch: int | None = None) -> LazyBatches:
         examples = encoded.examples
         lengths = [max(len(s), len(t) + 1) for s, t in examples]
         groups = token_budget_batches(

@@ -606,7 +606,7 @@ class Trainer:
         batches = self.first_epoch if state.epoch == 0 else self.task.batches(self.train_data, epoch=state.epoch)
         epoch_at_start = state.epoch
         for first in range(state.position, len(batches), per_step):
-            group = batches[first : first + per_step]
+            group = list(batches[first : first + per_step])  # a slice of lazy batches is a list already
             if self.ranks.enabled and len(group) < per_step:
                 break  # the epoch's incomplete last step: not every process would have a batch
             done = self.train_step(group)
