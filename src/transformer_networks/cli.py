@@ -4,6 +4,7 @@ typed function of its domain module that does the work, which Python users can c
     train       training.train (settings from settings.resolve_settings)    evaluate   training.evaluate
     translate   inference.translate_stream                                  generate   inference.generate_stream
     classify    inference.classify_stream                                   attention  inference.draw_attention
+    explore     viz.explore.write_explorer / serve_explorer (the attention explorer page)
     answer      inference.answer_questions / answer_stream
     chat        inference.ChatSession (a terminal) / chat_stream (a pipe)
     average     training.average.average_checkpoints / average_run          plot       viz.plot_curves
@@ -509,6 +510,45 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _explore(args: argparse.Namespace) -> int:
+    """`explore RUN --text ... --out FILE.html`: the attention explorer as one file; without --out, live on
+    loopback until Ctrl-C."""
+    from .viz.explore import serve_explorer, write_explorer
+
+    options: dict[str, Any] = {
+        "target": args.target,
+        "context": args.context,
+        "truncate": args.truncate,
+        "continuation": args.continuation,
+        "top_k": args.top_k,
+        "min_weight": args.min_weight,
+        "max_weights": args.max_weights,
+    }
+    ck = load_checkpoint(args.checkpoint, pick_device(args.device))
+    if args.out is not None:
+        if args.text is None:
+            raise UserError("--out writes the page for one input: give it with --text")
+        out = write_explorer(ck, args.text, args.out, overwrite=args.overwrite, **options)
+        print(f"{out} ({out.stat().st_size / 1e6:.2f} MB)")
+        return 0
+    for name in ("target", "context"):  # the page's form gives these in the live mode
+        if options[name] is not None and args.text is None:
+            raise UserError(f"--{name} goes with --text (the first input the page shows)")
+    try:
+        server = serve_explorer(ck, args.host, args.port, text=args.text, **options)
+    except OSError as e:
+        raise UserError(f"cannot listen on {args.host}:{args.port}: {e.strerror}") from None
+    host, port = server.server_address[:2]
+    print(f"attention explorer for {ck.path} at http://{host}:{port}/ (Ctrl-C stops)", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     """`serve RUN [NAME=RUN ...]`: an OpenAI-compatible HTTP API over the checkpoints, until Ctrl-C or SIGTERM
     (which stops accepting, finishes the requests in flight, then exits)."""
@@ -558,6 +598,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "answer": _answer,
     "chat": _chat,
     "serve": _serve,
+    "explore": _explore,
     "attention": _attention,
     "average": _average,
     "convert": _convert,
@@ -964,6 +1005,45 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--head", type=int, help="only this head (from 0)")
     p.add_argument("--truncate", action="store_true")
     p.add_argument("--out", required=True, metavar="FILE.png")
+
+    p = sub.add_parser(
+        "explore",
+        help="the attention explorer: an interactive page of every layer's and head's attention",
+        description="With --out, writes one self-contained HTML file (no network needed) for --text; without it, "
+        "serves the page on 127.0.0.1, where text typed into the page is run by the model. Views: head view, "
+        "model view (layers x heads), one head's heatmap, a table of per-head statistics; the model's outputs "
+        "beside them.",
+    )
+    p.add_argument("checkpoint", help="a checkpoint of any task, or a run directory")
+    p.add_argument("--text", help="the input (a translator's source, a QA model's question); needed with --out")
+    p.add_argument("--context", help="question answering: the passage (text)")
+    p.add_argument("--target", help="translation: the target to force (default: the model's greedy translation)")
+    p.add_argument("--out", metavar="FILE.html", help="write the page to this file (default: serve it live)")
+    p.add_argument("--overwrite", action="store_true", help="replace FILE.html if it exists")
+    p.add_argument(
+        "--continuation",
+        type=int,
+        default=16,
+        metavar="N",
+        help="language models: also show the greedy continuation of N tokens, step by step (default 16)",
+    )
+    p.add_argument("--top-k", type=_positive_int, default=5, help="next tokens shown per position (default 5)")
+    p.add_argument(
+        "--min-weight",
+        type=float,
+        help="leave out weights under this (default: the smallest of 0.001, 0.002, 0.005, ... that keeps "
+        "--max-weights); 0.001 keeps every weight shown within 1e-3 of the model's",
+    )
+    p.add_argument(
+        "--max-weights",
+        type=_positive_int,
+        default=2_000_000,
+        help="the most weights the page stores, over all layers and heads (default 2000000)",
+    )
+    p.add_argument("--truncate", action="store_true", help="cut an input longer than the model's context")
+    p.add_argument("--host", default="127.0.0.1", help="live mode: the address (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8765, help="live mode: the port (default 8765; 0 picks a free one)")
+    p.add_argument("--device", default="auto")
 
     p = sub.add_parser("average", help="average the weights of several checkpoints (as the paper reports)")
     p.add_argument(

@@ -372,6 +372,13 @@ class AttentionMaps:
     weights: dict[str, Tensor]
     queries: dict[str, list[str]]
     keys: dict[str, list[str]]
+    # What the model outputs for the example in the same pass: a language model's or a translator's next-token
+    # logits at each (decoder) position (T, V), a classifier's class logits (C,), a QA model's span logits (T, 2).
+    logits: Tensor | None = None
+    # A language model's decoder tokens: the first `prompt_tokens` are the text, the rest its greedy continuation.
+    prompt_tokens: int | None = None
+    # The ids of the decoder's tokens (a language model's, or a translator's decoder input: <bos> then its output).
+    decoder_ids: list[int] | None = None
 
 
 def _pieces(tok, ids: list[int]) -> list[str]:
@@ -381,11 +388,19 @@ def _pieces(tok, ids: list[int]) -> list[str]:
 
 @torch.no_grad()
 def attention_maps(
-    ck: Checkpoint, text: str, target: str | None = None, *, truncate: bool = False, context: str | None = None
+    ck: Checkpoint,
+    text: str,
+    target: str | None = None,
+    *,
+    truncate: bool = False,
+    context: str | None = None,
+    continuation: int = 0,
 ) -> AttentionMaps:
     """Every layer's and head's attention weights for `text` (and, for a translator, `target`; without one its
     own greedy translation is used; for question answering `text` is the question and `context` the passage, the
-    first window of the two). The same weights the model computes, from its plain-attention path."""
+    first window of the two). The same weights the model computes, from its plain-attention path. A language
+    model reads `text` followed by its own greedy continuation of up to `continuation` tokens (within its context):
+    causal attention makes the weights of any prefix those of the prefix alone."""
     tok, model = ck.tokenizer, ck.model
     device = next(model.parameters()).device
     limit = ck.config.max_seq_len
@@ -396,6 +411,8 @@ def attention_maps(
     if not text.strip():
         raise UserError("--text is empty")
     family = ck.model.family
+    if continuation and family != "lm":
+        raise UserError(f"a continuation is for language models; {ck.path} is a {ck.task} checkpoint")
     if family == "seq2seq":
         src = _fit(ck.source_tokenizer.encode(text) + [tok.eos_id], limit, truncate, "--text")
         src_t = torch.tensor([src], device=device)
@@ -417,12 +434,30 @@ def attention_maps(
             },
             {"encoder": src_names, "decoder": tgt_names, "cross": tgt_names},
             {"encoder": src_names, "decoder": tgt_names, "cross": src_names},
+            logits=out.logits[0].float().cpu(),
+            decoder_ids=tgt_in,
         )
     if family == "lm":
         ids = _fit(tok.encode(text), limit, truncate, "--text", keep_end=True)
+        n_prompt = len(ids)
+        new_tokens = min(continuation, limit - n_prompt)
+        if new_tokens > 0:
+            lm = cast(DecodingModel, model)  # a language model's checkpoint: a TransformerLM
+            generated = generate(
+                lm, torch.tensor([ids], device=device), max_new_tokens=new_tokens, eos_id=tok.eos_id
+            )
+            assert isinstance(generated, Tensor)  # the sequences: no return_dict_in_generate
+            ids = generated[0].tolist()
         out = model(torch.tensor([ids], device=device), return_attentions=True)
         names = _pieces(tok, ids)
-        return AttentionMaps({"decoder": stack(out.attentions)}, {"decoder": names}, {"decoder": names})
+        return AttentionMaps(
+            {"decoder": stack(out.attentions)},
+            {"decoder": names},
+            {"decoder": names},
+            logits=out.logits[0].float().cpu(),
+            prompt_tokens=n_prompt,
+            decoder_ids=ids,
+        )
     if family == "qa":
         if not context or not context.strip():
             raise UserError("a question-answering model reads a question (--text) and a context (--context)")
@@ -436,11 +471,15 @@ def attention_maps(
             return_attentions=True,
         )
         names = _pieces(tok, window.ids)
-        return AttentionMaps({"encoder": stack(out.attentions)}, {"encoder": names}, {"encoder": names})
+        return AttentionMaps(
+            {"encoder": stack(out.attentions)}, {"encoder": names}, {"encoder": names}, logits=out.logits[0].float().cpu()
+        )
     ids = _fit([tok.cls_id, *tok.encode(text)], limit, truncate, "--text")
     out = model(torch.tensor([ids], device=device), return_attentions=True)
     names = _pieces(tok, ids)
-    return AttentionMaps({"encoder": stack(out.attentions)}, {"encoder": names}, {"encoder": names})
+    return AttentionMaps(
+        {"encoder": stack(out.attentions)}, {"encoder": names}, {"encoder": names}, logits=out.logits[0].float().cpu()
+    )
 
 
 # --- streams of lines (the commands) ----------------------------------------------------------------------------
