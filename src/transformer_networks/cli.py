@@ -538,7 +538,7 @@ def _explore(args: argparse.Namespace) -> int:
         server = serve_explorer(ck, args.host, args.port, text=args.text, **options)
     except OSError as e:
         raise UserError(f"cannot listen on {args.host}:{args.port}: {e.strerror}") from None
-    host, port = server.server_address[:2]
+    host, port = str(server.server_address[0]), server.server_address[1]
     print(f"attention explorer for {ck.path} at http://{host}:{port}/ (Ctrl-C stops)", file=sys.stderr, flush=True)
     try:
         server.serve_forever()

@@ -443,9 +443,7 @@ def attention_maps(
         new_tokens = min(continuation, limit - n_prompt)
         if new_tokens > 0:
             lm = cast(DecodingModel, model)  # a language model's checkpoint: a TransformerLM
-            generated = generate(
-                lm, torch.tensor([ids], device=device), max_new_tokens=new_tokens, eos_id=tok.eos_id
-            )
+            generated = generate(lm, torch.tensor([ids], device=device), max_new_tokens=new_tokens, eos_id=tok.eos_id)
             assert isinstance(generated, Tensor)  # the sequences: no return_dict_in_generate
             ids = generated[0].tolist()
         out = model(torch.tensor([ids], device=device), return_attentions=True)
@@ -471,9 +469,8 @@ def attention_maps(
             return_attentions=True,
         )
         names = _pieces(tok, window.ids)
-        return AttentionMaps(
-            {"encoder": stack(out.attentions)}, {"encoder": names}, {"encoder": names}, logits=out.logits[0].float().cpu()
-        )
+        weights = {"encoder": stack(out.attentions)}
+        return AttentionMaps(weights, {"encoder": names}, {"encoder": names}, logits=out.logits[0].float().cpu())
     ids = _fit([tok.cls_id, *tok.encode(text)], limit, truncate, "--text")
     out = model(torch.tensor([ids], device=device), return_attentions=True)
     names = _pieces(tok, ids)

@@ -30,7 +30,15 @@ from torch import Tensor
 from ..checkpoints import Checkpoint
 from ..errors import UserError
 
-__all__ = ["SCALE", "THRESHOLDS", "explorer_data", "explorer_page", "head_statistics", "serve_explorer", "write_explorer"]
+__all__ = [
+    "SCALE",
+    "THRESHOLDS",
+    "explorer_data",
+    "explorer_page",
+    "head_statistics",
+    "serve_explorer",
+    "write_explorer",
+]
 
 SCALE = 1000  # weights are stored as integers in thousandths
 THRESHOLDS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)  # the thresholds `min_weight=None` picks from
@@ -81,10 +89,10 @@ def _rounded(t: Tensor, digits: int = 3) -> list[Any]:
 def _top_tokens(ck: Checkpoint, logits: Tensor, k: int) -> list[list[list[Any]]]:
     """For each position, the k likeliest next tokens as [token text, probability]."""
     probs, ids = logits.float().softmax(-1).topk(min(k, logits.shape[-1]), dim=-1)
-    tok = ck.tokenizer
-    names = {tok.pad_id: "<pad>", tok.bos_id: "<bos>", tok.eos_id: "<eos>"}
+    from ..inference import _pieces  # the token names attention_maps gives
+
     return [
-        [[names.get(i) or tok.tokenizer.id_to_token(i) or "?", round(p, 4)] for i, p in zip(row_ids, row_p)]
+        [[name, round(p, 4)] for name, p in zip(_pieces(ck.tokenizer, row_ids), row_p, strict=True)]
         for row_ids, row_p in zip(ids.tolist(), probs.tolist(), strict=True)
     ]
 
@@ -234,7 +242,8 @@ def serve_explorer(
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
             if self.path.split("?")[0] != "/":
                 return self._json(HTTPStatus.NOT_FOUND, {"error": f"no page {self.path}; the explorer is at /"})
-            self._send(HTTPStatus.OK, explorer_page(first, live={"family": ck.model.family}).encode(), "text/html; charset=utf-8")
+            page = explorer_page(first, live={"family": ck.model.family})
+            self._send(HTTPStatus.OK, page.encode(), "text/html; charset=utf-8")
 
         def do_POST(self) -> None:  # noqa: N802
             if self.path != "/api/explore":
