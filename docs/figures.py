@@ -7,6 +7,9 @@
                             `viz.plot_curves` from the run's metrics.jsonl
 3. attention-map.png        that model's cross-attention on one command (the target's queries over the source's
                             keys), drawn by `viz.plot_attention` from `inference.attention_maps`
+4. explorer-*.png           the attention explorer (`viz.explore`) on that command, each view (head view, model
+                            view, heatmap, heads table) screenshot in headless Chromium (Debian's chromium and
+                            chromium-driver; skipped with a message when they are missing)
 
 The training run is written to runs/figures-scan (`--run DIR`); `--skip-training` redraws from an existing run.
 Everything runs on the CPU with a fixed seed and a fixed number of steps.
@@ -15,6 +18,8 @@ Everything runs on the CPU with a fixed seed and a fixed number of steps.
 from __future__ import annotations
 
 import argparse
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -85,6 +90,49 @@ def train_scan(run: Path, threads: int | None) -> None:
     print(f"trained {result.steps} steps in {result.seconds:.0f} s; best exact match {result.best['exact_match']:.3f}")
 
 
+def explorer_screenshots(run: Path) -> list[str]:
+    """Screenshots of each view of the explorer page for COMMAND; the names of the images written."""
+    from selenium import webdriver
+    from selenium.webdriver import ActionChains
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    from transformer_networks.inference import load_for
+    from transformer_networks.viz.explore import write_explorer
+
+    page = write_explorer(load_for("translation", run), COMMAND, Path(tempfile.mkdtemp()) / "explorer.html")
+    options = webdriver.ChromeOptions()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,820", "--hide-scrollbars"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    names = []
+    try:
+        driver.get(page.as_uri())
+
+        def click(css: str) -> None:
+            driver.find_element(By.CSS_SELECTOR, css).click()
+
+        for view, setup in (
+            ("head", lambda: (click('[data-kind="encoder"]'), click('[data-head="1"]'))),
+            ("model", lambda: click('[data-kind="cross"]')),
+            ("heatmap", lambda: click('[data-layer="1"]')),
+            ("table", lambda: click('th[data-col="entropy"]')),
+        ):
+            click(f'[data-view="{view}"]')
+            setup()
+            if view == "heatmap":  # the pointer on a cell: its value, row and column highlighted
+                canvas = driver.find_element(By.ID, "heatmap")
+                cell, margin = (float(canvas.get_attribute(f"data-{a}")) for a in ("cell", "margin"))
+                x, y = margin + 2.5 * cell - canvas.size["width"] / 2, margin + 3.5 * cell - canvas.size["height"] / 2
+                ActionChains(driver).move_to_element_with_offset(canvas, int(x), int(y)).perform()
+            time.sleep(0.3)
+            driver.save_screenshot(str(IMAGES / f"explorer-{view}.png"))
+            names.append(f"explorer-{view}")
+    finally:
+        driver.quit()
+    return names
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, default=Path("runs/figures-scan"), help="the training run directory")
@@ -117,7 +165,12 @@ def main(argv: list[str] | None = None) -> None:
         kind="cross",
         layer=last_layer,
     )
-    for name in ("positional-encoding", "learning-curve", "attention-map"):
+    names = ["positional-encoding", "learning-curve", "attention-map"]
+    if shutil.which("chromium") and shutil.which("chromedriver"):
+        names += explorer_screenshots(args.run)
+    else:
+        print("no chromium and chromedriver: the explorer's screenshots are left as they are")
+    for name in names:
         path = IMAGES / f"{name}.png"
         print(f"{path.relative_to(HERE.parent)}: {path.stat().st_size / 1024:.0f} KB")
     print(f"done in {time.perf_counter() - start:.0f} s")

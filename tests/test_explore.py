@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from transformer_networks import cli
-from transformer_networks.inference import attention_maps, classify_lines, load_for, translate_lines
+from transformer_networks.inference import answer_questions, attention_maps, classify_lines, load_for, translate_lines
 from transformer_networks.viz.explore import explorer_data, head_statistics, serve_explorer, write_explorer
 
 SMALL = ["--preset", "tiny", "--set", "d_model=48", "--set", "n_heads=3", "--set", "n_layers=2", "--set", "d_ff=64"]
@@ -328,3 +328,25 @@ def test_live_mode_runs_the_model_on_typed_text(runs, browser):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_qa_page_marks_the_answer_span_in_its_context(browser, tmp_path):
+    run = tmp_path / "qa"
+    argv = ["train", "qa", "--data", "builtin:babi-1", "--max-steps", "10", "--eval-every", "10", "--out", run]
+    assert cli.main([*map(str, argv), "--device", "cpu", "--quiet", *SMALL]) == 0
+    ck = load_for("qa", run)
+    question, context = "Where is Mary?", "Mary went to the garden. John went to the office."
+    data = explorer_data(ck, question, context=context)
+    [[answer]] = answer_questions(ck, [(question, context)])
+    assert list(data["kinds"]) == ["encoder"]
+    assert data["outputs"]["answer"] == {
+        "text": answer.text,
+        "start": answer.start,
+        "end": answer.end,
+        "score": answer.score,
+    }
+    assert data["kinds"]["encoder"]["queries"] == attention_maps(ck, question, context=context).queries["encoder"]
+    page = write_explorer(ck, question, tmp_path / "qa.html", context=context)
+    open_page(browser, page)
+    assert by(browser, "#answer").text == answer.text == context[answer.start : answer.end]
+    assert by(browser, "#context").text == context
