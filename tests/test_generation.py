@@ -17,6 +17,7 @@ from transformer_networks.generation import (
     top_k_filter,
     top_p_filter,
 )
+from transformer_networks.generation.incremental import next_tokens
 from transformer_networks.generation.logits import sample
 from transformer_networks.models import Seq2SeqTransformer, TransformerLM
 
@@ -162,8 +163,44 @@ def test_lm_rejects_right_padded_prompts_and_full_context():
         generate(lm, ids, attention_mask=ids != 0)
     with pytest.raises(InputError, match="max_seq_len"):
         generate(lm, torch.full((1, 64), 5))
-    out = generate(lm, torch.full((1, 60), 5), max_new_tokens=100)  # capped at the context
-    assert out.shape == (1, 64)
+    out = generate(lm, torch.full((1, 60), 5), max_new_tokens=100)  # past the context: the window slides
+    assert out.shape == (1, 160)
+
+
+def reference_past_the_context(lm, prompt, n, window):
+    """Greedy decoding past the context by its rule, with whole forward passes and no cache: the model reads its
+    context; when the context is full, the next one is the sequence's last 3/4 of the window."""
+    keep, context, new = window * 3 // 4, list(prompt), []
+    for _ in range(n):
+        ids = torch.tensor([context])
+        token = int(lm(ids, attention_mask=torch.ones_like(ids, dtype=torch.bool))[0, -1].argmax())  # all real
+        new.append(token)
+        context = context + [token] if len(context) < window else (list(prompt) + new)[-keep:]
+    return new
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_lm_past_the_context_slides_the_window_cached_or_not(variant):
+    lm = make(TransformerLM, max_seq_len=16, **VARIANTS[variant])
+    rows = prompts([3, 9, 1])
+    ids, mask = left_pad(rows, pad_id=0)
+    cached = generate(lm, ids, attention_mask=mask, max_new_tokens=40)
+    assert cached.shape == (3, 9 + 40)
+    assert torch.equal(cached, generate(lm, ids, attention_mask=mask, max_new_tokens=40, use_cache=False))
+    assert torch.equal(cached, generate(lm, ids, attention_mask=mask, max_new_tokens=40, static_cache=True))
+    for row, prompt in zip(cached, rows, strict=True):  # each row as its prompt alone, and as the rule says
+        alone = generate(lm, torch.tensor([prompt]), max_new_tokens=40)[0, len(prompt) :]
+        assert row[9:].tolist() == alone.tolist() == reference_past_the_context(lm, prompt, 40, 16)
+    beams = generate(lm, ids, attention_mask=mask, max_new_tokens=30, num_beams=3)
+    assert torch.equal(beams, generate(lm, ids, attention_mask=mask, max_new_tokens=30, num_beams=3, use_cache=False))
+
+
+def test_next_tokens_slides_as_generate_does():
+    lm = make(TransformerLM, max_seq_len=16, positional="rope")
+    [prompt] = prompts([5])
+    streamed = list(next_tokens(lm, lm.init_cache(1), prompt, max_new_tokens=40, slide=True))
+    assert streamed == generate(lm, torch.tensor([prompt]), max_new_tokens=40)[0, 5:].tolist()
+    assert len(list(next_tokens(lm, lm.init_cache(1), prompt, max_new_tokens=40))) == 16 - 5 + 1  # no slide: stops
 
 
 # --- greedy, sampling and their controls ------------------------------------------------------------------------

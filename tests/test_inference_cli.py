@@ -12,7 +12,14 @@ import torch
 
 from transformer_networks import cli
 from transformer_networks.generation import generate
-from transformer_networks.inference import attention_maps, classify_lines, load_for, translate_lines
+from transformer_networks.inference import (
+    attention_maps,
+    classify_lines,
+    generate_stream,
+    generate_text,
+    load_for,
+    translate_lines,
+)
 from transformer_networks.training.evaluation import evaluate
 from transformer_networks.training.tasks import DataSpec
 
@@ -164,6 +171,22 @@ def test_generate_is_reproducible_with_a_seed_and_stops_at_a_stop_string(runs, m
         monkeypatch, capsys, [a for a in argv if a not in ("--prompt", "the quick")] + ["--greedy"], b"the quick"
     )
     assert piped == greedy
+
+
+def test_generate_goes_past_the_context_and_streams_the_same_text(runs, monkeypatch, capsys):
+    # The model's context is 16 tokens: 40 new ones slide the window (it says so once), and the streamed pieces,
+    # greedy or seeded, are exactly generate_text's string.
+    argv = ["generate", runs / "lm", "--prompt", "the quick", "--max-new-tokens", "40", "--device", "cpu"]
+    code, out, err = run_cli(monkeypatch, capsys, [*argv, "--greedy"])
+    assert code == 0 and err.count("the model's context is 16 tokens: past it") == 1, err
+    ck = load_for("lm", runs / "lm")
+    ids = ck.tokenizer.encode("the quick")
+    expected = generate(ck.model, torch.tensor([ids]), max_new_tokens=40, eos_id=ck.tokenizer.eos_id)[0].tolist()
+    assert len(expected) > 16 and out == ck.tokenizer.decode(expected) + "\n"
+    for options in ({"do_sample": False}, {"do_sample": True, "seed": 5}):
+        text = generate_text(ck, "the quick", max_new_tokens=40, **options)
+        assert "".join(generate_stream(ck, "the quick", max_new_tokens=40, **options)) == text
+        assert len(ck.tokenizer.encode(text)) > 16 - len(ids)
 
 
 def test_generate_prompt_longer_than_the_context(runs, monkeypatch, capsys):

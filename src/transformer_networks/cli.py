@@ -31,6 +31,7 @@ from .config import PRESETS, TrainConfig
 from .device import pick_device
 from .errors import UserError
 from .generation.logits import check_sampling
+from .generation.steps import slide_keep
 from .inference import (
     ChatSession,
     answer_questions,
@@ -255,11 +256,13 @@ def _generate(args: argparse.Namespace) -> int:
         prompt = args.prompt
     else:
         prompt = "\n".join(line for _, lines in read_lines(_stdin(), 1024) for line in lines)
-    room = ck.config.max_seq_len - len(ck.tokenizer.encode(prompt))
-    if 0 < room < args.max_new_tokens and not args.quiet:
+    window = ck.config.max_seq_len
+    n_prompt = len(ck.tokenizer.encode(prompt))  # (a prompt that does not fit is an error: no note before it)
+    if n_prompt < window and n_prompt + args.max_new_tokens > window and not args.quiet:
         print(
-            f"note: the model's context is {ck.config.max_seq_len} tokens: generating {room}, not "
-            f"{args.max_new_tokens}",
+            f"note: the model's context is {window} tokens: past it, the model sees only the last "
+            f"{slide_keep(window)} to {window} tokens (it starts again from the last {slide_keep(window)} each time "
+            "its context fills)",
             file=sys.stderr,
         )
     pieces = generate_stream(

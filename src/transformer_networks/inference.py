@@ -219,7 +219,6 @@ def generate_stream(
     """`generate_text`, streamed: pieces of the continuation as the tokens are produced (never half a character,
     never part of a stop string); together they are exactly the text `generate_text` returns."""
     ids = _prompt_ids(ck, prompt, truncate)
-    limit = ck.config.max_seq_len
     model = cast(DecodingLM, ck.model)
     device = next(ck.model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
@@ -229,8 +228,9 @@ def generate_stream(
         model,
         model.init_cache(1),
         ids,
-        max_new_tokens=min(max_new_tokens, limit - len(ids)),
+        max_new_tokens=max_new_tokens,
         stop_ids={eos},
+        slide=True,  # past the context as generate_text goes
         do_sample=do_sample,
         temperature=temperature,
         top_k=top_k,

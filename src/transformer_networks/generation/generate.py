@@ -64,8 +64,9 @@ def generate(
     attention_mask: (B, P), True = real token; default: the tokens other than `pad_id` (the argument, else the
         model's). Language-model prompts of different lengths are padded on the left (`steps.left_pad` builds
         such a batch).
-    max_new_tokens: default 100 for a language model; for seq2seq the source length + 50 (the paper). Always
-        capped by the model's max_seq_len. min_new_tokens: EOS is forbidden before this many new tokens.
+    max_new_tokens: default 100 for a language model; for seq2seq the source length + 50 (the paper), capped by
+        the decoder's context (max_seq_len). A language model goes on past its context: when it is full, the model
+        starts again from its last 3/4 (see steps.py). min_new_tokens: EOS is forbidden before this many new tokens.
     do_sample, temperature, top_k, top_p, seed: sampling (see `logits.py`); greedy when do_sample is False.
     num_beams > 1: beam search with the GNMT length penalty `length_penalty` (alpha).
     num_return_sequences: beams give their n best; sampling draws n samples per input.
@@ -147,7 +148,8 @@ def generate(
             raise InputError(
                 f"a prompt of {P} tokens leaves no room in the model's context of max_seq_len={cfg.max_seq_len} tokens"
             )
-        max_new_tokens = min(100 if max_new_tokens is None else max_new_tokens, cfg.max_seq_len - P)
+        max_new_tokens = 100 if max_new_tokens is None else max_new_tokens
+        slides = P + max_new_tokens > cfg.max_seq_len  # the sequence outgrows the context (the last token is not fed)
         steps = LMSteps(
             cast(DecodingLM, model),
             input_ids,
@@ -155,7 +157,8 @@ def generate(
             copies=copies,
             use_cache=use_cache,
             cache=cache,
-            static_len=P + max_new_tokens if static_cache else None,
+            static_len=min(P + max_new_tokens, cfg.max_seq_len) if static_cache else None,
+            window=cfg.max_seq_len if slides else None,
         )
     else:
         raise InputError(f"generate needs a TransformerLM or a Seq2SeqTransformer, got {type(model).__name__}")

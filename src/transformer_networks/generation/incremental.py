@@ -23,7 +23,7 @@ import torch
 from ..errors import InputError
 from ..nn.cache import DecoderCache
 from .logits import process_logits, sample
-from .steps import DecodingLM
+from .steps import DecodingLM, slide_keep
 
 
 @torch.no_grad()
@@ -39,17 +39,23 @@ def next_tokens(
     top_k: int | None = None,
     top_p: float | None = None,
     generator: torch.Generator | None = None,
+    slide: bool = False,
 ) -> Iterator[int]:
     """Feed `new_ids` (at least one) after what `cache` holds, then yield up to `max_new_tokens` tokens, ending
-    after the first one in `stop_ids`. Never goes past the model's context (max_seq_len)."""
+    after the first one in `stop_ids`. Stops at the model's context (max_seq_len), unless `slide`: then, each time
+    the context is full, the model starts again from the last `slide_keep` tokens, as `generate` does (the cache
+    must start empty: the sequence is `new_ids` and what follows)."""
     if not new_ids:
         raise InputError("next_tokens needs at least one new token to feed")
-    room = model.cfg.max_seq_len - cache.length - len(new_ids)
+    window = model.cfg.max_seq_len
+    room = window - cache.length - len(new_ids)
     if room < 0:
         raise InputError(
-            f"{cache.length} cached and {len(new_ids)} new tokens exceed the model's context of "
-            f"{model.cfg.max_seq_len} tokens"
+            f"{cache.length} cached and {len(new_ids)} new tokens exceed the model's context of {window} tokens"
         )
+    if slide and cache.length:
+        raise InputError("next_tokens slides past the context only from an empty cache")
+    history = list(new_ids) if slide else []
     device = next(model.parameters()).device
 
     def feed(ids: Sequence[int]) -> torch.Tensor:
@@ -58,13 +64,20 @@ def next_tokens(
         return model(x, attention_mask=real, cache=cache)[0, -1]  # (V,) the next token's logits
 
     logits = feed(new_ids)
-    for i in range(min(max_new_tokens, room + 1)):  # room + 1: the last token is yielded, never fed
+    last = max_new_tokens if slide else min(max_new_tokens, room + 1)  # room + 1: the last token is never fed
+    for i in range(last):
         scores = logits.float()[None]  # (1, V)
         if do_sample:
             token = int(sample(process_logits(scores, temperature=temperature, top_k=top_k, top_p=top_p), generator))
         else:
             token = int(scores.argmax(dim=-1))
         yield token
-        if token in stop_ids or i == min(max_new_tokens, room + 1) - 1:
+        if token in stop_ids or i == last - 1:
             return
+        if slide:
+            history.append(token)
+            if cache.length == window:  # full: start again from the last tokens, as from a prompt
+                cache.reset()
+                logits = feed(history[-slide_keep(window) :])
+                continue
         logits = feed([token])

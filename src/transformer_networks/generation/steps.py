@@ -13,6 +13,13 @@ its output is repeated.
 
 Language-model prompts of different lengths are padded on the left, so every row's next token is at the end;
 each row's positions count from its own first real token, so the padding changes nothing.
+
+Past the context: a language model given a `window` (its max_seq_len) goes on when the sequence outgrows it. When
+one more token would not fit, the model starts again from the last `slide_keep(window)` tokens (three quarters of
+the window), at positions from 0, as if they were the prompt: one prefill each time the window fills, not one per
+token (nanoGPT crops to the window and recomputes it at every token). The model so always sees between 3/4 of its
+window and all of it, for every positional encoding (absolute positions must be computed again anyway).
+`incremental.next_tokens` slides by the same rule, so streamed and batch generation give the same tokens.
 Shapes: B inputs, N = B * copies rows, P prompt length, S source length, V vocabulary.
 """
 
@@ -107,6 +114,11 @@ def prepared_cache(model: DecodingModel, rows: int, static_len: int | None, cach
     return cache
 
 
+def slide_keep(window: int) -> int:
+    """How many of its last tokens a language model starts again from when its context of `window` is full."""
+    return max(1, window * 3 // 4)
+
+
 class LMSteps:
     def __init__(
         self,
@@ -118,17 +130,25 @@ class LMSteps:
         use_cache: bool = True,
         static_len: int | None = None,
         cache: DecoderCache | None = None,
+        window: int | None = None,
     ) -> None:
         if not bool(attention_mask[:, -1].all()):
             raise InputError("pad batched prompts on the left: every row's last token must be a real token")
         self.model = model
-        self.ids = ids.repeat_interleave(copies, dim=0)  # (N, P)
-        self.mask = attention_mask.repeat_interleave(copies, dim=0)  # (N, P)
+        self._start(ids.repeat_interleave(copies, dim=0), attention_mask.repeat_interleave(copies, dim=0))
+        self.cache = prepared_cache(model, self.ids.size(0), static_len, cache) if use_cache else None
+        # window: slide past the context (see the module's docstring). Each row's context is a suffix of its
+        # sequence, `seen` tokens long (on the CPU: checked at every step); the whole batch is kept for a restart.
+        self.window = window
+        self.history = (self.ids, self.mask) if window is not None else None
+        self.seen = self.mask.sum(1).cpu() if window is not None else None  # (N,)
+
+    def _start(self, ids: Tensor, mask: Tensor) -> None:
+        self.ids, self.mask = ids, mask  # (N, P)
         # Left-padded rows count positions from their own first real token. Without padding the model's default
         # positions (0, 1, ... after the cached tokens) are the same, and passing none saves work at every step.
-        self.positions = None if bool(self.mask.all()) else left_padded_positions(self.mask)  # (N, P)
+        self.positions = None if bool(mask.all()) else left_padded_positions(mask)  # (N, P)
         self.next_position = None if self.positions is None else self.positions[:, -1] + 1  # (N,)
-        self.cache = prepared_cache(model, self.ids.size(0), static_len, cache) if use_cache else None
 
     def first(self) -> Tensor:
         return self.model(
@@ -136,6 +156,14 @@ class LMSteps:
         )[:, -1]
 
     def next(self, tokens: Tensor) -> Tensor:
+        if self.history is not None:
+            assert self.window is not None and self.seen is not None  # kept together
+            ids, mask = self.history
+            self.history = torch.cat([ids, tokens[:, None]], 1), torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+            full = self.seen == self.window
+            self.seen = torch.where(full, slide_keep(self.window), self.seen + 1)
+            if bool(full.any()):  # a row's context is full: the batch starts again from each row's context
+                return self._restart()
         tokens, positions = tokens[:, None], None  # (N, 1)
         if self.next_position is not None:
             positions = self.next_position[:, None]  # (N, 1)
@@ -152,9 +180,24 @@ class LMSteps:
             self.positions = torch.cat([self.positions, positions], dim=1)
         return self.model(self.ids, attention_mask=self.mask, positions=self.positions, logits_to_keep=1)[:, -1]
 
+    def _restart(self) -> Tensor:
+        """Run every row's context (the last `seen` tokens of its sequence, left-padded) as a new prompt."""
+        assert self.history is not None and self.seen is not None
+        width = int(self.seen.max())
+        ids = self.history[0][:, -width:]
+        mask = torch.arange(width) >= (width - self.seen)[:, None]  # the last `seen` of each row are real
+        self._start(ids, mask.to(ids.device))
+        if self.cache is not None:
+            self.cache.reset()
+        return self.first()
+
     def reorder(self, rows: Tensor) -> None:
         if self.next_position is not None:
             self.next_position = self.next_position[rows]
+        if self.history is not None:
+            assert self.seen is not None  # kept with the history
+            self.history = self.history[0][rows], self.history[1][rows]
+            self.seen = self.seen[rows.cpu()]
         if self.cache is not None:
             self.cache.reorder(rows)
         else:
