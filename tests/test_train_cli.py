@@ -312,7 +312,7 @@ def test_common_training_fields_are_flags_and_the_help_shows_the_defaults(tmp_pa
     help_text = " ".join(run("train", "--help").stdout.split())
     for shown in (
         "optimizer steps (default 2000)",
-        "--warmup WARMUP steps of linear warmup (default 200)",
+        "--warmup WARMUP steps of linear warmup (default: 5% of the run's steps, --set warmup_ratio=R)",
         "(default 0.01)",
     ):
         assert shown in help_text, shown
@@ -323,3 +323,34 @@ def test_common_training_fields_are_flags_and_the_help_shows_the_defaults(tmp_pa
     assert cli.main(["train", "lm", "--data", str(data), "--out", str(out), *TINY, *flags, "--quiet"]) == 0
     saved = json.loads((out / "run.json").read_text())["train"]
     assert (saved["warmup"], saved["weight_decay"], saved["grad_accum"]) == (0, 0.05, 2)
+
+
+def test_warmup_is_a_share_of_the_run_and_best_is_chosen_by_loss_on_a_small_validation_set(tmp_path, capsys):
+    # A 40-step run: warmup 5% (2 steps), so the learning rate reaches its peak (200 steps of warmup never did).
+    words = "alpha bravo charlie delta echo foxtrot golf hotel india juliet".split()
+    data = tmp_path / "cls.tsv"
+    data.write_text("text\tlabel\n" + "".join(f"{w} {w}\t{i % 2}\n" for i, w in enumerate(words)) * 6, "utf-8")
+    common = ["--data", data, "--max-steps", "40", "--eval-every", "5", "--set", "log_every=1", "--set", "lr=3e-3"]
+    runs = {}
+    for name, extra in (("auto", []), ("accuracy", ["--set", "best_metric=accuracy"])):
+        out = tmp_path / name
+        assert cli.main(["train", "classification", *map(str, common), "--out", str(out), *TINY, *extra]) == 0
+        runs[name] = (out, capsys.readouterr().err)
+    out, log = runs["auto"]
+    assert "warmup 2 steps (5% of 40" in log
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert max(r["lr"] for r in records if r["split"] == "train") > 0.95 * 3e-3
+    # 3 validation examples: the accuracy is noise, so the lowest validation loss picks best/.
+    assert "best/ is chosen by validation loss (accuracy on 3 validation examples is too noisy" in log
+    valid = [r for r in records if r["split"] == "valid"]
+    best_step = json.loads((out / "best" / "task.json").read_text())["step"]
+    assert best_step == min(valid, key=lambda r: (r["loss"], r["step"]))["step"]
+    out, log = runs["accuracy"]
+    assert "best/ is chosen by validation accuracy (best_metric=accuracy)" in log
+    valid = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"valid"' in line]
+    best_step = json.loads((out / "best" / "task.json").read_text())["step"]
+    assert best_step == max(valid, key=lambda r: (r["accuracy"], -r["step"]))["step"]
+    code = cli.main(
+        ["train", "classification", *map(str, common), "--out", str(tmp_path / "x"), *TINY, "--set", "best_metric=bleu"]
+    )
+    assert code == 2 and "best_metric must be 'loss' or 'accuracy' for classification" in capsys.readouterr().err

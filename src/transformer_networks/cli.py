@@ -804,7 +804,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=_positive_int, help="steps between evaluations and checkpoints")
     p.add_argument("--patience", type=_positive_int, help="early stopping after N evaluations without progress")
     p.add_argument("--lr", type=float, help="peak learning rate")
-    p.add_argument("--warmup", type=int, help="steps of linear warmup")
+    p.add_argument(
+        "--warmup", type=int, help="steps of linear warmup (default: 5%% of the run's steps, --set warmup_ratio=R)"
+    )
     p.add_argument("--weight-decay", type=float, help="AdamW's decoupled weight decay (matrices only)")
     p.add_argument("--grad-accum", type=_positive_int, help="batches per optimizer step")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])

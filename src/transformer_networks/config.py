@@ -49,6 +49,8 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 TOKENIZERS = ("char", "word", "bpe", "unigram", "pretrained")  # pretrained: the --init model's own
 SCHEDULES = ("noam", "inverse_sqrt", "cosine", "constant")
 TRAIN_ON = ("assistant", "all", "last")  # chat: which tokens the loss is on
+BEST_BY_METRIC_EXAMPLES = 1000  # best_metric=None: the task's metric picks best/ from this many validation examples
+NO_LIMIT_WARMUP = 200  # warmup=None in a run with no step limit (only --max-minutes): warmup_ratio has no length
 
 
 # --- the shared mechanism -----------------------------------------------------------------------------------------
@@ -501,7 +503,8 @@ class TrainConfig(ConfigBase):
     beta2: float = 0.999
     eps: float = 1e-8
     schedule: str = "cosine"
-    warmup: int = 200  # steps of linear warmup (the paper: 4000 with "noam")
+    warmup: int | None = None  # steps of linear warmup (None: warmup_ratio of the run; the paper: 4000 with "noam")
+    warmup_ratio: float = 0.05  # the warmup without `warmup`: this fraction of the run's steps (200 with no step limit)
     min_lr_ratio: float = 0.1  # cosine: final learning rate as a fraction of lr
     # cosine: the steps the decay spans (None: the step limit). `train --resume RUN --max-steps N` sets it to the
     # run's old limit, so an extended run keeps its schedule and trains on at the floor (min_lr_ratio x lr).
@@ -514,6 +517,10 @@ class TrainConfig(ConfigBase):
     max_epochs: float | None = None  # passes over the training data (with max_steps: whichever comes first)
     max_minutes: float | None = None  # wall-clock limit of the training loop
     patience: int | None = None  # stop after this many evaluations without a better best metric
+    # What picks best/: "loss" (the validation loss) or the task's metric (bleu, accuracy, f1); None: the task's
+    # metric when the validation set has at least BEST_BY_METRIC_EXAMPLES examples (enough to be stable), else the
+    # loss (a BLEU or an accuracy on 20 lines is noise).
+    best_metric: str | None = None
     # --- evaluation and logging -----------------------------------------------------------------------------
     eval_every: int = 500  # steps between evaluations on the validation data (and checkpoints)
     eval_examples: int | None = None  # evaluate on at most this many validation examples (lm: blocks) while training
@@ -553,11 +560,13 @@ class TrainConfig(ConfigBase):
         ):
             value = getattr(self, name)
             check(name, value is None or value >= 1, "a positive integer")
-        check("warmup", self.warmup >= 0, "zero or a positive integer")
+        check("warmup", self.warmup is None or self.warmup >= 0, "zero or a positive integer")
         check("doc_stride", self.doc_stride >= 0, "zero or a positive integer")
         check("keep_checkpoints", self.keep_checkpoints >= 0, "zero or a positive integer")
         check("skip_nonfinite", self.skip_nonfinite >= 0, "zero or a positive integer")
-        check("warmup", self.warmup >= 1 or self.schedule != "noam", "at least 1 with the noam schedule")
+        noam_warmup = self.warmup is None or self.warmup >= 1 or self.schedule != "noam"
+        check("warmup", noam_warmup, "at least 1 with the noam schedule")
+        check("warmup_ratio", 0 <= self.warmup_ratio < 1, "in [0, 1)")
         check("seed", 0 <= self.seed < 2**32, "in [0, 2**32)")
         check("lr", self.lr > 0, "positive")
         check("eps", self.eps > 0, "positive")

@@ -52,7 +52,7 @@ from ..checkpoints import (
     save_checkpoint,
     task_model_class,
 )
-from ..config import TrainConfig, TransformerConfig
+from ..config import BEST_BY_METRIC_EXAMPLES, NO_LIMIT_WARMUP, TrainConfig, TransformerConfig
 from ..data.splits import DataSpec, Splits, read_splits
 from ..data.tokenizer import TextTokenizer
 from ..device import pick_device, pick_precision
@@ -472,11 +472,17 @@ class Trainer:
         if cfg.schedule == "cosine" and self.step_limit is None:
             raise ConfigError("the cosine schedule needs max_steps or max_epochs to know where it ends")
         self.optimizer = make_optimizer(model, cfg)
+        length = cfg.schedule_steps or self.step_limit
+        if cfg.warmup is not None:
+            self.warmup = cfg.warmup
+        else:  # a fraction of the run (noam needs at least one step)
+            self.warmup = round(cfg.warmup_ratio * length) if length else NO_LIMIT_WARMUP
+            self.warmup = max(self.warmup, 1 if cfg.schedule == "noam" else 0)
         self.scheduler = make_scheduler(
             self.optimizer,
             cfg.schedule,
-            warmup=cfg.warmup,
-            total_steps=cfg.schedule_steps or self.step_limit,
+            warmup=self.warmup,
+            total_steps=length,
             d_model=self.model_cfg.d_model,
             min_ratio=cfg.min_lr_ratio,
         )
@@ -487,11 +493,38 @@ class Trainer:
             f"{self.steps_per_epoch:,} steps per epoch" + (f", {self.step_limit:,} steps" if self.step_limit else "")
         )
         if cfg.schedule == "noam":
-            peak = cfg.lr * self.model_cfg.d_model**-0.5 * cfg.warmup**-0.5
+            peak = cfg.lr * self.model_cfg.d_model**-0.5 * self.warmup**-0.5
             self.log(
                 f"schedule noam: lr={cfg.lr:g} multiplies the paper's formula (1.0 = the paper's rates); "
-                f"peak learning rate {peak:.2e} at step {cfg.warmup}"
+                f"peak learning rate {peak:.2e} at step {self.warmup}"
             )
+        elif cfg.warmup is None:
+            share = f"{cfg.warmup_ratio:.0%} of {length:,}" if length else "the run has no step limit"
+            self.log(f"schedule {cfg.schedule}: warmup {self.warmup:,} steps ({share}; --warmup N sets it)")
+        self.best_metric, self.higher_is_better, why = self.choose_best_metric()
+        self.log(f"best/ is chosen by validation {self.best_metric} ({why})")
+
+    def choose_best_metric(self) -> tuple[str, bool, str]:
+        """(metric, higher is better, why) of what picks best/: see TrainConfig.best_metric."""
+        task, chosen = self.task, self.cfg.best_metric
+        if chosen is not None and chosen not in ("loss", task.metric):
+            raise ConfigError(f"best_metric must be 'loss' or {task.metric!r} for {task.name}; got {chosen!r}")
+        if task.metric == "loss":
+            return "loss", False, f"the {task.name} task's metric"
+        if chosen is not None:
+            asked = f"best_metric={chosen}"
+            return (task.metric, task.higher_is_better, asked) if chosen == task.metric else ("loss", False, asked)
+        n = len(self.valid_data.examples)
+        if n >= BEST_BY_METRIC_EXAMPLES:
+            return task.metric, task.higher_is_better, f"{n:,} validation examples"
+        why = (
+            f"{task.metric} on {n:,} validation examples is too noisy; {task.metric} from "
+            f"{BEST_BY_METRIC_EXAMPLES:,} on, or with --set best_metric={task.metric}"
+        )
+        return "loss", False, why
+
+    def better(self, new: float, old: float | None) -> bool:
+        return old is None or (new > old if self.higher_is_better else new < old)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.amp_dtype is None:
@@ -745,9 +778,14 @@ class Trainer:
                 **values,
             }
         )
-        improved = task.better(values[task.metric], state.best_value)
+        if self.best_metric not in values:  # a task of the user's that reports no loss: its own metric, then
+            if cfg.best_metric is not None:
+                raise UserError(f"best_metric={cfg.best_metric}: the {task.name} task reports {', '.join(values)}")
+            self.best_metric, self.higher_is_better = task.metric, task.higher_is_better
+            self.log(f"best/ is chosen by validation {task.metric} (the task reports no loss)")
+        improved = self.better(values[self.best_metric], state.best_value)
         if improved:
-            state.best_value, state.best, state.stale = values[task.metric], values, 0
+            state.best_value, state.best, state.stale = values[self.best_metric], values, 0
         else:
             state.stale += 1
         shown = ", ".join(f"{k} {v:.4g}" for k, v in values.items())
@@ -760,7 +798,7 @@ class Trainer:
             for old in step_checkpoints(self.out)[: -cfg.keep_checkpoints]:
                 shutil.rmtree(old)
         if not improved and cfg.patience is not None and state.stale >= cfg.patience:
-            self.stop_reason = f"no better {task.metric} in {state.stale} evaluations (patience)"
+            self.stop_reason = f"no better {self.best_metric} in {state.stale} evaluations (patience)"
 
     def gather(self) -> None:
         """Every process takes part before rank 0 evaluates and saves: FSDP gathers the whole weights into
@@ -817,7 +855,7 @@ class Trainer:
         best_value = self.state.best_value
         best_text = f"{best_value:.4g}" if best_value is not None else "not evaluated yet"
         self.log(
-            f"stopped: {self.stop_reason} after {format_duration(seconds)}; best {self.task.metric} "
+            f"stopped: {self.stop_reason} after {format_duration(seconds)}; best {self.best_metric} "
             f"{best_text}; checkpoints in {self.out}"
         )
         return TrainResult(
