@@ -60,6 +60,7 @@ __all__ = ["COMMANDS", "demo", "info", "main", "parse_overrides", "split_setting
 # Flags of `train` that are shorthands for a training setting (the same as --set NAME=VALUE).
 TRAIN_FLAGS = (
     "warmup",
+    "report_to",
     "weight_decay",
     "grad_accum",
     "tokenizer",
@@ -809,6 +810,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--weight-decay", type=float, help="AdamW's decoupled weight decay (matrices only)")
     p.add_argument("--grad-accum", type=_positive_int, help="batches per optimizer step")
+    p.add_argument(
+        "--report-to",
+        metavar="TRACKERS",
+        help="also log to these, comma-separated: csv (RUN/metrics.csv), tensorboard (RUN/tensorboard), wandb "
+        "(WANDB_MODE=offline needs no account)",
+    )
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N, mps")

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from .errors import ConfigError
 
-__all__ = ["ConfigBase", "PRESETS", "TrainConfig", "TransformerConfig"]
+__all__ = ["ConfigBase", "PRESETS", "TrainConfig", "TransformerConfig", "report_to_names"]
 
 
 POSITIONAL = ("sinusoidal", "learned", "rope")
@@ -49,6 +49,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 TOKENIZERS = ("char", "word", "bpe", "unigram", "pretrained")  # pretrained: the --init model's own
 SCHEDULES = ("noam", "inverse_sqrt", "cosine", "constant")
 TRAIN_ON = ("assistant", "all", "last")  # chat: which tokens the loss is on
+REPORT_TO = ("csv", "tensorboard", "wandb")  # the trackers of training/tracking.py
 BEST_BY_METRIC_EXAMPLES = 1000  # best_metric=None: the task's metric picks best/ from this many validation examples
 NO_LIMIT_WARMUP = 200  # warmup=None in a run with no step limit (only --max-minutes): warmup_ratio has no length
 
@@ -190,6 +191,16 @@ class ConfigBase:
 
 
 # --- the model --------------------------------------------------------------------------------------------------
+
+
+def report_to_names(value: str | None) -> list[str]:
+    """TrainConfig.report_to as a list: "tensorboard,csv" -> ["tensorboard", "csv"]; None, "" and "none" -> []."""
+    names = [n.strip() for n in (value or "").split(",") if n.strip() and n.strip() != "none"]
+    for name in names:
+        if name not in REPORT_TO:
+            choices = ", ".join(REPORT_TO)
+            raise ConfigError(f"report_to: unknown tracker {name!r}; choose from {choices} (comma-separated)")
+    return list(dict.fromkeys(names))
 
 
 @dataclass
@@ -525,6 +536,9 @@ class TrainConfig(ConfigBase):
     eval_every: int = 500  # steps between evaluations on the validation data (and checkpoints)
     eval_examples: int | None = None  # evaluate on at most this many validation examples (lm: blocks) while training
     log_every: int = 50  # steps between progress lines when stderr is not a terminal
+    # Also send metrics.jsonl's scalars (and the settings) to these, comma-separated: csv, tensorboard, wandb
+    # (training/tracking.py); None or "none": metrics.jsonl only.
+    report_to: str | None = None
     fsdp: bool = False  # under torchrun: shard parameters, gradients and optimizer state (FSDP2) instead of DDP
     activation_checkpointing: bool = False  # recompute each layer's activations in the backward pass (less memory)
     keep_checkpoints: int = 0  # also keep the last N evaluation checkpoints as RUN/step-NNNNNNN (for `average`)
@@ -567,6 +581,7 @@ class TrainConfig(ConfigBase):
         noam_warmup = self.warmup is None or self.warmup >= 1 or self.schedule != "noam"
         check("warmup", noam_warmup, "at least 1 with the noam schedule")
         check("warmup_ratio", 0 <= self.warmup_ratio < 1, "in [0, 1)")
+        report_to_names(self.report_to)
         check("seed", 0 <= self.seed < 2**32, "in [0, 2**32)")
         check("lr", self.lr > 0, "positive")
         check("eps", self.eps > 0, "positive")

@@ -66,6 +66,7 @@ from .checkpoint import optimizer_state_dict, pack_training_state, restore_train
 from .distributed import Distributed
 from .progress import Progress, format_duration
 from .schedules import make_scheduler
+from .tracking import Trackers
 
 RUN_FILES = ("run.json", "metrics.jsonl", "curves.png", "best", "last", "best.tmp", "last.tmp", "best.old", "last.old")
 
@@ -377,6 +378,8 @@ class Trainer:
         self.task_name = start.task_name
         self.cfg = start.cfg
         self.cfg.check_stopping()
+        Trackers.check(self.cfg.report_to)  # a tracker's package is missing: say so before any work is done
+        self.trackers = Trackers([])  # rank 0 opens those report_to names with the run directory
         self.ranks = Distributed()  # under torchrun: one of several processes; else a no-op
         self.quiet = quiet or not self.ranks.is_main  # only rank 0 reports
         if self.ranks.is_main:
@@ -575,6 +578,10 @@ class Trainer:
             }
             (out / "run.json").write_text(json.dumps(run_info, indent=2) + "\n", encoding="utf-8")
             self.metrics_path.write_text("", encoding="utf-8")
+        if ranks.is_main:
+            settings = json.loads((out / "run.json").read_text(encoding="utf-8"))
+            resumed_at = self.state.step if resumed is not None else None
+            self.trackers = Trackers.open(self.cfg.report_to, out, settings, resumed_at)
         ranks.barrier()  # the run directory exists before any process goes on
 
     def extend_run(self) -> None:
@@ -628,6 +635,7 @@ class Trainer:
                 self.train_epoch()
         finally:
             self.signals.restore()
+            self.trackers.close()
         self.ranks.close()
         self.progress.close()
         return self.finish()
@@ -844,6 +852,7 @@ class Trainer:
     def record(self, entry: dict[str, Any]) -> None:
         with open(self.metrics_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(entry) + "\n")
+        self.trackers.log(entry)
 
     def finish(self) -> TrainResult:
         seconds = time.perf_counter() - self.started
