@@ -18,10 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/transformer-networks train translation --data builtin:scan --config configs/scan-demo.yaml \
-		--out $(DEMO_RUN) --overwrite
-	$(BIN)/transformer-networks evaluate $(DEMO_RUN) --examples 3
-	$(BIN)/transformer-networks plot $(DEMO_RUN)
+	$(BIN)/transformer-networks demo --out $(DEMO_RUN) --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q; status=$$?; \

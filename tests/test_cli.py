@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -16,11 +17,28 @@ def run(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_demo_builds_paper_base_and_prints_its_size():
-    result = run("demo", "--seq-len", "8")
-    assert result.returncode == 0, result.stderr
-    assert "parameters: 63,082,496" in result.stdout
-    assert "logits (2, 8, 37000)" in result.stdout
+def test_forward_builds_paper_base_and_prints_its_size():
+    for argv in (["forward", "--seq-len", "8"], ["demo", "--seq-len", "8"], ["demo", "--forward", "--seq-len", "8"]):
+        result = run(*argv)  # `demo` with the forward pass's options is what it was: the forward pass
+        assert result.returncode == 0, result.stderr
+        assert "parameters: 63,082,496" in result.stdout
+        assert "logits (2, 8, 37000)" in result.stdout
+
+
+def test_demo_trains_evaluates_and_plots_as_make_demo_with_the_settings_of_its_config(monkeypatch):
+    yaml = pytest.importorskip("yaml")
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "scan-demo.yaml").read_text())
+    assert config["preset"] == "small" and config["model"] == cli.DEMO_MODEL and config["train"] == cli.DEMO_TRAIN
+    calls = []
+    real_main = cli.main
+    monkeypatch.setattr(cli, "main", lambda argv: calls.append(argv) or 0 if argv[0] != "demo" else real_main(argv))
+    assert cli.main(["demo", "--out", "runs/d", "--overwrite"]) == 0
+    train, evaluate, plot = calls
+    assert train[:6] == ["train", "translation", "--data", "builtin:scan", "--preset", "small"]
+    settings = dict(x.split("=", 1) for x in train[7::2][: len(cli.DEMO_MODEL) + len(cli.DEMO_TRAIN)])
+    assert settings == {k: str(v) for k, v in {**cli.DEMO_MODEL, **cli.DEMO_TRAIN}.items()}
+    assert train[-3:] == ["--out", "runs/d", "--overwrite"]
+    assert evaluate == ["evaluate", "runs/d", "--examples", "3"] and plot == ["plot", "runs/d"]
 
 
 def test_info_prints_the_resolved_config_as_json():
@@ -49,7 +67,7 @@ def test_info_reads_a_config_file(tmp_path):
         (["info", "--config", "/nonexistent/model.json"], "--config /nonexistent/model.json: cannot read"),
         (["info", "--set", "dropout=abc"], "dropout must be a number, got 'abc'"),
         (["info", "--family", "bogus"], "invalid choice: 'bogus'"),
-        (["demo", "--seq-len", "5000"], "exceeds max_seq_len=1024"),
+        (["forward", "--seq-len", "5000"], "exceeds max_seq_len=1024"),
         (["demo", "--batch-size", "-1"], "expected a positive integer"),
         (["bogus"], "invalid choice"),
         # Help for typing mistakes: the option meant (of the subcommand used), the setting meant, and the values

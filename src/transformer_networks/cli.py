@@ -9,7 +9,8 @@ typed function of its domain module that does the work, which Python users can c
     chat        inference.ChatSession (a terminal) / chat_stream (a pipe)
     average     training.average.average_checkpoints / average_run          plot       viz.plot_curves
     convert     pretrained.convert                                          export     pretrained.export
-    info, demo  models.summary.info / demo
+    info        models.summary.info                                         forward    models.summary.demo
+    demo        train, evaluate and plot of the SCAN demo (`make demo`)
 
 Each entry of `COMMANDS` only turns parsed arguments into that call and prints its result; `main` turns a
 `UserError` into a one-line message with exit code 2.
@@ -487,8 +488,44 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+# `demo` (and `make demo`): an encoder-decoder learns SCAN from scratch, the settings of configs/scan-demo.yaml
+# (which explains them; a test keeps the two equal).
+DEMO_MODEL = {"d_model": 128, "n_heads": 8, "n_layers": 2, "d_ff": 512, "dropout": 0.0, "positional": "rope"}
+DEMO_TRAIN = {
+    "tokenizer": "word",
+    "max_tokens": 2048,
+    "lr": 0.0015,
+    "schedule": "cosine",
+    "warmup": 100,
+    "min_lr_ratio": 0.05,
+    "max_steps": 3400,
+    "max_minutes": 5,
+    "eval_every": 1000,
+    "eval_examples": 400,
+}
+
+
 def _demo(args: argparse.Namespace) -> int:
-    print(describe(demo(args.preset, args.batch_size, args.seq_len)))
+    """`demo`: train the SCAN demo, then evaluate it on the test split and plot its curves (what `make demo`
+    runs); with --forward (or the old --preset / --batch-size / --seq-len), one forward pass of a preset."""
+    if args.forward or any(v is not None for v in (args.preset, args.batch_size, args.seq_len)):
+        return _forward(args)
+    settings = [x for k, v in {**DEMO_MODEL, **DEMO_TRAIN}.items() for x in ("--set", f"{k}={v}")]
+    train = ["train", "translation", "--data", "builtin:scan", "--preset", "small", *settings, "--out", args.out]
+    for argv in (
+        train + (["--overwrite"] if args.overwrite else []) + (["--device", args.device] if args.device else []),
+        ["evaluate", args.out, "--examples", "3"] + (["--device", args.device] if args.device else []),
+        ["plot", args.out],
+    ):
+        code = main(argv)
+        if code:
+            return code
+    return 0
+
+
+def _forward(args: argparse.Namespace) -> int:
+    """`forward`: build a preset's encoder-decoder, run one forward pass on random tokens, print its size."""
+    print(describe(demo(args.preset or "paper-base", args.batch_size or 2, args.seq_len or 32)))
     return 0
 
 
@@ -592,6 +629,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": _demo,
+    "forward": _forward,
     "info": _info,
     "train": _train,
     "prepare": _prepare,
@@ -716,7 +754,22 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("demo", help="build the paper-base model, run a forward pass, print its size")
+    p = sub.add_parser(
+        "demo",
+        help="train an encoder-decoder on built-in SCAN (about 5 minutes on 2 CPU cores), evaluate it, plot it",
+        description="What `make demo` runs: train translation on builtin:scan with the settings of "
+        "configs/scan-demo.yaml, print the test split's scores and 3 examples, draw RUN/curves.png. "
+        "With --forward: one forward pass of a preset (as `forward`).",
+    )
+    p.add_argument("--out", default="runs/scan-demo", help="the run directory (default runs/scan-demo)")
+    p.add_argument("--overwrite", action="store_true", help="replace the run directory if it exists")
+    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N, mps")
+    p.add_argument("--forward", action="store_true", help="only build a model and run a forward pass (`forward`)")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="--forward: the preset (default paper-base)")
+    p.add_argument("--batch-size", type=_positive_int, help="--forward: the batch (default 2)")
+    p.add_argument("--seq-len", type=_positive_int, help="--forward: the sequence length (default 32)")
+
+    p = sub.add_parser("forward", help="build a preset's encoder-decoder, run a forward pass, print its size")
     p.add_argument("--preset", default="paper-base", choices=sorted(PRESETS))
     p.add_argument("--batch-size", type=_positive_int, default=2)
     p.add_argument("--seq-len", type=_positive_int, default=32)
