@@ -501,3 +501,25 @@ def test_export_refuses_to_drop_a_tensor(tmp_path, monkeypatch):
     with pytest.raises(HFError, match=r"no place for decoder\.stack\.final_norm\.weight"):
         export_hf(TransformerLM(cfg), tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_label_names_travel_with_a_classifier(tmp_path):
+    # A trained run's labels name the classes of the loaded model, of its export (id2label / label2id, what
+    # transformers' pipelines print) and of the export loaded back; save_pretrained keeps them too.
+    from transformer_networks.checkpoints import load_checkpoint, load_model_dir, save_pretrained
+
+    data = tmp_path / "cls.tsv"
+    data.write_text("text\tlabel\n" + "good film\tpositive\nbad film\tnegative\nfine film\tneutral\n" * 8)
+    argv = ["train", "classification", "--data", data, "--out", tmp_path / "run", "--max-steps", "2", "--quiet"]
+    tiny = ["--preset", "tiny", "--set", "d_model=32", "--set", "n_heads=2", "--set", "n_layers=1", "--device", "cpu"]
+    assert cli.main([*map(str, argv), *tiny]) == 0
+    ck = load_checkpoint(tmp_path / "run")
+    assert ck.model.labels == ck.labels == sorted(["positive", "negative", "neutral"])
+    ours = perturb(load_hf(save(perturb(transformers.BertModel(bert())), tmp_path / "src"), n_classes=3))
+    assert ours.labels is None  # a fresh head has no names
+    ours.labels = ck.labels
+    export_hf(ours, tmp_path / "out")
+    config = transformers.AutoConfig.from_pretrained(tmp_path / "out")
+    assert config.id2label == dict(enumerate(ck.labels)) and config.label2id == {n: i for i, n in enumerate(ck.labels)}
+    assert load_hf(tmp_path / "out").labels == ck.labels
+    assert load_model_dir(save_pretrained(ours, tmp_path / "ours")).labels == ck.labels

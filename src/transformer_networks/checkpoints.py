@@ -42,7 +42,7 @@ from torch import nn
 from .config import TrainConfig, TransformerConfig
 from .data.tokenizer import TextTokenizer
 from .errors import UserError, read_json_object
-from .models import MODELS, ModelBase, model_class
+from .models import MODELS, ModelBase, TransformerClassifier, model_class
 from .tasks import TASKS, Task
 
 __all__ = [
@@ -175,6 +175,9 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
             f"{path / 'model.safetensors'}: does not match config.json "
             f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})"
         )
+    labels = list(info.get("labels", []))
+    if labels and isinstance(model, TransformerClassifier):  # a classifier names its classes
+        model.labels = labels
     tokenizer = TextTokenizer.load(path / "tokenizer.json")
     source = path / "source_tokenizer.json"
     source_tokenizer = TextTokenizer.load(source) if source.exists() else tokenizer
@@ -186,7 +189,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
         train_config,
         tokenizer,
         source_tokenizer,
-        labels=list(info.get("labels", [])),
+        labels=labels,
         data=dict(info.get("data", {})),
         step=int(info.get("step", 0)),
     )
@@ -299,7 +302,10 @@ def save_pretrained(model: nn.Module, path: str | Path, *, tokenizer: Any = None
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     cast(ModelBase, model).cfg.to_json(path / "config.json")  # one of MODELS (its class name is, above)
-    (path / "model.json").write_text(json.dumps({"format": 1, "class": name}) + "\n", encoding="utf-8")
+    info: dict[str, Any] = {"format": 1, "class": name}
+    if isinstance(model, TransformerClassifier) and model.labels:  # a classifier's class names
+        info["labels"] = list(model.labels)
+    (path / "model.json").write_text(json.dumps(info) + "\n", encoding="utf-8")
     save_model(model, str(path / "model.safetensors"))
     tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
     if tokenizer is not None:
@@ -310,7 +316,8 @@ def save_pretrained(model: nn.Module, path: str | Path, *, tokenizer: Any = None
 def load_model_dir(path: str | Path) -> ModelBase:
     """A model written by `save_pretrained` (without its tokenizer)."""
     path = Path(path)
-    name = read_json_object(path / "model.json").get("class")
+    info = read_json_object(path / "model.json")
+    name = info.get("class")
     cls = model_class(name) if isinstance(name, str) else None
     if cls is None:
         raise UserError(f"{path / 'model.json'}: unknown model class {name!r}")
@@ -325,4 +332,7 @@ def load_model_dir(path: str | Path) -> ModelBase:
             f"{path / 'model.safetensors'}: does not match config.json (missing {sorted(missing)[:5]}, "
             f"unexpected {sorted(unexpected)[:5]})"
         )
+    labels = info.get("labels")
+    if isinstance(labels, list) and isinstance(model, TransformerClassifier) and len(labels) == cfg.n_classes:
+        model.labels = [str(x) for x in labels]
     return model

@@ -457,6 +457,10 @@ def load_hf(path: str | Path, *, n_classes: int | None = None, family: str | Non
         load_state_dict_strict(model, ours)
     except WeightMappingError as e:
         raise HFError(f"{directory}: {e}") from None
+    id2label = hf.get("id2label")
+    known = isinstance(id2label, dict) and len(id2label) == cfg.n_classes and "classifier.weight" in state
+    if isinstance(model, TransformerClassifier) and isinstance(id2label, dict) and known:
+        model.labels = [str(id2label.get(str(i), f"LABEL_{i}")) for i in range(cfg.n_classes)]
     return model.eval()
 
 
@@ -478,7 +482,7 @@ def export_hf(model: nn.Module, out: str | Path) -> Path:
     elif isinstance(model, TransformerClassifier):
         cfg = model.cfg
         n_layers = cfg.encoder_layers
-        family, hf = FAMILIES["bert"], _bert_export_config(cfg, n_layers)
+        family, hf = FAMILIES["bert"], _bert_export_config(cfg, n_layers, labels=model.labels)
     elif isinstance(model, TransformerQA):
         cfg = model.cfg
         n_layers = cfg.encoder_layers
@@ -565,7 +569,9 @@ def _gpt2_export_config(cfg: TransformerConfig, n_layers: int) -> dict[str, Any]
     }
 
 
-def _bert_export_config(cfg: TransformerConfig, n_layers: int, *, qa: bool = False) -> dict[str, Any]:
+def _bert_export_config(
+    cfg: TransformerConfig, n_layers: int, *, qa: bool = False, labels: list[str] | None = None
+) -> dict[str, Any]:
     """BertForSequenceClassification's config.json, or with `qa` BertForQuestionAnswering's (which has no pooler:
     a TransformerQA's pooling settings do not matter)."""
     classifier = {} if qa else dict(pooling="cls", classifier_pooler=True)
@@ -605,8 +611,9 @@ def _bert_export_config(cfg: TransformerConfig, n_layers: int, *, qa: bool = Fal
         "position_embedding_type": "absolute",
     }
     if not qa:  # BertForQuestionAnswering keeps the default of two labels: start and end
-        hf["id2label"] = {str(i): f"LABEL_{i}" for i in range(cfg.n_classes)}
-        hf["label2id"] = {f"LABEL_{i}": i for i in range(cfg.n_classes)}
+        names = labels if labels and len(labels) == cfg.n_classes else [f"LABEL_{i}" for i in range(cfg.n_classes)]
+        hf["id2label"] = {str(i): name for i, name in enumerate(names)}
+        hf["label2id"] = {name: i for i, name in enumerate(names)}
     return hf
 
 

@@ -28,6 +28,8 @@ class TransformerClassifier(ModelBase):
         self.pooler = nn.Linear(cfg.d_model, cfg.d_model) if cfg.classifier_pooler else None
         self.dropout = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(cfg.d_model, cfg.n_classes)
+        # Class index -> name, when known: a checkpoint's labels, a Hugging Face config's id2label (not a weight).
+        self.labels: list[str] | None = None
         init_weights(self, cfg)
 
     def encode(self, ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None) -> Tensor:
