@@ -3,11 +3,15 @@ loss falls, the run directory holds what it promises, and `evaluate` reads the c
 
 import json
 import random
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
 
 from transformer_networks.config import TransformerConfig
+from transformer_networks.errors import UserError
 from transformer_networks.training.checkpoint import load_checkpoint
 from transformer_networks.training.config import TrainConfig
 from transformer_networks.training.evaluation import evaluate
@@ -347,3 +351,71 @@ def test_activation_checkpointing_gives_the_same_gradients_with_dropout():
     assert calls == [1, 2]  # checkpointed: the layer ran again in the backward pass
     for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+def test_train_on_examples_in_memory_with_callbacks(tmp_path):
+    # Python values instead of files: the run keeps them as RUN/examples/*.jsonl, so that evaluate reads them again;
+    # the callbacks see every record, evaluation and checkpoint, and on_eval can stop the run.
+    pairs = [(f"{a} {b}", f"{b} {a}") for a in "abcdef" for b in "ghijk"]
+    logged, evals, saved = [], [], []
+
+    def on_eval(step, metrics):
+        evals.append((step, metrics))
+        return step >= 4  # stop at the second evaluation
+
+    result = train(
+        "translation",
+        tmp_path / "run",
+        examples=pairs,
+        valid=pairs[:6],
+        model_config=TransformerConfig.from_preset("tiny", d_model=32, n_heads=2, n_layers=1, d_ff=64),
+        train_config=TrainConfig(tokenizer="word", max_steps=50, eval_every=2, log_every=1, device="cpu"),
+        quiet=True,
+        on_log=logged.append,
+        on_eval=on_eval,
+        on_checkpoint=saved.append,
+    )
+    run = tmp_path / "run"
+    assert result.steps == 4 and result.stop_reason == "on_eval asked to stop"
+    assert logged == [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [step for step, _ in evals] == [2, 4] and evals[-1][1] == result.last
+    assert {p.name for p in saved} == {"best", "last"} and all(p.parent == run for p in saved)
+    lines = (run / "examples" / "train.jsonl").read_text().splitlines()
+    assert [tuple(json.loads(x).values()) for x in lines] == pairs
+    info = json.loads((run / "run.json").read_text())["data"]
+    assert info["data"] == [str((run / "examples" / "train.jsonl").resolve())]
+    again = evaluate(run / "last", split="valid", device="cpu")  # the valid examples, read back from RUN/examples
+    assert again.examples == 6 and again.metrics["loss"] == pytest.approx(result.last["loss"], rel=1e-5)
+    assert not list(Path(tempfile.gettempdir()).glob("tn-examples-*"))  # the staging folder was moved, not copied
+    with pytest.raises(UserError, match=r"examples\[1\]: a classification example is a \(text, label\) pair"):
+        train("classification", tmp_path / "bad", examples=[("ok", "y"), "no label"], quiet=True)
+    assert not (tmp_path / "bad").exists() and not list(Path(tempfile.gettempdir()).glob("tn-examples-*"))
+
+
+@pytest.mark.parametrize(
+    ("task", "item", "check"),
+    [
+        ("lm", "some text\nand more", lambda docs: docs == ["some text\nand more"]),
+        ("classification", ("a fine film", "positive"), lambda rows: rows == [("a fine film", "positive")]),
+        ("translation", ("ein Hund", "a dog"), lambda rows: rows == [("ein Hund", "a dog")]),
+        (
+            "qa",
+            ("Where is Mary?", "Mary went to the garden.", "the garden"),
+            lambda exs: exs[0].context[exs[0].answers[0][1] :].startswith("the garden"),
+        ),
+        (
+            "chat",
+            [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
+            lambda convs: [m.content for m in convs[0].messages] == ["hi", "hello"],
+        ),
+    ],
+)
+def test_each_task_reads_its_in_memory_examples_back_with_its_own_reader(task, item, check):
+    from transformer_networks.tasks import get_task
+    from transformer_networks.training.examples import stage_examples
+
+    folder = stage_examples(task, [item], None)
+    try:
+        assert check(get_task(task).read([str(folder / "train.jsonl")], TrainConfig()))
+    finally:
+        shutil.rmtree(folder)

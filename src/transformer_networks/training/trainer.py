@@ -33,7 +33,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -64,11 +64,17 @@ from ..version import __version__
 from .average import STEP_PREFIX, step_checkpoints
 from .checkpoint import optimizer_state_dict, pack_training_state, restore_training_state
 from .distributed import Distributed
+from .examples import stage_examples
 from .progress import Progress, format_duration
 from .schedules import make_scheduler
 from .tracking import Trackers
 
-RUN_FILES = ("run.json", "metrics.jsonl", "curves.png", "best", "last", "best.tmp", "last.tmp", "best.old", "last.old")
+RUN_FILES = (
+    *("run.json", "metrics.jsonl", "curves.png", "best", "last", "best.tmp", "last.tmp", "best.old", "last.old"),
+    *("metrics.csv", "tensorboard/events.out.tfevents.*", "wandb/run-id"),  # the trackers' (not their folders)
+)
+EXAMPLES_DIR = "examples"  # in-memory examples, written into the run (training/examples.py)
+EXAMPLE_FILES = {"train.jsonl", "valid.jsonl"}
 
 
 class TrainingError(UserError):
@@ -149,12 +155,14 @@ def prepare_output(out: Path, overwrite: bool) -> None:
     """Check the output directory, then clear a previous run's files from it (other files stay)."""
     check_output(out, overwrite)
     if out.exists():
-        for name in [*RUN_FILES, *(p.name for p in out.glob(f"{STEP_PREFIX}*"))]:
-            target = out / name
+        for target in [p for name in (*RUN_FILES, f"{STEP_PREFIX}*") for p in out.glob(name)]:
             if target.is_dir():
                 shutil.rmtree(target)
             elif target.exists():
                 target.unlink()
+        examples = out / EXAMPLES_DIR
+        if examples.is_dir() and {p.name for p in examples.iterdir()} <= EXAMPLE_FILES:  # ours: a run's examples
+            shutil.rmtree(examples)
     out.mkdir(parents=True, exist_ok=True)
 
 
@@ -329,6 +337,11 @@ def train(
     resume: bool = False,
     max_steps: int | None = None,
     init: str | Path | None = None,
+    examples: Iterable[Any] | None = None,
+    valid: Iterable[Any] | None = None,
+    on_log: Callable[[dict[str, Any]], None] | None = None,
+    on_eval: Callable[[int, dict[str, float]], bool | None] | None = None,
+    on_checkpoint: Callable[[Path], None] | None = None,
 ) -> TrainResult:
     """Train a model for `task_name` (a name of `tasks.TASKS`: "lm", "translation", "classification") and write
     the run to `out`.
@@ -346,16 +359,42 @@ def train(
     init: start from pretrained weights (`from_pretrained`: a checkpoint of ours or a Hugging Face directory) with
     their architecture and their tokenizer instead of a new model and tokenizer; a classifier whose number of
     classes differs from the data's gets a fresh head. `model_config` is then ignored.
+
+    examples, valid: the training (and validation) data as Python values instead of `data` (any iterable; the forms
+    each task takes are in `training/examples.py`); they are written into the run as RUN/examples/*.jsonl, so that
+    `evaluate` and `resume` read them again.
+
+    Callbacks: on_log(record) for each record of metrics.jsonl (training intervals and evaluations); on_eval(step,
+    metrics) after each evaluation, where returning True stops the run (after its checkpoints); on_checkpoint(path)
+    after each checkpoint is written (best/, last/, step-N/).
     """
     out = Path(out)
-    start: Start
-    if resume:
-        start = ResumeStart(out, max_steps)
-    elif init is not None:
-        start = InitStart(task_name, data or DataSpec(), train_config or TrainConfig(), init)
-    else:
-        start = FreshStart(task_name, data or DataSpec(), train_config or TrainConfig(), model_config, model_fields_set)
-    return Trainer(start, out, overwrite=overwrite, quiet=quiet, log=log).run()
+    staged = None
+    if examples is not None:
+        if data is not None and data.given:
+            raise UserError("give the data as paths (data=) or as examples (examples=), not both")
+        staged = stage_examples(task_name, examples, valid)
+        has_valid = (staged / "valid.jsonl").exists()
+        data = DataSpec(data=[str(staged / "train.jsonl")], valid=[str(staged / "valid.jsonl")] if has_valid else [])
+    elif valid is not None:
+        raise UserError("valid= goes with examples=; for files, give DataSpec(valid=[...])")
+    try:
+        start: Start
+        if resume:
+            start = ResumeStart(out, max_steps)
+        elif init is not None:
+            start = InitStart(task_name, data or DataSpec(), train_config or TrainConfig(), init)
+        else:
+            start = FreshStart(
+                task_name, data or DataSpec(), train_config or TrainConfig(), model_config, model_fields_set
+            )
+        trainer = Trainer(start, out, overwrite=overwrite, quiet=quiet, log=log)
+        trainer.staged = staged
+        trainer.callbacks = Callbacks(on_log, on_eval, on_checkpoint)
+        return trainer.run()
+    finally:
+        if staged is not None and staged.exists():  # not moved into the run (it failed before): not left behind
+            shutil.rmtree(staged, ignore_errors=True)
 
 
 # --- the trainer ------------------------------------------------------------------------------------------------
@@ -380,10 +419,16 @@ class Trainer:
         self.cfg.check_stopping()
         Trackers.check(self.cfg.report_to)  # a tracker's package is missing: say so before any work is done
         self.trackers = Trackers([])  # rank 0 opens those report_to names with the run directory
+        self.callbacks = Callbacks()  # train() sets the caller's
+        self.staged: Path | None = None  # in-memory examples written to a temporary folder: moved to RUN/examples
         self.ranks = Distributed()  # under torchrun: one of several processes; else a no-op
         self.quiet = quiet or not self.ranks.is_main  # only rank 0 reports
         if self.ranks.is_main:
             start.check_output(out, overwrite)  # refuse before any work is done
+            if (out / EXAMPLES_DIR).exists() and not (
+                (out / EXAMPLES_DIR).is_dir() and {p.name for p in (out / EXAMPLES_DIR).iterdir()} <= EXAMPLE_FILES
+            ):
+                raise UserError(f"{out / EXAMPLES_DIR} exists and is not a run's examples: choose another --out")
         self.log = log or (lambda message: None if self.quiet else print(message, file=sys.stderr, flush=True))
         if self.cfg.threads:
             torch.set_num_threads(self.cfg.threads)
@@ -566,6 +611,14 @@ class Trainer:
                 prepare_output(out, self.overwrite)
             except OSError as e:
                 raise UserError(f"--out {out}: cannot write: {e.strerror}") from None
+            if self.staged is not None:  # in-memory examples: the run keeps them, and names them as its data
+                shutil.move(str(self.staged), str(out / EXAMPLES_DIR))
+                moved = {str(self.staged / n): str((out / EXAMPLES_DIR / n).resolve()) for n in EXAMPLE_FILES}
+                self.spec = dataclasses.replace(
+                    self.spec,
+                    data=[moved.get(p, p) for p in self.spec.data],
+                    valid=[moved.get(p, p) for p in self.spec.valid],
+                )
             init = getattr(self.start, "init", None)
             run_info = {
                 "version": __version__,
@@ -807,6 +860,8 @@ class Trainer:
                 shutil.rmtree(old)
         if not improved and cfg.patience is not None and state.stale >= cfg.patience:
             self.stop_reason = f"no better {self.best_metric} in {state.stale} evaluations (patience)"
+        if self.callbacks.on_eval is not None and self.callbacks.on_eval(state.step, dict(values)):
+            self.stop_reason = self.stop_reason or "on_eval asked to stop"
 
     def gather(self) -> None:
         """Every process takes part before rank 0 evaluates and saves: FSDP gathers the whole weights into
@@ -848,11 +903,15 @@ class Trainer:
             raise TrainingError(
                 f"step {step}: cannot write the checkpoint {out / name}: {e.strerror or e}; {kept}"
             ) from None
+        if self.callbacks.on_checkpoint is not None:
+            self.callbacks.on_checkpoint(out / name)
 
     def record(self, entry: dict[str, Any]) -> None:
         with open(self.metrics_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(entry) + "\n")
         self.trackers.log(entry)
+        if self.callbacks.on_log is not None:
+            self.callbacks.on_log(dict(entry))
 
     def finish(self) -> TrainResult:
         seconds = time.perf_counter() - self.started
@@ -1002,3 +1061,12 @@ class _StopSignals:
 def load_task(checkpoint: Checkpoint) -> Task:
     """The `Task` of a loaded checkpoint (same tokenizers, labels and settings as its training run)."""
     return checkpoint.make_task()
+
+
+@dataclass
+class Callbacks:
+    """What `train` calls as the run goes (see its docstring); each may be None."""
+
+    on_log: Callable[[dict[str, Any]], None] | None = None
+    on_eval: Callable[[int, dict[str, float]], bool | None] | None = None
+    on_checkpoint: Callable[[Path], None] | None = None
