@@ -359,3 +359,29 @@ def test_a_real_process_pipes_text_through(runs):
         timeout=120,
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_a_checkpoints_tokenizer_is_callable_and_adds_what_its_model_needs(runs):
+    from transformer_networks.errors import UserError
+
+    cls = load_for("classification", runs / "cls")
+    batch = cls.tokenizer(["alpha alpha", "bravo"], padding=True, return_tensors="pt")
+    assert batch["input_ids"][:, 0].tolist() == [cls.tokenizer.cls_id] * 2  # a classifier reads <cls> first
+    assert batch["attention_mask"].tolist() == [[True, True, True], [True, True, False]]
+    probs = cls.model(batch["input_ids"], attention_mask=batch["attention_mask"]).softmax(-1)
+    expected = classify_lines(cls, ["alpha alpha", "bravo"])
+    for row, p in zip(probs.tolist(), expected, strict=True):
+        assert row == pytest.approx([p[label] for label in cls.labels], abs=1e-5)
+    assert cls.tokenizer("alpha", add_special_tokens=False)["input_ids"] == cls.tokenizer.encode("alpha")
+    mt = load_for("translation", runs / "mt")
+    src = mt.source_tokenizer("alpha bravo charlie", return_tensors="pt")["input_ids"]
+    assert src[0].tolist() == mt.source_tokenizer.encode("alpha bravo charlie") + [mt.tokenizer.eos_id]
+    lm = load_for("lm", runs / "lm")
+    prompts = lm.tokenizer(["the", "the quick"], padding=True, padding_side="left", return_tensors="pt")
+    together = generate(lm.model, prompts["input_ids"], attention_mask=prompts["attention_mask"], max_new_tokens=5)
+    for row, prompt in zip(together, ["the", "the quick"], strict=True):
+        alone = generate(lm.model, torch.tensor([lm.tokenizer.encode(prompt)]), max_new_tokens=5)[0]
+        assert row[-5:].tolist() == alone[-5:].tolist()  # the padding changes nothing
+    with pytest.raises(UserError, match="pass padding=True"):
+        lm.tokenizer(["a", "abc"], return_tensors="pt")
+    assert lm.tokenizer("the quick", truncation=True, max_length=3)["input_ids"] == lm.tokenizer.encode("the")

@@ -181,6 +181,11 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     tokenizer = TextTokenizer.load(path / "tokenizer.json")
     source = path / "source_tokenizer.json"
     source_tokenizer = TextTokenizer.load(source) if source.exists() else tokenizer
+    # What `tokenizer(texts)` adds for this model: <cls> first for a classifier, <eos> after a translator's source.
+    if model.family == "classifier":
+        tokenizer.adds = ("cls",)
+    elif model.family == "seq2seq":
+        source_tokenizer.adds = ("eos",)
     return Checkpoint(
         path,
         task,

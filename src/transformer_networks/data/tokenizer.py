@@ -17,9 +17,10 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
+import torch
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 from ..errors import UserError
@@ -64,6 +65,9 @@ class TextTokenizer:
         self.tokenizer = tokenizer
         self.pad_id, self.unk_id, self.bos_id, self.eos_id, self.cls_id = (specials[r] for r in ROLES)
         self._char_table = _char_table(tokenizer)  # a character tokenizer's ids by code point, else None
+        # What calling the tokenizer adds around each text for the model it belongs to (a checkpoint sets it):
+        # "cls" before (a classifier reads <cls> first), "eos" after (a translator's source ends with <eos>).
+        self.adds: tuple[str, ...] = ()
 
     @classmethod
     def from_pretrained_tokenizer(cls, tokenizer: Tokenizer, source: str = "tokenizer") -> TextTokenizer:
@@ -92,6 +96,53 @@ class TextTokenizer:
     def encode(self, text: str, *, bos: bool = False, eos: bool = False, cls: bool = False) -> list[int]:
         ids = self.tokenizer.encode(text, add_special_tokens=False).ids
         return [self.cls_id] * cls + [self.bos_id] * bos + ids + [self.eos_id] * eos
+
+    def __call__(
+        self,
+        texts: str | Sequence[str],
+        *,
+        padding: bool = False,
+        truncation: bool = False,
+        max_length: int | None = None,
+        return_tensors: str | None = None,
+        add_special_tokens: bool = True,
+        padding_side: str = "right",
+    ) -> dict[str, Any]:
+        """Encode like a Hugging Face tokenizer: {"input_ids", "attention_mask"}, with the special tokens the model
+        needs (`adds`: <cls> first for a classifier, <eos> last for a translator's source) unless
+        add_special_tokens=False. padding: to the longest text, with <pad>, on `padding_side` ("left" for a batch
+        of prompts to generate from); truncation: cut to `max_length` (keeping the specials). return_tensors="pt":
+        tensors, the mask boolean (True = real token, as the models take it); else lists (mask 1/0)."""
+        single = isinstance(texts, str)
+        batch = [texts] if isinstance(texts, str) else list(texts)
+        if return_tensors not in (None, "pt"):
+            raise UserError(f"return_tensors={return_tensors!r}: only 'pt' (PyTorch) or None")
+        if padding_side not in ("right", "left"):
+            raise UserError(f"padding_side={padding_side!r}: 'right' or 'left'")
+        cls_first = add_special_tokens and "cls" in self.adds
+        eos_last = add_special_tokens and "eos" in self.adds
+        rows = []
+        for ids in self.encode_batch(batch):
+            if truncation and max_length is not None:
+                ids = ids[: max(0, max_length - cls_first - eos_last)]
+            rows.append([self.cls_id] * cls_first + ids + [self.eos_id] * eos_last)
+        width = max((len(r) for r in rows), default=0) if padding else None
+        if return_tensors == "pt" and width is None and len({len(r) for r in rows}) > 1:
+            raise UserError("texts of different lengths make no tensor: pass padding=True")
+        masks = []
+        for i, r in enumerate(rows):
+            fill = (width or len(r)) - len(r)
+            mask = [1] * len(r)
+            if padding_side == "right":
+                rows[i], mask = r + [self.pad_id] * fill, mask + [0] * fill
+            else:
+                rows[i], mask = [self.pad_id] * fill + r, [0] * fill + mask
+            masks.append(mask)
+        if return_tensors == "pt":
+            return {"input_ids": torch.tensor(rows, dtype=torch.long), "attention_mask": torch.tensor(masks).bool()}
+        if single:
+            return {"input_ids": rows[0], "attention_mask": masks[0]}
+        return {"input_ids": rows, "attention_mask": masks}
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         """The ids of many texts, encoded in parallel. `encode_batch_fast` (tokenizers >= 0.21) skips the character
