@@ -230,7 +230,7 @@ def test_bad_directories_are_one_line_errors(tmp_path):
     t5 = tmp_path / "t5"
     t5.mkdir()
     (t5 / "config.json").write_text(json.dumps({"model_type": "t5"}))
-    with pytest.raises(HFError, match="'t5' is not supported; supported: bert, gpt2, bart, marian"):
+    with pytest.raises(HFError, match="'t5' is not supported; supported: bert, gpt2, llama, bart, marian"):
         load_hf(t5)
     wrong = tmp_path / "wrong"
     wrong.mkdir()
@@ -523,3 +523,112 @@ def test_label_names_travel_with_a_classifier(tmp_path):
     assert config.id2label == dict(enumerate(ck.labels)) and config.label2id == {n: i for i, n in enumerate(ck.labels)}
     assert load_hf(tmp_path / "out").labels == ck.labels
     assert load_model_dir(save_pretrained(ours, tmp_path / "ours")).labels == ck.labels
+
+
+# --- export of every model we train (issue 28) ------------------------------------------------------------------
+
+
+def ours_random(cls, **fields):
+    from transformer_networks import TransformerConfig
+
+    base = dict(vocab_size=V, d_model=32, n_heads=4, n_layers=2, d_ff=64, max_seq_len=40, dropout=0.0)
+    return perturb(cls(TransformerConfig.from_preset("small", **{**base, **fields})))
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},  # the default `train lm` model: sinusoidal, sqrt(d_model)-scaled tied embeddings, pre-LN, ReLU
+        {"tie_embeddings": False, "activation": "gelu_tanh"},
+        {"positional": "learned", "scale_embeddings": False},
+    ],
+)
+def test_an_lm_exports_as_gpt2_with_the_same_logits_and_greedy_tokens(tmp_path, fields):
+    ours = ours_random(TransformerLM, **fields)
+    export_hf(ours, tmp_path / "out")
+    theirs = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "out").eval()
+    ids = torch.tensor(random_rows([9, 9]))
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(ids).logits, ours(ids), rtol=0, atol=1e-5)
+        prompt = ids[:1, :4]
+        mine = ours.generate(prompt, max_new_tokens=12)
+        assert torch.equal(theirs.generate(prompt, max_new_tokens=12, do_sample=False, eos_token_id=None), mine)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"n_kv_heads": 2},  # grouped-query attention, untied
+        {"tie_embeddings": True, "scale_embeddings": True, "rope_theta": 500.0},
+    ],
+)
+def test_a_rope_rmsnorm_swiglu_lm_exports_as_llama_and_loads_back(tmp_path, fields):
+    llama = {"positional": "rope", "norm": "rmsnorm", "activation": "swiglu", "bias": False, "tie_embeddings": False}
+    ours = ours_random(TransformerLM, **{**llama, "scale_embeddings": False, **fields})
+    export_hf(ours, tmp_path / "out")
+    theirs = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "out").eval()
+    ids = torch.tensor(random_rows([11, 11]))
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(ids).logits, ours(ids), rtol=0, atol=1e-5)
+        prompt = ids[:1, :3]
+        mine = ours.generate(prompt, max_new_tokens=10)
+        assert torch.equal(theirs.generate(prompt, max_new_tokens=10, do_sample=False, eos_token_id=None), mine)
+        back = load_hf(tmp_path / "out")  # a Llama directory loads as our LM with the same outputs
+        torch.testing.assert_close(back(ids), theirs(ids).logits, rtol=0, atol=1e-5)
+
+
+def test_a_llama_of_theirs_loads_with_the_same_logits(tmp_path):
+    config = transformers.LlamaConfig(
+        vocab_size=V,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        max_position_embeddings=40,
+    )
+    theirs = perturb(transformers.LlamaForCausalLM(config))
+    ids = torch.tensor(random_rows([8]))
+    ours = load_hf(save(theirs, tmp_path / "llama"))
+    assert ours.cfg.kv_heads == 1 and ours.cfg.positional == "rope"
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids), theirs(ids).logits, rtol=0, atol=1e-5)
+
+
+def test_a_marian_shaped_translator_exports_as_marian_and_others_say_what_blocks_them(tmp_path):
+    marian = {"norm_first": False, "sinusoidal_layout": "halves", "activation": "relu"}
+    ours = ours_random(Seq2SeqTransformer, **marian)
+    export_hf(ours, tmp_path / "out")
+    theirs = transformers.MarianMTModel.from_pretrained(tmp_path / "out").eval()
+    src, tgt = torch.tensor(random_rows([7, 7])), torch.tensor(random_rows([5, 5]))
+    with torch.no_grad():
+        torch.testing.assert_close(
+            theirs(input_ids=src, decoder_input_ids=tgt).logits, ours(src, tgt), rtol=0, atol=1e-5
+        )
+        mine = ours.generate(src[:1], max_new_tokens=8)
+        given = theirs.generate(src[:1], max_new_tokens=8, do_sample=False, num_beams=1, forced_eos_token_id=None)
+        assert given[0, 1:].tolist()[: mine.shape[1]] == mine[0].tolist()  # theirs starts with the decoder start
+    with pytest.raises(HFError, match=r"Marian: .*norm_first=True \(needs False\).*what exports: .*paper-base"):
+        export_hf(ours_random(Seq2SeqTransformer), tmp_path / "x")  # the default translator: pre-LN
+
+
+def test_a_default_lm_run_exports_with_its_tokenizer_and_transformers_continues_it_as_we_do(tmp_path, capsys):
+    from transformer_networks.inference import load_for
+
+    data = tmp_path / "lm.txt"
+    data.write_text("the quick brown fox jumps over the lazy dog.\n" * 40)
+    argv = ["train", "lm", "--data", data, "--tokenizer", "bpe", "--vocab-size", "80", "--block-size", "16"]
+    tiny = ["--set", "d_model=32", "--set", "n_heads=2", "--set", "n_layers=1", "--set", "d_ff=64"]  # default preset
+    assert cli.main([*map(str, argv), "--max-steps", "3", "--out", str(tmp_path / "run"), "--quiet", *tiny]) == 0
+    assert cli.main(["export", str(tmp_path / "run"), "--hf", str(tmp_path / "hf")]) == 0
+    capsys.readouterr()
+    ck = load_for("lm", tmp_path / "run")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    text = "the lazy fox"
+    assert tokenizer(text, add_special_tokens=False)["input_ids"] == ck.tokenizer.encode(text)
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    ids = torch.tensor([ck.tokenizer.encode(text)])
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(ids).logits, ck.model(ids), rtol=0, atol=1e-5)
+        mine = ck.model.generate(ids, max_new_tokens=8)
+        assert torch.equal(theirs.generate(ids, max_new_tokens=8, do_sample=False, eos_token_id=None), mine)

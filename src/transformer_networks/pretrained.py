@@ -72,7 +72,8 @@ def convert(hf_dir: str | Path, out_dir: str | Path, *, overwrite: bool = False)
 def export(
     checkpoint: str | Path, *, onnx: str | Path | None = None, hf: str | Path | None = None, overwrite: bool = False
 ) -> list[Path]:
-    """Write a model of ours as a Hugging Face directory (`hf`: GPT-2 or BERT layout) and/or ONNX graphs (`onnx`;
+    """Write a model of ours as a Hugging Face directory (`hf`: GPT-2, Llama, BERT or Marian layout, as
+    `interop.hf.export_hf` picks) and/or ONNX graphs (`onnx`;
     a language model also writes its decode step beside it). Returns the paths written."""
     if not (onnx or hf):
         raise UserError("say what to write: --onnx OUT.onnx and/or --hf DIR")

@@ -1,8 +1,8 @@
-"""Hugging Face checkpoints in and out: BERT, GPT-2, BART and MarianMT as our model classes.
+"""Hugging Face checkpoints in and out: BERT, GPT-2, Llama, BART and MarianMT as our model classes.
 
     model = load_hf("path/to/bert-dir")            # config.json + model.safetensors (or pytorch_model.bin)
     model = load_hf("path/to/bert-dir", family="qa")  # any BERT checkpoint as a TransformerQA (fresh span head)
-    export_hf(model, "out-dir")                      # back to the Hugging Face layout (GPT-2 and BERT families)
+    export_hf(model, "out-dir")                      # to the Hugging Face layout (GPT-2, Llama, BERT, Marian)
 
 Each pair of a checkpoint kind (config.json's model_type) and one of our model classes is a `Family`: how its
 config.json becomes a `TransformerConfig`, and a table from its weight names to ours (`{}` = the layer index,
@@ -17,6 +17,7 @@ directory. `pytorch_model.bin` is read with `torch.load(weights_only=True)`, whi
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ from torch import Tensor, nn
 from ..config import TransformerConfig
 from ..errors import UserError, read_json_object
 from ..models import ModelBase, Seq2SeqTransformer, TransformerClassifier, TransformerLM, TransformerQA
+from ..nn.positional import sinusoidal_table
+from ..tokens import BOS_ID, EOS_ID, PAD_ID
 from .weights import WeightMappingError, load_state_dict_strict, map_state_dict, unmap_state_dict
 
 
@@ -128,6 +131,24 @@ BART_TABLE: dict[str, str] = {
 }
 _SHARED_COPIES = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight", "lm_head.weight")
 
+_LLAMA_LAYER = "layers.{}"
+LLAMA_TABLE: dict[str, str] = {
+    "embed_tokens.weight": "decoder.embeddings.token.weight",
+    **{
+        f"{_LLAMA_LAYER}.self_attn.{name}.weight": f"{_OUR_DEC}.self_attn.in_proj.weight:{part}"
+        for name, part in (("q_proj", "q"), ("k_proj", "k"), ("v_proj", "v"))
+    },
+    f"{_LLAMA_LAYER}.self_attn.o_proj.weight": f"{_OUR_DEC}.self_attn.out_proj.weight",
+    f"{_LLAMA_LAYER}.input_layernorm.weight": f"{_OUR_DEC}.self_attn_residual.norm.weight",
+    # SwiGLU: Llama's down(silu(gate(x)) * up(x)) is our fc2(silu(fc1(x)) * gate(x))
+    f"{_LLAMA_LAYER}.mlp.gate_proj.weight": f"{_OUR_DEC}.ffn.fc1.weight",
+    f"{_LLAMA_LAYER}.mlp.up_proj.weight": f"{_OUR_DEC}.ffn.gate.weight",
+    f"{_LLAMA_LAYER}.mlp.down_proj.weight": f"{_OUR_DEC}.ffn.fc2.weight",
+    f"{_LLAMA_LAYER}.post_attention_layernorm.weight": f"{_OUR_DEC}.ffn_residual.norm.weight",
+    "norm.weight": "decoder.stack.final_norm.weight",
+    "lm_head.weight": "lm_head.weight",  # saved without the "model." prefix; absent when tied
+}
+
 
 # --- config.json -> TransformerConfig ---------------------------------------------------------------------------
 
@@ -215,6 +236,39 @@ def _gpt2_config(hf: dict[str, Any], source: str) -> dict[str, Any]:
     )
 
 
+def _llama_config(hf: dict[str, Any], source: str) -> dict[str, Any]:
+    _require(hf, source, attention_bias=False, mlp_bias=False, hidden_act="silu", rope_scaling=None)
+    rope = hf.get("rope_parameters") or {}  # transformers 5 keeps rope_theta there
+    if rope.get("rope_type", "default") != "default":
+        raise HFError(f"{source}: rope_type={rope['rope_type']!r} is not supported (only 'default')")
+    d, heads = hf["hidden_size"], hf["num_attention_heads"]
+    if hf.get("head_dim") not in (None, d // heads):
+        raise HFError(f"{source}: head_dim={hf['head_dim']} is not hidden_size / num_attention_heads")
+    return dict(
+        vocab_size=hf["vocab_size"],
+        d_model=d,
+        n_heads=heads,
+        n_kv_heads=hf.get("num_key_value_heads") or heads,
+        n_layers=hf["num_hidden_layers"],
+        d_ff=hf["intermediate_size"],
+        dropout=0.0,
+        attention_dropout=hf.get("attention_dropout", 0.0),
+        max_seq_len=hf.get("max_position_embeddings", 2048),
+        positional="rope",
+        rope_theta=float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))),
+        norm="rmsnorm",
+        norm_eps=hf.get("rms_norm_eps", 1e-6),
+        norm_first=True,
+        activation="swiglu",
+        bias=False,
+        tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+        scale_embeddings=False,
+        pad_id=hf.get("pad_token_id"),
+        bos_id=hf.get("bos_token_id"),
+        eos_id=hf.get("eos_token_id"),
+    )
+
+
 def _seq2seq_config(hf: dict[str, Any], source: str, *, bart: bool) -> dict[str, Any]:
     if hf["encoder_attention_heads"] != hf["decoder_attention_heads"] or hf["encoder_ffn_dim"] != hf["decoder_ffn_dim"]:
         raise HFError(f"{source}: encoder and decoder of different widths (heads or ffn_dim) are not supported")
@@ -288,6 +342,15 @@ FAMILIES: dict[str, Family] = {
         ignored=(r"h\.\d+\.attn\.(bias|masked_bias)",),  # causal-mask buffers
         copies={"lm_head.weight": "wte.weight"},
     ),
+    "llama": Family(
+        "llama",
+        TransformerLM,
+        LLAMA_TABLE,
+        _llama_config,
+        prefix="model.",
+        ignored=(r"layers\.\d+\.self_attn\.rotary_emb\.inv_freq",),  # older versions saved RoPE's frequencies
+        heads=("lm_head.",),
+    ),
     "bart": Family(
         "bart",
         Seq2SeqTransformer,
@@ -305,6 +368,7 @@ FAMILIES: dict[str, Family] = {
         # Marian's sinusoidal positions are computed, not weights (older exports saved them)
         ignored=(r"(en|de)coder\.embed_positions\.weight",),
         copies={k: "shared.weight" for k in _SHARED_COPIES},
+        heads=("final_logits_bias",),  # a buffer of MarianMTModel itself, not of its base model
     ),
 }
 # The other model classes a model_type's checkpoints load as (`load_hf(family=...)`), besides its default above.
@@ -468,17 +532,32 @@ def load_hf(path: str | Path, *, n_classes: int | None = None, family: str | Non
 
 
 def export_hf(model: nn.Module, out: str | Path) -> Path:
-    """Write `model` as a Hugging Face directory (config.json + model.safetensors) that `transformers` loads:
-    a TransformerLM shaped like GPT-2 as GPT2LMHeadModel, a TransformerClassifier shaped like BERT as
-    BertForSequenceClassification, a TransformerQA shaped like BERT as BertForQuestionAnswering. Other shapes are
-    refused, naming the setting that does not fit."""
+    """Write `model` as a Hugging Face directory (config.json + model.safetensors) that `transformers` loads with
+    the same outputs: a TransformerLM as LlamaForCausalLM when it has rotary positions, RMSNorm and SwiGLU, else as
+    GPT2LMHeadModel; a TransformerClassifier shaped like BERT as BertForSequenceClassification (with its label
+    names), a TransformerQA as BertForQuestionAnswering; a Seq2SeqTransformer shaped like Marian as MarianMTModel.
+    Other shapes are refused, naming the settings that do not fit. An LM that scales its embeddings by
+    sqrt(d_model) is written with the scaled table and a separate output projection (neither GPT-2 nor Llama
+    scales), and sinusoidal positions as GPT-2's learned table of the same values."""
     from safetensors.torch import save_file
 
+    qkv_rows = None
+    extra: dict[str, Tensor] = {}  # written as they are, outside the family's table
+    ours = dict(model.state_dict())
     # The depth of the one stack each model builds: n_decoder_layers / n_encoder_layers when set, else n_layers.
     if isinstance(model, TransformerLM):
         cfg = model.cfg
         n_layers = cfg.decoder_layers
-        family, hf = FAMILIES["gpt2"], _gpt2_export_config(cfg, n_layers)
+        ours, head = _lm_export_state(model)
+        if cfg.positional == "rope" or cfg.norm == "rmsnorm" or cfg.activation == "swiglu":
+            family, hf = FAMILIES["llama"], _llama_export_config(cfg, n_layers, tied=head is None)
+            qkv_rows = (cfg.d_model, cfg.kv_heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim)
+            if head is not None:
+                ours["lm_head.weight"] = head
+        else:
+            family, hf = FAMILIES["gpt2"], _gpt2_export_config(cfg, n_layers, tied=head is None)
+            if head is not None:
+                extra["lm_head.weight"] = head
     elif isinstance(model, TransformerClassifier):
         cfg = model.cfg
         n_layers = cfg.encoder_layers
@@ -487,23 +566,48 @@ def export_hf(model: nn.Module, out: str | Path) -> Path:
         cfg = model.cfg
         n_layers = cfg.encoder_layers
         family, hf = hf_family("bert", "qa"), _bert_export_config(cfg, n_layers, qa=True)
+    elif isinstance(model, Seq2SeqTransformer):
+        cfg = model.cfg
+        n_layers = max(cfg.encoder_layers, cfg.decoder_layers)
+        family, hf = FAMILIES["marian"], _marian_export_config(cfg)
+        if "lm_head.bias" not in ours:  # MarianMTModel always has final_logits_bias: zeros add nothing
+            ours["lm_head.bias"] = torch.zeros(cfg.target_vocab_size)
     else:
         raise HFError(
-            f"export to the Hugging Face layout supports TransformerLM (as GPT-2), TransformerClassifier and "
-            f"TransformerQA (as BERT), not {type(model).__name__}"
+            f"export to the Hugging Face layout supports TransformerLM (as Llama or GPT-2), TransformerClassifier "
+            f"and TransformerQA (as BERT), Seq2SeqTransformer (as Marian), not {type(model).__name__}"
         )
-    ours = model.state_dict()
-    state = unmap_state_dict(ours, family.table, family.transposed, n_layers=n_layers)
+    state = unmap_state_dict(ours, family.table, family.transposed, n_layers=n_layers, qkv_rows=qkv_rows)
+    if "final_logits_bias" in state:
+        state["final_logits_bias"] = state["final_logits_bias"].reshape(1, -1)  # Marian keeps it as (1, V)
     _check_all_exported(ours, family, n_layers)
     tensors = {
         (k if k.startswith(family.heads) else family.prefix + k): v.detach().cpu().contiguous()
-        for k, v in state.items()
+        for k, v in {**state, **extra}.items()
     }
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
     (out / "config.json").write_text(json.dumps(hf, indent=2) + "\n", encoding="utf-8")
     return out
+
+
+def _lm_export_state(model: TransformerLM) -> tuple[dict[str, Tensor], Tensor | None]:
+    """An LM's tensors as GPT-2 and Llama compute: (state, the output projection when it must be written on its
+    own, else None for tied embeddings). GPT-2 and Llama add no sqrt(d_model) factor: a model that scales gets the
+    scaled table as its input embeddings and the plain one as its output projection; sinusoidal positions become
+    the values of a learned table (GPT-2's wpe)."""
+    cfg = model.cfg
+    state = dict(model.state_dict())
+    token = state["decoder.embeddings.token.weight"]
+    head = state.pop("lm_head.weight")
+    separate = None if cfg.tie_embeddings and not cfg.scale_embeddings else head
+    if cfg.scale_embeddings:
+        state["decoder.embeddings.token.weight"] = token * math.sqrt(cfg.d_model)
+    if cfg.positional == "sinusoidal":
+        table = sinusoidal_table(cfg.max_seq_len, cfg.d_model, cfg.sinusoidal_layout)  # what the model adds
+        state["decoder.embeddings.position.embedding.weight"] = table.to(token.dtype)
+    return state, separate
 
 
 def _check_all_exported(ours: dict[str, Tensor], family: Family, n_layers: int) -> None:
@@ -522,25 +626,36 @@ def _check_all_exported(ours: dict[str, Tensor], family: Family, n_layers: int) 
         raise HFError(f"this model cannot be written as {family.name}: no place for {', '.join(left)}")
 
 
+# What exports as each architecture, said when a model does not fit (no Hugging Face class computes it).
+EXPORT_HINTS = {
+    "GPT-2": "language models of the default preset (small), gpt2-small, or with rope, rmsnorm and swiglu (as Llama)",
+    "Llama": "language models with positional=rope, norm=rmsnorm, activation=swiglu, bias=false",
+    "BERT": "classifiers and QA models of the bert-base preset (post-LN, learned positions, GELU)",
+    "Marian": "translators of the paper-base preset with --set sinusoidal_layout=halves (post-LN)",
+}
+
+
 def _check_export(cfg: TransformerConfig, family: str, **expected: Any) -> None:
     wrong = [f"{k}={getattr(cfg, k)!r} (needs {v!r})" for k, v in expected.items() if getattr(cfg, k) != v]
     if wrong:
-        raise HFError(f"this model cannot be written as {family}: {', '.join(wrong)}")
+        raise HFError(
+            f"this model cannot be written as {family}: {', '.join(wrong)}; what exports: {EXPORT_HINTS[family]}"
+        )
 
 
 _ACTIVATION_NAMES = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu", "silu": "silu"}
 
 
-def _gpt2_export_config(cfg: TransformerConfig, n_layers: int) -> dict[str, Any]:
+def _gpt2_export_config(cfg: TransformerConfig, n_layers: int, *, tied: bool = True) -> dict[str, Any]:
+    """GPT2LMHeadModel's config.json (`tied`: its output projection is its input embedding)."""
+    if cfg.positional not in ("learned", "sinusoidal"):
+        raise HFError(f"this model cannot be written as GPT-2: positional={cfg.positional!r} (needs 'learned')")
     _check_export(
         cfg,
         "GPT-2",
-        positional="learned",
         norm="layernorm",
         norm_first=True,
         bias=True,
-        tie_embeddings=True,
-        scale_embeddings=False,
         kv_heads=cfg.n_heads,
         position_offset=0,
         n_token_types=0,
@@ -565,6 +680,96 @@ def _gpt2_export_config(cfg: TransformerConfig, n_layers: int) -> dict[str, Any]
         "attn_pdrop": cfg.attention_dropout,
         "bos_token_id": cfg.bos_id,
         "eos_token_id": cfg.eos_id,
+        "tie_word_embeddings": tied,
+    }
+
+
+def _llama_export_config(cfg: TransformerConfig, n_layers: int, *, tied: bool) -> dict[str, Any]:
+    """LlamaForCausalLM's config.json: rotary positions (the "rotate half" layout), RMSNorm, SwiGLU, no biases."""
+    _check_export(
+        cfg,
+        "Llama",
+        positional="rope",
+        norm="rmsnorm",
+        norm_first=True,
+        activation="swiglu",
+        bias=False,
+        position_offset=0,
+        n_token_types=0,
+        embedding_norm=False,
+        final_logits_bias=False,
+    )
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.d_model,
+        "intermediate_size": cfg.d_ff,
+        "num_hidden_layers": n_layers,
+        "num_attention_heads": cfg.n_heads,
+        "num_key_value_heads": cfg.kv_heads,
+        "head_dim": cfg.head_dim,
+        "hidden_act": "silu",
+        "max_position_embeddings": cfg.max_seq_len,
+        "rms_norm_eps": cfg.norm_eps,
+        "rope_theta": cfg.rope_theta,
+        "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
+        "attention_bias": False,
+        "mlp_bias": False,
+        "attention_dropout": cfg.attention_dropout,
+        "tie_word_embeddings": tied,
+        "bos_token_id": cfg.bos_id,
+        "eos_token_id": cfg.eos_id,
+        "pad_token_id": cfg.pad_id,
+    }
+
+
+def _marian_export_config(cfg: TransformerConfig) -> dict[str, Any]:
+    """MarianMTModel's config.json: post-LN, sinusoidal positions in the "halves" layout, one shared vocabulary."""
+    _check_export(
+        cfg,
+        "Marian",
+        positional="sinusoidal",
+        sinusoidal_layout="halves",
+        position_offset=0,
+        norm="layernorm",
+        norm_eps=1e-5,
+        norm_first=False,
+        bias=True,
+        tie_embeddings=True,
+        kv_heads=cfg.n_heads,
+        n_token_types=0,
+        embedding_norm=False,
+        source_vocab_size=cfg.target_vocab_size,
+    )
+    if cfg.activation not in _ACTIVATION_NAMES:
+        raise HFError(f"this model cannot be written as Marian: activation={cfg.activation!r}")
+    bos = cfg.bos_id if cfg.bos_id is not None else BOS_ID
+    eos = cfg.eos_id if cfg.eos_id is not None else EOS_ID
+    return {
+        "architectures": ["MarianMTModel"],
+        "model_type": "marian",
+        "vocab_size": cfg.target_vocab_size,
+        "decoder_vocab_size": cfg.target_vocab_size,
+        "share_encoder_decoder_embeddings": True,
+        "d_model": cfg.d_model,
+        "encoder_layers": cfg.encoder_layers,
+        "decoder_layers": cfg.decoder_layers,
+        "encoder_attention_heads": cfg.n_heads,
+        "decoder_attention_heads": cfg.n_heads,
+        "encoder_ffn_dim": cfg.d_ff,
+        "decoder_ffn_dim": cfg.d_ff,
+        "activation_function": _ACTIVATION_NAMES[cfg.activation],
+        "dropout": cfg.dropout,
+        "attention_dropout": cfg.attention_dropout,
+        "activation_dropout": 0.0,
+        "max_position_embeddings": cfg.max_seq_len,
+        "scale_embedding": cfg.scale_embeddings,
+        "pad_token_id": cfg.pad_id if cfg.pad_id is not None else PAD_ID,
+        "eos_token_id": eos,
+        "forced_eos_token_id": eos,
+        "decoder_start_token_id": bos,
+        "is_encoder_decoder": True,
         "tie_word_embeddings": True,
     }
 

@@ -67,9 +67,15 @@ def map_state_dict(
 
 
 def unmap_state_dict(
-    state: Mapping[str, Tensor], table: Mapping[str, str], transpose: Iterable[str] = (), n_layers: int = 0
+    state: Mapping[str, Tensor],
+    table: Mapping[str, str],
+    transpose: Iterable[str] = (),
+    n_layers: int = 0,
+    qkv_rows: tuple[int, int, int] | None = None,
 ) -> dict[str, Tensor]:
-    """The inverse of `map_state_dict`: our tensors under the foreign names (layer rows for 0..n_layers-1)."""
+    """The inverse of `map_state_dict`: our tensors under the foreign names (layer rows for 0..n_layers-1).
+    qkv_rows: the rows of q, k and v in a fused projection (grouped-query attention has fewer k and v rows);
+    None: three equal parts."""
     transpose = set(transpose)
     out: dict[str, Tensor] = {}
     for src, dst in table.items():
@@ -80,7 +86,8 @@ def unmap_state_dict(
                 continue
             value = state[name]
             if part:
-                value = value.chunk(3, dim=0)["qkv".index(part)]
+                parts = value.split(list(qkv_rows), dim=0) if qkv_rows else value.chunk(3, dim=0)
+                value = parts["qkv".index(part)]
             out[key] = (value.t() if src in transpose else value).contiguous()
     return out
 
