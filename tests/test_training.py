@@ -419,3 +419,29 @@ def test_each_task_reads_its_in_memory_examples_back_with_its_own_reader(task, i
         assert check(get_task(task).read([str(folder / "train.jsonl")], TrainConfig()))
     finally:
         shutil.rmtree(folder)
+
+
+def test_a_loss_fn_replaces_the_training_loss_and_can_build_on_the_tasks(tmp_path):
+    rows = [(f"{w} {w}", "yes" if i % 2 else "no") for i, w in enumerate("abcdefghij")] * 4
+    seen = []
+
+    def doubled(model, batch, task_loss):
+        seen.append(sorted(batch))
+        return 2 * task_loss()
+
+    def first_loss(name, **extra):
+        records = []
+        train(
+            "classification",
+            tmp_path / name,
+            examples=rows,
+            model_config=TransformerConfig.from_preset("tiny", d_model=32, n_heads=2, n_layers=1, d_ff=64),
+            train_config=TrainConfig(tokenizer="word", max_steps=1, eval_every=1, log_every=1, device="cpu"),
+            quiet=True,
+            on_log=records.append,
+            **extra,
+        )
+        return next(r["loss"] for r in records if r["split"] == "train")
+
+    plain, twice = first_loss("plain"), first_loss("twice", loss_fn=doubled)
+    assert twice == pytest.approx(2 * plain, rel=1e-6) and seen == [["ids", "labels"]]

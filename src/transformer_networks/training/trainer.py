@@ -40,7 +40,7 @@ from typing import Any, cast
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..backends.onednn import use_onednn
@@ -342,6 +342,7 @@ def train(
     on_log: Callable[[dict[str, Any]], None] | None = None,
     on_eval: Callable[[int, dict[str, float]], bool | None] | None = None,
     on_checkpoint: Callable[[Path], None] | None = None,
+    loss_fn: Callable[[nn.Module, dict[str, Tensor], Callable[[], Tensor]], Tensor] | None = None,
 ) -> TrainResult:
     """Train a model for `task_name` (a name of `tasks.TASKS`: "lm", "translation", "classification") and write
     the run to `out`.
@@ -366,7 +367,10 @@ def train(
 
     Callbacks: on_log(record) for each record of metrics.jsonl (training intervals and evaluations); on_eval(step,
     metrics) after each evaluation, where returning True stops the run (after its checkpoints); on_checkpoint(path)
-    after each checkpoint is written (best/, last/, step-N/).
+    after each checkpoint is written (best/, last/, step-N/). loss_fn(model, batch, task_loss) replaces the
+    training loss of each batch (a dict of tensors: the task's `batches` say which); `task_loss()` computes the
+    task's own, so that `lambda model, batch, task_loss: task_loss() + 1e-4 * penalty(model)` adds a term. It is
+    not saved with the run: a resumed run needs it given again (`train(..., resume=True, loss_fn=...)`).
     """
     out = Path(out)
     staged = None
@@ -390,7 +394,7 @@ def train(
             )
         trainer = Trainer(start, out, overwrite=overwrite, quiet=quiet, log=log)
         trainer.staged = staged
-        trainer.callbacks = Callbacks(on_log, on_eval, on_checkpoint)
+        trainer.callbacks = Callbacks(on_log, on_eval, on_checkpoint, loss_fn)
         return trainer.run()
     finally:
         if staged is not None and staged.exists():  # not moved into the run (it failed before): not left behind
@@ -571,6 +575,12 @@ class Trainer:
         )
         return "loss", False, why
 
+    def loss(self, batch: dict[str, Tensor]) -> Tensor:
+        """The training loss of one batch: the task's, or what the caller's loss_fn makes of it."""
+        if self.callbacks.loss_fn is None:
+            return self.task.loss(self.train_model, batch)
+        return self.callbacks.loss_fn(self.train_model, batch, lambda: self.task.loss(self.train_model, batch))
+
     def better(self, new: float, old: float | None) -> bool:
         return old is None or (new > old if self.higher_is_better else new < old)
 
@@ -736,7 +746,7 @@ class Trainer:
             )  # (compiled, it forwards no_sync)
             with sync:
                 with self.autocast():
-                    loss = self.task.loss(self.train_model, batch) / len(local)
+                    loss = self.loss(batch) / len(local)
                 self.scaler.scale(loss).backward()
             step_loss += float(loss.detach())
         step_loss = ranks.mean(step_loss, device)  # the loss of the whole step, the same on every process
@@ -1070,3 +1080,4 @@ class Callbacks:
     on_log: Callable[[dict[str, Any]], None] | None = None
     on_eval: Callable[[int, dict[str, float]], bool | None] | None = None
     on_checkpoint: Callable[[Path], None] | None = None
+    loss_fn: Callable[[nn.Module, dict[str, Tensor], Callable[[], Tensor]], Tensor] | None = None
