@@ -33,3 +33,16 @@ def test_all_lists_what_the_module_defines_and_nothing_it_imports(name):
         and getattr(v, "__module__", None) == name
     ]
     assert set(defined) <= set(module.__all__), f"{name}: not in __all__: {sorted(set(defined) - set(module.__all__))}"
+
+
+def test_model_generate_names_every_argument_of_generation_generate():
+    # `model.generate(...)` shows its arguments (no **kwargs), the same as generation.generate's, so that help(),
+    # editors and type checkers see them.
+    from transformer_networks import Seq2SeqTransformer, TransformerLM
+    from transformer_networks.generation import generate
+
+    expected = list(inspect.signature(generate).parameters)[1:]  # after the model
+    for cls in (TransformerLM, Seq2SeqTransformer):
+        params = inspect.signature(cls.generate).parameters
+        assert all(p.kind != p.VAR_KEYWORD for p in params.values())
+        assert list(params)[1:] == expected
