@@ -354,3 +354,15 @@ def test_warmup_is_a_share_of_the_run_and_best_is_chosen_by_loss_on_a_small_vali
         ["train", "classification", *map(str, common), "--out", str(tmp_path / "x"), *TINY, "--set", "best_metric=bleu"]
     )
     assert code == 2 and "best_metric must be 'loss' or 'accuracy' for classification" in capsys.readouterr().err
+
+
+def test_a_run_the_time_limit_stops_before_its_step_budget_warns(tmp_path, capsys):
+    data = tmp_path / "t.txt"
+    data.write_text("hello world\n" * 50, encoding="utf-8")
+    argv = ["train", "lm", "--data", str(data), "--out", str(tmp_path / "r"), "--block-size", "8", *TINY]
+    assert cli.main([*argv, "--max-steps", "100000", "--max-minutes", "0.002"]) == 0
+    err = capsys.readouterr().err
+    assert "stopped: reached the time limit of 0.002 minutes" in err
+    assert "warning: the time limit stopped the run at step" in err and "of its 100,000" in err
+    assert cli.main([*argv, "--max-steps", "2", "--max-minutes", "10", "--overwrite"]) == 0
+    assert "warning" not in capsys.readouterr().err  # the step budget was reached

@@ -499,7 +499,6 @@ DEMO_TRAIN = {
     "warmup": 100,
     "min_lr_ratio": 0.05,
     "max_steps": 3400,
-    "max_minutes": 5,
     "eval_every": 1000,
     "eval_examples": 400,
 }

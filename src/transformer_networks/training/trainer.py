@@ -930,6 +930,13 @@ class Trainer:
                 f"skipped {len(self.skipped)} batch(es) with a non-finite loss, at steps "
                 f"{', '.join(map(str, self.skipped))}"
             )
+        limit = self.step_limit
+        if self.stop_reason and self.stop_reason.startswith("reached the time limit") and limit is not None:
+            self.log(
+                f"warning: the time limit stopped the run at step {self.state.step:,} of its {limit:,}: it is not "
+                f"the run its settings describe (on a slower or busier machine it stops earlier); resume it with "
+                f"`transformer-networks train --resume {self.out}` to finish, or budget in steps only"
+            )
         best_value = self.state.best_value
         best_text = f"{best_value:.4g}" if best_value is not None else "not evaluated yet"
         self.log(
