@@ -33,7 +33,7 @@ from transformer_networks.data.splits import DataSpec, read_splits
 from transformer_networks.training import TrainConfig, train
 
 SCRIPT = "bench/loop.py"
-WARM = 50  # steps before timing, on both sides (the trainer's first metrics record is at this step)
+WARM = 50  # default steps before timing, on both sides (the trainer's first metrics record is at this step)
 TARGETS = {"cpu": 1.15, "cuda": 1.3}
 
 
@@ -60,10 +60,10 @@ def cases(work: Path) -> dict[str, dict]:
     }
 
 
-def trainer_seconds_per_step(name: str, case: dict, run: Path, steps: int, device: str) -> float:
+def trainer_seconds_per_step(case: dict, run: Path, warm: int, steps: int, device: str) -> float:
     records = []
     settings = TrainConfig(
-        **case["train"], max_steps=WARM + steps, eval_every=10 * (WARM + steps), log_every=WARM, device=device
+        **case["train"], max_steps=warm + steps, eval_every=10 * (warm + steps), log_every=warm, device=device
     )
     train(
         case["task"],
@@ -76,10 +76,10 @@ def trainer_seconds_per_step(name: str, case: dict, run: Path, steps: int, devic
         on_log=records.append,
     )
     times = {r["step"]: r["seconds"] for r in records if r["split"] == "train"}
-    return (times[WARM + steps] - times[WARM]) / steps
+    return (times[warm + steps] - times[warm]) / steps
 
 
-def bare_seconds_per_step(run: Path, steps: int, rounds: int, device: str) -> float:
+def bare_seconds_per_step(run: Path, warm: int, steps: int, rounds: int, device: str) -> float:
     ck = load_checkpoint(run / "last", device)
     task = ck.make_task()
     splits = read_splits(type(task), DataSpec.from_dict(ck.data), ck.train_config)
@@ -92,7 +92,7 @@ def bare_seconds_per_step(run: Path, steps: int, rounds: int, device: str) -> fl
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     except (RuntimeError, TypeError):  # no fused kernel for this device
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True)
-    on_device = [{k: v.to(device) for k, v in b.items()} for b in batches[: WARM + steps]]
+    on_device = [{k: v.to(device) for k, v in b.items()} for b in batches[: warm + steps]]
 
     def run_steps(n: int, start: int) -> float:
         if device == "cuda":
@@ -107,14 +107,15 @@ def bare_seconds_per_step(run: Path, steps: int, rounds: int, device: str) -> fl
             torch.cuda.synchronize()
         return time.perf_counter() - began
 
-    run_steps(WARM, 0)
-    return statistics.median(run_steps(steps, WARM) / steps for _ in range(rounds))
+    run_steps(warm, 0)
+    return statistics.median(run_steps(steps, warm) / steps for _ in range(rounds))
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=200, help="timed steps (default 200)")
     p.add_argument("--rounds", type=int, default=3, help="rounds of the bare loop (default 3)")
+    p.add_argument("--warm", type=int, default=WARM, help=f"warm-up steps on each side (default {WARM})")
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args()
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -124,8 +125,8 @@ def main() -> None:
         for device in devices:
             for name, case in cases(work).items():
                 run = work / f"{case['task']}-{device}"
-                trainer = trainer_seconds_per_step(name, case, run, args.steps, device)
-                bare = bare_seconds_per_step(run, args.steps, args.rounds, device)
+                trainer = trainer_seconds_per_step(case, run, args.warm, args.steps, device)
+                bare = bare_seconds_per_step(run, args.warm, args.steps, args.rounds, device)
                 rows.append((name, device, trainer, bare))
                 print(f"{name} on {device}: trainer {trainer * 1e3:.1f} ms, bare {bare * 1e3:.1f} ms", file=sys.stderr)
     lines = [
@@ -141,8 +142,8 @@ def main() -> None:
         lines.append(f"| {name} | {device} | {figures} |")
     lines += [
         "",
-        f"- {args.steps} timed steps after {WARM} warm-up steps on each side; the bare loop's figure is the median of "
-        f"{args.rounds} rounds. The trainer's includes what a run does per step besides the model's work (the "
+        f"- {args.steps} timed steps after {args.warm} warm-up steps on each side; the bare loop's figure is the "
+        f"median of {args.rounds} rounds. The trainer's includes what a run does per step besides the model's work (the "
         "schedule, gradient clipping, the loss read back for the non-finite check and the progress line, the batch "
         "order of the epoch); the bare loop's is the model's work and fused AdamW only",
         *footer(SCRIPT),
