@@ -143,9 +143,9 @@ def main() -> None:
     lines += [
         "",
         f"- {args.steps} timed steps after {args.warm} warm-up steps on each side; the bare loop's figure is the "
-        f"median of {args.rounds} rounds. The trainer's includes what a run does per step besides the model's work (the "
-        "schedule, gradient clipping, the loss read back for the non-finite check and the progress line, the batch "
-        "order of the epoch); the bare loop's is the model's work and fused AdamW only",
+        f"median of {args.rounds} rounds. The trainer's includes what a run does per step besides the model's work "
+        "(the schedule, gradient clipping, the loss read back for the non-finite check and the progress line, the "
+        "batch order of the epoch); the bare loop's is the model's work and fused AdamW only",
         *footer(SCRIPT),
     ]
     block = "\n".join(lines)
