@@ -28,7 +28,7 @@ from harness import footer, write_block  # bench/harness.py: this script's folde
 
 from transformer_networks import cli
 from transformer_networks.checkpoints import load_checkpoint
-from transformer_networks.viz.explore import write_explorer
+from transformer_networks.explorer import write_explorer
 
 SCRIPT = "bench/explore.py"
 DATA = Path(os.environ.get("TN_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))

@@ -7,7 +7,7 @@
                             `viz.plot_curves` from the run's metrics.jsonl
 3. attention-map.png        that model's cross-attention on one command (the target's queries over the source's
                             keys), drawn by `viz.plot_attention` from `inference.attention_maps`
-4. explorer-*.png           the attention explorer (`viz.explore`) on that command, each view (head view, model
+4. explorer-*.png           the attention explorer (`explorer`) on that command, each view (head view, model
                             view, heatmap, heads table) screenshot in headless Chromium (Debian's chromium and
                             chromium-driver; skipped with a message when they are missing)
 
@@ -97,8 +97,8 @@ def explorer_screenshots(run: Path) -> list[str]:
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 
+    from transformer_networks.explorer import write_explorer
     from transformer_networks.inference import load_for
-    from transformer_networks.viz.explore import write_explorer
 
     page = write_explorer(load_for("translation", run), COMMAND, Path(tempfile.mkdtemp()) / "explorer.html")
     options = webdriver.ChromeOptions()

@@ -22,8 +22,8 @@ import pytest
 import torch
 
 from transformer_networks import cli
+from transformer_networks.explorer import explorer_data, head_statistics, serve_explorer, write_explorer
 from transformer_networks.inference import answer_questions, attention_maps, classify_lines, load_for, translate_lines
-from transformer_networks.viz.explore import explorer_data, head_statistics, serve_explorer, write_explorer
 
 SMALL = ["--preset", "tiny", "--set", "d_model=48", "--set", "n_heads=3", "--set", "n_layers=2", "--set", "d_ff=64"]
 WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet".split()

@@ -35,7 +35,7 @@ LAYERS = [
     {"pretrained"},
     {"training"},
     {"inference"},
-    {"serving"},
+    {"serving", "explorer"},
     {"cli"},
     {"__main__", "__init__"},
 ]

@@ -13,8 +13,12 @@ EXPECTED = json.loads((FIXTURES / "expected.json").read_text())
 
 
 def test_old_language_model_generates_the_same_text():
+    # The fixture's text was generated when generation stopped at the model's context (16 tokens: 7 new ones after
+    # "the quick"); it now goes on past it (the window slides), and within the context it is the same text.
     ck = load_for("lm", FIXTURES / "lm")
-    assert generate_text(ck, "the quick", max_new_tokens=12, do_sample=False) == EXPECTED["lm_greedy"]
+    text = generate_text(ck, "the quick", max_new_tokens=12, do_sample=False)
+    assert len(EXPECTED["lm_greedy"]) == ck.config.max_seq_len - len("the quick") and len(text) == 12
+    assert text.startswith(EXPECTED["lm_greedy"])
 
 
 def test_old_translator_translates_the_same():

@@ -138,8 +138,17 @@ def test_models_and_health(server):
     assert httpx.get(server.url + "/health").json()["status"] == "ok"
 
 
+def within_context(ck, prompt: str, n: int) -> int:
+    """The new tokens the server gives for max_tokens=n: capped by the context (`generate` goes on past it)."""
+    return min(n, ck.config.max_seq_len - len(ck.tokenizer.encode(prompt)))
+
+
 def test_concurrent_greedy_completions_equal_generate_alone(server, cks):
-    expected = [generate_text(cks["lm"], p, max_new_tokens=8 + 3 * i, do_sample=False) for i, p in enumerate(PROMPTS)]
+    lm = cks["lm"]
+    expected = [
+        generate_text(lm, p, max_new_tokens=within_context(lm, p, 8 + 3 * i), do_sample=False)
+        for i, p in enumerate(PROMPTS)
+    ]
     api = client(server)
 
     def complete(i):
@@ -156,7 +165,9 @@ def test_concurrent_greedy_completions_equal_generate_alone(server, cks):
 
 
 def test_a_streamed_completion_is_the_same_text_in_pieces(server, cks):
-    expected = generate_text(cks["lm"], "the quick", max_new_tokens=30, do_sample=False)
+    expected = generate_text(
+        cks["lm"], "the quick", max_new_tokens=within_context(cks["lm"], "the quick", 30), do_sample=False
+    )
     chunks = list(
         client(server).completions.create(model="lm", prompt="the quick", max_tokens=30, temperature=0, stream=True)
     )
@@ -168,7 +179,9 @@ def test_a_streamed_completion_is_the_same_text_in_pieces(server, cks):
 
 def test_stop_strings_seeds_and_several_choices(server, cks):
     api = client(server)
-    full = generate_text(cks["lm"], "the quick", max_new_tokens=30, do_sample=False)
+    full = generate_text(
+        cks["lm"], "the quick", max_new_tokens=within_context(cks["lm"], "the quick", 30), do_sample=False
+    )
     stop = full[5:7]
     cut = api.completions.create(model="lm", prompt="the quick", max_tokens=30, temperature=0, stop=stop)
     assert cut.choices[0].text == full[: full.index(stop)] and cut.choices[0].finish_reason == "stop"

@@ -4,7 +4,7 @@ typed function of its domain module that does the work, which Python users can c
     train       training.train (settings from settings.resolve_settings)    evaluate   training.evaluate
     translate   inference.translate_stream                                  generate   inference.generate_stream
     classify    inference.classify_stream                                   attention  inference.draw_attention
-    explore     viz.explore.write_explorer / serve_explorer (the attention explorer page)
+    explore     explorer.write_explorer / serve_explorer (the attention explorer page)
     answer      inference.answer_questions / answer_stream
     chat        inference.ChatSession (a terminal) / chat_stream (a pipe)
     average     training.average.average_checkpoints / average_run          plot       viz.plot_curves
@@ -553,7 +553,7 @@ def _prepare(args: argparse.Namespace) -> int:
 def _explore(args: argparse.Namespace) -> int:
     """`explore RUN --text ... --out FILE.html`: the attention explorer as one file; without --out, live on
     loopback until Ctrl-C."""
-    from .viz.explore import serve_explorer, write_explorer
+    from .explorer import serve_explorer, write_explorer
 
     options: dict[str, Any] = {
         "target": args.target,

@@ -1,5 +1,5 @@
 "use strict";
-// The attention explorer's page script. The data (see viz/explore.py) arrives inline in #explorer-data, or from
+// The attention explorer's page script. The data (see explorer/__init__.py) arrives inline in #explorer-data, or from
 // POST /api/explore in the live mode. Weights are unpacked one layer at a time, when a view first needs that layer.
 
 const COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",

@@ -1,4 +1,5 @@
-"""The attention explorer: every layer's and head's attention for one input, in one self-contained HTML page.
+"""The attention explorer: every layer's and head's attention for one input, in one self-contained HTML page
+(page.html, page.css and page.js beside this file; it sits above `inference`, whose attention_maps it shows).
 
 `explorer_data` runs the model once (`inference.attention_maps`) and gathers what the page shows: the weights of
 each attention kind, per-query statistics of every head, and what the model outputs. `explorer_page` puts that data,
@@ -29,6 +30,7 @@ from torch import Tensor
 
 from ..checkpoints import Checkpoint
 from ..errors import UserError
+from ..inference import _pieces, answer_questions, attention_maps
 
 __all__ = [
     "SCALE",
@@ -89,8 +91,6 @@ def _rounded(t: Tensor, digits: int = 3) -> list[Any]:
 def _top_tokens(ck: Checkpoint, logits: Tensor, k: int) -> list[list[list[Any]]]:
     """For each position, the k likeliest next tokens as [token text, probability]."""
     probs, ids = logits.float().softmax(-1).topk(min(k, logits.shape[-1]), dim=-1)
-    from ..inference import _pieces  # the token names attention_maps gives
-
     return [
         [[name, round(p, 4)] for name, p in zip(_pieces(ck.tokenizer, row_ids), row_p, strict=True)]
         for row_ids, row_p in zip(ids.tolist(), probs.tolist(), strict=True)
@@ -112,8 +112,6 @@ def explorer_data(
     """What the explorer page shows for one input, as JSON-ready data: the model, each attention kind's tokens,
     packed weights and head statistics, and the model's outputs (an LM's next tokens at each position over `text`
     and its greedy continuation of `continuation` tokens, a translation, class probabilities, a QA span)."""
-    from ..inference import answer_questions, attention_maps  # the explorer sits above inference
-
     family = ck.model.family
     if target is not None and family != "seq2seq":
         raise UserError(f"--target is for translation checkpoints; {ck.path} is a {ck.task} checkpoint")
@@ -186,10 +184,10 @@ def explorer_page(data: dict[str, Any] | None, *, live: dict[str, Any] | None = 
     model's family}) adds the form that asks the server that sent the page to run the model on new text."""
     payload = json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/")
     title = "Attention explorer" + (f": {html.escape(Path(data['model']['path']).name)}" if data else "")
-    page = _asset("explorer.html")
+    page = _asset("page.html")
     for key, value in (
-        ("/*STYLE*/", _asset("explorer.css")),
-        ("/*SCRIPT*/", _asset("explorer.js")),
+        ("/*STYLE*/", _asset("page.css")),
+        ("/*SCRIPT*/", _asset("page.js")),
         ("/*DATA*/", payload),
         ("/*LIVE*/", json.dumps(live)),
         ("{{TITLE}}", title),
