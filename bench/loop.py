@@ -9,8 +9,9 @@ steps with no evaluation in between; its rate is taken between its metrics.jsonl
 last step (each record's "seconds" since the loop started), so data preparation, tokenizer training and the
 first 50 steps (warm-up) are left out. Bare: the same model configuration freshly built (the same oneDNN backend
 on a CPU), the same task's batches built beforehand, and per step only forward + the task's loss + backward +
-fused AdamW (`foreach` where fused is missing) + zero_grad; 50 warm-up steps, then --steps timed, --rounds times
-(the median). Target: trainer time per step <= 1.15x the bare loop's on a CPU, <= 1.3x on a GPU.
+fused AdamW (`foreach` where fused is missing) + zero_grad; 50 warm-up steps, then --steps timed. The two sides
+alternate for --rounds rounds (each a whole trainer run, then a bare loop), and each side's figure is its median.
+Target: trainer time per step <= 1.15x the bare loop's on a CPU, <= 1.3x on a GPU.
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def bare_seconds_per_step(run: Path, warm: int, steps: int, rounds: int, device:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=200, help="timed steps (default 200)")
-    p.add_argument("--rounds", type=int, default=3, help="rounds of the bare loop (default 3)")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds of the two sides (default 3)")
     p.add_argument("--warm", type=int, default=WARM, help=f"warm-up steps on each side (default {WARM})")
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args()
@@ -125,8 +126,11 @@ def main() -> None:
         for device in devices:
             for name, case in cases(work).items():
                 run = work / f"{case['task']}-{device}"
-                trainer = trainer_seconds_per_step(case, run, args.warm, args.steps, device)
-                bare = bare_seconds_per_step(run, args.warm, args.steps, args.rounds, device)
+                trainers, bares = [], []
+                for _ in range(args.rounds):  # alternating sides: a shared machine's noise hits both
+                    trainers.append(trainer_seconds_per_step(case, run, args.warm, args.steps, device))
+                    bares.append(bare_seconds_per_step(run, args.warm, args.steps, 1, device))
+                trainer, bare = statistics.median(trainers), statistics.median(bares)
                 rows.append((name, device, trainer, bare))
                 print(f"{name} on {device}: trainer {trainer * 1e3:.1f} ms, bare {bare * 1e3:.1f} ms", file=sys.stderr)
     lines = [
@@ -142,8 +146,8 @@ def main() -> None:
         lines.append(f"| {name} | {device} | {figures} |")
     lines += [
         "",
-        f"- {args.steps} timed steps after {args.warm} warm-up steps on each side; the bare loop's figure is the "
-        f"median of {args.rounds} rounds. The trainer's includes what a run does per step besides the model's work "
+        f"- {args.steps} timed steps after {args.warm} warm-up steps on each side; each figure is the median of "
+        f"{args.rounds} alternating rounds. The trainer's includes what a run does per step besides the model's work "
         "(the schedule, gradient clipping, the loss read back for the non-finite check and the progress line, the "
         "batch order of the epoch); the bare loop's is the model's work and fused AdamW only",
         *footer(SCRIPT),
