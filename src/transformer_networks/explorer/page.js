@@ -455,8 +455,8 @@ function show(newData) {
 $("step").addEventListener("input", (e) => update({ shown: +e.target.value }));
 $("step-back").addEventListener("click", () => update({ shown: Math.max(data.outputs.prompt_tokens, state.shown - 1) }));
 $("step-forward").addEventListener("click", () => update({ shown: Math.min(data.kinds.decoder.queries.length, state.shown + 1) }));
-$("export-png").addEventListener("click", exportPNG);
-$("export-svg").addEventListener("click", exportSVG);
+$("export-png").addEventListener("click", () => data && exportPNG());  // nothing to export before a first run
+$("export-svg").addEventListener("click", () => data && exportSVG());
 
 function liveForm(family) {
   $("live").hidden = false;
