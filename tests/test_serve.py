@@ -352,7 +352,9 @@ def test_a_full_queue_answers_503_with_retry_after_and_the_rest_are_served(cks):
 
 
 def test_a_client_that_disconnects_mid_stream_frees_its_row(cks):
-    slow = dataclasses.replace(cks["lm"], model=Slow(cks["lm"].model, 0.05))
+    # 0.2 s per step: the 29 tokens the context leaves after "the" take about 6 s, so the row is still there when
+    # the client looks, even on a busy machine (at 0.05 s, 1.5 s, a CI run once found it gone already).
+    slow = dataclasses.replace(cks["lm"], model=Slow(cks["lm"].model, 0.2))
     running = Running({"lm": slow})
     try:
         body = {"model": "lm", "prompt": "the", "max_tokens": 100, "stream": True, "ignore_eos": True}
@@ -363,7 +365,7 @@ def test_a_client_that_disconnects_mid_stream_frees_its_row(cks):
         deadline = time.time() + 10
         while running.engine("lm").rows and time.time() < deadline:
             time.sleep(0.05)
-        assert not running.engine("lm").rows  # cancelled long before its 100 tokens (5 s)
+        assert not running.engine("lm").rows  # cancelled long before its 29 tokens (6 s)
         # The same for a request that is not streamed: the client gives up, the row goes.
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(running.url + "/v1/completions", json={**body, "stream": False}, timeout=0.5)
