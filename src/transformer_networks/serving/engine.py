@@ -195,15 +195,17 @@ class Engine:
             else:
                 _tell(live[0], None, f"error: {e}")
             return
-        ended = [
-            i for i, (request, token) in enumerate(zip(live, tokens, strict=True)) if self._hand_out(request, token)
-        ]
+        # The rows join the batch before their first tokens go out: a request is in `rows` from the moment its
+        # client can see a token (a client that looked right after its first token once found no row yet).
         first = len(self.rows)
         self.cache.join(cache)
         self.rows.extend(live)
         self.last = torch.cat([self.last, torch.tensor(tokens, device=self.device)])
         lengths = [len(request.prompt_ids) for request in live]
         self.next_position = torch.cat([self.next_position, torch.tensor(lengths, device=self.device)])
+        ended = [
+            i for i, (request, token) in enumerate(zip(live, tokens, strict=True)) if self._hand_out(request, token)
+        ]
         if ended:
             self._drop([first + i for i in ended])
 
