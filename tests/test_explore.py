@@ -131,6 +131,8 @@ def test_explore_writes_one_self_contained_file_and_keeps_an_existing_one(runs, 
         (["--out", page, "--overwrite"], "give it with --text"),
         (["--text", "x", "--target", "y", "--out", page, "--overwrite"], "--target is for translation"),
         (["--text", "x", "--min-weight", "2", "--out", page, "--overwrite"], "--min-weight 2"),
+        (["--text", "x", "--continuation", "-1", "--out", page, "--overwrite"], "--continuation -1"),
+        (["--text", "x", "--out", "/proc/nowhere/page.html"], "--out /proc/nowhere/page.html: cannot write"),
     ):
         code, _, err = run_cli(monkeypatch, capsys, ["explore", runs / "lm", *argv])
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err

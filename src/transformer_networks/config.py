@@ -199,7 +199,7 @@ def report_to_names(value: str | None) -> list[str]:
     for name in names:
         if name not in REPORT_TO:
             choices = ", ".join(REPORT_TO)
-            raise ConfigError(f"report_to: unknown tracker {name!r}; choose from {choices} (comma-separated)")
+            raise ConfigError(f"unknown tracker {name!r}; choose from {choices} (comma-separated)")
     return list(dict.fromkeys(names))
 
 

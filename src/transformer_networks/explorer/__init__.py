@@ -117,6 +117,8 @@ def explorer_data(
         raise UserError(f"--target is for translation checkpoints; {ck.path} is a {ck.task} checkpoint")
     if context is not None and family != "qa":
         raise UserError(f"--context is for question-answering checkpoints; {ck.path} is a {ck.task} checkpoint")
+    if continuation < 0:
+        raise UserError(f"--continuation {continuation}: give a number of tokens, 0 or more")
     if min_weight is not None and not 0 < min_weight < 1:
         raise UserError(f"--min-weight {min_weight}: give a weight between 0 and 1")
     maps = attention_maps(
@@ -203,10 +205,14 @@ def write_explorer(ck: Checkpoint, text: str, out: str | Path, *, overwrite: boo
     if out.exists() and not overwrite:
         raise UserError(f"{out} exists; pass --overwrite to replace it")
     page = explorer_page(explorer_data(ck, text, **options))
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(page, encoding="utf-8")
+        tmp.replace(out)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"--out {out}: cannot write: {e.strerror or e}") from None
     return out
 
 
