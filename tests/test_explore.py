@@ -323,7 +323,9 @@ def test_live_mode_runs_the_model_on_typed_text(runs, browser):
         assert httpx.post(url + "api/explore", content=b"{nope").status_code == 400
         by(d, "#live-text").clear()
         by(d, "#live-run").click()
-        assert "empty" in wait(lambda: by(d, "#live-status").text)
+        # The status says "running the model…" first, then the server's message.
+        wait(lambda: "empty" in by(d, "#live-status").text)
+        assert by(d, "#live-status").get_attribute("class") == "error"
         ok = httpx.post(url + "api/explore", json={"text": "alpha", "target": "alpha"})
         assert ok.status_code == 200 and ok.json()["outputs"]["translation"] == "alpha"
         assert json.loads(json.dumps(ok.json()))["model"]["family"] == "seq2seq"
