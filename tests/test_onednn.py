@@ -31,6 +31,9 @@ def _restore_backend_state(monkeypatch):
     warning given) is put back after it."""
     for name in ("_requested", "_found_ops", "_warned_unavailable"):
         monkeypatch.setattr(onednn, name, getattr(onednn, name))
+    # The tests count products against the general training threshold, whatever this CPU is (a Zen 4 has its own:
+    # test_a_zen_4_starts_training_products_on_onednn_at_its_own_size).
+    monkeypatch.setattr(onednn, "_min_macs", onednn.MIN_MACS_TRAINING)
 
 
 def _count_onednn_products(monkeypatch) -> list[tuple[int, ...]]:
@@ -358,6 +361,33 @@ def test_use_onednn_leaves_peers_and_subclasses_alone():
 
 
 # --- the mode, and a PyTorch without oneDNN -------------------------------------------------------------------------
+
+
+def test_a_zen_4_starts_training_products_on_onednn_at_its_own_size(monkeypatch):
+    cpus = {
+        "zen4": ("AuthenticAMD", {"cpu family": "25", "flags": "fpu sse2 avx2 avx512f avx512bw"}, 2**29),
+        "zen3": ("AuthenticAMD", {"cpu family": "25", "flags": "fpu sse2 avx2"}, 2**22),
+        "zen5": ("AuthenticAMD", {"cpu family": "26", "flags": "fpu avx2 avx512f"}, 2**22),
+        "intel": ("GenuineIntel", {"cpu family": "6", "flags": "fpu avx2 avx512f"}, 2**22),
+    }
+    for vendor, fields, expected in cpus.values():
+        monkeypatch.setattr(onednn, "cpu_vendor", lambda v=vendor: v)
+        monkeypatch.setattr(onednn, "cpuinfo", lambda field, f=fields: f.get(field, ""))
+        monkeypatch.setattr(onednn, "_min_macs", None)
+        assert onednn._min_macs_training() == expected
+    if not onednn.available():
+        return
+    # On the Zen 4: a training product of 2^24 multiply-adds goes to MKL, one of 2^29 to oneDNN.
+    vendor, fields, _ = cpus["zen4"]
+    monkeypatch.setattr(onednn, "cpu_vendor", lambda: vendor)
+    monkeypatch.setattr(onednn, "cpuinfo", lambda field: fields.get(field, ""))
+    monkeypatch.setattr(onednn, "_min_macs", None)
+    products = _count_onednn_products(monkeypatch)
+    layer = OneDNNLinear(256, 256, mode="full")
+    layer(torch.randn(256, 256, requires_grad=True)).sum().backward()
+    assert products == []
+    layer(torch.randn(8192, 256, requires_grad=True)).sum().backward()
+    assert len(products) == 3  # forward, dx, dW
 
 
 def test_onednn_mode_follows_the_cpu_vendor_and_the_environment(monkeypatch):

@@ -38,11 +38,12 @@ When oneDNN computes a product:
     "few-rows" mode
     eval mode, no gradient,           oneDNN on a packed copy of the weight, as above
     4-32 rows (FEW_ROWS), a weight of
-    >= MIN_WEIGHT_INFERENCE elements
+    >= MIN_WEIGHT_FEW_ROWS elements
     everything else                   F.linear
 
 `F.linear` (MKL) also computes products too small to pay oneDNN's fixed cost (in "full" mode: `MIN_MACS_TRAINING`,
-`MIN_MACS_INFERENCE`, `MIN_WEIGHT_INFERENCE`), other dtypes, devices and layouts (sparse), and runs under autocast,
+`MIN_MACS_TRAINING_ZEN4` on an AMD Zen 4, `MIN_MACS_INFERENCE`, `MIN_WEIGHT_INFERENCE`), other dtypes, devices and
+layouts (sparse), and runs under autocast,
 forward-mode AD and `torch.func` transforms, while `torch.jit` or `torch.export` (the ONNX exporter) traces the
 model, for tensor subclasses (DTensors), and with `torch.backends.mkldnn.enabled = False` (read outside
 torch.compile). FSDP2 runs its forward on plain unsharded parameters, so its training uses oneDNN too (call
@@ -80,6 +81,8 @@ __all__ = [
     "FEW_ROWS",
     "MIN_MACS_INFERENCE",
     "MIN_MACS_TRAINING",
+    "MIN_MACS_TRAINING_ZEN4",
+    "MIN_WEIGHT_FEW_ROWS",
     "MIN_WEIGHT_INFERENCE",
     "MODES",
     "OneDNNLinear",
@@ -98,9 +101,16 @@ MODES = ("full", "few-rows", "off")
 # (rows x in x out multiply-adds), and in inference also for a weight of at least MIN_WEIGHT_INFERENCE elements
 # whatever the rows: decoding streams such a weight from memory, which oneDNN reads faster from a packed copy.
 MIN_MACS_TRAINING = 2**22  # the unpacked weight costs oneDNN a reorder per call: it pays from larger products
+# On Zen 4 (AMD family 25 with AVX-512) MKL is much closer to oneDNN than on Zen 5: measured on a 2-core EPYC
+# (2026-12-07), a training product (forward and backward) on oneDNN takes 1.07x MKL's time at 38-302M multiply-adds
+# and 1.6x at 13M, and wins only from about 900M (0.92-0.98x): there training products start at 2^29.
+MIN_MACS_TRAINING_ZEN4 = 2**29
 MIN_MACS_INFERENCE = 2**21
-MIN_WEIGHT_INFERENCE = 2**18  # 1 MiB of float32: e.g. 768 x 768 and larger
+# 512 KiB of float32, e.g. 384 x 384: on a 2-core AMD EPYC (2026-12) a packed 384 x 384 weight multiplies one row
+# 1.4-1.5x as fast as MKL (1 and 2 threads), a 256 x 256 one only with 2 threads (1.1x; 0.8x with one).
+MIN_WEIGHT_INFERENCE = 2**17
 FEW_ROWS = (4, 32)  # "few-rows" mode: the rows for which a packed weight beats MKL (fewer: its matrix-vector path)
+MIN_WEIGHT_FEW_ROWS = 2**18  # "few-rows" mode: weights of 1 MiB and more (e.g. 768 x 768), as measured on Intel
 
 
 # --- what this machine and this PyTorch offer (looked up on first use, then kept) --------------------------------
@@ -172,6 +182,20 @@ def _ops() -> _Ops | None:
 def available() -> bool:
     """Whether the oneDNN path can run here (see the module docstring); where not, products are F.linear."""
     return _ops() is not None
+
+
+_min_macs: int | None = None  # MIN_MACS_TRAINING or MIN_MACS_TRAINING_ZEN4 for this CPU; see _min_macs_training()
+
+
+def _min_macs_training() -> int:
+    """The smallest training product "full" mode computes on oneDNN on this CPU: MIN_MACS_TRAINING_ZEN4 on an AMD
+    Zen 4 (family 25 with AVX-512), else MIN_MACS_TRAINING. /proc/cpuinfo is read on the first call."""
+    global _min_macs
+    if _min_macs is None:
+        amd_family = cpuinfo("cpu family") if cpu_vendor() == "AuthenticAMD" else ""
+        zen4 = amd_family == "25" and "avx512f" in cpuinfo("flags").split()
+        _min_macs = MIN_MACS_TRAINING_ZEN4 if zen4 else MIN_MACS_TRAINING
+    return _min_macs
 
 
 def _choose_mode(env: str, vendor: str) -> str:
@@ -249,7 +273,7 @@ def _applies(x: Tensor, weight: Tensor, bias: Tensor | None, training: bool, mod
     if type(x) not in _PLAIN:  # not a subclass: DTensors, torch.export's fake tensors
         return False
     if mode == "few-rows":
-        if training or not packable or weight.numel() < MIN_WEIGHT_INFERENCE or not x.dim():
+        if training or not packable or weight.numel() < MIN_WEIGHT_FEW_ROWS or not x.dim():
             return False
         rows = x.numel() // max(x.size(-1), 1)
         if not FEW_ROWS[0] <= rows <= FEW_ROWS[1] or torch.compiler.is_compiling() or weight.is_inference():
@@ -258,7 +282,7 @@ def _applies(x: Tensor, weight: Tensor, bias: Tensor | None, training: bool, mod
         return False
     else:
         macs = x.numel() * weight.size(0)
-        if training and macs < MIN_MACS_TRAINING:
+        if training and macs < _min_macs_training():
             return False
         if not training and macs < MIN_MACS_INFERENCE and weight.numel() < MIN_WEIGHT_INFERENCE:
             return False
@@ -455,6 +479,7 @@ def use_onednn(model: nn.Module, mode: str | None = None) -> nn.Module:
     mode = _effective_mode(mode, f"use_onednn(mode={mode!r})")
     if mode != "off":
         _register_step_hook()
+        _min_macs_training()  # read /proc/cpuinfo now, not inside a compiled forward
     for module in model.modules():
         if type(module) is nn.Linear or type(module) is OneDNNLinear:
             module.__dict__.pop("_packed", None)
