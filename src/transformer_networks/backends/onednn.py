@@ -43,13 +43,13 @@ When oneDNN computes a product:
 
 `F.linear` (MKL) also computes products too small to pay oneDNN's fixed cost (in "full" mode: `MIN_MACS_TRAINING`,
 `MIN_MACS_TRAINING_ZEN4` on an AMD Zen 4, `MIN_MACS_INFERENCE`, `MIN_WEIGHT_INFERENCE`), other dtypes, devices and
-layouts (sparse), and runs under autocast,
-forward-mode AD and `torch.func` transforms, while `torch.jit` or `torch.export` (the ONNX exporter) traces the
-model, for tensor subclasses (DTensors), and with `torch.backends.mkldnn.enabled = False` (read outside
-torch.compile). FSDP2 runs its forward on plain unsharded parameters, so its training uses oneDNN too (call
-`use_onednn` before `fully_shard`); a sharded model evaluated in eval mode keeps a full packed copy of each large
-weight. `linear(x, weight, bias)` is the "full" mode's choice as a function, for weights that are not a module's
-own: it never packs, so in "few-rows" mode it would always be F.linear and `use_onednn` leaves attention alone.
+layouts (sparse), and runs under autocast, forward-mode AD and `torch.func` transforms, while `torch.jit` or
+`torch.export` (the ONNX exporter) traces the model, for tensor subclasses (DTensors), and with
+`torch.backends.mkldnn.enabled = False` (read outside torch.compile). FSDP2 runs its forward on plain unsharded
+parameters, so its training uses oneDNN too (call `use_onednn` before `fully_shard`); a sharded model evaluated in
+eval mode keeps a full packed copy of each large weight. `linear(x, weight, bias)` is the "full" mode's choice as a
+function, for weights that are not a module's own: it never packs, so in "few-rows" mode it would always be
+F.linear and `use_onednn` leaves attention alone.
 
 Both libraries compute in float32, so the results agree to float rounding. The packed copy costs as much memory as
 the weight itself while the model is used for inference. Writes through `.data` do not show in a weight's version
