@@ -80,7 +80,7 @@ def trainer_seconds_per_step(case: dict, run: Path, warm: int, steps: int, devic
     return (times[warm + steps] - times[warm]) / steps
 
 
-def bare_seconds_per_step(run: Path, warm: int, steps: int, rounds: int, device: str) -> float:
+def bare_seconds_per_step(run: Path, warm: int, steps: int, device: str) -> float:
     ck = load_checkpoint(run / "last", device)
     task = ck.make_task()
     splits = read_splits(type(task), DataSpec.from_dict(ck.data), ck.train_config)
@@ -109,7 +109,7 @@ def bare_seconds_per_step(run: Path, warm: int, steps: int, rounds: int, device:
         return time.perf_counter() - began
 
     run_steps(warm, 0)
-    return statistics.median(run_steps(steps, warm) / steps for _ in range(rounds))
+    return run_steps(steps, warm) / steps
 
 
 def main() -> None:
@@ -129,7 +129,7 @@ def main() -> None:
                 trainers, bares = [], []
                 for _ in range(args.rounds):  # alternating sides: a shared machine's noise hits both
                     trainers.append(trainer_seconds_per_step(case, run, args.warm, args.steps, device))
-                    bares.append(bare_seconds_per_step(run, args.warm, args.steps, 1, device))
+                    bares.append(bare_seconds_per_step(run, args.warm, args.steps, device))
                 trainer, bare = statistics.median(trainers), statistics.median(bares)
                 rows.append((name, device, trainer, bare))
                 print(f"{name} on {device}: trainer {trainer * 1e3:.1f} ms, bare {bare * 1e3:.1f} ms", file=sys.stderr)
