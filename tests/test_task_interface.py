@@ -130,3 +130,12 @@ def test_the_command_line_offers_a_registered_task(tmp_path, words, capsys):
         == 0
     )
     assert "best validation: accuracy" in capsys.readouterr().out
+
+
+def test_the_validation_examples_evaluated_while_training_are_spread_over_the_split():
+    # Built-in bAbI lists its tasks one after the other, SQuAD its articles: the first n would test one part only.
+    ordered = [("task1", i) for i in range(300)] + [("task2", i) for i in range(300)]
+    subset = Task.limit(ordered, 60)
+    assert subset == [ordered[10 * i] for i in range(60)]
+    assert sum(title == "task2" for title, _ in subset) == 30
+    assert Task.limit(ordered, None) is ordered and Task.limit(ordered, 600) is ordered

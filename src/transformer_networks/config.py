@@ -534,7 +534,8 @@ class TrainConfig(ConfigBase):
     best_metric: str | None = None
     # --- evaluation and logging -----------------------------------------------------------------------------
     eval_every: int = 500  # steps between evaluations on the validation data (and checkpoints)
-    eval_examples: int | None = None  # evaluate on at most this many validation examples (lm: blocks) while training
+    eval_examples: int | None = None  # evaluate on at most this many validation examples (spread over the split;
+    # lm: its first blocks) while training
     log_every: int = 50  # steps between progress lines when stderr is not a terminal
     # Also send metrics.jsonl's scalars (and the settings) to these, comma-separated: csv, tensorboard, wandb
     # (training/tracking.py); None or "none": metrics.jsonl only.

@@ -127,8 +127,12 @@ class Task:
 
     @classmethod
     def limit(cls, raw: list, n: int | None) -> list:
-        """At most n validation examples to evaluate on while training (None: all)."""
-        return raw if n is None else raw[:n]
+        """At most n validation examples to evaluate on while training (None: all), spread evenly over the split in
+        its order: its first n would be the first tasks of the built-in bAbI data, or the first articles of a
+        SQuAD file, only."""
+        if n is None or n >= len(raw):
+            return raw
+        return [raw[i * len(raw) // n] for i in range(n)]
 
     # --- with tokenizers --------------------------------------------------------------------------------------
 
