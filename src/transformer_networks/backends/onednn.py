@@ -69,6 +69,7 @@ import platform
 import threading
 import warnings
 import weakref
+from collections.abc import Callable
 from typing import Any, NamedTuple, cast
 
 import torch
@@ -427,6 +428,20 @@ class OneDNNLinear(nn.Linear):
         if self.training or weight.is_inference():  # a weight that may change unseen (see _packed_weight)
             return _onednn(x, weight, bias)
         return _onednn(x, self._packed_weight(), bias)
+
+    def product_for(self, x: Tensor) -> Callable[[Tensor], Tensor]:
+        """`forward` for inputs shaped like `x` (its rows, dtype and device), with the choice `forward` makes at
+        every call made once: for a loop of many such products while the weights and the global settings stay as
+        they are, as a generation's decoding steps are (`generation.decode_step`)."""
+        weight, bias = self.weight, self.bias
+        training = _needs_grad(x, weight, bias)
+        if training or self.training or torch.compiler.is_compiling() or weight.is_inference():
+            return self.forward
+        if not _applies(x, weight, bias, training, self.onednn_mode, packable=True):
+            return lambda rows: F.linear(rows, weight, bias)
+        ops, packed = _ops(), self._packed_weight()
+        assert ops is not None  # `_applies` needs the operators
+        return lambda rows: ops.linear(rows, packed, bias, "none", [], "")
 
     def _packed_weight(self) -> Tensor:
         """The packed copy of the weight, made again when the weight is another tensor, was changed in place (its

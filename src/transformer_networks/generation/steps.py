@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from ..errors import InputError
 from ..nn.cache import DecoderCache
 from ..nn.masks import as_attention_mask, left_padded_positions
+from .decode_step import DecodeStep
 
 if TYPE_CHECKING:
     from ..config import TransformerConfig
@@ -137,6 +138,8 @@ class LMSteps:
         self.model = model
         self._start(ids.repeat_interleave(copies, dim=0), attention_mask.repeat_interleave(copies, dim=0))
         self.cache = prepared_cache(model, self.ids.size(0), static_len, cache) if use_cache else None
+        # The steps after the prompt as plain function calls, where the model and cache allow (decode_step.py).
+        self.fast = DecodeStep.of(model, self.cache, self.ids.size(0))
         # window: slide past the context (see the module's docstring). Each row's context is a suffix of its
         # sequence, `seen` tokens long (on the CPU: checked at every step); the whole batch is kept for a restart.
         self.window = window
@@ -164,6 +167,10 @@ class LMSteps:
             self.seen = torch.where(full, slide_keep(self.window), self.seen + 1)
             if bool(full.any()):  # a row's context is full: the batch starts again from each row's context
                 return self._restart()
+        if self.fast is not None and self.next_position is None:  # rows without left padding
+            logits = self.fast(tokens, self.cache)  # type: ignore[arg-type]  # `fast` needs a cache
+            if logits is not None:
+                return logits
         tokens, positions = tokens[:, None], None  # (N, 1)
         if self.next_position is not None:
             positions = self.next_position[:, None]  # (N, 1)

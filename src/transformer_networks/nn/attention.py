@@ -114,6 +114,15 @@ class MultiHeadAttention(nn.Module):
         B, T, _ = x.shape
         return x.view(B, T, n_heads, self.head_dim).transpose(1, 2)  # (B, T, n*D) -> (B, n, T, D)
 
+    def split_qkv(self, qkv: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The fused projection (B, T, (H + 2G) * D) -> queries (B, H, T, D), keys and values (B, G, T, D)."""
+        B, T, _ = qkv.shape
+        if self.n_kv_heads == self.n_heads:  # one view for all three (fewer calls: decoding makes ~20 a token)
+            q, k, v = qkv.view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+            return q, k, v
+        q, k, v = qkv.split([self.q_dim, self.kv_dim, self.kv_dim], dim=-1)
+        return self._heads(q, self.n_heads), self._heads(k, self.n_kv_heads), self._heads(v, self.n_kv_heads)
+
     def project_kv(self, context: Tensor) -> tuple[Tensor, Tensor]:
         """Keys and values of `context` (B, Tk, C) for cross-attention: two (B, G, Tk, D) tensors."""
         w = self.in_proj.weight[self.q_dim :]
@@ -149,16 +158,7 @@ class MultiHeadAttention(nn.Module):
         """
         B, Tq, _ = x.shape
         if context is None and kv is None:
-            qkv = on_real_tokens(self.in_proj, x, real_tokens)  # (B, Tq, (H + 2G) * D)
-            if self.n_kv_heads == self.n_heads:  # one view for all three (fewer calls: decoding makes ~20 a token)
-                q, k, v = qkv.view(B, Tq, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-            else:
-                q, k, v = qkv.split([self.q_dim, self.kv_dim, self.kv_dim], dim=-1)
-                q, k, v = (
-                    self._heads(q, self.n_heads),
-                    self._heads(k, self.n_kv_heads),
-                    self._heads(v, self.n_kv_heads),
-                )
+            q, k, v = self.split_qkv(on_real_tokens(self.in_proj, x, real_tokens))
             if rotary is not None:
                 q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
             if cache is not None:

@@ -33,18 +33,20 @@ class FeedForward(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        h = self.fc1(x)  # (B, T, d_ff)
-        if self.activation == "relu":
-            h = F.relu(h)
-        elif self.activation == "gelu":
-            h = F.gelu(h)  # x * Phi(x), Phi the standard normal CDF (erf)
-        elif self.activation == "gelu_tanh":
-            h = F.gelu(h, approximate="tanh")
-        elif self.activation == "silu":
-            h = F.silu(h)
-        else:
-            assert self.gate is not None  # swiglu, the one activation left, builds the gate
-            h = F.silu(h) * self.gate(x)
+        h = self.activate(self.fc1(x), None if self.gate is None else self.gate(x))  # (B, T, d_ff)
         if self.training and self.dropout.p > 0:  # (an idle module call is skipped, as in `Residual`)
             h = self.dropout(h)
         return self.fc2(h)  # (B, T, C)
+
+    def activate(self, h: Tensor, gate: Tensor | None) -> Tensor:
+        """The activation of h = W1 x + b1; for SwiGLU, `gate` is W3 x, which it multiplies."""
+        if self.activation == "relu":
+            return F.relu(h)
+        if self.activation == "gelu":
+            return F.gelu(h)  # x * Phi(x), Phi the standard normal CDF (erf)
+        if self.activation == "gelu_tanh":
+            return F.gelu(h, approximate="tanh")
+        if self.activation == "silu":
+            return F.silu(h)
+        assert gate is not None  # swiglu, the one activation left, has the gate
+        return F.silu(h) * gate
