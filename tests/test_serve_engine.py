@@ -180,6 +180,23 @@ def test_a_full_queue_refuses_and_a_request_too_long_for_the_context_is_an_error
         engine.close()
 
 
+def test_a_sliding_request_goes_past_the_context_with_the_tokens_generate_gives():
+    model = make_lm(positional="rope")
+    engine = Engine(model, max_batch_size=4)
+    prompts = [[i % 49 + 1 for i in range(60)], [7, 8, 9], [i % 13 + 2 for i in range(30)]]
+    try:
+        got = [Collect() for _ in prompts]
+        for prompt, c in zip(prompts, got, strict=True):  # rows reach the context of 64 at different steps
+            engine.submit(Request(prompt, max_new_tokens=150, emit=c, slide=True))
+        assert all(c.done.wait(60) for c in got)
+    finally:
+        engine.close()
+    for prompt, c in zip(prompts, got, strict=True):
+        # generate restarts from the last 48 tokens each time the 64 are full: 60 + 150 tokens restart 4 times
+        assert len(c.tokens) == 150 and c.reason == "length"
+        assert c.tokens == alone(model, prompt, 150)
+
+
 def test_length_is_capped_by_the_context():
     model = make_lm()
     long = [i % 49 + 1 for i in range(60)]

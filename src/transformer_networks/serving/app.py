@@ -269,7 +269,10 @@ class Server:
 
         request = Request(
             prompt_ids,
-            max_new_tokens=min(s.max_tokens, served.context - len(prompt_ids)),
+            # A completion goes on past the context as `generate` does; a chat reply must fit beside its
+            # conversation, as in the chat command.
+            max_new_tokens=min(s.max_tokens, served.context - len(prompt_ids)) if chat else s.max_tokens,
+            slide=not chat,
             emit=emit,
             stop_ids=stop_ids,
             do_sample=s.do_sample,

@@ -15,7 +15,9 @@ once.
 Rows of different lengths share one cache aligned at the end (`DecoderCache.join`): the shorter ones are padded on
 the left with slots the key mask hides, and each row's positions are its own, so a row's numbers do not depend on
 the others (greedy tokens equal `generate` for the prompt alone: tested). When rows leave, slots that no row uses
-any more are dropped, so the cache never holds more than the longest row.
+any more are dropped, so the cache never holds more than the longest row. A request that slides (`slide=True`,
+what completions do) goes on past the model's context: when its row's context is full, the row leaves the batch,
+is prefilled again from its last 3/4 tokens and joins again, which is what `generate` does for it alone.
 
 Shapes: B rows in the batch, V vocabulary.
 """
@@ -32,7 +34,7 @@ from torch import Tensor
 
 from ..errors import InputError
 from ..generation.logits import process_logits, sample
-from ..generation.steps import DecodingLM, left_pad
+from ..generation.steps import DecodingLM, left_pad, slide_keep
 from ..nn.cache import DecoderCache
 from ..nn.masks import left_padded_positions
 
@@ -57,7 +59,12 @@ class Request:
     top_k: int | None = None
     top_p: float | None = None
     seed: int | None = None
+    # Past the model's context: when the row's context is full, it starts again from its last 3/4 tokens, as
+    # `generate` and streamed text do (`generation.steps`); without, max_new_tokens is capped by the context.
+    slide: bool = False
     generated: int = 0  # tokens handed out so far
+    sequence: list[int] = field(default_factory=list, repr=False)  # sliding: the prompt and the tokens so far
+    cached: int = field(default=0, repr=False)  # the row's tokens in the cache
     cancelled: bool = field(default=False, repr=False)
     generator: torch.Generator | None = field(default=None, repr=False)
 
@@ -163,6 +170,8 @@ class Engine:
             _tell(request, None, "stop")
             return True
         request.generated += 1
+        if request.slide:
+            request.sequence.append(token)
         _tell(request, token, None)
         if request.generated >= request.max_new_tokens:
             _tell(request, None, "length")
@@ -172,26 +181,32 @@ class Engine:
             return True
         return False
 
-    def _admit(self, requests: list[Request]) -> None:
+    def _admit(self, requests: list[Request], restart: bool = False) -> None:
         """Prefill the prompts of `requests` together (padded on the left, each row with its own positions), hand
         out each one's first token, and join their rows to the batch. A group whose prefill fails is prefilled
-        again one request at a time, so one bad request fails alone."""
+        again one request at a time, so one bad request fails alone. `restart`: rows whose context was full,
+        prefilled again from their last tokens."""
         live = []
         for request in requests:
             if request.cancelled:
                 _tell(request, None, "cancelled")
                 continue
-            room = self.model.cfg.max_seq_len - len(request.prompt_ids)  # the last token is never fed
-            request.max_new_tokens = max(1, min(request.max_new_tokens, room))
+            if request.slide and not restart:
+                request.sequence = list(request.prompt_ids)
+            elif not request.slide:
+                room = self.model.cfg.max_seq_len - len(request.prompt_ids)  # the last token is never fed
+                request.max_new_tokens = max(1, min(request.max_new_tokens, room))
             live.append(request)
         if not live:
             return
+        keep = slide_keep(self.model.cfg.max_seq_len)
+        prompts = [request.sequence[-keep:] if restart else list(request.prompt_ids) for request in live]
         try:
-            cache, tokens = self._prefill(live)
+            cache, tokens = self._prefill(live, prompts)
         except Exception as e:
             if len(live) > 1:
                 for request in live:
-                    self._admit([request])
+                    self._admit([request], restart)
             else:
                 _tell(live[0], None, f"error: {e}")
             return
@@ -201,7 +216,9 @@ class Engine:
         self.cache.join(cache)
         self.rows.extend(live)
         self.last = torch.cat([self.last, torch.tensor(tokens, device=self.device)])
-        lengths = [len(request.prompt_ids) for request in live]
+        lengths = [len(prompt) for prompt in prompts]
+        for request, length in zip(live, lengths, strict=True):
+            request.cached = length
         self.next_position = torch.cat([self.next_position, torch.tensor(lengths, device=self.device)])
         ended = [
             i for i, (request, token) in enumerate(zip(live, tokens, strict=True)) if self._hand_out(request, token)
@@ -209,9 +226,9 @@ class Engine:
         if ended:
             self._drop([first + i for i in ended])
 
-    def _prefill(self, requests: list[Request]) -> tuple[DecoderCache, list[int]]:
-        """Run the prompts of `requests` into a new cache; each request's first token."""
-        ids, real = left_pad([list(request.prompt_ids) for request in requests], pad_id=0, device=self.device)
+    def _prefill(self, requests: list[Request], prompts: list[list[int]]) -> tuple[DecoderCache, list[int]]:
+        """Run the `prompts` of `requests` into a new cache; each request's next token."""
+        ids, real = left_pad(prompts, pad_id=0, device=self.device)
         # Prompt tokens are real even when equal to pad_id; left-padded rows count positions from their first.
         positions = None if bool(real.all()) else left_padded_positions(real)  # (B, P)
         cache = self.model.init_cache()
@@ -224,6 +241,13 @@ class Engine:
 
     def _step(self) -> None:
         """One forward pass over every row; each row gets its next token; ended rows leave."""
+        full = [i for i, request in enumerate(self.rows) if request.cached == self.model.cfg.max_seq_len]
+        if full:  # (sliding rows only) their context is full: they start again from their last tokens
+            restarting = [self.rows[i] for i in full]
+            self._drop(full)
+            self._admit(restarting, restart=True)
+            if not self.rows:
+                return
         B = len(self.rows)
         try:
             logits = self.model(
@@ -240,6 +264,8 @@ class Engine:
         if self.on_step is not None:
             self.on_step(B)
         self.next_position = self.next_position + 1
+        for request in self.rows:
+            request.cached += 1
         greedy = logits.argmax(dim=-1).tolist()  # (B,) one transfer for every greedy row
         tokens, ended = [], []
         for i, request in enumerate(self.rows):
