@@ -140,10 +140,7 @@ def test_models_and_health(server):
 
 def test_concurrent_greedy_completions_equal_generate_alone(server, cks):
     lm = cks["lm"]
-    expected = [
-        generate_text(lm, p, max_new_tokens=8 + 3 * i, do_sample=False)
-        for i, p in enumerate(PROMPTS)
-    ]
+    expected = [generate_text(lm, p, max_new_tokens=8 + 3 * i, do_sample=False) for i, p in enumerate(PROMPTS)]
     api = client(server)
 
     def complete(i):
