@@ -128,6 +128,11 @@ def test_the_modules_run_where_a_plain_step_would_skip_something(counted_steps):
     model.train()
     assert DecodeStep.of(model, model.init_cache(), 2) is None
     model.eval()
+    forward = model.forward
+    model.forward = lambda *args, **kwargs: forward(*args, **kwargs)  # patched by a user: it must be called
+    assert DecodeStep.of(model, model.init_cache(), 2) is None
+    del model.forward
+    assert DecodeStep.of(model, model.init_cache(), 2) is not None
     model.decoder.stack.compile()
     assert DecodeStep.of(model, model.init_cache(), 2) is None
     torch.manual_seed(0)

@@ -13,8 +13,8 @@ call, in the same order, on the same weights, so that the logits are equal bit f
 (the norms where the config puts them: before each sub-layer for pre-LN, after each residual for post-LN).
 It covers the common case: every cached key is a real token (no left-padded prompt) and the cache grows. Anywhere
 else `DecodeStep.of` gives None, or a step answers None, and the modules run as before: padded prompts, a
-preallocated cache (what compiled graphs use), hooks on any module, a compiled module, an encoder-decoder,
-training, gradients. Shapes: N rows, C model dim, V vocabulary.
+preallocated cache (what compiled graphs use), hooks on any module, a compiled module, a forward replaced on an
+instance, an encoder-decoder, training, gradients. Shapes: N rows, C model dim, V vocabulary.
 """
 
 from __future__ import annotations
@@ -86,12 +86,16 @@ class _LayerStep:
 
 
 def _plain_modules(model: nn.Module) -> bool:
-    """No forward hooks (on a module or global) and no compiled module: nothing a step's plain calls would skip."""
+    """No forward hooks (on a module or global), no compiled module and no forward replaced on an instance: nothing
+    a step's plain calls would skip."""
     module_hooks = torch.nn.modules.module  # the global hooks live there (torch.nn.modules.module.register_...)
     if module_hooks._global_forward_hooks or module_hooks._global_forward_pre_hooks:
         return False
     return not any(
-        m._forward_hooks or m._forward_pre_hooks or getattr(m, "_compiled_call_impl", None) is not None
+        m._forward_hooks
+        or m._forward_pre_hooks
+        or getattr(m, "_compiled_call_impl", None) is not None
+        or "forward" in vars(m)
         for m in model.modules()
     )
 
