@@ -20,7 +20,7 @@ instance, an encoder-decoder, training, gradients. Shapes: N rows, C model dim, 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -30,9 +30,6 @@ from ..errors import InputError
 from ..nn.cache import DecoderCache, KVCache
 from ..nn.layers import TransformerLayer
 from ..nn.positional import apply_rotary
-
-if TYPE_CHECKING:  # (the models package imports this one)
-    from ..models.lm import TransformerLM
 
 Function = Callable[[Tensor], Tensor]
 
@@ -106,7 +103,8 @@ class DecodeStep:
     Made by `DecodeStep.of(model, cache, rows)`, once per generation: it holds the products chosen for that many
     rows, so the model's weights must not change while it is used."""
 
-    def __init__(self, model: TransformerLM, rows: int) -> None:
+    def __init__(self, model: Any, rows: int) -> None:
+        """model: a TransformerLM (`of` checks; the models package imports this one, not the other way round)."""
         body = model.decoder
         weight = body.embeddings.token.weight
         example = weight.new_empty(rows, 1, model.cfg.d_model)
