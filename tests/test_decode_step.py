@@ -1,6 +1,6 @@
 """`DecodeStep` (generation/decode_step.py): one token per row through a language model as plain function calls.
 Its logits must equal the modules' bit for bit, for every kind of layer the configs build, on both CPU backends;
-`generate`, streaming and chat must use it where it applies and the modules everywhere else."""
+`generate`, streaming, chat and the server must use it where it applies and the modules everywhere else."""
 
 import pytest
 import torch
@@ -10,6 +10,7 @@ from transformer_networks.backends import onednn
 from transformer_networks.generation import decode_step
 from transformer_networks.generation.decode_step import DecodeStep
 from transformer_networks.generation.incremental import next_tokens
+from transformer_networks.nn.masks import left_padded_positions
 
 VARIANTS = {
     "the paper: post-LN, ReLU, sinusoidal, scaled embeddings": dict(),
@@ -43,30 +44,42 @@ def every_product_packed(monkeypatch):
     monkeypatch.setattr(onednn, "MIN_WEIGHT_INFERENCE", 0)
 
 
+@pytest.mark.parametrize("padded", [False, True], ids=["same lengths", "left-padded"])
 @pytest.mark.parametrize("backend", ["torch", "onednn"])
 @pytest.mark.parametrize("variant", list(VARIANTS))
 @torch.no_grad()
-def test_a_step_gives_the_modules_logits_bit_for_bit(variant, backend, request):
+def test_a_step_gives_the_modules_logits_bit_for_bit(variant, backend, padded, request):
     model = tiny_lm(**VARIANTS[variant])
     if backend == "onednn":
         request.getfixturevalue("every_product_packed")
         onednn.use_onednn(model, "full")
     prompt = torch.randint(4, 97, (3, 5), generator=torch.Generator().manual_seed(1))
+    real = torch.ones_like(prompt, dtype=torch.bool)
+    positions = None
+    if padded:  # rows of 5, 3 and 1 tokens: padding keys, and positions of each row's own
+        real[1, :2] = real[2, :4] = False
+        positions = left_padded_positions(real)
     theirs, ours = model.init_cache(), model.init_cache()
-    model(prompt, cache=theirs)
-    model(prompt, cache=ours)
+    model(prompt, attention_mask=real, cache=theirs, positions=positions)
+    model(prompt, attention_mask=real, cache=ours, positions=positions)
+    assert (ours.key_mask is not None) == padded
     step = DecodeStep.of(model, ours, 3)
     assert step is not None
-    tokens = prompt[:, -1]
+    tokens, new = prompt[:, -1:], torch.ones(3, 1, dtype=torch.bool)
     for _ in range(6):
-        expected = model(tokens[:, None], cache=theirs)[:, -1]
-        got = step(tokens, ours)
+        at = None if positions is None else positions[:, -1:] + 1
+        positions = None if positions is None else torch.cat([positions, at], 1)
+        expected = model(tokens, attention_mask=new, cache=theirs, positions=at)[:, -1]
+        got = step(tokens, ours, at)
         assert torch.equal(got, expected)
         assert ours.length == theirs.length
-        tokens = got.argmax(-1)
+        tokens = got.argmax(-1, keepdim=True)
     for mine, reference in zip(ours.layers, theirs.layers, strict=True):
         assert torch.equal(mine.self_attn.k, reference.self_attn.k)
         assert torch.equal(mine.self_attn.v, reference.self_attn.v)
+    assert (ours.key_mask is None) == (theirs.key_mask is None)
+    if padded:
+        assert torch.equal(ours.key_mask, theirs.key_mask)
 
 
 @pytest.fixture
@@ -74,10 +87,9 @@ def counted_steps(monkeypatch):
     calls = []
     real = DecodeStep.__call__
 
-    def counting(self, tokens, cache):
-        out = real(self, tokens, cache)
-        calls.append(out is not None)
-        return out
+    def counting(self, ids, cache, positions=None):
+        calls.append(positions is not None)  # whether the rows have their own positions
+        return real(self, ids, cache, positions)
 
     monkeypatch.setattr(DecodeStep, "__call__", counting)
     return calls
@@ -88,16 +100,25 @@ def test_generate_streaming_and_beams_take_the_plain_step_after_the_prompt(count
     model = tiny_lm(norm_first=True, positional="rope")
     prompt = torch.randint(4, 97, (2, 5), generator=torch.Generator().manual_seed(1))
     greedy = model.generate(prompt, max_new_tokens=8)
-    assert counted_steps == [True] * 7  # every token after the first comes from a step
+    assert counted_steps == [False] * 7  # every token after the first comes from a step (rows of one length)
     uncached = model.generate(prompt, max_new_tokens=8, use_cache=False)
     assert torch.equal(greedy, uncached)
     counted_steps.clear()
     model.generate(prompt, max_new_tokens=8, num_beams=3)
-    assert counted_steps == [True] * 7
+    assert counted_steps == [False] * 7
     counted_steps.clear()
     streamed = list(next_tokens(model, model.init_cache(), prompt[0].tolist(), max_new_tokens=8))
     assert streamed == greedy[0, 5:].tolist()
+    assert counted_steps == [False] * 7
+    counted_steps.clear()
+
+    # A left-padded batch: padding keys in the cache, and each row's own positions.
+    padded = prompt.clone()
+    padded[0, :2] = 0
+    mask = padded != 0
+    cached = model.generate(padded, attention_mask=mask, max_new_tokens=8)
     assert counted_steps == [True] * 7
+    assert torch.equal(cached, model.generate(padded, attention_mask=mask, max_new_tokens=8, use_cache=False))
 
 
 @torch.no_grad()
@@ -106,13 +127,6 @@ def test_the_modules_run_where_a_plain_step_would_skip_something(counted_steps):
     prompt = torch.randint(4, 97, (2, 5), generator=torch.Generator().manual_seed(1))
     reference = model.generate(prompt, max_new_tokens=6)
     counted_steps.clear()
-
-    # A left-padded batch: its cache has padding keys, which the plain step does not mask.
-    padded = prompt.clone()
-    padded[0, :2] = 0
-    mask = padded != 0
-    model.generate(padded, attention_mask=mask, max_new_tokens=6)
-    assert counted_steps == []
 
     # A preallocated cache (compiled graphs), hooks, gradients, training, an encoder-decoder: no step at all.
     assert DecodeStep.of(model, model.init_cache(2, 32), 2) is None

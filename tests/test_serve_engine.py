@@ -191,6 +191,7 @@ def test_a_sliding_request_goes_past_the_context_with_the_tokens_generate_gives(
         assert all(c.done.wait(60) for c in got)
     finally:
         engine.close()
+    assert engine._steps and all(step is not None for step in engine._steps.values())  # decode_step.py's steps
     for prompt, c in zip(prompts, got, strict=True):
         # generate restarts from the last 48 tokens each time the 64 are full: 60 + 150 tokens restart 4 times
         assert len(c.tokens) == 150 and c.reason == "length"

@@ -11,10 +11,11 @@ call, in the same order, on the same weights, so that the logits are equal bit f
                   product -> residual [norm] -> [norm] -> feed-forward -> residual [norm] -> [final norm] -> logits
 
 (the norms where the config puts them: before each sub-layer for pre-LN, after each residual for post-LN).
-It covers the common case: every cached key is a real token (no left-padded prompt) and the cache grows. Anywhere
-else `DecodeStep.of` gives None, or a step answers None, and the modules run as before: padded prompts, a
-preallocated cache (what compiled graphs use), hooks on any module, a compiled module, a forward replaced on an
-instance, an encoder-decoder, training, gradients. Shapes: N rows, C model dim, V vocabulary.
+Rows may have their own positions and padded cache slots (left-padded prompts, the server's batch of requests of
+different lengths): the key mask and positions are built as the model builds them. The cache must grow; anywhere
+else `DecodeStep.of` gives None and the modules run as before: a preallocated cache (what compiled graphs use),
+hooks on any module, a compiled module, a forward replaced on an instance, an encoder-decoder, training, gradients.
+Shapes: N rows, C model dim, L cached tokens, V vocabulary.
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import InputError
+from ..nn.attention import scaled_dot_product_attention
 from ..nn.cache import DecoderCache, KVCache
 from ..nn.layers import TransformerLayer
+from ..nn.masks import causal_mask
 from ..nn.positional import apply_rotary
 
 Function = Callable[[Tensor], Tensor]
@@ -53,7 +56,6 @@ class _LayerStep:
     def __init__(self, layer: TransformerLayer, example: Tensor) -> None:
         attention, ffn = layer.self_attn, layer.ffn
         self.split_qkv = attention.split_qkv
-        self.gqa = attention.n_kv_heads != attention.n_heads
         self.q_dim = attention.q_dim
         self.in_proj = product(attention.in_proj, example)
         self.out_proj = product(attention.out_proj, example.new_empty(*example.shape[:-1], attention.q_dim))
@@ -66,14 +68,22 @@ class _LayerStep:
         self.activate = ffn.activate
         self.fc2 = product(ffn.fc2, hidden)
 
-    def __call__(self, x: Tensor, cache: KVCache, slots: Tensor, rotary: tuple[Tensor, Tensor] | None) -> Tensor:
-        """x (N, 1, C) -> (N, 1, C); appends the token's keys and values to `cache` at `slots` (1,)."""
+    def __call__(
+        self,
+        x: Tensor,
+        cache: KVCache,
+        slots: Tensor,
+        rotary: tuple[Tensor, Tensor] | None,
+        mask: Tensor | None,
+    ) -> Tensor:
+        """x (N, 1, C) -> (N, 1, C); appends the token's keys and values to `cache` at `slots` (1,). mask: (N, 1, 1,
+        L) the keys each row may see, None when all of them."""
         h = self.attention_norm(x) if self.norm_first else x
         q, k, v = self.split_qkv(self.in_proj(h))  # (N, H, 1, D), (N, G, 1, D) twice
         if rotary is not None:
             q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
-        k, v = cache.update(slots, k, v)  # (N, G, L, D): every cached key is real and earlier, so no mask
-        a = F.scaled_dot_product_attention(q, k, v, enable_gqa=self.gqa)  # (N, H, 1, D)
+        k, v = cache.update(slots, k, v)  # (N, G, L, D)
+        a = scaled_dot_product_attention(q, k, v, mask)[0]  # (N, H, 1, D)
         x = x + self.out_proj(a.reshape(x.size(0), 1, self.q_dim))
         if not self.norm_first:
             x = self.attention_norm(x)
@@ -98,7 +108,8 @@ def _plain_modules(model: nn.Module) -> bool:
 
 
 class DecodeStep:
-    """step(tokens (N,), cache) -> the next logits (N, V), one token per row, as the model with that cache gives.
+    """step(ids (N, 1), cache, positions) -> the next logits (N, V), one token per row, as the model gives them for
+    `model(ids, cache=cache, positions=positions)` with every new token real.
 
     Made by `DecodeStep.of(model, cache, rows)`, once per generation: it holds the products chosen for that many
     rows, so the model's weights must not change while it is used."""
@@ -137,18 +148,20 @@ class DecodeStep:
             return None
         return cls(model, rows)
 
-    def __call__(self, tokens: Tensor, cache: DecoderCache) -> Tensor | None:
-        """The logits after feeding `tokens` (N,); None (nothing fed) where the cache holds padding keys."""
-        if cache.key_mask is not None:
-            return None
+    def __call__(self, ids: Tensor, cache: DecoderCache, positions: Tensor | None = None) -> Tensor:
+        """The logits after feeding `ids` (N, 1). positions: (N, 1) each row's own (left-padded rows count from
+        their first real token); default the cache slot, the same in every row."""
         start = cache.length
         if start >= self.max_seq_len:
             raise InputError(f"sequence of {start + 1} tokens exceeds max_seq_len={self.max_seq_len}")
-        slots = self.slots[start : start + 1]  # (1,) this token's position, the same in every row
-        x = self.embed(tokens[:, None], slots)  # (N, 1, C)
-        rotary = None if self.rotary is None else self.rotary(slots)
+        slots = self.slots[start : start + 1]  # (1,) the cache slot of this token
+        where = slots if positions is None else positions
+        x = self.embed(ids, where)  # (N, 1, C)
+        rotary = None if self.rotary is None else self.rotary(where)
+        keys = cache.update_key_mask(slots, None)  # (N, L), None while every cached key is real
+        mask = None if keys is None else keys[:, None, None, :] & causal_mask(slots, keys.size(1))  # (N, 1, 1, L)
         for layer, layer_cache in zip(self.layers, cache.layers, strict=True):
-            x = layer(x, layer_cache.self_attn, slots, rotary)
+            x = layer(x, layer_cache.self_attn, slots, rotary, mask)
         if self.final_norm is not None:
             x = self.final_norm(x)
         cache.length += 1

@@ -62,11 +62,9 @@ def next_tokens(
     step = DecodeStep.of(model, cache, 1)  # one token at a time as plain function calls, where it applies
 
     def feed(ids: Sequence[int]) -> torch.Tensor:
-        if step is not None and len(ids) == 1:
-            logits = step(torch.tensor(ids, device=device), cache)
-            if logits is not None:
-                return logits[0]
         x = torch.tensor([list(ids)], dtype=torch.long, device=device)  # (1, T)
+        if step is not None and len(ids) == 1:
+            return step(x, cache)[0]
         real = torch.ones_like(x, dtype=torch.bool)  # every fed token is real, even one equal to pad_id
         return model(x, attention_mask=real, cache=cache)[0, -1]  # (V,) the next token's logits
 

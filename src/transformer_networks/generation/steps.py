@@ -167,14 +167,13 @@ class LMSteps:
             self.seen = torch.where(full, slide_keep(self.window), self.seen + 1)
             if bool(full.any()):  # a row's context is full: the batch starts again from each row's context
                 return self._restart()
-        if self.fast is not None and self.next_position is None:  # rows without left padding
-            logits = self.fast(tokens, self.cache)  # type: ignore[arg-type]  # `fast` needs a cache
-            if logits is not None:
-                return logits
         tokens, positions = tokens[:, None], None  # (N, 1)
         if self.next_position is not None:
             positions = self.next_position[:, None]  # (N, 1)
             self.next_position = self.next_position + 1
+        if self.fast is not None:
+            assert self.cache is not None  # `DecodeStep.of` needs one
+            return self.fast(tokens, self.cache, positions)
         if self.cache is not None:
             # New tokens are real even when they equal the padding id; a model without one needs no mask at all.
             real = None if self.model.cfg.pad_id is None else torch.ones_like(tokens, dtype=torch.bool)

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
+from ..generation.decode_step import DecodeStep
 from ..generation.logits import process_logits, sample
 from ..generation.steps import DecodingLM, left_pad, slide_keep
 from ..nn.cache import DecoderCache
@@ -96,6 +97,7 @@ class Engine:
         self.cache: DecoderCache = model.init_cache()
         self.last = torch.empty(0, dtype=torch.long, device=self.device)  # (B,) each row's token not yet fed
         self.next_position = torch.empty(0, dtype=torch.long, device=self.device)  # (B,) where it goes
+        self._steps: dict[int, DecodeStep | None] = {}  # decoding steps by batch size, made when first needed
         self._cond = threading.Condition()
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="decode", daemon=True)
@@ -250,12 +252,18 @@ class Engine:
                 return
         B = len(self.rows)
         try:
-            logits = self.model(
-                self.last[:, None],  # (B, 1)
-                attention_mask=torch.ones(B, 1, dtype=torch.bool, device=self.device),
-                cache=self.cache,
-                positions=self.next_position[:, None],  # (B, 1)
-            )[:, -1]  # (B, V)
+            if B not in self._steps:  # one per batch size: each layer's product is chosen for that many rows
+                self._steps[B] = DecodeStep.of(self.model, self.cache, B)
+            step = self._steps[B]
+            if step is not None:  # the modules' logits as plain function calls (generation/decode_step.py)
+                logits = step(self.last[:, None], self.cache, self.next_position[:, None])
+            else:
+                logits = self.model(
+                    self.last[:, None],  # (B, 1)
+                    attention_mask=torch.ones(B, 1, dtype=torch.bool, device=self.device),
+                    cache=self.cache,
+                    positions=self.next_position[:, None],  # (B, 1)
+                )[:, -1]  # (B, V)
         except Exception as e:  # nothing is known to be right: end every row with the error
             for request in self.rows:
                 _tell(request, None, f"error: {e}")
