@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from transformer_networks.data.batching import LazyBatches, pack_blocks, pad_batch, token_budget_batches
+from transformer_networks.data.batching import (
+    LazyBatches,
+    length_grouped_batches,
+    pack_blocks,
+    pad_batch,
+    token_budget_batches,
+)
 from transformer_networks.errors import UserError
 
 
@@ -66,3 +72,26 @@ def test_lazy_batches_collate_each_group_when_indexed():
     assert [b["ids"].tolist() for b in batches] == [[0, 1], [2], [3, 4, 5]]
     with pytest.raises(IndexError):
         batches[3]
+
+
+def test_length_grouped_batches_pad_less_and_keep_every_example_once():
+    rng = random.Random(0)
+    lengths = [rng.randint(5, 300) for _ in range(1003)]
+    order = list(range(1003))
+    random.Random(1).shuffle(order)
+    batches = length_grouped_batches(lengths, 8, order, random.Random(2), pool=10)
+    assert sorted(i for b in batches for i in b) == list(range(1003))
+    assert [len(b) for b in batches[:-1]] == [8] * 125 and len(batches[-1]) == 3  # only the last is short
+
+    def padded(groups):
+        return sum(max(lengths[i] for i in b) * len(b) for b in groups)
+
+    plain = [order[s : s + 8] for s in range(0, 1003, 8)]
+    assert sum(lengths) / padded(batches) > 0.9 > 0.7 > sum(lengths) / padded(plain)
+    # Each pool of 10 batches (80 examples of `order`) is sorted within itself: a batch never mixes pools.
+    pool_of = {i: k // 80 for k, i in enumerate(order)}
+    assert all(len({pool_of[i] for i in b}) == 1 for b in batches)
+    # The batches are shuffled: not in the order of their pools, longest first.
+    firsts = [pool_of[b[0]] for b in batches[:-1]]
+    assert firsts != sorted(firsts)
+    assert batches == length_grouped_batches(lengths, 8, order, random.Random(2), pool=10)

@@ -16,6 +16,7 @@ from transformer_networks.data.readers import DataError
 from transformer_networks.data.tokenizer import train_tokenizer
 from transformer_networks.models import MODELS, SpanLogits, TransformerQA
 from transformer_networks.tasks import TASKS, QuestionAnsweringTask
+from transformer_networks.tasks.classification import ClassificationTask
 
 CONTEXT = "Denver Broncos beat the Carolina Panthers in Santa Clara, California."
 
@@ -168,6 +169,41 @@ def test_windows_overlap_by_doc_stride_and_label_the_exact_answer_span(tokenizer
             assert w.types[w.start] == 1 and w.types[0] == 0
         unlabelled = [w for w in encoded.examples if w.example == i and w.start == 0]
         assert all(w.end == 0 for w in unlabelled)
+
+
+def test_group_by_length_batches_the_same_windows_with_less_padding(tokenizer):
+    words = long_context().split()
+    raw = [QAExample(f"q{i}", "Where is it?", " ".join(words[: 3 + (7 * i) % 23]), ((words[0], 0),)) for i in range(40)]
+    plain, grouped = make_task(tokenizer, max_len=64), make_task(tokenizer, max_len=64, group_by_length=True)
+    encoded = plain.encode(raw)
+
+    def rows(batches):
+        return sorted(tuple(r[r != 0].tolist()) for b in batches for r in b["ids"])
+
+    for epoch in (0, 1):
+        a, b = plain.batches(encoded, epoch=epoch), grouped.batches(encoded, epoch=epoch)
+        assert rows(a) == rows(b)  # the same windows, each once
+        assert sum(x["ids"].numel() for x in b) < 0.8 * sum(x["ids"].numel() for x in a)
+        # Every row keeps its own labels and token types.
+        for x in b:
+            assert x["token_type_ids"].shape == x["ids"].shape and len(x["starts"]) == len(x["ids"])
+    assert rows(grouped.batches(encoded)) == rows(plain.batches(encoded))  # evaluation order: unchanged
+    assert [x["ids"].tolist() for x in grouped.batches(encoded)] == [x["ids"].tolist() for x in plain.batches(encoded)]
+
+
+def test_group_by_length_in_classification():
+    texts = [" ".join(["word"] * (1 + (5 * i) % 30)) for i in range(64)]
+    cls_tokenizer = train_tokenizer(texts, "word")
+    raw = [(t, "ab"[i % 2]) for i, t in enumerate(texts)]
+    plain = ClassificationTask(TrainConfig(batch_size=8, max_len=64), cls_tokenizer, labels=["a", "b"])
+    grouped = ClassificationTask(
+        TrainConfig(batch_size=8, max_len=64, group_by_length=True), cls_tokenizer, labels=["a", "b"]
+    )
+    encoded = plain.encode(raw)
+    a, b = plain.batches(encoded, epoch=0), grouped.batches(encoded, epoch=0)
+    pairs = sorted((int((r != 0).sum()), int(y)) for x in b for r, y in zip(x["ids"], x["labels"], strict=True))
+    assert pairs == sorted((int((r != 0).sum()), int(y)) for x in a for r, y in zip(x["ids"], x["labels"], strict=True))
+    assert sum(x["ids"].numel() for x in b) < 0.8 * sum(x["ids"].numel() for x in a)
 
 
 def test_an_answer_no_window_holds_is_counted_and_left_out_of_training(tokenizer):

@@ -503,7 +503,11 @@ class TrainConfig(ConfigBase):
     # every token, or the last assistant reply only.
     train_on: str = "assistant"
     # --- batches --------------------------------------------------------------------------------------------
-    batch_size: int = 32  # sequences per batch (lm, classification)
+    batch_size: int = 32  # sequences per batch (lm, classification, qa, chat)
+    # qa, classification: training batches of windows of similar length (less padding), as Hugging Face's Trainer
+    # `group_by_length`: each pool of 50 shuffled batches is sorted by length, cut into batches, and the batches
+    # of every pool are shuffled again
+    group_by_length: bool = False
     max_tokens: int = 4096  # translation: padded tokens per batch, source or target side (as fairseq)
     grad_accum: int = 1  # batches per optimizer step
     # --- optimization ---------------------------------------------------------------------------------------

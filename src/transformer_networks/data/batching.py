@@ -120,6 +120,25 @@ def token_budget_batches(
     return batches
 
 
+def length_grouped_batches(
+    lengths: Sequence[int], batch_size: int, order: Sequence[int], rng: random.Random, *, pool: int = 50
+) -> list[list[int]]:
+    """`order` (a shuffled list of example indices) cut into batches of `batch_size` examples of similar length.
+
+    Every `pool` batches' worth of `order` is sorted by length (longest first, ties kept in `order`'s order) and
+    cut into batches; the batches are then shuffled, so that a pass still mixes short and long ones. Only the
+    last batch can be smaller.
+    """
+    batches: list[list[int]] = []
+    span = batch_size * pool
+    for s in range(0, len(order), span):
+        chunk = sorted(order[s : s + span], key=lambda i: -lengths[i])
+        batches += [chunk[b : b + batch_size] for b in range(0, len(chunk), batch_size)]
+    last = batches.pop() if batches and len(batches[-1]) < batch_size else None
+    rng.shuffle(batches)
+    return batches + ([last] if last else [])
+
+
 def pack_blocks(ids: Sequence[int] | Tensor, block_size: int) -> tuple[Tensor, Tensor]:
     """Inputs and next-token targets, each (N, block_size), from consecutive non-overlapping chunks of the stream.
 

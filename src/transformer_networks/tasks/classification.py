@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import metrics
-from ..data.batching import LazyBatches, compact, pad_batch
+from ..data.batching import LazyBatches, compact, length_grouped_batches, pad_batch
 from ..data.readers import DataError, read_classification
 from ..nn.losses import label_smoothed_cross_entropy
 from .base import Batch, Encoded, Task
@@ -79,9 +79,14 @@ class ClassificationTask(Task):
     def batches(self, encoded: Encoded, *, epoch: int | None = None) -> LazyBatches:
         examples = encoded.examples
         order = list(range(len(examples)))
-        if epoch is not None:
-            random.Random(self.cfg.seed * 1000 + epoch).shuffle(order)
         size = self.cfg.batch_size
+        if epoch is not None:
+            rng = random.Random(self.cfg.seed * 1000 + epoch)
+            rng.shuffle(order)
+        if epoch is not None and self.cfg.group_by_length:
+            groups = length_grouped_batches([len(ids) for ids, _ in examples], size, order, rng)
+        else:
+            groups = [order[s : s + size] for s in range(0, len(order), size)]
 
         def collate(group: list[int]) -> Batch:
             return {
@@ -89,7 +94,7 @@ class ClassificationTask(Task):
                 "labels": torch.tensor([examples[i][1] for i in group]),
             }
 
-        return LazyBatches([order[s : s + size] for s in range(0, len(order), size)], collate)
+        return LazyBatches(groups, collate)
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         return label_smoothed_cross_entropy(model(batch["ids"]), batch["labels"], smoothing=self.cfg.label_smoothing)

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import metrics
-from ..data.batching import pad_batch
+from ..data.batching import length_grouped_batches, pad_batch
 from ..data.qa import QAExample, read_qa
 from ..data.readers import DataError
 from ..data.splits import holdout_groups
@@ -201,12 +201,17 @@ class QuestionAnsweringTask(Task):
 
     def batches(self, encoded: Encoded, *, epoch: int | None = None) -> list[Batch]:
         windows = encoded.examples
+        size = self.cfg.batch_size
         if epoch is None:
             order = list(range(len(windows)))
         else:
             order = [i for i, w in enumerate(windows) if not w.lost]
-            random.Random(self.cfg.seed * 1000 + epoch).shuffle(order)
-        size = self.cfg.batch_size
+            rng = random.Random(self.cfg.seed * 1000 + epoch)
+            rng.shuffle(order)
+            if self.cfg.group_by_length:
+                lengths = [len(w.ids) for w in windows]
+                groups = length_grouped_batches(lengths, size, order, rng)
+                return [self._batch([windows[i] for i in group]) for group in groups]
         return [self._batch([windows[i] for i in order[s : s + size]]) for s in range(0, len(order), size)]
 
     def _batch(self, windows: list[Window]) -> Batch:
