@@ -53,11 +53,14 @@ def test_requests_arriving_while_others_decode_get_the_tokens_they_get_alone(pos
     sizes: list[int] = []
     engine = Engine(model, max_batch_size=5, on_step=sizes.append)
     try:
-        got = []
-        for i, (p, n) in enumerate(zip(prompts, lengths, strict=True)):
-            got.append(Collect())
-            engine.submit(Request(p, max_new_tokens=n, emit=got[-1]))
-            time.sleep(0.002 * (i % 4))  # some join a running batch, some arrive together
+        got = [Collect() for _ in prompts]
+        requests = [Request(p, max_new_tokens=n, emit=c) for p, n, c in zip(prompts, lengths, got, strict=True)]
+        with engine._cond:  # the first 6 arrive together: the engine admits 5 of them at once, however slow we are
+            for r in requests[:6]:
+                engine.submit(r)
+        for i, r in enumerate(requests[6:]):
+            engine.submit(r)
+            time.sleep(0.002 * (i % 4))  # these join a running batch, some of them together
         for c in got:
             assert c.done.wait(30)
     finally:
