@@ -227,6 +227,10 @@ class TransformerConfig(ConfigBase):
 
     positional: str = "sinusoidal"  # "sinusoidal" (the paper) | "learned" | "rope"
     rope_theta: float = 10000.0  # RoPE base frequency, used when positional == "rope"
+    # Primer's multi-dconv-head attention (So et al. 2021): an odd width > 1 convolves every query, key and value
+    # channel of self-attention over the sequence (centred, one kernel per channel, starting as the identity);
+    # 0 = none. Encoders only: a classifier, a QA model, an encoder-decoder's encoder (its decoder has none).
+    qkv_conv: int = 0
     norm: str = "layernorm"  # "layernorm" | "rmsnorm"
     norm_eps: float = 1e-5
     norm_first: bool = False  # False = post-LN as in the paper; True = pre-LN (stacks then end with a norm)
@@ -319,6 +323,8 @@ class TransformerConfig(ConfigBase):
             raise ConfigError(f"norm_eps must be positive, got {self.norm_eps!r}")
         if not self.rope_theta > 0:
             raise ConfigError(f"rope_theta must be positive, got {self.rope_theta!r}")
+        if self.qkv_conv < 0 or (self.qkv_conv and self.qkv_conv % 2 == 0):
+            raise ConfigError(f"qkv_conv must be 0 (none) or an odd width, got {self.qkv_conv!r}")
         if self.pad_id is not None and not 0 <= self.pad_id < min(self.source_vocab_size, self.target_vocab_size):
             raise ConfigError(f"pad_id must be a token id inside the vocabulary (or None), got {self.pad_id!r}")
         for name in ("bos_id", "eos_id"):

@@ -7,7 +7,7 @@
     stdlib-topics       classification  each docstring of eight standard-library packages, labelled with its
                                      package (asyncio, email, http, importlib, logging, multiprocessing,
                                      unittest, xml): topic classification, ~2,000 examples
-    babi                qa           bAbI-style stories, tasks 1-3 (one, two and three supporting facts), 3,000
+    babi                qa           bAbI-style stories, tasks 1-3 (one, two and three supporting facts), 30,000
                                      training and 300 test questions per task; title "task1".."task3" (see babi.py)
     babi-1 .. babi-3    qa           one of those tasks alone
     chat                chat         conversations with an assistant that must remember what the user said

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import TransformerConfig
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from ..generation import GenerationOutput, generate
 from ..generation.steps import DecodingModel
 from ..nn.cache import DecoderCache
@@ -48,6 +48,11 @@ class TransformerBody(nn.Module):
         self.rotary = (
             RotaryEmbedding(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta) if cfg.positional == "rope" else None
         )
+        if cfg.qkv_conv and causal and not cross_attention:
+            raise ConfigError(
+                f"qkv_conv={cfg.qkv_conv} is for encoders (classifier, qa, an encoder-decoder's encoder): a causal "
+                "model would need a one-sided convolution and its cache the last projections"
+            )
         layers = [
             TransformerLayer(
                 cfg.d_model,
@@ -62,6 +67,7 @@ class TransformerBody(nn.Module):
                 norm_first=cfg.norm_first,
                 bias=cfg.bias,
                 cross_attention=cross_attention,
+                qkv_conv=0 if causal else cfg.qkv_conv,
             )
             for _ in range(n_layers)
         ]

@@ -83,13 +83,16 @@ class TransformerLayer(nn.Module):
         norm_first: bool = False,
         bias: bool = True,
         cross_attention: bool = False,
+        qkv_conv: int = 0,
     ) -> None:
         super().__init__()
 
         def residual() -> Residual:
             return Residual(d_model, dropout, norm=norm, norm_eps=norm_eps, norm_first=norm_first, bias=bias)
 
-        self.self_attn = MultiHeadAttention(d_model, n_heads, n_kv_heads, bias=bias, dropout=attention_dropout)
+        self.self_attn = MultiHeadAttention(
+            d_model, n_heads, n_kv_heads, bias=bias, dropout=attention_dropout, qkv_conv=qkv_conv
+        )
         self.self_attn_residual = residual()
         self.cross_attn = None
         self.cross_attn_residual = None
