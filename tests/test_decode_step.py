@@ -20,6 +20,9 @@ VARIANTS = {
     "Llama: pre-LN RMSNorm, SwiGLU, RoPE, grouped-query, no biases": dict(
         norm_first=True, norm="rmsnorm", activation="swiglu", positional="rope", n_kv_heads=2, bias=False
     ),
+    "Qwen3: Llama with QK-norm, multi-head": dict(
+        norm_first=True, norm="rmsnorm", activation="swiglu", positional="rope", bias=False, qk_norm=True
+    ),
     "BART-like: post-LN, exact GELU, offset positions, embedding norm, logits bias": dict(
         activation="gelu", positional="learned", position_offset=2, embedding_norm=True, final_logits_bias=True
     ),

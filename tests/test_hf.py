@@ -230,7 +230,7 @@ def test_bad_directories_are_one_line_errors(tmp_path):
     t5 = tmp_path / "t5"
     t5.mkdir()
     (t5 / "config.json").write_text(json.dumps({"model_type": "t5"}))
-    with pytest.raises(HFError, match="'t5' is not supported; supported: bert, gpt2, llama, bart, marian"):
+    with pytest.raises(HFError, match="'t5' is not supported; supported: bert, gpt2, llama, qwen3, bart, marian"):
         load_hf(t5)
     wrong = tmp_path / "wrong"
     wrong.mkdir()
@@ -593,6 +593,35 @@ def test_a_llama_of_theirs_loads_with_the_same_logits(tmp_path):
     assert ours.cfg.kv_heads == 1 and ours.cfg.positional == "rope"
     with torch.no_grad():
         torch.testing.assert_close(ours(ids), theirs(ids).logits, rtol=0, atol=1e-5)
+
+
+def test_a_qwen3_of_theirs_loads_with_qk_norm_and_the_same_logits_and_tokens(tmp_path):
+    """Qwen3 is Llama with QK-norm: per-head RMSNorm of queries and keys before RoPE (`qk_norm`). Their norms'
+    scales are perturbed away from 1, so a norm left out or put after the rotation changes the logits."""
+    config = transformers.Qwen3Config(
+        vocab_size=V,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        max_position_embeddings=40,
+        tie_word_embeddings=False,
+    )
+    theirs = perturb(transformers.Qwen3ForCausalLM(config))
+    assert not torch.equal(theirs.model.layers[0].self_attn.q_norm.weight, torch.ones(8))
+    ids = torch.tensor(random_rows([8, 8]))
+    ours = load_hf(save(theirs, tmp_path / "qwen3"))
+    assert ours.cfg.qk_norm and ours.cfg.kv_heads == 2
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids), theirs(ids).logits, rtol=0, atol=1e-5)
+        prompt = ids[:1, :4]
+        mine = ours.generate(prompt, max_new_tokens=10)  # the cached decoding step, with the norms
+        given = theirs.generate(prompt, max_new_tokens=10, do_sample=False, eos_token_id=None, pad_token_id=0)
+        assert given.tolist() == mine.tolist()
+    with pytest.raises(HFError, match="qk_norm=True"):  # not written back: no exported class has it
+        export_hf(ours, tmp_path / "out")
 
 
 def test_a_marian_shaped_translator_exports_as_marian_and_others_say_what_blocks_them(tmp_path):

@@ -231,6 +231,9 @@ class TransformerConfig(ConfigBase):
     # channel of self-attention over the sequence (centred, one kernel per channel, starting as the identity);
     # 0 = none. Encoders only: a classifier, a QA model, an encoder-decoder's encoder (its decoder has none).
     qkv_conv: int = 0
+    # QK-norm (Qwen3, Gemma 3): every attention's queries and keys RMS-normalised per head (over head_dim, with a
+    # learned scale per dimension shared by the heads, norm_eps as the other norms) before rotary positions.
+    qk_norm: bool = False
     norm: str = "layernorm"  # "layernorm" | "rmsnorm"
     norm_eps: float = 1e-5
     norm_first: bool = False  # False = post-LN as in the paper; True = pre-LN (stacks then end with a norm)

@@ -1,4 +1,4 @@
-"""Hugging Face checkpoints in and out: BERT, GPT-2, Llama, BART and MarianMT as our model classes.
+"""Hugging Face checkpoints in and out: BERT, GPT-2, Llama, BART and MarianMT as our model classes (and Qwen3 in).
 
     model = load_hf("path/to/bert-dir")            # config.json + model.safetensors (or pytorch_model.bin)
     model = load_hf("path/to/bert-dir", family="qa")  # any BERT checkpoint as a TransformerQA (fresh span head)
@@ -149,6 +149,12 @@ LLAMA_TABLE: dict[str, str] = {
     "lm_head.weight": "lm_head.weight",  # saved without the "model." prefix; absent when tied
 }
 
+QWEN3_TABLE: dict[str, str] = {  # Llama's, with QK-norm
+    **LLAMA_TABLE,
+    f"{_LLAMA_LAYER}.self_attn.q_norm.weight": f"{_OUR_DEC}.self_attn.q_norm.weight",
+    f"{_LLAMA_LAYER}.self_attn.k_norm.weight": f"{_OUR_DEC}.self_attn.k_norm.weight",
+}
+
 
 # --- config.json -> TransformerConfig ---------------------------------------------------------------------------
 
@@ -269,6 +275,11 @@ def _llama_config(hf: dict[str, Any], source: str) -> dict[str, Any]:
     )
 
 
+def _qwen3_config(hf: dict[str, Any], source: str) -> dict[str, Any]:
+    _require(hf, source, use_sliding_window=False)
+    return {**_llama_config(hf, source), "qk_norm": True}
+
+
 def _seq2seq_config(hf: dict[str, Any], source: str, *, bart: bool) -> dict[str, Any]:
     if hf["encoder_attention_heads"] != hf["decoder_attention_heads"] or hf["encoder_ffn_dim"] != hf["decoder_ffn_dim"]:
         raise HFError(f"{source}: encoder and decoder of different widths (heads or ffn_dim) are not supported")
@@ -349,6 +360,14 @@ FAMILIES: dict[str, Family] = {
         _llama_config,
         prefix="model.",
         ignored=(r"layers\.\d+\.self_attn\.rotary_emb\.inv_freq",),  # older versions saved RoPE's frequencies
+        heads=("lm_head.",),
+    ),
+    "qwen3": Family(
+        "qwen3",
+        TransformerLM,
+        QWEN3_TABLE,
+        _qwen3_config,
+        prefix="model.",
         heads=("lm_head.",),
     ),
     "bart": Family(
@@ -636,7 +655,8 @@ EXPORT_HINTS = {
 
 
 def _check_export(cfg: TransformerConfig, family: str, **expected: Any) -> None:
-    expected = {**expected, "qkv_conv": 0}  # no Hugging Face class has Primer's convolution
+    # No exported class has Primer's convolution; QK-norm loads from Qwen3 but is not written back (yet).
+    expected = {**expected, "qkv_conv": 0, "qk_norm": False}
     wrong = [f"{k}={getattr(cfg, k)!r} (needs {v!r})" for k, v in expected.items() if getattr(cfg, k) != v]
     if wrong:
         raise HFError(

@@ -68,6 +68,7 @@ class TransformerBody(nn.Module):
                 bias=cfg.bias,
                 cross_attention=cross_attention,
                 qkv_conv=0 if causal else cfg.qkv_conv,
+                qk_norm=cfg.qk_norm,
             )
             for _ in range(n_layers)
         ]

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from .cache import KVCache
 from .masks import causal_mask, combine, on_real_tokens
+from .norm import RMSNorm
 from .positional import apply_rotary
 
 
@@ -134,6 +135,8 @@ class MultiHeadAttention(nn.Module):
         bias: bool = True,
         dropout: float = 0.0,
         qkv_conv: int = 0,
+        qk_norm: bool = False,
+        norm_eps: float = 1e-6,
     ) -> None:
         super().__init__()
         n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
@@ -159,6 +162,11 @@ class MultiHeadAttention(nn.Module):
             conv = torch.zeros(self.q_dim + 2 * self.kv_dim, 1, qkv_conv)
             conv[:, 0, qkv_conv // 2] = 1.0
         self.qkv_conv = None if conv is None else nn.Parameter(conv)
+        # QK-norm (as Qwen3 and Gemma 3 have it): each head's query and key RMS-normalised over the head's
+        # dimensions, with a learned scale per dimension shared by the heads, before rotary positions. The
+        # attention logits are then bounded by the scales, whatever the projections grow to.
+        self.q_norm = RMSNorm(self.head_dim, eps=norm_eps) if qk_norm else None
+        self.k_norm = RMSNorm(self.head_dim, eps=norm_eps) if qk_norm else None
 
     def _heads(self, x: Tensor, n_heads: int) -> Tensor:
         B, T, _ = x.shape
@@ -169,9 +177,20 @@ class MultiHeadAttention(nn.Module):
         B, T, _ = qkv.shape
         if self.n_kv_heads == self.n_heads:  # one view for all three (fewer calls: decoding makes ~20 a token)
             q, k, v = qkv.view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-            return q, k, v
-        q, k, v = qkv.split([self.q_dim, self.kv_dim, self.kv_dim], dim=-1)
-        return self._heads(q, self.n_heads), self._heads(k, self.n_kv_heads), self._heads(v, self.n_kv_heads)
+        else:
+            q, k, v = qkv.split([self.q_dim, self.kv_dim, self.kv_dim], dim=-1)
+            q, k, v = self._heads(q, self.n_heads), self._heads(k, self.n_kv_heads), self._heads(v, self.n_kv_heads)
+        if self.q_norm is not None and self.k_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        return q, k, v
+
+    def norm_q(self, q: Tensor) -> Tensor:
+        """QK-norm of queries (B, H, T, D), when the module has it."""
+        return q if self.q_norm is None else self.q_norm(q)
+
+    def norm_k(self, k: Tensor) -> Tensor:
+        """QK-norm of keys (B, G, T, D), when the module has it."""
+        return k if self.k_norm is None else self.k_norm(k)
 
     def convolve(self, qkv: Tensor, mask: Tensor | None, padding_zeroed: bool) -> Tensor:
         """`qkv_conv` over the sequence of the fused projection (B, T, N). Padding counts as zeros, as outside the
@@ -187,7 +206,7 @@ class MultiHeadAttention(nn.Module):
         w = self.in_proj.weight[self.q_dim :]
         b = None if self.in_proj.bias is None else self.in_proj.bias[self.q_dim :]
         k, v = self.sliced_linear(context, w, b).split(self.kv_dim, dim=-1)  # (B, Tk, G*D) each
-        return self._heads(k, self.n_kv_heads), self._heads(v, self.n_kv_heads)
+        return self.norm_k(self._heads(k, self.n_kv_heads)), self._heads(v, self.n_kv_heads)
 
     def forward(
         self,
@@ -234,7 +253,7 @@ class MultiHeadAttention(nn.Module):
                     is_causal = False
         else:
             b = None if self.in_proj.bias is None else self.in_proj.bias[: self.q_dim]
-            q = self._heads(self.sliced_linear(x, self.in_proj.weight[: self.q_dim], b), self.n_heads)
+            q = self.norm_q(self._heads(self.sliced_linear(x, self.in_proj.weight[: self.q_dim], b), self.n_heads))
             if kv is None:
                 assert context is not None  # the branch above took context and kv both None
                 kv = self.project_kv(context)

@@ -84,6 +84,7 @@ class TransformerLayer(nn.Module):
         bias: bool = True,
         cross_attention: bool = False,
         qkv_conv: int = 0,
+        qk_norm: bool = False,
     ) -> None:
         super().__init__()
 
@@ -91,13 +92,22 @@ class TransformerLayer(nn.Module):
             return Residual(d_model, dropout, norm=norm, norm_eps=norm_eps, norm_first=norm_first, bias=bias)
 
         self.self_attn = MultiHeadAttention(
-            d_model, n_heads, n_kv_heads, bias=bias, dropout=attention_dropout, qkv_conv=qkv_conv
+            d_model,
+            n_heads,
+            n_kv_heads,
+            bias=bias,
+            dropout=attention_dropout,
+            qkv_conv=qkv_conv,
+            qk_norm=qk_norm,
+            norm_eps=norm_eps,
         )
         self.self_attn_residual = residual()
         self.cross_attn = None
         self.cross_attn_residual = None
         if cross_attention:
-            self.cross_attn = MultiHeadAttention(d_model, n_heads, n_kv_heads, bias=bias, dropout=attention_dropout)
+            self.cross_attn = MultiHeadAttention(
+                d_model, n_heads, n_kv_heads, bias=bias, dropout=attention_dropout, qk_norm=qk_norm, norm_eps=norm_eps
+            )
             self.cross_attn_residual = residual()
         self.ffn = FeedForward(d_model, d_ff, activation, bias=bias)
         self.ffn_residual = residual()
