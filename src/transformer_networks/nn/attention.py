@@ -180,8 +180,8 @@ class MultiHeadAttention(nn.Module):
         else:
             q, k, v = qkv.split([self.q_dim, self.kv_dim, self.kv_dim], dim=-1)
             q, k, v = self._heads(q, self.n_heads), self._heads(k, self.n_kv_heads), self._heads(v, self.n_kv_heads)
-        if self.q_norm is not None and self.k_norm is not None:
-            q, k = self.q_norm(q), self.k_norm(k)
+        if self.q_norm is not None:  # one test when there is none (decoding makes this call per layer and token)
+            q, k = self.norm_q(q), self.norm_k(k)
         return q, k, v
 
     def norm_q(self, q: Tensor) -> Tensor:
