@@ -234,6 +234,10 @@ class TransformerConfig(ConfigBase):
     # QK-norm (Qwen3, Gemma 3): every attention's queries and keys RMS-normalised per head (over head_dim, with a
     # learned scale per dimension shared by the heads, norm_eps as the other norms) before rotary positions.
     qk_norm: bool = False
+    # Stick-breaking attention (Tan et al. 2025) in the first n heads of self-attention: each query reads the
+    # nearest matching earlier (even heads) or later (odd heads) token rather than a softmax over all of them;
+    # 0 = none. Encoders only, as qkv_conv.
+    stick_breaking_heads: int = 0
     norm: str = "layernorm"  # "layernorm" | "rmsnorm"
     norm_eps: float = 1e-5
     norm_first: bool = False  # False = post-LN as in the paper; True = pre-LN (stacks then end with a norm)
@@ -328,6 +332,13 @@ class TransformerConfig(ConfigBase):
             raise ConfigError(f"rope_theta must be positive, got {self.rope_theta!r}")
         if self.qkv_conv < 0 or (self.qkv_conv and self.qkv_conv % 2 == 0):
             raise ConfigError(f"qkv_conv must be 0 (none) or an odd width, got {self.qkv_conv!r}")
+        if not 0 <= self.stick_breaking_heads <= self.n_heads or self.stick_breaking_heads % (
+            self.n_heads // self.kv_heads
+        ):
+            raise ConfigError(
+                f"stick_breaking_heads must be between 0 and n_heads={self.n_heads} and a multiple of the query heads "
+                f"per key/value head ({self.n_heads // self.kv_heads}), got {self.stick_breaking_heads!r}"
+            )
         if self.pad_id is not None and not 0 <= self.pad_id < min(self.source_vocab_size, self.target_vocab_size):
             raise ConfigError(f"pad_id must be a token id inside the vocabulary (or None), got {self.pad_id!r}")
         for name in ("bos_id", "eos_id"):

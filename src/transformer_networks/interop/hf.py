@@ -655,8 +655,9 @@ EXPORT_HINTS = {
 
 
 def _check_export(cfg: TransformerConfig, family: str, **expected: Any) -> None:
-    # No exported class has Primer's convolution; QK-norm loads from Qwen3 but is not written back (yet).
-    expected = {**expected, "qkv_conv": 0, "qk_norm": False}
+    # No exported class has Primer's convolution or stick-breaking attention; QK-norm loads from Qwen3 but is not
+    # written back (yet).
+    expected = {**expected, "qkv_conv": 0, "qk_norm": False, "stick_breaking_heads": 0}
     wrong = [f"{k}={getattr(cfg, k)!r} (needs {v!r})" for k, v in expected.items() if getattr(cfg, k) != v]
     if wrong:
         raise HFError(

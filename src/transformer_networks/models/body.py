@@ -53,6 +53,11 @@ class TransformerBody(nn.Module):
                 f"qkv_conv={cfg.qkv_conv} is for encoders (classifier, qa, an encoder-decoder's encoder): a causal "
                 "model would need a one-sided convolution and its cache the last projections"
             )
+        if cfg.stick_breaking_heads and causal and not cross_attention:
+            raise ConfigError(
+                f"stick_breaking_heads={cfg.stick_breaking_heads} is for encoders (classifier, qa, an encoder-decoder's"
+                " encoder): its heads read later tokens as well as earlier ones"
+            )
         layers = [
             TransformerLayer(
                 cfg.d_model,
@@ -69,6 +74,7 @@ class TransformerBody(nn.Module):
                 cross_attention=cross_attention,
                 qkv_conv=0 if causal else cfg.qkv_conv,
                 qk_norm=cfg.qk_norm,
+                stick_breaking_heads=0 if causal else cfg.stick_breaking_heads,
             )
             for _ in range(n_layers)
         ]

@@ -78,6 +78,50 @@ def scaled_dot_product_attention(
     return weights @ v, weights  # (B, H, Tq, D), (B, H, Tq, Tk)
 
 
+def stick_breaking_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Tensor | None = None,
+    *,
+    dropout_p: float = 0.0,
+    need_weights: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """Stick-breaking attention (Tan et al. 2025), both ways for a bidirectional encoder: even heads read the
+    earlier tokens, nearest first, odd heads the later ones. Each key in turn takes a share beta = sigmoid(q k^T /
+    sqrt(D)) of what the nearer keys left:
+
+        weight(i, j) = beta(i, j) * prod over the keys m strictly between i and j of (1 - beta(i, m))
+
+    so a head finds "the nearest earlier (or later) token that matches", however far it is, without positions.
+    A query's weights sum to at most 1 (what is left goes nowhere) and never include itself.
+
+    q: (B, H, T, D); k, v: (B, G, T, D) with G dividing H; mask: boolean, True = may attend, broadcastable to
+    (B, H, T, T): a masked key takes nothing and lets the stick pass. Returns (output (B, H, T, D), weights
+    (B, H, T, T) or None).
+    """
+    T, H, D = q.size(-2), q.size(1), q.size(-1)
+    n_rep = H // k.size(1)
+    if n_rep > 1:
+        k, v = k.repeat_interleave(n_rep, dim=1), v.repeat_interleave(n_rep, dim=1)
+    z = (q @ k.transpose(-2, -1)) / math.sqrt(D)  # (B, H, T, T)
+    if mask is not None:
+        z = z.masked_fill(~mask, float("-inf"))
+    log_take, log_leave = F.logsigmoid(z), F.logsigmoid(-z)  # log beta, log (1 - beta); masked: -inf, 0
+    i = torch.arange(T, device=q.device)
+    earlier = i[None, :] < i[:, None]  # (T, T): key j before query i
+    reads_earlier = torch.arange(H, device=q.device)[:, None, None] % 2 == 0  # (H, 1, 1)
+    sees = torch.where(reads_earlier, earlier, earlier.T)  # (H, T, T): the keys each head's queries read
+    log_leave = log_leave.masked_fill(~sees, 0.0)
+    upto = log_leave.cumsum(-1)  # sum of log (1 - beta(i, m)) over m <= j
+    # The keys strictly between i and j: after j (m > j) for a head reading earlier tokens, before j otherwise.
+    between = torch.where(reads_earlier, upto[..., -1:] - upto, upto - log_leave)
+    weights = (log_take + between).masked_fill(~sees, float("-inf")).exp()
+    if dropout_p > 0.0:
+        weights = F.dropout(weights, p=dropout_p)
+    return weights @ v, (weights if need_weights else None)
+
+
 def _shifted_sum(x: Tensor, taps: Tensor) -> Tensor:
     """out[:, t] = sum_j taps[j] * x[:, t + j - K // 2] for x (B, T, N) and taps (K, N), zeros beyond both ends."""
     T, half = x.size(1), taps.size(0) // 2
@@ -137,6 +181,7 @@ class MultiHeadAttention(nn.Module):
         qkv_conv: int = 0,
         qk_norm: bool = False,
         norm_eps: float = 1e-6,
+        stick_breaking_heads: int = 0,
     ) -> None:
         super().__init__()
         n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
@@ -167,6 +212,16 @@ class MultiHeadAttention(nn.Module):
         # attention logits are then bounded by the scales, whatever the projections grow to.
         self.q_norm = RMSNorm(self.head_dim, eps=norm_eps) if qk_norm else None
         self.k_norm = RMSNorm(self.head_dim, eps=norm_eps) if qk_norm else None
+        # The first `stick_breaking_heads` heads of self-attention use `stick_breaking_attention` (nearest match
+        # first, alternately earlier and later tokens) instead of softmax attention; for encoders.
+        if not 0 <= stick_breaking_heads <= n_heads:
+            raise ValueError(f"stick_breaking_heads must be in 0..n_heads={n_heads}, got {stick_breaking_heads}")
+        if stick_breaking_heads % (n_heads // n_kv_heads):
+            raise ValueError(
+                f"stick_breaking_heads={stick_breaking_heads} must be a multiple of the query heads per key/value "
+                f"head ({n_heads // n_kv_heads}): a key/value head serves one kind of attention"
+            )
+        self.stick_breaking_heads = stick_breaking_heads
 
     def _heads(self, x: Tensor, n_heads: int) -> Tensor:
         B, T, _ = x.shape
@@ -259,15 +314,26 @@ class MultiHeadAttention(nn.Module):
                 kv = self.project_kv(context)
             k, v = kv
 
-        out, weights = scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            mask,
-            is_causal=is_causal,
-            dropout_p=self.dropout_p if self.training else 0.0,
-            need_weights=need_weights,
-        )
+        dropout_p = self.dropout_p if self.training else 0.0
+        n_sb = self.stick_breaking_heads if context is None and kv is None else 0
+        if n_sb:
+            if cache is not None or is_causal:
+                raise ValueError("stick-breaking heads are for encoders: they read later tokens too")
+            # the first n_sb query heads and the key/value heads they share (n_sb is a multiple of H/G, see init)
+            g = n_sb * self.n_kv_heads // self.n_heads
+            out, weights = stick_breaking_attention(
+                q[:, :n_sb], k[:, :g], v[:, :g], mask, dropout_p=dropout_p, need_weights=need_weights
+            )
+            if n_sb < self.n_heads:
+                rest, rest_weights = scaled_dot_product_attention(
+                    q[:, n_sb:], k[:, g:], v[:, g:], mask, dropout_p=dropout_p, need_weights=need_weights
+                )
+                out = torch.cat([out, rest], dim=1)
+                weights = None if weights is None or rest_weights is None else torch.cat([weights, rest_weights], 1)
+        else:
+            out, weights = scaled_dot_product_attention(
+                q, k, v, mask, is_causal=is_causal, dropout_p=dropout_p, need_weights=need_weights
+            )
         # (B, H, Tq, D) -> (B, Tq, H*D); for one query (decoding) the transpose moves nothing and is left out
         out = out.reshape(B, 1, self.q_dim) if Tq == 1 else out.transpose(1, 2).reshape(B, Tq, self.q_dim)
         return on_real_tokens(self.out_proj, out, real_tokens), weights

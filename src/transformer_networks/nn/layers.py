@@ -85,6 +85,7 @@ class TransformerLayer(nn.Module):
         cross_attention: bool = False,
         qkv_conv: int = 0,
         qk_norm: bool = False,
+        stick_breaking_heads: int = 0,
     ) -> None:
         super().__init__()
 
@@ -100,6 +101,7 @@ class TransformerLayer(nn.Module):
             qkv_conv=qkv_conv,
             qk_norm=qk_norm,
             norm_eps=norm_eps,
+            stick_breaking_heads=stick_breaking_heads,
         )
         self.self_attn_residual = residual()
         self.cross_attn = None

@@ -1,0 +1,122 @@
+"""stick_breaking_heads: stick-breaking attention (Tan et al. 2025) in an encoder's first heads."""
+
+import pytest
+import torch
+
+from transformer_networks import TransformerConfig
+from transformer_networks.errors import ConfigError
+from transformer_networks.interop.hf import HFError, export_hf
+from transformer_networks.models import Seq2SeqTransformer, TransformerLM, TransformerQA
+from transformer_networks.nn.attention import MultiHeadAttention, stick_breaking_attention
+
+
+def config(**overrides):
+    settings = dict(vocab_size=50, d_model=32, n_heads=4, n_layers=2, d_ff=64, dropout=0.0, max_seq_len=64)
+    return TransformerConfig(**{**settings, **overrides})
+
+
+def reference(q, k, v, key_mask):
+    """The definition, one query at a time: walk the keys from the nearest outwards (earlier ones for even heads,
+    later ones for odd heads); each unmasked key takes sigmoid(q.k / sqrt(D)) of what is left."""
+    B, H, T, D = q.shape
+    rep = H // k.size(1)
+    out = torch.zeros_like(q)
+    weights = torch.zeros(B, H, T, T, dtype=q.dtype)
+    for b in range(B):
+        for h in range(H):
+            for i in range(T):
+                left = 1.0
+                for j in range(i - 1, -1, -1) if h % 2 == 0 else range(i + 1, T):
+                    if not key_mask[b, j]:
+                        continue
+                    beta = torch.sigmoid(q[b, h, i] @ k[b, h // rep, j] / D**0.5)
+                    weights[b, h, i, j] = beta * left
+                    left = left * (1 - beta)
+                out[b, h, i] = weights[b, h, i] @ v[b, h // rep]
+    return out, weights
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2])
+def test_it_equals_the_definition_with_padding_and_shared_key_value_heads(kv_heads):
+    torch.manual_seed(0)
+    q = torch.randn(2, 4, 7, 8) * 2
+    k, v = torch.randn(2, kv_heads, 7, 8) * 2, torch.randn(2, kv_heads, 7, 8)
+    key_mask = torch.ones(2, 7, dtype=torch.bool)
+    key_mask[1, 2] = key_mask[1, 5:] = False
+    out, weights = stick_breaking_attention(q, k, v, key_mask[:, None, None, :], need_weights=True)
+    expected_out, expected_weights = reference(q, k, v, key_mask)
+    torch.testing.assert_close(weights, expected_weights)
+    torch.testing.assert_close(out, expected_out)
+
+
+def test_gradients_pass_gradcheck_with_a_masked_key():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 5, 3, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    mask = torch.tensor([True, True, False, True, True])[None, None, None, :]
+    assert torch.autograd.gradcheck(lambda q, k, v: stick_breaking_attention(q, k, v, mask)[0], (q, k, v))
+
+
+def test_a_head_reads_the_nearest_match_however_far_and_a_softmax_head_does_not():
+    # Keys 1 and 4 match the query of position 6 (a large dot product), the rest do not: the head reading earlier
+    # tokens gives key 4 all the weight and key 1 none, where softmax attention splits it between the two.
+    T, D = 8, 4
+    q = torch.zeros(1, 2, T, D)
+    q[..., 0] = 10.0
+    k = torch.zeros(1, 2, T, D)
+    k[..., 0] = -10.0
+    k[:, :, [1, 4], 0] = 10.0
+    _, weights = stick_breaking_attention(q, k, torch.randn(1, 2, T, D), need_weights=True)
+    earlier = weights[0, 0, 6]
+    assert earlier[4] > 0.999 and earlier[1] < 1e-3 and earlier[6:].sum() == 0  # itself and later: nothing
+    later = weights[0, 1, 2]  # the head reading later tokens, from position 2: key 4 is its nearest match
+    assert later[4] > 0.999 and later[:3].sum() == 0 and later[5:].sum() < 1e-3
+    softmax = (q @ k.transpose(-1, -2) / D**0.5).softmax(-1)[0, 0, 6]
+    assert softmax[1] == pytest.approx(0.5, abs=1e-3) and softmax[4] == pytest.approx(0.5, abs=1e-3)
+    # A query with nothing on its side (the first token reading earlier ones) gets zeros.
+    assert weights[0, 0, 0].sum() == 0 and weights[0, 1, T - 1].sum() == 0
+
+
+def test_the_module_splits_its_heads_between_the_two_kinds():
+    torch.manual_seed(0)
+    attn = MultiHeadAttention(32, 4, stick_breaking_heads=2).eval()
+    x = torch.randn(2, 9, 32)
+    out, weights = attn(x, need_weights=True)
+    q, k, v = attn.split_qkv(attn.in_proj(x))
+    expected_sb, _ = reference(q[:, :2], k[:, :2], v[:, :2], torch.ones(2, 9, dtype=torch.bool))
+    softmax = ((q[:, 2:] @ k[:, 2:].transpose(-1, -2)) / 8**0.5).softmax(-1)
+    heads = torch.cat([expected_sb, softmax @ v[:, 2:]], dim=1)
+    torch.testing.assert_close(out, attn.out_proj(heads.transpose(1, 2).reshape(2, 9, 32)), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(weights[:, 2:], softmax)
+    assert torch.all(weights[:, 0].triu() == 0) and torch.all(weights[:, 1].tril() == 0)  # earlier / later only
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_a_padded_row_equals_the_row_alone(train):
+    torch.manual_seed(0)
+    model = TransformerQA(config(stick_breaking_heads=2, positional="rope", n_token_types=2, pad_id=0))
+    model.train(train)  # training on a padded batch takes the padding skip (projections of real tokens only)
+    ids = torch.randint(1, 50, (2, 10))
+    ids[1, 6:] = 0
+    batch, alone = model(ids), model(ids[1:, :6])
+    torch.testing.assert_close(batch.start[1, :6], alone.start[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(batch.end[1, :6], alone.end[0], atol=1e-5, rtol=1e-5)
+
+
+def test_an_encoder_decoder_has_them_in_its_encoder_only():
+    model = Seq2SeqTransformer(config(stick_breaking_heads=2))
+    assert all(layer.self_attn.stick_breaking_heads == 2 for layer in model.encoder.stack.layers)
+    assert all(layer.self_attn.stick_breaking_heads == 0 for layer in model.decoder.stack.layers)
+    assert all(layer.cross_attn.stick_breaking_heads == 0 for layer in model.decoder.stack.layers)
+
+
+def test_what_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="stick_breaking_heads=2 is for encoders"):
+        TransformerLM(config(stick_breaking_heads=2))
+    with pytest.raises(ConfigError, match="stick_breaking_heads must be between 0 and n_heads=4"):
+        config(stick_breaking_heads=5)
+    with pytest.raises(ConfigError, match=r"multiple of the query heads per key/value head \(2\)"):
+        config(n_kv_heads=2, stick_breaking_heads=1)
+    bert = TransformerConfig.from_preset("bert-base", vocab_size=50, d_model=32, n_heads=4, n_layers=2, d_ff=64)
+    with pytest.raises(HFError, match=r"stick_breaking_heads=2 \(needs 0\)"):
+        export_hf(TransformerQA(bert.replace(stick_breaking_heads=2)), tmp_path / "hf")
+    assert not (tmp_path / "hf" / "model.safetensors").exists()
