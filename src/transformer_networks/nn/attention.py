@@ -104,19 +104,17 @@ def stick_breaking_attention(
     n_rep = H // k.size(1)
     if n_rep > 1:
         k, v = k.repeat_interleave(n_rep, dim=1), v.repeat_interleave(n_rep, dim=1)
-    z = (q @ k.transpose(-2, -1)) / math.sqrt(D)  # (B, H, T, T)
-    if mask is not None:
-        z = z.masked_fill(~mask, float("-inf"))
-    log_take, log_leave = F.logsigmoid(z), F.logsigmoid(-z)  # log beta, log (1 - beta); masked: -inf, 0
     i = torch.arange(T, device=q.device)
-    earlier = i[None, :] < i[:, None]  # (T, T): key j before query i
+    earlier = (i[None, :] < i[:, None]).to(q.dtype)  # (T, T): 1 where token b comes before token a
     reads_earlier = torch.arange(H, device=q.device)[:, None, None] % 2 == 0  # (H, 1, 1)
-    sees = torch.where(reads_earlier, earlier, earlier.T)  # (H, T, T): the keys each head's queries read
-    log_leave = log_leave.masked_fill(~sees, 0.0)
-    upto = log_leave.cumsum(-1)  # sum of log (1 - beta(i, m)) over m <= j
-    # The keys strictly between i and j: after j (m > j) for a head reading earlier tokens, before j otherwise.
-    between = torch.where(reads_earlier, upto[..., -1:] - upto, upto - log_leave)
-    weights = (log_take + between).masked_fill(~sees, float("-inf")).exp()
+    side = torch.where(reads_earlier, earlier, earlier.T)  # (H, T, T): token b on head h's side of token a
+    sees = side if mask is None else side * mask  # a masked key takes nothing and lets the stick pass
+    z = (q @ k.transpose(-2, -1)) / math.sqrt(D)  # (B, H, T, T)
+    log_take = F.logsigmoid(z)  # log beta
+    log_leave = (log_take - z) * sees  # log (1 - beta) = log beta - z, 0 where the query does not read the key
+    # The keys m strictly between query i and key j are those on i's side with j on their side: summing
+    # log (1 - beta(i, m)) over them is one product with `side`.
+    weights = (log_take + log_leave @ side).exp() * sees
     if dropout_p > 0.0:
         weights = F.dropout(weights, p=dropout_p)
     return weights @ v, (weights if need_weights else None)
