@@ -50,3 +50,29 @@ def test_time_to_reports_the_first_validation_that_reaches_the_threshold():
     line = train_tasks.time_to(metrics, "exact_match", 0.99)
     assert "**2.9 minutes**" in line and "step 2,000" in line and "every 1,000 steps" in line
     assert "not reached" in train_tasks.time_to(metrics[:2], "exact_match", 0.99)
+
+
+def test_the_babi_second_sample_is_another_seeds_questions_whose_answers_sit_at_their_offsets(tmp_path, monkeypatch):
+    import json
+
+    from transformer_networks.data.babi import babi_split
+
+    monkeypatch.setattr(train_tasks, "RUNS", tmp_path)
+    files = train_tasks.babi_second_sample()
+    assert [task for task, _ in files] == [1, 2, 3]
+    builtin_test = {(ex.context, ex.question) for ex in babi_split(train_per_task=0)[1]}
+    for task, path in files:
+        lines = [json.loads(line) for line in path.read_text().splitlines()]
+        assert len(lines) == 1000 and all(line["id"].startswith(f"babi{task}-test-") for line in lines)
+        for line in lines:
+            (answer,) = line["answers"]
+            assert line["context"][answer["answer_start"] :].startswith(answer["text"])
+        assert sum((line["context"], line["question"]) in builtin_test for line in lines) < 50  # another draw
+    # The report weighs each task by its questions.
+    second = [{"task_type": t, "exact_match": em, "examples": n} for t, em, n in [(1, 100.0, 1000), (2, 70.0, 3000)]]
+    spec = {"per_task": True}
+    lines = train_tasks.members_line(spec, {"members": [], "second_sample": second})
+    assert lines == []  # no per-task members: nothing to report
+    member = {"task_type": 1, "examples": 300, "exact_match": 100.0, "f1": 100.0}
+    lines = train_tasks.members_line(spec, {"members": [member], "second_sample": second})
+    assert "exact match **77.5**; task 1 100.0; task 2 70.0" in lines[1]
