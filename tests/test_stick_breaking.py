@@ -15,7 +15,7 @@ def config(**overrides):
     return TransformerConfig(**{**settings, **overrides})
 
 
-def reference(q, k, v, key_mask):
+def reference(q, k, v, key_mask, bias=0.0):
     """The definition, one query at a time: walk the keys from the nearest outwards (earlier ones for even heads,
     later ones for odd heads); each unmasked key takes sigmoid(q.k / sqrt(D)) of what is left."""
     B, H, T, D = q.shape
@@ -29,22 +29,22 @@ def reference(q, k, v, key_mask):
                 for j in range(i - 1, -1, -1) if h % 2 == 0 else range(i + 1, T):
                     if not key_mask[b, j]:
                         continue
-                    beta = torch.sigmoid(q[b, h, i] @ k[b, h // rep, j] / D**0.5)
+                    beta = torch.sigmoid(q[b, h, i] @ k[b, h // rep, j] / D**0.5 + bias)
                     weights[b, h, i, j] = beta * left
                     left = left * (1 - beta)
                 out[b, h, i] = weights[b, h, i] @ v[b, h // rep]
     return out, weights
 
 
-@pytest.mark.parametrize("kv_heads", [4, 2])
-def test_it_equals_the_definition_with_padding_and_shared_key_value_heads(kv_heads):
+@pytest.mark.parametrize("kv_heads,bias", [(4, 0.0), (2, 0.0), (4, -4.0)])
+def test_it_equals_the_definition_with_padding_and_shared_key_value_heads(kv_heads, bias):
     torch.manual_seed(0)
     q = torch.randn(2, 4, 7, 8) * 2
     k, v = torch.randn(2, kv_heads, 7, 8) * 2, torch.randn(2, kv_heads, 7, 8)
     key_mask = torch.ones(2, 7, dtype=torch.bool)
     key_mask[1, 2] = key_mask[1, 5:] = False
-    out, weights = stick_breaking_attention(q, k, v, key_mask[:, None, None, :], need_weights=True)
-    expected_out, expected_weights = reference(q, k, v, key_mask)
+    out, weights = stick_breaking_attention(q, k, v, key_mask[:, None, None, :], bias=bias, need_weights=True)
+    expected_out, expected_weights = reference(q, k, v, key_mask, bias)
     torch.testing.assert_close(weights, expected_weights)
     torch.testing.assert_close(out, expected_out)
 
@@ -116,6 +116,8 @@ def test_what_is_refused(tmp_path):
         config(stick_breaking_heads=5)
     with pytest.raises(ConfigError, match=r"multiple of the query heads per key/value head \(2\)"):
         config(n_kv_heads=2, stick_breaking_heads=1)
+    with pytest.raises(ConfigError, match="stick_breaking_bias must be a finite number"):
+        config(stick_breaking_heads=2, stick_breaking_bias=float("nan"))
     bert = TransformerConfig.from_preset("bert-base", vocab_size=50, d_model=32, n_heads=4, n_layers=2, d_ff=64)
     with pytest.raises(HFError, match=r"stick_breaking_heads=2 \(needs 0\)"):
         export_hf(TransformerQA(bert.replace(stick_breaking_heads=2)), tmp_path / "hf")

@@ -238,6 +238,9 @@ class TransformerConfig(ConfigBase):
     # nearest matching earlier (even heads) or later (odd heads) token rather than a softmax over all of them;
     # 0 = none. Encoders only, as qkv_conv.
     stick_breaking_heads: int = 0
+    # Added to every stick-breaking logit: 0 as the paper; negative lets a head read far from the start (-4: each key
+    # first takes about 2% of what is left), which a model whose heads are all stick-breaking needs to learn at all.
+    stick_breaking_bias: float = 0.0
     norm: str = "layernorm"  # "layernorm" | "rmsnorm"
     norm_eps: float = 1e-5
     norm_first: bool = False  # False = post-LN as in the paper; True = pre-LN (stacks then end with a norm)
@@ -339,6 +342,8 @@ class TransformerConfig(ConfigBase):
                 f"stick_breaking_heads must be between 0 and n_heads={self.n_heads} and a multiple of the query heads "
                 f"per key/value head ({self.n_heads // self.kv_heads}), got {self.stick_breaking_heads!r}"
             )
+        if not math.isfinite(self.stick_breaking_bias):
+            raise ConfigError(f"stick_breaking_bias must be a finite number, got {self.stick_breaking_bias!r}")
         if self.pad_id is not None and not 0 <= self.pad_id < min(self.source_vocab_size, self.target_vocab_size):
             raise ConfigError(f"pad_id must be a token id inside the vocabulary (or None), got {self.pad_id!r}")
         for name in ("bos_id", "eos_id"):

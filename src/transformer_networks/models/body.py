@@ -75,6 +75,7 @@ class TransformerBody(nn.Module):
                 qkv_conv=0 if causal else cfg.qkv_conv,
                 qk_norm=cfg.qk_norm,
                 stick_breaking_heads=0 if causal else cfg.stick_breaking_heads,
+                stick_breaking_bias=cfg.stick_breaking_bias,
             )
             for _ in range(n_layers)
         ]

@@ -84,17 +84,20 @@ def stick_breaking_attention(
     v: Tensor,
     mask: Tensor | None = None,
     *,
+    bias: float = 0.0,
     dropout_p: float = 0.0,
     need_weights: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
     """Stick-breaking attention (Tan et al. 2025), both ways for a bidirectional encoder: even heads read the
     earlier tokens, nearest first, odd heads the later ones. Each key in turn takes a share beta = sigmoid(q k^T /
-    sqrt(D)) of what the nearer keys left:
+    sqrt(D) + bias) of what the nearer keys left:
 
         weight(i, j) = beta(i, j) * prod over the keys m strictly between i and j of (1 - beta(i, m))
 
     so a head finds "the nearest earlier (or later) token that matches", however far it is, without positions.
-    A query's weights sum to at most 1 (what is left goes nowhere) and never include itself.
+    A query's weights sum to at most 1 (what is left goes nowhere) and never include itself. `bias` shifts every
+    logit: with 0, at the start (q k^T near 0) each key takes half of what is left and a head sees its neighbours
+    only; with -4 each takes about 2%, and a head starts out reading far.
 
     q: (B, H, T, D); k, v: (B, G, T, D) with G dividing H; mask: boolean, True = may attend, broadcastable to
     (B, H, T, T): a masked key takes nothing and lets the stick pass. Returns (output (B, H, T, D), weights
@@ -109,7 +112,7 @@ def stick_breaking_attention(
     reads_earlier = torch.arange(H, device=q.device)[:, None, None] % 2 == 0  # (H, 1, 1)
     side = torch.where(reads_earlier, earlier, earlier.T)  # (H, T, T): token b on head h's side of token a
     sees = side if mask is None else side * mask  # a masked key takes nothing and lets the stick pass
-    z = (q @ k.transpose(-2, -1)) / math.sqrt(D)  # (B, H, T, T)
+    z = (q @ k.transpose(-2, -1)) / math.sqrt(D) + bias  # (B, H, T, T)
     log_take = F.logsigmoid(z)  # log beta
     log_leave = (log_take - z) * sees  # log (1 - beta) = log beta - z, 0 where the query does not read the key
     # The keys m strictly between query i and key j are those on i's side with j on their side: summing
@@ -180,6 +183,7 @@ class MultiHeadAttention(nn.Module):
         qk_norm: bool = False,
         norm_eps: float = 1e-6,
         stick_breaking_heads: int = 0,
+        stick_breaking_bias: float = 0.0,
     ) -> None:
         super().__init__()
         n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
@@ -220,6 +224,7 @@ class MultiHeadAttention(nn.Module):
                 f"head ({n_heads // n_kv_heads}): a key/value head serves one kind of attention"
             )
         self.stick_breaking_heads = stick_breaking_heads
+        self.stick_breaking_bias = stick_breaking_bias
 
     def _heads(self, x: Tensor, n_heads: int) -> Tensor:
         B, T, _ = x.shape
@@ -320,7 +325,13 @@ class MultiHeadAttention(nn.Module):
             # the first n_sb query heads and the key/value heads they share (n_sb is a multiple of H/G, see init)
             g = n_sb * self.n_kv_heads // self.n_heads
             out, weights = stick_breaking_attention(
-                q[:, :n_sb], k[:, :g], v[:, :g], mask, dropout_p=dropout_p, need_weights=need_weights
+                q[:, :n_sb],
+                k[:, :g],
+                v[:, :g],
+                mask,
+                bias=self.stick_breaking_bias,
+                dropout_p=dropout_p,
+                need_weights=need_weights,
             )
             if n_sb < self.n_heads:
                 rest, rest_weights = scaled_dot_product_attention(

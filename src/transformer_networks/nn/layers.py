@@ -86,6 +86,7 @@ class TransformerLayer(nn.Module):
         qkv_conv: int = 0,
         qk_norm: bool = False,
         stick_breaking_heads: int = 0,
+        stick_breaking_bias: float = 0.0,
     ) -> None:
         super().__init__()
 
@@ -102,6 +103,7 @@ class TransformerLayer(nn.Module):
             qk_norm=qk_norm,
             norm_eps=norm_eps,
             stick_breaking_heads=stick_breaking_heads,
+            stick_breaking_bias=stick_breaking_bias,
         )
         self.self_attn_residual = residual()
         self.cross_attn = None
