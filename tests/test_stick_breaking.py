@@ -76,13 +76,14 @@ def test_a_head_reads_the_nearest_match_however_far_and_a_softmax_head_does_not(
     assert weights[0, 0, 0].sum() == 0 and weights[0, 1, T - 1].sum() == 0
 
 
-def test_the_module_splits_its_heads_between_the_two_kinds():
+@pytest.mark.parametrize("bias", [0.0, -4.0])
+def test_the_module_splits_its_heads_between_the_two_kinds(bias):
     torch.manual_seed(0)
-    attn = MultiHeadAttention(32, 4, stick_breaking_heads=2).eval()
+    attn = MultiHeadAttention(32, 4, stick_breaking_heads=2, stick_breaking_bias=bias).eval()
     x = torch.randn(2, 9, 32)
     out, weights = attn(x, need_weights=True)
     q, k, v = attn.split_qkv(attn.in_proj(x))
-    expected_sb, _ = reference(q[:, :2], k[:, :2], v[:, :2], torch.ones(2, 9, dtype=torch.bool))
+    expected_sb, _ = reference(q[:, :2], k[:, :2], v[:, :2], torch.ones(2, 9, dtype=torch.bool), bias)
     softmax = ((q[:, 2:] @ k[:, 2:].transpose(-1, -2)) / 8**0.5).softmax(-1)
     heads = torch.cat([expected_sb, softmax @ v[:, 2:]], dim=1)
     torch.testing.assert_close(out, attn.out_proj(heads.transpose(1, 2).reshape(2, 9, 32)), atol=1e-5, rtol=1e-5)
@@ -103,8 +104,9 @@ def test_a_padded_row_equals_the_row_alone(train):
 
 
 def test_an_encoder_decoder_has_them_in_its_encoder_only():
-    model = Seq2SeqTransformer(config(stick_breaking_heads=2))
+    model = Seq2SeqTransformer(config(stick_breaking_heads=2, stick_breaking_bias=-4.0))
     assert all(layer.self_attn.stick_breaking_heads == 2 for layer in model.encoder.stack.layers)
+    assert all(layer.self_attn.stick_breaking_bias == -4.0 for layer in model.encoder.stack.layers)
     assert all(layer.self_attn.stick_breaking_heads == 0 for layer in model.decoder.stack.layers)
     assert all(layer.cross_attn.stick_breaking_heads == 0 for layer in model.decoder.stack.layers)
 
