@@ -17,23 +17,25 @@ def config(**overrides):
 
 def reference(q, k, v, key_mask, bias=0.0):
     """The definition, one query at a time: walk the keys from the nearest outwards (earlier ones for even heads,
-    later ones for odd heads); each unmasked key takes sigmoid(q.k / sqrt(D)) of what is left."""
+    later ones for odd heads); each unmasked key takes sigmoid(q.k / sqrt(D)) of what is left. Out-of-place, so
+    autograd can differentiate it."""
     B, H, T, D = q.shape
     rep = H // k.size(1)
-    out = torch.zeros_like(q)
-    weights = torch.zeros(B, H, T, T, dtype=q.dtype)
+    zero = q.new_zeros(())
+    rows = []
     for b in range(B):
         for h in range(H):
             for i in range(T):
-                left = 1.0
+                row, left = [zero] * T, 1.0
                 for j in range(i - 1, -1, -1) if h % 2 == 0 else range(i + 1, T):
                     if not key_mask[b, j]:
                         continue
                     beta = torch.sigmoid(q[b, h, i] @ k[b, h // rep, j] / D**0.5 + bias)
-                    weights[b, h, i, j] = beta * left
+                    row[j] = beta * left
                     left = left * (1 - beta)
-                out[b, h, i] = weights[b, h, i] @ v[b, h // rep]
-    return out, weights
+                rows.append(torch.stack(row))
+    weights = torch.stack(rows).view(B, H, T, T)
+    return weights @ v.repeat_interleave(rep, dim=1), weights
 
 
 @pytest.mark.parametrize("kv_heads,bias", [(4, 0.0), (2, 0.0), (4, -4.0)])
@@ -49,11 +51,44 @@ def test_it_equals_the_definition_with_padding_and_shared_key_value_heads(kv_hea
     torch.testing.assert_close(out, expected_out)
 
 
-def test_gradients_pass_gradcheck_with_a_masked_key():
+@pytest.mark.parametrize("bias", [0.0, -4.0])
+def test_gradients_pass_gradcheck_with_a_masked_key(bias):
     torch.manual_seed(0)
     q, k, v = (torch.randn(1, 2, 5, 3, dtype=torch.float64, requires_grad=True) for _ in range(3))
     mask = torch.tensor([True, True, False, True, True])[None, None, None, :]
-    assert torch.autograd.gradcheck(lambda q, k, v: stick_breaking_attention(q, k, v, mask)[0], (q, k, v))
+    out = lambda q, k, v: stick_breaking_attention(q, k, v, mask, bias=bias)[0]  # noqa: E731
+    assert torch.autograd.gradcheck(out, (q, k, v))
+
+
+def test_its_hand_written_gradients_equal_autograd_through_the_definition():
+    torch.manual_seed(1)
+    q = (torch.randn(2, 4, 6, 4, dtype=torch.float64) * 2).requires_grad_()
+    k = (torch.randn(2, 2, 6, 4, dtype=torch.float64) * 2).requires_grad_()
+    v = torch.randn(2, 2, 6, 4, dtype=torch.float64, requires_grad=True)
+    key_mask = torch.ones(2, 6, dtype=torch.bool)
+    key_mask[0, 1] = key_mask[1, 4:] = False
+    grad = torch.randn(2, 4, 6, 4, dtype=torch.float64)
+    got = torch.autograd.grad(
+        stick_breaking_attention(q, k, v, key_mask[:, None, None, :], bias=-2.0)[0], (q, k, v), grad
+    )
+    expected = torch.autograd.grad(reference(q, k, v, key_mask, bias=-2.0)[0], (q, k, v), grad)
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e)
+
+
+def test_under_bf16_autocast_it_computes_in_float32_and_returns_bf16():
+    """The sums of log(1 - beta) over a long row lose the nearest match in bf16: the function computes in float32
+    whatever the autocast, so its result is the float32 one on the same (rounded) inputs, cast once."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 40, 8).bfloat16() for _ in range(3))
+    mask = torch.ones(2, 1, 1, 40, dtype=torch.bool)
+    mask[1, ..., 30:] = False
+    expected, _ = stick_breaking_attention(q.float(), k.float(), v.float(), mask, bias=-4.0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, weights = stick_breaking_attention(q, k, v, mask, bias=-4.0, need_weights=True)
+    assert got.dtype == torch.bfloat16
+    assert torch.equal(got, expected.bfloat16())
+    assert weights is not None and weights.dtype == torch.float32
 
 
 def test_a_head_reads_the_nearest_match_however_far_and_a_softmax_head_does_not():
