@@ -25,6 +25,7 @@ VARIANTS = {
     "sinusoidal": {},
     "learned": {"positional": "learned"},
     "rope": {"positional": "rope"},
+    "no-positions": {"positional": "none"},
     "gqa": {"n_kv_heads": 2, "positional": "rope"},
     "post-ln": {"norm_first": False, "activation": "relu"},
 }

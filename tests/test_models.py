@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import transformer_networks as tn
+from transformer_networks.models import TransformerQA
 from transformer_networks.nn import FeedForward
 
 V = 40
@@ -25,6 +26,7 @@ VARIANTS = {
     "rope-gqa": dict(positional="rope", n_kv_heads=2, norm="rmsnorm", activation="swiglu", bias=False),
     "rope-mqa": dict(positional="rope", n_kv_heads=1, norm_first=True),
     "learned-gqa": dict(positional="learned", n_kv_heads=2, norm_first=True, tie_embeddings=False),
+    "no-positions": dict(positional="none", norm_first=True),
 }
 
 
@@ -456,3 +458,16 @@ def test_dropout_only_in_training():
     assert not torch.allclose(lm(ids), lm(ids))
     lm.eval()
     torch.testing.assert_close(lm(ids), lm(ids))
+
+
+def test_without_positions_an_encoder_sees_a_set_and_stick_breaking_heads_give_it_the_order():
+    """positional="none": nothing marks a token's place, so softmax heads alone make an encoder permutation-
+    equivariant (permuting the input permutes the output); stick-breaking heads read nearest-first and break it."""
+    torch.manual_seed(0)
+    ids, perm = tokens(1, 9), torch.randperm(9)
+    for sb, equivariant in ((0, True), (2, False)):
+        qa = TransformerQA(config(positional="none", stick_breaking_heads=sb, stick_breaking_bias=-1.0)).eval()
+        start = qa(ids).start
+        assert torch.allclose(qa(ids[:, perm]).start, start[:, perm], atol=1e-5) is equivariant
+    rope = TransformerQA(config(positional="rope")).eval()
+    assert not torch.allclose(rope(ids[:, perm]).start, rope(ids).start[:, perm], atol=1e-5)

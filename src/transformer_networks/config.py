@@ -37,7 +37,7 @@ from .errors import ConfigError
 __all__ = ["ConfigBase", "PRESETS", "TrainConfig", "TransformerConfig", "report_to_names"]
 
 
-POSITIONAL = ("sinusoidal", "learned", "rope")
+POSITIONAL = ("sinusoidal", "learned", "rope", "none")
 NORMS = ("layernorm", "rmsnorm")
 # The feed-forward activations nn/feedforward.py implements (named here, the bottom layer, for validation).
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu", "swiglu")
@@ -225,7 +225,9 @@ class TransformerConfig(ConfigBase):
     attention_dropout: float = 0.0  # on the attention weights
     max_seq_len: int = 1024  # longest sequence the positional encoding supports (learned: its table size)
 
-    positional: str = "sinusoidal"  # "sinusoidal" (the paper) | "learned" | "rope"
+    # "sinusoidal" (the paper) | "learned" | "rope" | "none" (no positions: a causal mask or stick-breaking heads
+    # give the order; an encoder of softmax heads alone sees its input as a set)
+    positional: str = "sinusoidal"
     rope_theta: float = 10000.0  # RoPE base frequency, used when positional == "rope"
     # Primer's multi-dconv-head attention (So et al. 2021): an odd width > 1 convolves every query, key and value
     # channel of self-attention over the sequence (centred, one kernel per channel, starting as the identity);

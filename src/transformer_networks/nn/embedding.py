@@ -43,10 +43,10 @@ class Embeddings(nn.Module):
             self.position = SinusoidalPositionalEncoding(d_model, max_len, sinusoidal_layout)
         elif positional == "learned":
             self.position = LearnedPositionalEmbedding(d_model, max_len, position_offset)
-        elif positional == "rope":
+        elif positional in ("rope", "none"):
             self.position = None
         else:
-            raise ValueError(f"positional must be 'sinusoidal', 'learned' or 'rope', got {positional!r}")
+            raise ValueError(f"positional must be 'sinusoidal', 'learned', 'rope' or 'none', got {positional!r}")
         self.token_type = nn.Embedding(n_token_types, d_model) if n_token_types else None
         self.norm = norm
         self.dropout = nn.Dropout(dropout)
