@@ -59,7 +59,8 @@ def describe(s: ModelSummary) -> str:
         f"parameters: {s.parameters:,} ({s.parameters / 1e6:.1f}M)",
         f"layers:     d_model={cfg.d_model} heads={cfg.n_heads} kv_heads={cfg.kv_heads} d_ff={cfg.d_ff} "
         f"encoder={cfg.encoder_layers} decoder={cfg.decoder_layers}",
-        f"style:      {'pre' if cfg.norm_first else 'post'}-LN {cfg.norm}, {cfg.positional} positions, "
+        f"style:      {'pre' if cfg.norm_first else 'post'}-LN {cfg.norm}, "
+        f"{'no' if cfg.positional == 'none' else cfg.positional} positions, "
         f"{cfg.activation}, vocab {cfg.vocab_size}",
     ]
     if s.output_shape is not None:
