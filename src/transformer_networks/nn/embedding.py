@@ -5,7 +5,8 @@ dropout (BERT, BART).
 
 Section 3.4 of the paper multiplies the token embeddings by sqrt(d_model); Section 3.5 adds the positional
 encodings; Section 5.4 applies dropout to the sum. With rotary positions (`positional="rope"`) nothing is added
-here: the positions enter inside self-attention instead.
+here: the positions enter inside self-attention instead; with `positional="none"` they enter nowhere (a causal mask
+or stick-breaking heads give the order).
 
 Shapes: ids (B, T) -> (B, T, C).
 """
