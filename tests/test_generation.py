@@ -14,6 +14,7 @@ from transformer_networks.generation import (
     gnmt_length_penalty,
     left_pad,
     process_logits,
+    search,
     top_k_filter,
     top_p_filter,
 )
@@ -243,6 +244,28 @@ def test_eos_stops_a_row_and_max_new_tokens_is_respected():
     # min_new_tokens forbids EOS before that many tokens
     longer = generate(mt, src, max_new_tokens=6, min_new_tokens=4, eos_id=eos, return_dict_in_generate=True)
     assert all(len(h[0].tokens) >= 4 for h in longer.hypotheses)
+
+
+@pytest.mark.parametrize("family", [TransformerLM, Seq2SeqTransformer])
+@pytest.mark.parametrize("do_sample", [False, True])
+def test_checking_for_eos_every_few_tokens_changes_no_output(monkeypatch, family, do_sample):
+    # On a GPU greedy / sampling asks whether every row has ended only every EOS_CHECK_EVERY tokens (each answer
+    # waits for the device); the extra tokens decoded after the last EOS must not show in tokens or scores.
+    model = make(family)
+    src = torch.tensor(prompts([4, 4, 4, 4]))
+    kwargs = {"max_new_tokens": 24, "do_sample": do_sample, "seed": 3, "return_dict_in_generate": True}
+    free = generate(model, src, eos_id=None, **kwargs)
+    new = free.sequences[:, -24:].tolist()
+    # EOS: a token every row produces, first at different steps, so the rows end at different steps
+    eos = next(t for t in range(24) if all(t in row[:18] for row in new) and len({row.index(t) for row in new}) > 1)
+    every_token = generate(model, src, eos_id=eos, pad_id=0, **kwargs)
+    lengths = [len(h[0].tokens) for h in every_token.hypotheses]
+    assert min(lengths) < max(lengths) < 24  # rows end at different steps, all before the budget
+    for interval in (3, 5, 64):
+        monkeypatch.setattr(search, "_eos_check_every", lambda device, n=interval: n)
+        late = generate(model, src, eos_id=eos, pad_id=0, **kwargs)
+        assert torch.equal(late.sequences, every_token.sequences)
+        assert torch.equal(late.scores, every_token.scores)
 
 
 def test_greedy_score_is_the_log_probability_of_its_tokens():

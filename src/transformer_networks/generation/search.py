@@ -30,6 +30,17 @@ def _at_least_float32(logits: Tensor) -> Tensor:
     return logits.to(torch.promote_types(logits.dtype, torch.float32))
 
 
+# How often greedy / sampling asks whether every row has finished. The answer is a read back from the device, so on
+# a GPU each question stalls the host until the queued steps have run; asking every few tokens keeps the queue full
+# and decodes at most EOS_CHECK_EVERY - 1 tokens too many once the last row has ended (they are dropped, so the
+# output is the same). On a CPU the read costs nothing and every token is checked.
+EOS_CHECK_EVERY = 8
+
+
+def _eos_check_every(device: torch.device | None) -> int:
+    return 1 if device is None or device.type == "cpu" else EOS_CHECK_EVERY
+
+
 def gnmt_length_penalty(length: int, alpha: float) -> float:
     """((5 + length) / 6) ^ alpha (Wu et al. 2016, the GNMT paper); a hypothesis's score is its log-probability
     divided by this. alpha = 0 ranks by log-probability alone; larger alpha favours longer outputs."""
@@ -60,6 +71,7 @@ def greedy_or_sample(
     score_dtype = torch.float32 if device is not None and device.type == "mps" else torch.float64  # MPS has no f64
     scores = torch.zeros(n_rows, dtype=score_dtype, device=device)
     taken: list[Tensor] = []
+    check_every = _eos_check_every(device)
     for t in range(max_new_tokens):
         assert logits is not None  # max_new_tokens > 0: steps.first() ran
         logits = _at_least_float32(logits)
@@ -79,7 +91,7 @@ def greedy_or_sample(
             scores += logp.masked_fill(finished, 0.0)
             taken.append(tokens.masked_fill(finished, -1))
             finished |= tokens == eos_id
-            if bool(finished.all()):
+            if (t + 1) % check_every == 0 and bool(finished.all()):
                 break
         if t == max_new_tokens - 1:
             break
