@@ -295,6 +295,57 @@ def test_skip_nonfinite_skips_at_most_n_bad_batches(tmp_path, monkeypatch, capsy
         )
 
 
+def test_losses_are_read_back_together_and_logged_as_if_read_every_step(tmp_path, monkeypatch):
+    # Each read of a loss waits for the device; the trainer reads the losses of up to LOSS_READ_EVERY steps at once
+    # (and at log lines, evaluations and stops), and what it logs must not change.
+    from transformer_networks.training import trainer as trainer_module
+    from transformer_networks.training.distributed import Distributed
+
+    text = tmp_path / "t.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog\n" * 40, encoding="utf-8")
+    spec = DataSpec(data=[str(text)])
+    reads = []
+    real_means = Distributed.means
+    monkeypatch.setattr(
+        Distributed, "means", lambda self, values: reads.append(len(values)) or real_means(self, values)
+    )
+
+    settings = quick(block_size=16, max_steps=45, eval_every=30, log_every=15)
+    train("lm", tmp_path / "batched", data=spec, model_config=tiny_model(), train_config=settings, quiet=True)
+    # step 1 (the first loss to show), 2-15 (log), 16-30 (log and evaluation), 31-45 (log, evaluation, the end)
+    assert reads == [1, 14, 15, 15]
+
+    monkeypatch.setattr(trainer_module, "LOSS_READ_EVERY", 1)
+    reads.clear()
+    train("lm", tmp_path / "each", data=spec, model_config=tiny_model(), train_config=settings, quiet=True)
+    assert reads == [1] * 45
+    assert train_losses(tmp_path / "batched")[0] == train_losses(tmp_path / "each")[0]
+
+    monkeypatch.setattr(trainer_module, "LOSS_READ_EVERY", 4)
+    reads.clear()
+    train("lm", tmp_path / "four", data=spec, model_config=tiny_model(), train_config=settings, quiet=True)
+    assert reads[:5] == [1, 4, 4, 4, 2]  # steps 1, 2-5, 6-9, 10-13, 14-15 (the log line)
+    assert train_losses(tmp_path / "four")[0] == train_losses(tmp_path / "each")[0]
+
+
+def test_a_nan_read_late_stops_the_run_at_its_step_before_a_checkpoint_holds_it(tmp_path, monkeypatch):
+    text = tmp_path / "t.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog\n" * 40, encoding="utf-8")
+    nan_on_calls(monkeypatch, {7})  # step 7's batch
+    with pytest.raises(TrainingError, match=r"step 7: the loss is nan; stopping \(the last checkpoint is .*last\)"):
+        train(
+            "lm",
+            tmp_path / "run",
+            data=DataSpec(data=[str(text)]),
+            model_config=tiny_model(),
+            train_config=quick(block_size=16, max_steps=20, eval_every=5, log_every=1000),
+            quiet=True,
+        )
+    last = load_checkpoint(tmp_path / "run" / "last")
+    assert last.step == 5  # step 10's evaluation read the NaN and saved nothing
+    assert all(bool(p.isfinite().all()) for p in last.model.state_dict().values())
+
+
 def test_a_skipped_batch_at_the_end_of_an_epoch_still_ends_the_epoch(tmp_path, monkeypatch):
     from transformer_networks.training.tasks import LanguageModelingTask
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch import nn
+from torch import Tensor, nn
 
 
 class Distributed:
@@ -139,6 +139,15 @@ class Distributed:
         t = torch.tensor([value], dtype=torch.float64, device=device)
         dist.all_reduce(t)
         return float(t) / self.world
+
+    def means(self, values: Tensor) -> list[float]:
+        """Each value's mean over the processes (the losses of the steps since the last read), read back to the
+        host in one transfer."""
+        if self.enabled:
+            values = values.clone()
+            dist.all_reduce(values)
+            values /= self.world
+        return values.tolist()
 
     def any(self, *flags: bool, device: torch.device) -> list[bool]:
         """Each flag True on every process when it is True on any (a signal, or a stop rank 0 decided); one

@@ -73,6 +73,12 @@ RUN_FILES = (
     *("run.json", "metrics.jsonl", "curves.png", "best", "last", "best.tmp", "last.tmp", "best.old", "last.old"),
     *("metrics.csv", "tensorboard/events.out.tfevents.*", "wandb/run-id"),  # the trackers' (not their folders)
 )
+# The loss of each step stays on the device; the losses are read back together every LOSS_READ_EVERY steps, at
+# every log line, evaluation and stop. Each read waits for the device to finish the queued steps, so reading after
+# every step leaves a GPU idle while the host prepares the next one. A non-finite loss then stops the run up to
+# LOSS_READ_EVERY - 1 steps after it happened, still naming its step and before any checkpoint holds it; with
+# `skip_nonfinite` every step's loss is read at once, since a bad batch must be skipped before its update.
+LOSS_READ_EVERY = 16
 EXAMPLES_DIR = "examples"  # in-memory examples, written into the run (training/examples.py)
 EXAMPLE_FILES = {"train.jsonl", "valid.jsonl"}
 
@@ -442,6 +448,8 @@ class Trainer:
         self.stop_reason: str | None = None
         self.last: dict[str, float] = {}  # the metrics of the latest evaluation
         self.skipped: list[int] = []  # steps whose batch had a non-finite loss and was skipped
+        self.unread: list[tuple[int, Tensor]] = []  # (step, its loss on the device) not read back yet
+        self.last_loss: float | None = None  # the loss of the latest step read back
         self.snapshot: dict[str, Any] = {}  # what every process hands over before rank 0 saves (see gather)
 
     def run(self) -> TrainResult:
@@ -727,14 +735,15 @@ class Trainer:
             state.epoch += 1
         state.position = 0
 
-    def train_step(self, group: list[dict[str, torch.Tensor]]) -> tuple[float, float, int] | None:
-        """One optimizer step on a group of batches (this process's share of it, accumulated): (the loss of the
-        whole step, the learning rate it used, the tokens it read), or None when its loss was not finite and the
-        batch is skipped (`skip_nonfinite`)."""
+    def train_step(self, group: list[dict[str, torch.Tensor]]) -> tuple[Tensor, float, int] | None:
+        """One optimizer step on a group of batches (this process's share of it, accumulated): (this process's
+        loss of the whole step, still on the device; the learning rate it used; the tokens it read), or None when
+        its loss was not finite and the batch is skipped (`skip_nonfinite`)."""
         cfg, ranks, device = self.cfg, self.ranks, self.device
         local = ranks.shard(group)
         self.optimizer.zero_grad(set_to_none=True)
-        step_loss, tokens = 0.0, 0
+        step_loss: Tensor | None = None
+        tokens = 0
         for i, batch in enumerate(local):
             tokens += self.task.tokens_in(batch)
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
@@ -748,11 +757,14 @@ class Trainer:
                 with self.autocast():
                     loss = self.loss(batch) / len(local)
                 self.scaler.scale(loss).backward()
-            step_loss += float(loss.detach())
-        step_loss = ranks.mean(step_loss, device)  # the loss of the whole step, the same on every process
-        if not math.isfinite(step_loss):
-            self.skip_or_stop(step_loss)
-            return None
+            part = loss.detach().float()
+            step_loss = part if step_loss is None else step_loss + part
+        assert step_loss is not None  # a step has at least one batch
+        if cfg.skip_nonfinite:  # read now: a bad batch is skipped before its update (LOSS_READ_EVERY)
+            value = ranks.mean(float(step_loss), device)
+            if not math.isfinite(value):
+                self.skip_or_stop(value, self.state.step + 1)
+                return None
         if cfg.clip_norm is not None:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_norm)
@@ -762,9 +774,24 @@ class Trainer:
         self.scheduler.step()
         return step_loss, lr, tokens
 
-    def skip_or_stop(self, step_loss: float) -> None:
-        """A non-finite loss: drop this batch's gradients while `skip_nonfinite` allows, else stop the run."""
-        step = self.state.step + 1
+    def read_losses(self) -> None:
+        """Read back the losses of the steps since the last read (one wait for all of them, averaged over the
+        processes) into the interval's sum; a non-finite one stops the run, naming its step."""
+        if not self.unread:
+            return
+        steps = [step for step, _ in self.unread]
+        values = self.ranks.means(torch.stack([loss for _, loss in self.unread]))
+        self.unread = []
+        state = self.state
+        for step, value in zip(steps, values, strict=True):
+            if not math.isfinite(value):
+                self.skip_or_stop(value, step)  # raises: with skip_nonfinite the step was read and skipped at once
+            state.interval_loss, state.interval_steps = state.interval_loss + value, state.interval_steps + 1
+        self.last_loss = values[-1]
+
+    def skip_or_stop(self, step_loss: float, step: int) -> None:
+        """A non-finite loss at `step`: drop this batch's gradients while `skip_nonfinite` allows, else stop the
+        run."""
         self.skipped.append(step)
         if len(self.skipped) <= self.cfg.skip_nonfinite:
             self.progress.log(
@@ -785,12 +812,26 @@ class Trainer:
             )
         )
 
-    def after_step(self, step_loss: float, lr: float, tokens: int) -> bool:
+    def after_step(self, step_loss: Tensor, lr: float, tokens: int) -> bool:
         """Log the step, apply the stop rules, evaluate when due. True when the run stops here."""
         cfg, state, ranks = self.cfg, self.state, self.ranks
-        state.interval_loss, state.interval_steps = state.interval_loss + step_loss, state.interval_steps + 1
-        self.progress.update(state.step, loss=step_loss, lr=lr, tokens=tokens)
-        if state.step % cfg.log_every == 0 and ranks.is_main:
+        self.unread.append((state.step, step_loss))
+        out_of_time = cfg.max_minutes is not None and time.perf_counter() - self.started >= cfg.max_minutes * 60
+        # rank 0's clock decides for every process; a signal to any process stops them all
+        out_of_time, signalled = ranks.any(
+            out_of_time and ranks.is_main, self.signals.signal is not None, device=self.device
+        )
+        if self.step_limit is not None and state.step >= self.step_limit:
+            self.stop_reason = f"reached {state.step} steps"
+        elif out_of_time:
+            self.stop_reason = f"reached the time limit of {cfg.max_minutes:g} minutes"
+        evaluate = state.step % cfg.eval_every == 0 or self.stop_reason is not None
+        log = state.step % cfg.log_every == 0
+        if evaluate or log or signalled or len(self.unread) >= LOSS_READ_EVERY or self.last_loss is None:
+            self.read_losses()
+        assert self.last_loss is not None  # read at the first step
+        self.progress.update(state.step, loss=self.last_loss, lr=lr, tokens=tokens)
+        if log and ranks.is_main:
             self.record(
                 {
                     "step": state.step,
@@ -801,15 +842,6 @@ class Trainer:
                 }
             )
             state.interval_loss, state.interval_steps = 0.0, 0
-        out_of_time = cfg.max_minutes is not None and time.perf_counter() - self.started >= cfg.max_minutes * 60
-        # rank 0's clock decides for every process; a signal to any process stops them all
-        out_of_time, signalled = ranks.any(
-            out_of_time and ranks.is_main, self.signals.signal is not None, device=self.device
-        )
-        if self.step_limit is not None and state.step >= self.step_limit:
-            self.stop_reason = f"reached {state.step} steps"
-        elif out_of_time:
-            self.stop_reason = f"reached the time limit of {cfg.max_minutes:g} minutes"
         if signalled and not self.stop_reason:
             self.signals.signal = self.signals.signal or "SIGTERM"  # another process was signalled
             self.gather()
@@ -820,7 +852,7 @@ class Trainer:
                 f"with `transformer-networks train --resume {self.out}`"
             )
             return True
-        if state.step % cfg.eval_every == 0 or self.stop_reason:
+        if evaluate:
             self.gather()
             if ranks.is_main:
                 self.evaluate()
