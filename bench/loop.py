@@ -148,8 +148,8 @@ def main() -> None:
         "",
         f"- {args.steps} timed steps after {args.warm} warm-up steps on each side; each figure is the median of "
         f"{args.rounds} alternating rounds. The trainer's includes what a run does per step besides the model's work "
-        "(the schedule, gradient clipping, the loss read back for the non-finite check and the progress line, the "
-        "batch order of the epoch); the bare loop's is the model's work and fused AdamW only",
+        "(the schedule, gradient clipping, the losses read back every 16 steps for the non-finite check and the "
+        "progress line, the batch order of the epoch); the bare loop's is the model's work and fused AdamW only",
         *footer(SCRIPT),
     ]
     block = "\n".join(lines)

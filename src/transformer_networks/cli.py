@@ -490,15 +490,23 @@ def _info(args: argparse.Namespace) -> int:
 
 # `demo` (and `make demo`): an encoder-decoder learns SCAN from scratch, the settings of configs/scan-demo.yaml
 # (which explains them; a test keeps the two equal).
-DEMO_MODEL = {"d_model": 128, "n_heads": 8, "n_layers": 2, "d_ff": 512, "dropout": 0.0, "positional": "rope"}
+DEMO_MODEL = {
+    "d_model": 128,
+    "n_heads": 8,
+    "n_layers": 2,
+    "d_ff": 512,
+    "dropout": 0.0,
+    "positional": "rope",
+    "qk_norm": True,
+}
 DEMO_TRAIN = {
     "tokenizer": "word",
-    "max_tokens": 2048,
+    "max_tokens": 1024,
     "lr": 0.0015,
     "schedule": "cosine",
     "warmup": 100,
     "min_lr_ratio": 0.05,
-    "max_steps": 3400,
+    "max_steps": 4000,
     "eval_every": 1000,
     "eval_examples": 400,
 }
