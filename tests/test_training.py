@@ -304,11 +304,13 @@ def test_losses_are_read_back_together_and_logged_as_if_read_every_step(tmp_path
     text = tmp_path / "t.txt"
     text.write_text("the quick brown fox jumps over the lazy dog\n" * 40, encoding="utf-8")
     spec = DataSpec(data=[str(text)])
-    reads = []
-    real_means = Distributed.means
-    monkeypatch.setattr(
-        Distributed, "means", lambda self, values: reads.append(len(values)) or real_means(self, values)
-    )
+    reads, real_means = [], Distributed.means
+
+    def means(self, values):  # counts the reads and how many steps' losses each brings back
+        reads.append(len(values))
+        return real_means(self, values)
+
+    monkeypatch.setattr(Distributed, "means", means)
 
     settings = quick(block_size=16, max_steps=45, eval_every=30, log_every=15)
     train("lm", tmp_path / "batched", data=spec, model_config=tiny_model(), train_config=settings, quiet=True)
