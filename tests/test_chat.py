@@ -343,11 +343,32 @@ def pexpect_eof():
 
 @pytest.fixture(scope="module")
 def babbler(tmp_path_factory):
-    """An untrained chat model with a long context: its replies run on for seconds, long enough to interrupt."""
+    """An untrained chat model with a long context whose replies run on for seconds, long enough to interrupt.
+
+    Left as trained, its greedy reply to "My name is Frank." is "Got" and the end of turn: over before a Ctrl-C
+    sent after its first letter can land. So the end-of-turn token's (tied) embedding is zeroed: its logit is
+    0, under the largest of the other logits, and greedy replies run to --max-new-tokens."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from transformer_networks.checkpoints import write_checksums
+
     out = tmp_path_factory.mktemp("babble") / "run"
     argv = ["train", "chat", "--out", out, "--max-steps", "1", "--eval-every", "1", "--set", "eval_examples=2"]
     argv += ["--set", "max_len=2048", "--set", "d_model=256", "--set", "n_layers=4", "--set", "d_ff=512", "--quiet"]
     assert cli.main([str(a) for a in [*argv, *TINY]]) == 0
+    weights = out / "best" / "model.safetensors"
+    state = load_file(weights)
+    with safe_open(weights, "pt") as f:
+        metadata = f.metadata()  # names the tied weights
+    end = ChatTemplate.of(load_for("chat", out).tokenizer).end_id
+    state["decoder.embeddings.token.weight"][end] = 0.0
+    save_file(state, weights, metadata=metadata)
+    write_checksums(out / "best")
+    ck = load_for("chat", out)
+    for text in ("My name is Frank.", "Thanks!"):  # the test's premise: no early end of turn
+        prompt = ChatTemplate.of(ck.tokenizer).encode([Message("user", text)], add_generation_prompt=True)[0]
+        assert end not in next_tokens(ck.model, ck.model.init_cache(1), prompt, max_new_tokens=64)
     return out
 
 
