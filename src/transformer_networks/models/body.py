@@ -182,8 +182,9 @@ class TransformerBody(nn.Module):
         real_tokens = None
         if self.training and cache is None and mask is not None and mask.shape == (B, 1, 1, T):
             # Training on a padded batch: projections and feed-forward layers skip the padding (`TransformerLayer`).
+            # Not inside torch.compile: the number of real tokens, a shape, would split the graph where it is read.
             keep = mask.reshape(B * T)
-            if not bool(keep.all()):
+            if not torch.compiler.is_compiling() and not bool(keep.all()):
                 real_tokens = keep.nonzero().squeeze(1)
         out = self.stack(
             x,

@@ -10,6 +10,7 @@ only, and each decoder layer's cross-attention keys/values are computed once.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 from torch.nn import Linear
 
@@ -99,7 +100,9 @@ class Seq2SeqTransformer(Generates, ModelBase):
         skips the class cfg.pad_id, or, without a pad_id, is spread over every class as `F.cross_entropy` does),
         and the output layer runs on those positions only: its `logits` are (N, V), in row-major order. A padded
         batch (often 30-50% padding) thus skips that share of the output layer and softmax, the costliest
-        position-wise work with a large vocabulary.
+        position-wise work with a large vocabulary. Inside `torch.compile`, where a shape that depends on the
+        labels would split the graph (and wait for the device), the output layer runs on every position and the
+        `logits` are (B * T, V); the loss is the same.
         """
         if labels is not None and labels.shape != tgt_ids.shape:
             raise InputError(f"labels must have the shape of tgt_ids {tuple(tgt_ids.shape)}, got {tuple(labels.shape)}")
@@ -135,11 +138,22 @@ class Seq2SeqTransformer(Generates, ModelBase):
             keep = labels >= 0
             if self.cfg.pad_id is not None:
                 keep &= labels != self.cfg.pad_id
-            rows = keep.reshape(-1).nonzero().squeeze(1)  # (N,) the labelled positions of the flattened B * T
-            logits = self.lm_head(hidden.reshape(-1, hidden.size(-1)).index_select(0, rows))  # (N, V)
-            loss = label_smoothed_cross_entropy(
-                logits, labels.reshape(-1).index_select(0, rows), smoothing=label_smoothing, pad_class=self.cfg.pad_id
-            )
+            flat = hidden.reshape(-1, hidden.size(-1))  # (B * T, C)
+            if torch.compiler.is_compiling():  # static shapes: every position, the unlabelled ones ignored
+                logits = self.lm_head(flat)  # (B * T, V)
+                targets = labels.reshape(-1).masked_fill(~keep.reshape(-1), -1)
+                loss = label_smoothed_cross_entropy(
+                    logits, targets, smoothing=label_smoothing, ignore_index=-1, pad_class=self.cfg.pad_id
+                )
+            else:
+                rows = keep.reshape(-1).nonzero().squeeze(1)  # (N,) the labelled positions of the flattened B * T
+                logits = self.lm_head(flat.index_select(0, rows))  # (N, V)
+                loss = label_smoothed_cross_entropy(
+                    logits,
+                    labels.reshape(-1).index_select(0, rows),
+                    smoothing=label_smoothing,
+                    pad_class=self.cfg.pad_id,
+                )
         if not (return_dict or return_attentions or return_hidden_states or labels is not None):
             return logits
         return TransformerOutput(
