@@ -12,8 +12,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from test_training import quick, tiny_model, train_losses, write_reversal_tsv
 from transformer_networks import TransformerConfig
 from transformer_networks.models import Seq2SeqTransformer, TransformerClassifier, TransformerLM, TransformerQA
+from transformer_networks.training.checkpoint import load_checkpoint
+from transformer_networks.training.tasks import DataSpec
+from transformer_networks.training.trainer import train
 
 PAD = 0
 
@@ -89,3 +93,32 @@ def test_a_padded_training_step_compiles_to_one_graph_with_the_eager_loss_and_gr
     for n, p in model.named_parameters():
         if n in eager_grads:
             torch.testing.assert_close(p.grad, eager_grads[n], rtol=1e-4, atol=1e-6, msg=n)
+
+
+def test_training_with_compile_logs_the_eager_losses_and_saves_plain_weights(tmp_path, monkeypatch):
+    # The trainer's compiled model, traced whole (fullgraph: a graph break fails) by AOTAutograd without inductor's
+    # code generation, which would take minutes here; the padded batches of a translation task change shape from
+    # batch to batch.
+    data = tmp_path / "train.tsv"
+    write_reversal_tsv(data, 200, seed=1)
+    spec = DataSpec(data=[str(data)])
+    settings = {"tokenizer": "word", "max_tokens": 256, "max_steps": 20, "eval_every": 20, "log_every": 1}
+    eager_run = {"data": spec, "model_config": tiny_model(), "train_config": quick(**settings), "quiet": True}
+    train("translation", tmp_path / "eager", **eager_run)
+    compiled = []
+    real_compile = torch.compile
+
+    def compile_whole(model, **options):
+        compiled.append(model)
+        return real_compile(model, backend="aot_eager", fullgraph=True, **options)
+
+    monkeypatch.setattr(torch, "compile", compile_whole)
+    train("translation", tmp_path / "compiled", **{**eager_run, "train_config": quick(**settings, compile=True)})
+    assert len(compiled) == 1
+    eager, eager_valid = train_losses(tmp_path / "eager")
+    losses, valid = train_losses(tmp_path / "compiled")
+    assert losses == pytest.approx(eager, rel=1e-4)
+    assert valid[-1]["loss"] == pytest.approx(eager_valid[-1]["loss"], rel=1e-4)
+    # Saved from the model itself: no "_orig_mod." prefix of the compiled wrapper, and it loads.
+    ours = load_checkpoint(tmp_path / "compiled").model.state_dict()
+    assert ours.keys() == load_checkpoint(tmp_path / "eager").model.state_dict().keys()
