@@ -268,32 +268,6 @@ def test_checking_for_eos_every_few_tokens_changes_no_output(monkeypatch, family
         assert torch.equal(late.scores, every_token.scores)
 
 
-@pytest.mark.parametrize("family", [TransformerLM, Seq2SeqTransformer])
-@pytest.mark.parametrize("num_beams", [1, 3])
-def test_keeping_a_decoding_steps_key_mask_unread_changes_no_output(monkeypatch, family, num_beams):
-    # Off the CPU the cache keeps the key mask of each decoded token without reading whether it is all real (the
-    # read would wait for the device at every token): decoding then runs with an explicit mask of real keys.
-    from transformer_networks.generation import decode_step
-    from transformer_networks.nn import cache as cache_module
-
-    model = make(family)
-    src = torch.tensor(prompts([4, 4, 4]))
-    monkeypatch.setattr(decode_step.DecodeStep, "of", classmethod(lambda cls, *a: None))  # the modules, per token
-    kwargs = {"max_new_tokens": 10, "num_beams": num_beams, "return_dict_in_generate": True}
-    read = generate(model, src, pad_id=0, **kwargs)
-    asked = []
-
-    def not_free(device):
-        asked.append(device.type)
-        return False
-
-    monkeypatch.setattr(cache_module, "_reads_are_free", not_free)
-    unread = generate(model, src, pad_id=0, **kwargs)
-    assert asked  # the decoding steps took the unread path
-    assert torch.equal(unread.sequences, read.sequences)
-    torch.testing.assert_close(unread.scores, read.scores, rtol=0, atol=1e-12)
-
-
 def test_greedy_score_is_the_log_probability_of_its_tokens():
     lm = make(TransformerLM)
     ids = torch.tensor(prompts([3]))

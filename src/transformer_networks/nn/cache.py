@@ -217,11 +217,7 @@ class DecoderCache:
 
     def update_key_mask(self, positions: Tensor, key_mask: Tensor | None) -> Tensor | None:
         """Record which of the new tokens (B, T) are real (None: all of them); return the mask of every cached key,
-        (B, L), or None when every key of a growing cache is real (then only causality limits attention).
-
-        Off the CPU the mask of a single new token per row (a decoding step) is kept without reading it: the read
-        would wait for the device at every token, and a mask of real keys changes no output."""
-
+        (B, L), or None when every key of a growing cache is real (then only causality limits attention)."""
         if self.max_len is not None:
             assert self.key_mask is not None
             if key_mask is not None:
@@ -233,10 +229,7 @@ class DecoderCache:
                 else torch.ones(self.key_mask.size(0), positions.numel(), dtype=torch.bool, device=self.key_mask.device)
             )
             self.key_mask = torch.cat([self.key_mask, new], dim=1)
-        elif key_mask is not None and (
-            (key_mask.size(1) == 1 and not _reads_are_free(key_mask.device)) or not bool(key_mask.all())
-        ):
-            # The first padding: mark the earlier keys real.
+        elif key_mask is not None and not bool(key_mask.all()):  # the first padding: mark the earlier keys real
             earlier = torch.ones(key_mask.size(0), self.length, dtype=torch.bool, device=key_mask.device)
             self.key_mask = torch.cat([earlier, key_mask], dim=1)
         return self.key_mask
@@ -318,12 +311,6 @@ class DecoderCache:
         self.length -= first
         if bool(self.key_mask.all()):
             self.key_mask = None  # every key real again: steps need no mask
-
-
-def _reads_are_free(device: torch.device) -> bool:
-    """Whether reading a tensor's value costs no wait: on a CPU it is there; elsewhere the host waits for the work
-    queued before it."""
-    return device.type == "cpu"
 
 
 def _pad_left(x: Tensor, length: int, value: float | bool) -> Tensor:
