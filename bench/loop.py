@@ -2,6 +2,7 @@
 
     python bench/loop.py                          # the SCAN demo model and a tiny LM; the CPU, and CUDA when present
     python bench/loop.py --steps 50 --no-write    # a quick look
+    python bench/loop.py --device cuda            # the GPU rows only
 
 Trainer: the library's `train(...)` as a user runs it (data encoded once, progress reporting, metrics.jsonl every
 50 steps, the learning-rate schedule, gradient clipping, the non-finite check, the padding skip), for 50 + --steps
@@ -117,9 +118,12 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=200, help="timed steps (default 200)")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds of the two sides (default 3)")
     p.add_argument("--warm", type=int, default=WARM, help=f"warm-up steps on each side (default {WARM})")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="one device (default: the CPU, and CUDA when present)")
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args()
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: CUDA is not available here")
+    devices = [args.device] if args.device else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     rows = []
     with tempfile.TemporaryDirectory() as directory:
         work = Path(directory)
