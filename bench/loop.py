@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from harness import DATA, footer, write_block  # bench/harness.py: this script's folder is on sys.path
@@ -81,8 +82,10 @@ def trainer_seconds_per_step(case: dict, run: Path, warm: int, steps: int, devic
     return (times[warm + steps] - times[warm]) / steps
 
 
-def bare_seconds_per_step(run: Path, warm: int, steps: int, device: str) -> float:
-    ck = load_checkpoint(run / "last", device)
+def task_model_batches(run: Path, device: str) -> tuple[Any, torch.nn.Module, list[dict[str, torch.Tensor]]]:
+    """(the task, a freshly initialised model of its configuration on `device`, the task's first-epoch training
+    batches, on the host) of a trainer run."""
+    ck = load_checkpoint(run / "last", "cpu")
     task = ck.make_task()
     splits = read_splits(type(task), DataSpec.from_dict(ck.data), ck.train_config)
     batches = list(task.batches(task.encode(splits.train), epoch=0))
@@ -90,6 +93,11 @@ def bare_seconds_per_step(run: Path, warm: int, steps: int, device: str) -> floa
     model = type(ck.model)(ck.config).to(device).train()
     if device == "cpu":
         use_onednn(model)
+    return task, model, batches
+
+
+def bare_seconds_per_step(run: Path, warm: int, steps: int, device: str) -> float:
+    task, model, batches = task_model_batches(run, device)
     try:
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     except (RuntimeError, TypeError):  # no fused kernel for this device

@@ -31,13 +31,11 @@ from typing import Any
 
 import torch
 from harness import footer, synchronize
-from loop import cases  # bench/loop.py: the same models, data and settings
+from loop import cases, task_model_batches  # bench/loop.py: the same models, data and settings
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from transformer_networks.backends.onednn import use_onednn
-from transformer_networks.checkpoints import load_checkpoint
-from transformer_networks.data.splits import DataSpec, read_splits
+from transformer_networks.data.splits import DataSpec
 from transformer_networks.training import TrainConfig, train
 
 SCRIPT = "bench/profile_step.py"
@@ -54,14 +52,7 @@ def model_and_batches(case: dict, work: Path, device: str, count: int) -> tuple[
     settings = TrainConfig(**case["train"], max_steps=1, device="cpu")
     data = DataSpec(data=case["data"])
     train(case["task"], run, data=data, model_config=case["model"], train_config=settings, quiet=True)
-    ck = load_checkpoint(run / "last", "cpu")
-    task = ck.make_task()
-    splits = read_splits(type(task), DataSpec.from_dict(ck.data), ck.train_config)
-    batches = list(task.batches(task.encode(splits.train), epoch=0))
-    torch.manual_seed(0)
-    model = type(ck.model)(ck.config).to(device).train()
-    if device == "cpu":
-        use_onednn(model)
+    task, model, batches = task_model_batches(run, device)
     return task, model, [batches[i % len(batches)] for i in range(count)]
 
 
