@@ -56,6 +56,9 @@ def test_pad_batch_puts_prefix_and_suffix_around_lists_and_arrays():
     out = pad_batch([[5, 6], np.array([7], dtype=np.int32)], pad_id=0, prefix=2, suffix=3)
     assert out.tolist() == [[2, 5, 6, 3], [2, 7, 3, 0]]
     assert pad_batch([np.array([4, 4], dtype=np.int32), [9]], pad_id=1).tolist() == [[4, 4], [9, 1]]
+    # an empty row, a negative padding value (-100: a position the loss skips), a suffix alone
+    assert pad_batch([[], [7, 8]], pad_id=-100, suffix=1).tolist() == [[1, -100, -100], [7, 8, 1]]
+    assert pad_batch([[6], []], pad_id=0, prefix=2).tolist() == [[2, 6], [2, 0]]
 
 
 def test_lazy_batches_collate_each_group_when_indexed():
