@@ -36,11 +36,10 @@ def pad_batch(
     out = np.full((len(sequences), max(lengths) + before + after), pad_id, dtype=np.int64)
     for i, (s, n) in enumerate(zip(sequences, lengths, strict=True)):  # numpy: a row costs ~1 us, torch's ~10
         out[i, before : before + n] = s
-    rows = np.arange(len(sequences))
     if prefix is not None:
         out[:, 0] = prefix
     if suffix is not None:
-        out[rows, before + np.asarray(lengths)] = suffix
+        out[np.arange(len(sequences)), before + np.asarray(lengths)] = suffix
     return torch.from_numpy(out)
 
 
