@@ -139,21 +139,14 @@ class Seq2SeqTransformer(Generates, ModelBase):
             if self.cfg.pad_id is not None:
                 keep &= labels != self.cfg.pad_id
             flat = hidden.reshape(-1, hidden.size(-1))  # (B * T, C)
-            if torch.compiler.is_compiling():  # static shapes: every position, the unlabelled ones ignored
-                logits = self.lm_head(flat)  # (B * T, V)
-                targets = labels.reshape(-1).masked_fill(~keep.reshape(-1), -1)
-                loss = label_smoothed_cross_entropy(
-                    logits, targets, smoothing=label_smoothing, ignore_index=-1, pad_class=self.cfg.pad_id
-                )
-            else:
+            targets = labels.reshape(-1).masked_fill(~keep.reshape(-1), -1)  # (B * T,) -1: not a target
+            if not torch.compiler.is_compiling():  # inside a graph, shapes stay static: every position, -1 ignored
                 rows = keep.reshape(-1).nonzero().squeeze(1)  # (N,) the labelled positions of the flattened B * T
-                logits = self.lm_head(flat.index_select(0, rows))  # (N, V)
-                loss = label_smoothed_cross_entropy(
-                    logits,
-                    labels.reshape(-1).index_select(0, rows),
-                    smoothing=label_smoothing,
-                    pad_class=self.cfg.pad_id,
-                )
+                flat, targets = flat.index_select(0, rows), targets.index_select(0, rows)
+            logits = self.lm_head(flat)  # (N, V), or (B * T, V) when compiled
+            loss = label_smoothed_cross_entropy(
+                logits, targets, smoothing=label_smoothing, ignore_index=-1, pad_class=self.cfg.pad_id
+            )
         if not (return_dict or return_attentions or return_hidden_states or labels is not None):
             return logits
         return TransformerOutput(
