@@ -18,14 +18,16 @@ it); MFU = achieved FLOP/s / the device's spec peak (989 TFLOP/s dense bf16 on a
 bf16 matrix product timed in the same alternation shows the peak this device reaches in practice.
 
 decode: batch-1 greedy decoding of gpt2-small in bf16 (a 16-token random prompt, --new-tokens new tokens, no EOS).
-Each new token reads every weight once (the position table aside: one row of it) and the KV cache so far, so a
-token cannot take less than (weight bytes + cache bytes) / memory bandwidth; the fraction of that limit a side
-reaches is what the numbers mean. Sides: ours with its growing cache; ours with a preallocated (static) cache and
-its layer stack compiled (`mode="reduce-overhead"`, CUDA graphs, on a GPU), gpt-fast's recipe, which reaches about
-70% of an A100's bandwidth; transformers `generate` with its dynamic cache, and with `cache_implementation="static"`
-(which compiles the model itself on a GPU). Ours and GPT-2 hold the same weights (`generation.gpt2_twins`), so the
-tokens should agree; bf16 can flip near-ties, so the share of identical tokens is reported, not required. A copy of
-a large tensor, timed in the same alternation, gives the bandwidth the device reaches in practice.
+Each new token reads every weight once (the position table aside: one row of it) and the KV cache so far, so a token
+cannot take less than (weight bytes + cache bytes) / memory bandwidth; the fraction of that limit a side reaches is
+what the numbers mean. Sides: ours with its growing cache; ours with a preallocated (static) cache and its layer
+stack compiled (`mode="reduce-overhead"`, CUDA graphs, on a GPU); ours with the whole step compiled
+(`CompiledDecoder`: embedding, layers, output layer, argmax and cache writes as one graph, one CUDA graph on a GPU),
+gpt-fast's recipe, which reaches about 70% of an A100's bandwidth; transformers `generate` with its dynamic cache,
+and with `cache_implementation="static"` (which compiles the model itself on a GPU). Ours and GPT-2 hold the same
+weights (`generation.gpt2_twins`), so the tokens should agree; bf16 can flip near-ties, so the share of identical
+tokens is reported, not required. A copy of a large tensor, timed in the same alternation, gives the bandwidth the
+device reaches in practice.
 
 Method (as every script in bench/): warm-up first, then the sides alternate (A B A B ...) for --rounds rounds;
 medians; peer / ours ratios (> 1: ours is faster); CUDA events after a synchronize on a GPU. On a CPU (--shape tiny)
@@ -50,9 +52,12 @@ from harness import alternate, footer, versions, write_block
 from torch import Tensor, nn
 from train_step import LMShape, Side, compare, lm_sides, ratio_text
 
+from transformer_networks.generation.compiled import CompiledDecoder
+
 SCRIPT = "bench/gpu.py"
 WARMUPS = 2  # decode: untimed runs of every side first (compilation, CUDA graph recording, a recompilation)
 PROMPT_LEN = 16  # decode: random prompt tokens
+COMPILED_STEP = "ours, CompiledDecoder (one graph a token)"
 
 # mfu shapes; steps: training steps per timed round. GPT-2's vocabulary 50,257 padded to 50,304 (a multiple of 64).
 SHAPES = {
@@ -303,6 +308,13 @@ def decode_sides(
                 return compiled.generate(prompt, max_new_tokens=n, cache=cache)
 
         sides["ours, static cache + compiled stack"] = run_static
+        # The whole step (embedding, layers, output layer, argmax, cache writes) as one graph: CompiledDecoder.
+        decoder = CompiledDecoder(ours, max_len=prompt.size(1) + n)  # a 16-token prompt fills its bucket
+
+        def run_step() -> Tensor:
+            return decoder.generate(prompt, max_new_tokens=n)
+
+        sides[COMPILED_STEP] = run_step
     sides["HF generate"] = run_hf
     if compile_stack:
         mask = torch.ones_like(prompt)
@@ -392,7 +404,7 @@ def decode(args: argparse.Namespace) -> str | None:
     assert ours.cfg.eos_id is None and hf.generation_config.eos_token_id is None  # nothing stops a run early
     prompt = torch.randint(ours.cfg.vocab_size, (1, PROMPT_LEN), generator=torch.Generator().manual_seed(0))
     sides = decode_sides(ours, hf, prompt.to(device), n, compile_stack=not args.no_compile)
-    sides = warm_up(sides, optional=("HF generate, static cache",))
+    sides = warm_up(sides, optional=("HF generate, static cache", COMPILED_STEP))
     copy_fn, copy_bytes = copy_bf16(device)
     copy_fn()
     times, results = alternate({**sides, "copy": copy_fn}, args.rounds, device=device, label="decode ")
@@ -443,7 +455,9 @@ def decode(args: argparse.Namespace) -> str | None:
                 if args.no_compile
                 else '; its copy with `model.decoder.stack.compile(mode="reduce-overhead" on a '
                 'GPU, else "default", dynamic=False)` runs `generate(..., cache=cache)` with one preallocated cache '
-                "for every run (`init_cache(1, P + n)`, so that CUDA graphs are replayed, not recorded again)"
+                "for every run (`init_cache(1, P + n)`, so that CUDA graphs are replayed, not recorded again); "
+                "`CompiledDecoder(model, max_len=16 + n).generate(prompt, max_new_tokens=n)` compiles the whole step "
+                "(mode reduce-overhead on a GPU)"
             )
             + f". HF: `GPT2LMHeadModel.generate(input_ids, attention_mask, max_new_tokens={n}, min_new_tokens={n}, "
             "do_sample=False, use_cache=True)`"

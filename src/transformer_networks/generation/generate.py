@@ -35,6 +35,20 @@ class GenerationOutput:
     hypotheses: list[list[Hypothesis]]  # per input, its n outputs (new tokens only), best first for beams
 
 
+def default_attention_mask(
+    input_ids: Tensor, attention_mask: Tensor | None, pad_id: int | None, eos_id: int | None, model_pad: int | None
+) -> Tensor:
+    """The prompt's mask of real tokens (B, P): `attention_mask` checked, else every token but the padding. The
+    padding is pad_id, unless it is also the EOS (GPT-2's convention, where EOS also separates the documents of a
+    prompt; Hugging Face infers no mask then either), else the model's own."""
+    if attention_mask is not None:
+        if attention_mask.shape != input_ids.shape or attention_mask.dtype != torch.bool:
+            raise InputError(f"attention_mask must be a boolean tensor of shape {tuple(input_ids.shape)}")
+        return attention_mask
+    input_pad = pad_id if pad_id is not None and pad_id != eos_id else model_pad
+    return input_ids != input_pad if input_pad is not None else torch.ones_like(input_ids, dtype=torch.bool)
+
+
 @torch.no_grad()
 def generate(
     model: DecodingModel,
@@ -110,15 +124,7 @@ def generate(
             )
     if eos_id is None:  # the model's own (imported models), else the tokenizer's <eos> for an encoder-decoder
         eos_id = cfg.eos_id if cfg.eos_id is not None else EOS_ID if family == "seq2seq" else None
-    # The padding to mask: pad_id, unless it is also the EOS (GPT-2's convention, where EOS also separates the
-    # documents of a prompt; Hugging Face infers no mask then either), else the model's own.
-    input_pad = pad_id if pad_id is not None and pad_id != eos_id else cfg.pad_id
-    if attention_mask is None:
-        attention_mask = (
-            input_ids != input_pad if input_pad is not None else torch.ones_like(input_ids, dtype=torch.bool)
-        )
-    elif attention_mask.shape != input_ids.shape or attention_mask.dtype != torch.bool:
-        raise InputError(f"attention_mask must be a boolean tensor of shape {tuple(input_ids.shape)}")
+    attention_mask = default_attention_mask(input_ids, attention_mask, pad_id, eos_id, cfg.pad_id)
     copies = num_beams if num_beams > 1 else num_return_sequences
     use_cache = use_cache or cache is not None  # a cache given is used, preallocated or growing as it is
     static_cache = static_cache or (cache is not None and cache.max_len is not None)
