@@ -3,12 +3,12 @@
 # GPU"). Each part writes its output to $OUT/PART.txt (default folder: gpu-session) under a time limit of its own,
 # and prints its last lines; a part that fails or runs out of time does not stop the next.
 #
-#   bash bench/gpu_session.sh machine tests profile    # at most 7.5 minutes: one device call (10 minutes at most)
+#   bash bench/gpu_session.sh machine tests profile    # at most 9.5 minutes: one device call (10 minutes at most)
 #   bash bench/gpu_session.sh loop decode mfu          # at most 8 minutes: the second call
 #   bash bench/gpu_session.sh                          # every part, where one command may run 18 minutes
 #
-# Parts: machine (nvidia-smi, versions), tests (the CUDA variants of the decode-agreement test and the
-# compile tests), profile (bench/profile_step.py: the SCAN demo model's step eager, compiled, and compiled with
+# Parts: machine (nvidia-smi, versions), tests (the CUDA variants of the decode-agreement and CompiledDecoder
+# tests), profile (bench/profile_step.py: the SCAN demo model's step eager, compiled, and compiled with
 # CUDA graphs), loop (bench/loop.py on CUDA), decode and mfu (bench/gpu.py). Nothing is written to BENCHMARKS.md
 # there: copy the tables from $OUT, with the machine and date they name.
 set -u
@@ -30,7 +30,7 @@ part() {  # part NAME SECONDS COMMAND...
 run() {
     case $1 in
     machine) part machine 60 bash -c "nvidia-smi; $PY -c 'import torch, transformers; print(torch.__version__, transformers.__version__)'" ;;
-    tests) part tests 150 "$PY" -m pytest -q -p no:cacheprovider tests/test_decode_agreement.py tests/test_compile.py ;;
+    tests) part tests 120 "$PY" -m pytest -q -p no:cacheprovider -k "gpu or cuda" tests/test_decode_agreement.py tests/test_compiled_decoder.py ;;
     profile)
         part profile-eager 90 "$PY" bench/profile_step.py --device cuda
         part profile-compiled 150 "$PY" bench/profile_step.py --device cuda --compile
