@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from test_training import quick, tiny_model, train_losses, write_reversal_tsv
 from transformer_networks import TransformerConfig
+from transformer_networks.errors import ConfigError
 from transformer_networks.models import Seq2SeqTransformer, TransformerClassifier, TransformerLM, TransformerQA
 from transformer_networks.training.checkpoint import load_checkpoint
 from transformer_networks.training.tasks import DataSpec
@@ -122,3 +123,29 @@ def test_training_with_compile_logs_the_eager_losses_and_saves_plain_weights(tmp
     # Saved from the model itself: no "_orig_mod." prefix of the compiled wrapper, and it loads.
     ours = load_checkpoint(tmp_path / "compiled").model.state_dict()
     assert ours.keys() == load_checkpoint(tmp_path / "eager").model.state_dict().keys()
+
+
+def test_a_compile_mode_reaches_torch_compile_and_implies_compile(tmp_path, monkeypatch):
+    data = tmp_path / "train.tsv"
+    write_reversal_tsv(data, 50, seed=1)
+    seen = []
+    real_compile = torch.compile
+
+    def record(model, **options):  # traced by AOTAutograd (as above): inductor's modes would take minutes here
+        seen.append(options)
+        return real_compile(model, backend="aot_eager")
+
+    monkeypatch.setattr(torch, "compile", record)
+    settings = {"tokenizer": "word", "max_tokens": 256, "max_steps": 2, "eval_every": 2}
+    config = quick(**settings, compile_mode="reduce-overhead")  # compile itself left False
+    train(
+        "translation",
+        tmp_path / "run",
+        data=DataSpec(data=[str(data)]),
+        model_config=tiny_model(),
+        train_config=config,
+        quiet=True,
+    )
+    assert seen == [{"mode": "reduce-overhead"}]
+    with pytest.raises(ConfigError, match="compile_mode must be one of 'default', 'reduce-overhead'"):
+        quick(compile_mode="fastest").check_values()

@@ -28,7 +28,7 @@ from typing import Any, NoReturn
 
 from .backends.onednn import use_onednn
 from .checkpoints import load_checkpoint
-from .config import PRESETS, TrainConfig
+from .config import COMPILE_MODES, PRESETS, TrainConfig
 from .device import pick_device
 from .errors import UserError
 from .generation.logits import check_sampling
@@ -81,6 +81,7 @@ TRAIN_FLAGS = (
     "seed",
     "precision",
     "compile",
+    "compile_mode",
     "text_column",
     "label_column",
     "skip_nonfinite",
@@ -878,6 +879,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument(
+        "--compile-mode",
+        choices=COMPILE_MODES,
+        help="torch.compile's mode (implies --compile): reduce-overhead records CUDA graphs, for small models on a GPU",
+    )
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N, mps")
     p.add_argument("--seed", type=int, help="seeds the model's initialization, data order and dropout")
     p.add_argument("--text-column", help="classification: the text column (default text, else sentence)")

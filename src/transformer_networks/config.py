@@ -46,6 +46,9 @@ POOLINGS = ("cls", "mean", "max")
 
 OPTIMIZERS = ("adamw", "adam", "paper")  # "paper": Adam with betas (0.9, 0.98), eps 1e-9 (Section 5.3)
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# torch.compile's modes: reduce-overhead records CUDA graphs (a GPU's launches replayed at once: what small models
+# need there), max-autotune also searches kernels; on a CPU every mode compiles as the default one does.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 TOKENIZERS = ("char", "word", "bpe", "unigram", "pretrained")  # pretrained: the --init model's own
 SCHEDULES = ("noam", "inverse_sqrt", "cosine", "constant")
 TRAIN_ON = ("assistant", "all", "last")  # chat: which tokens the loss is on
@@ -578,6 +581,7 @@ class TrainConfig(ConfigBase):
     device: str = "auto"  # auto: cuda, then mps, then cpu
     precision: str = "auto"  # auto: bf16 on a CUDA device that supports it, else fp32
     compile: bool = False  # torch.compile the model for training
+    compile_mode: str | None = None  # torch.compile's mode (COMPILE_MODES); setting one also sets compile
     seed: int = 0
     threads: int | None = None  # torch CPU threads (None: PyTorch's default)
 
@@ -629,6 +633,7 @@ class TrainConfig(ConfigBase):
             ("optimizer", OPTIMIZERS),
             ("schedule", SCHEDULES),
             ("precision", PRECISIONS),
+            ("compile_mode", COMPILE_MODES),
             ("train_on", TRAIN_ON),
         ):
             value = getattr(self, name)

@@ -512,7 +512,12 @@ class Trainer:
                 use_onednn(self.eval_model)
         train_model = ranks.wrap(model, device, fsdp=cfg.fsdp)
         # The cast: torch.compile of a module returns a module (an OptimizedModule); its annotation says a callable.
-        self.train_model = cast(nn.Module, torch.compile(train_model)) if cfg.compile else train_model
+        compiled = cfg.compile or cfg.compile_mode is not None
+        self.train_model = (
+            cast(nn.Module, torch.compile(train_model, mode=cfg.compile_mode)) if compiled else train_model
+        )
+        # CUDA graphs (reduce-overhead, max-autotune) replay into the same memory: each step starts a new replay.
+        self.graphs = compiled and device.type == "cuda" and cfg.compile_mode in ("reduce-overhead", "max-autotune")
         if ranks.enabled:  # the same initial weights everywhere, but each process its own dropout masks
             torch.manual_seed(cfg.seed + ranks.rank)
         self.first_epoch = task.batches(self.train_data, epoch=0)  # built once: counted here, trained on in the loop
@@ -747,6 +752,8 @@ class Trainer:
         for i, batch in enumerate(local):
             tokens += self.task.tokens_in(batch)
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            if self.graphs:  # what the last replay wrote may be overwritten (the losses kept are new tensors)
+                torch.compiler.cudagraph_mark_step_begin()
             # Under DDP, gradients are averaged across processes on the last micro-batch only.
             sync = (
                 contextlib.nullcontext()
