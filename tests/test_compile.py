@@ -15,7 +15,15 @@ import torch.nn.functional as F
 from test_training import quick, tiny_model, train_losses, write_reversal_tsv
 from transformer_networks import TransformerConfig
 from transformer_networks.errors import ConfigError
-from transformer_networks.models import Seq2SeqTransformer, TransformerClassifier, TransformerLM, TransformerQA
+from transformer_networks.models import (
+    Seq2SeqTransformer,
+    TransformerClassifier,
+    TransformerLM,
+    TransformerQA,
+    body,
+    seq2seq,
+)
+from transformer_networks.nn import masks
 from transformer_networks.training.checkpoint import load_checkpoint
 from transformer_networks.training.tasks import DataSpec
 from transformer_networks.training.trainer import train
@@ -94,6 +102,54 @@ def test_a_padded_training_step_compiles_to_one_graph_with_the_eager_loss_and_gr
     for n, p in model.named_parameters():
         if n in eager_grads:
             torch.testing.assert_close(p.grad, eager_grads[n], rtol=1e-4, atol=1e-6, msg=n)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_on_a_gpu_at_small_shapes_an_eager_step_reads_nothing_back_and_gives_the_same_loss_and_gradients(
+    name, monkeypatch
+):
+    # A GPU is imitated where the decision is made (`reads_real_positions` with the real threshold), so that the
+    # eager path that computes the padding instead of finding it runs here; it must call nonzero nowhere.
+    cls, extra, loss_of = CASES[name]
+    torch.manual_seed(0)
+    model = cls(config(**extra)).train()
+    skipping = loss_of(model)
+    skipping.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+
+    real_rule, asked = masks.reads_real_positions, []
+
+    def as_on_a_gpu(device, macs):
+        asked.append(macs())
+        return real_rule(torch.device("cuda"), lambda: asked[-1])
+
+    nonzero_calls = []
+    real_nonzero = torch.Tensor.nonzero
+    monkeypatch.setattr(
+        torch.Tensor, "nonzero", lambda self, *a, **k: nonzero_calls.append(1) or real_nonzero(self, *a, **k)
+    )
+    monkeypatch.setattr(body, "reads_real_positions", as_on_a_gpu)
+    monkeypatch.setattr(seq2seq, "reads_real_positions", as_on_a_gpu)
+    loss = loss_of(model)
+    loss.backward()
+    assert asked and max(asked) < masks.DEVICE_READ_MIN_MACS and nonzero_calls == []
+    torch.testing.assert_close(loss, skipping, rtol=1e-5, atol=1e-6)
+    for n, p in model.named_parameters():
+        if n in grads:
+            torch.testing.assert_close(p.grad, grads[n], rtol=1e-4, atol=1e-6, msg=n)
+    # The work the rule weighs: the stack's weights times the batch's positions (an encoder's: 4 x 9 tokens).
+    if name in ("classifier", "qa"):
+        stack = model.encoder.stack
+        assert asked == [IDS.numel() * sum(p.numel() for p in stack.parameters())]
+
+
+def test_the_padding_is_found_on_a_cpu_always_and_on_a_gpu_where_the_work_outweighs_the_wait():
+    never = lambda: pytest.fail("a CPU needs no estimate")  # noqa: E731
+    assert masks.reads_real_positions(torch.device("cpu"), never)
+    gpu = torch.device("cuda")
+    assert not masks.reads_real_positions(gpu, lambda: masks.DEVICE_READ_MIN_MACS - 1)
+    assert masks.reads_real_positions(gpu, lambda: masks.DEVICE_READ_MIN_MACS)
 
 
 def test_training_with_compile_logs_the_eager_losses_and_saves_plain_weights(tmp_path, monkeypatch):

@@ -21,7 +21,7 @@ from ..generation.steps import DecodingModel
 from ..nn.cache import DecoderCache
 from ..nn.embedding import Embeddings
 from ..nn.layers import StackOutput, TransformerLayer, TransformerStack
-from ..nn.masks import as_attention_mask, causal_mask, padding_mask
+from ..nn.masks import as_attention_mask, causal_mask, padding_mask, reads_real_positions
 from ..nn.norm import make_norm
 from ..nn.positional import RotaryEmbedding
 
@@ -181,10 +181,12 @@ class TransformerBody(nn.Module):
 
         real_tokens = None
         if self.training and cache is None and mask is not None and mask.shape == (B, 1, 1, T):
-            # Training on a padded batch: projections and feed-forward layers skip the padding (`TransformerLayer`).
-            # Not inside torch.compile: the number of real tokens, a shape, would split the graph where it is read.
+            # Training on a padded batch: projections and feed-forward layers skip the padding (`TransformerLayer`),
+            # where reading how much there is pays (`reads_real_positions`: on a CPU; not inside torch.compile).
+            # Each of the stack's weights is one multiply-add per token (cross-attention's keys: per source token).
             keep = mask.reshape(B * T)
-            if not torch.compiler.is_compiling() and not bool(keep.all()):
+            weights = self.stack.parameters()
+            if reads_real_positions(x.device, lambda: B * T * sum(p.numel() for p in weights)) and not bool(keep.all()):
                 real_tokens = keep.nonzero().squeeze(1)
         out = self.stack(
             x,

@@ -10,7 +10,6 @@ only, and each decoder layer's cross-attention keys/values are computed once.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 from torch.nn import Linear
 
@@ -18,7 +17,7 @@ from ..config import TransformerConfig
 from ..errors import InputError
 from ..nn.cache import DecoderCache
 from ..nn.losses import label_smoothed_cross_entropy
-from ..nn.masks import as_attention_mask, padding_mask
+from ..nn.masks import as_attention_mask, padding_mask, reads_real_positions
 from .body import Generates, ModelBase, TransformerBody, init_weights
 from .outputs import TransformerOutput
 
@@ -101,8 +100,9 @@ class Seq2SeqTransformer(Generates, ModelBase):
         and the output layer runs on those positions only: its `logits` are (N, V), in row-major order. A padded
         batch (often 30-50% padding) thus skips that share of the output layer and softmax, the costliest
         position-wise work with a large vocabulary. Inside `torch.compile`, where a shape that depends on the
-        labels would split the graph (and wait for the device), the output layer runs on every position and the
-        `logits` are (B * T, V); the loss is the same.
+        labels would split the graph, and on a GPU when the output layer's work is small (reading the positions
+        waits for the device: `nn.masks.reads_real_positions`), it runs on every position and the `logits` are
+        (B * T, V); the loss is the same.
         """
         if labels is not None and labels.shape != tgt_ids.shape:
             raise InputError(f"labels must have the shape of tgt_ids {tuple(tgt_ids.shape)}, got {tuple(labels.shape)}")
@@ -140,10 +140,12 @@ class Seq2SeqTransformer(Generates, ModelBase):
                 keep &= labels != self.cfg.pad_id
             flat = hidden.reshape(-1, hidden.size(-1))  # (B * T, C)
             targets = labels.reshape(-1).masked_fill(~keep.reshape(-1), -1)  # (B * T,) -1: not a target
-            if not torch.compiler.is_compiling():  # inside a graph, shapes stay static: every position, -1 ignored
+            # The output layer on the labelled positions only, where reading which they are pays (on a CPU; not in
+            # torch.compile: `reads_real_positions`); else on every position, the others' targets -1 (ignored).
+            if reads_real_positions(flat.device, lambda: flat.size(0) * self.lm_head.weight.numel()):
                 rows = keep.reshape(-1).nonzero().squeeze(1)  # (N,) the labelled positions of the flattened B * T
                 flat, targets = flat.index_select(0, rows), targets.index_select(0, rows)
-            logits = self.lm_head(flat)  # (N, V), or (B * T, V) when compiled
+            logits = self.lm_head(flat)  # (N, V), or (B * T, V)
             loss = label_smoothed_cross_entropy(
                 logits, targets, smoothing=label_smoothing, ignore_index=-1, pad_class=self.cfg.pad_id
             )
