@@ -196,3 +196,18 @@ def test_a_distributed_run_killed_after_a_checkpoint_resumes_bitwise(tmp_path, e
     ours, theirs = train_losses(run), train_losses(tmp_path / "straight")
     assert sorted(ours) == sorted(theirs) == list(range(1, 41))
     assert [ours[s] for s in range(21, 41)] == [theirs[s] for s in range(21, 41)]  # bitwise
+
+
+def test_processes_agree_on_the_time_limit_every_loss_read_and_stop_together(tmp_path):
+    # Agreeing is a read back from the device, so the processes do it every LOSS_READ_EVERY (16) steps, not after
+    # every step: a time limit long past after step 1 stops both processes at step 16, together (else one waits
+    # for the other forever), and says so.
+    data = tmp_path / "text.txt"
+    data.write_text(Path(__file__).read_text() * 4, encoding="utf-8")
+    run = tmp_path / "run"
+    args = [*train_args(data, run), "--set", "log_every=100", "--max-steps", "100", "--eval-every", "100"]
+    args[args.index("--quiet")] = "--max-minutes=0.00001"  # 0.6 ms: out of time at the first step
+    done = subprocess.run(torchrun(*args), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert checkpoint_step(run) == 16
+    assert "time limit" in done.stderr

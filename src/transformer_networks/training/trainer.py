@@ -824,10 +824,18 @@ class Trainer:
         cfg, state, ranks = self.cfg, self.state, self.ranks
         self.unread.append((state.step, step_loss))
         out_of_time = cfg.max_minutes is not None and time.perf_counter() - self.started >= cfg.max_minutes * 60
-        # rank 0's clock decides for every process; a signal to any process stops them all
-        out_of_time, signalled = ranks.any(
-            out_of_time and ranks.is_main, self.signals.signal is not None, device=self.device
-        )
+        signalled = self.signals.signal is not None
+        # Several processes: rank 0's clock decides for every process, and a signal to any process stops them all.
+        # Agreeing on that is a read back from the device (it waits for the step's work), so they agree every
+        # LOSS_READ_EVERY steps and at every step that logs or evaluates anyway; a signal or the time limit then
+        # stops the run at most LOSS_READ_EVERY - 1 steps later.
+        if ranks.enabled:
+            due = (
+                state.step % LOSS_READ_EVERY == 0 or state.step % cfg.eval_every == 0 or state.step % cfg.log_every == 0
+            )
+            out_of_time, signalled = (
+                ranks.any(out_of_time and ranks.is_main, signalled, device=self.device) if due else (False, False)
+            )
         if self.step_limit is not None and state.step >= self.step_limit:
             self.stop_reason = f"reached {state.step} steps"
         elif out_of_time:
