@@ -2,6 +2,7 @@
 
     python bench/generation.py kv_cache      greedy decoding of 256 new tokens, with and without the KV cache
     python bench/generation.py greedy_vs_hf  greedy decoding of 128 new tokens, batch 1 and 8: ours against GPT-2
+    python bench/generation.py compiled      lm.generate against CompiledDecoder (one compiled graph a token)
     python bench/generation.py beam_vs_hf    Multi30k test 2016 with beam 4: ours against MarianMTModel
     python bench/generation.py all
 
@@ -40,10 +41,11 @@ import os
 import statistics
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from harness import (
@@ -62,6 +64,7 @@ from torch import Tensor
 
 from transformer_networks.config import TransformerConfig
 from transformer_networks.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, TextTokenizer
+from transformer_networks.generation.compiled import CompiledDecoder
 from transformer_networks.metrics import bleu
 from transformer_networks.models import Seq2SeqTransformer, TransformerLM
 
@@ -306,6 +309,77 @@ def greedy_vs_hf(
     )
 
 
+# --- compiled --------------------------------------------------------------------------------------------------
+
+
+def compiled(
+    rounds: int,
+    *,
+    shapes: Sequence[str] = ("nanogpt", "6x384"),
+    batches: Sequence[int] = GREEDY_BATCHES,
+    new_tokens: int = GREEDY_NEW_TOKENS,
+) -> str:
+    """`lm.generate` against `CompiledDecoder` (each token one compiled graph) on the same model: greedy, the same
+    tokens required."""
+    rows, results, setups = [], [], {}
+    for shape in shapes:
+        cfg = TransformerConfig.from_preset("gpt2-small", dropout=0.0, **GREEDY_SHAPES[shape])
+        torch.manual_seed(0)
+        lm = cast(TransformerLM, as_users_run(TransformerLM(cfg).eval()))
+        setups[shape] = f"{shape}: {cfg.n_layers} layers, {cfg.d_model} dims, vocabulary {cfg.vocab_size}"
+        for batch in batches:
+            prompt = torch.randint(
+                cfg.vocab_size, (batch, GREEDY_PROMPT_LEN), generator=torch.Generator().manual_seed(0)
+            )
+            decoder = CompiledDecoder(lm, batch_size=batch, max_len=GREEDY_PROMPT_LEN + new_tokens)
+            label = f"{shape} batch {batch}: "
+            print(f"compiled: {label}compiling (the first call)", file=sys.stderr, flush=True)
+            began = time.perf_counter()
+            decoder.generate(prompt, max_new_tokens=new_tokens)
+            warm_up = time.perf_counter() - began
+
+            def run_generate(lm: TransformerLM = lm, prompt: Tensor = prompt) -> Tensor:
+                with torch.inference_mode():
+                    return lm.generate(prompt, max_new_tokens=new_tokens)
+
+            def run_compiled(decoder: CompiledDecoder = decoder, prompt: Tensor = prompt) -> Tensor:
+                return decoder.generate(prompt, max_new_tokens=new_tokens)
+
+            run_generate()
+            times, outputs = alternate({"generate": run_generate, "compiled": run_compiled}, rounds, label=label)
+            same = all(torch.equal(r["generate"], r["compiled"]) for r in outputs)
+            a, b = statistics.median(times["generate"]), statistics.median(times["compiled"])
+            tokens = batch * new_tokens
+            rows.append(
+                f"| {shape} | {batch} | {a:.3f} s | {b:.3f} s | {tokens / a:,.0f} | {tokens / b:,.0f} | {a / b:.2f} | "
+                f"{warm_up:.1f} s | {'yes' if same else 'NO'} |"
+            )
+            results.append(
+                f"{shape} batch {batch} {a / b:.2f}x (round by round: {round_ratios(times, 'generate', 'compiled')})"
+            )
+    return "\n".join(
+        [
+            f"### `lm.generate` against `CompiledDecoder` (greedy, {new_tokens} new tokens, cpu)",
+            "",
+            "| shape | batch | generate median | CompiledDecoder median | tokens/s generate | tokens/s CompiledDecoder "
+            "| generate / compiled | first call (compiling) | tokens identical |",
+            "|---|---|---|---|---|---|---|---|---|",
+            *rows,
+            "",
+            f"- Result: generate / CompiledDecoder = {'; '.join(results)}",
+            f"- Work: a prompt of {GREEDY_PROMPT_LEN} random tokens per row, {new_tokens} new tokens, greedy, no EOS. "
+            f"`lm.generate(prompt, max_new_tokens={new_tokens})` under `torch.inference_mode()` (its growing cache; "
+            f"after the prompt, `DecodeStep`'s plain calls on the CPU backend's packed weights) against "
+            f"`CompiledDecoder(lm, batch_size=B, max_len={GREEDY_PROMPT_LEN + new_tokens}).generate(prompt, "
+            f"max_new_tokens={new_tokens})` (one compiled graph a token, inductor's C++ on a CPU; its first call "
+            "compiles and is not timed)",
+            "- Models: the gpt2-small preset (pre-LN, learned positions, tanh GELU), random weights (seed 0), float32: "
+            f"{'; '.join(setups.values())}. {rounds} rounds alternating the two, after a warm-up run of each",
+            *footer(SCRIPT),
+        ]
+    )
+
+
 # --- beam_vs_hf ------------------------------------------------------------------------------------------------
 
 
@@ -546,7 +620,7 @@ def trained_beam_vs_greedy(ck: Any, batches: list[Batch], rounds: int) -> list[s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="+", choices=["kv_cache", "greedy_vs_hf", "beam_vs_hf", "all"])
+    parser.add_argument("names", nargs="+", choices=["kv_cache", "greedy_vs_hf", "compiled", "beam_vs_hf", "all"])
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds of each side, after a warm-up")
     parser.add_argument("--batch-size", type=int, default=64, help="beam_vs_hf: sentences per batch")
     parser.add_argument(
@@ -570,6 +644,8 @@ def main() -> None:
             text = kv_cache(args.rounds)
         elif name == "greedy_vs_hf":
             text = greedy_vs_hf(args.rounds, shapes=args.shapes, batches=args.batches, new_tokens=args.new_tokens)
+        elif name == "compiled":
+            text = compiled(args.rounds, shapes=args.shapes, batches=args.batches, new_tokens=args.new_tokens)
         else:
             text = beam_vs_hf(args.rounds, args.batch_size)
         if text is None:

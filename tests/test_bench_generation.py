@@ -62,3 +62,9 @@ def test_the_command_prints_the_block_and_writes_nothing(generation, monkeypatch
     rows = [line for line in out.splitlines() if line.startswith("| nanogpt |")]
     assert len(rows) == 1 and rows[0].startswith("| nanogpt | 2 |") and rows[0].endswith("| yes |")
     assert written == []
+
+
+def test_the_compiled_part_times_both_paths_on_the_same_tokens(generation):
+    text = generation.compiled(1, shapes=["nanogpt"], batches=[2], new_tokens=8)
+    rows = [line for line in text.splitlines() if line.startswith("| nanogpt |")]
+    assert len(rows) == 1 and rows[0].startswith("| nanogpt | 2 |") and rows[0].endswith("| yes |")
