@@ -190,14 +190,15 @@ class CompiledDecoder:
         if not bool(mask[:, -1].all()):
             raise InputError("pad batched prompts on the left: every row's last token must be a real token")
         bucket = prompt_bucket(P, room)
-        ids = input_ids.new_zeros(self.rows, bucket)
+        device = self.slots.device  # the model's: prompts given elsewhere are copied there
+        ids = torch.zeros(self.rows, bucket, dtype=torch.long, device=device)
         ids[:, bucket - P :] = input_ids
-        real = mask.new_zeros(self.rows, bucket)
+        real = torch.zeros(self.rows, bucket, dtype=torch.bool, device=device)
         real[:, bucket - P :] = mask
         self.temperature.fill_(temperature)
         settings = (do_sample, top_k if do_sample else None, eos, fill)  # constants of the graphs
-        check_every = _eos_check_every(input_ids.device)
-        devices = [input_ids.device] if input_ids.device.type == "cuda" else []
+        check_every = _eos_check_every(device)
+        devices = [device] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices, enabled=seed is not None):
             if seed is not None:
                 torch.manual_seed(seed)
