@@ -638,7 +638,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    names = ["kv_cache", "greedy_vs_hf", "beam_vs_hf"] if "all" in args.names else args.names
+    names = ["kv_cache", "greedy_vs_hf", "compiled", "beam_vs_hf"] if "all" in args.names else args.names
     for name in names:
         if name == "kv_cache":
             text = kv_cache(args.rounds)

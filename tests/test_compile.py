@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from test_training import quick, tiny_model, train_losses, write_reversal_tsv
 from transformer_networks import TransformerConfig
-from transformer_networks.errors import ConfigError
+from transformer_networks.errors import ConfigError, UserError
 from transformer_networks.models import (
     Seq2SeqTransformer,
     TransformerClassifier,
@@ -205,3 +205,25 @@ def test_a_compile_mode_reaches_torch_compile_and_implies_compile(tmp_path, monk
     assert seen == [{"mode": "reduce-overhead"}]
     with pytest.raises(ConfigError, match="compile_mode must be one of 'default', 'reduce-overhead'"):
         quick(compile_mode="fastest").check_values()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_cuda_the_trainer_takes_cuda_graphs_with_one_micro_batch_and_refuses_accumulation(tmp_path):
+    data = tmp_path / "train.tsv"
+    write_reversal_tsv(data, 200, seed=1)
+    settings = {"tokenizer": "word", "max_tokens": 256, "max_steps": 20, "eval_every": 20, "log_every": 1}
+    settings.update(device="cuda", precision="fp32")
+    run = {"data": DataSpec(data=[str(data)]), "model_config": tiny_model(), "quiet": True}
+    train("translation", tmp_path / "eager", **run, train_config=quick(**settings))
+    config = quick(**settings, compile_mode="reduce-overhead")
+    train("translation", tmp_path / "graphs", **run, train_config=config)
+    eager, _ = train_losses(tmp_path / "eager")
+    graphs, _ = train_losses(tmp_path / "graphs")
+    assert graphs == pytest.approx(eager, rel=1e-3)  # float32: inductor's kernels round a little differently
+    with pytest.raises(UserError, match="grad_accum 1 in one process"):
+        train(
+            "translation",
+            tmp_path / "accum",
+            **run,
+            train_config=quick(**settings, grad_accum=2, compile_mode="reduce-overhead"),
+        )

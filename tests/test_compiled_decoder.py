@@ -47,8 +47,8 @@ def test_left_padded_rows_and_rows_that_end_at_eos_match_lm_generate():
 
 def test_prompts_are_padded_to_power_of_two_buckets_within_the_room_left():
     assert [prompt_bucket(n, 1000) for n in (1, 16, 17, 33, 64, 65)] == [MIN_BUCKET, 16, 32, 64, 64, 128]
-    assert prompt_bucket(40, 50) == 50  # 64 would not leave room for the new tokens: as much as there is
-    assert prompt_bucket(10, 12) == 12
+    assert prompt_bucket(40, 50) == 48  # 64 would not leave room for the new tokens: a multiple of 16 does
+    assert prompt_bucket(10, 12) == 12  # nor would 16: as much as there is
     assert prompt_bucket(12, 12) == 12
 
 
@@ -99,6 +99,39 @@ def test_bad_calls_are_refused_with_a_clear_error():
         CompiledDecoder(Seq2SeqTransformer(cfg))
 
 
+def test_a_decoder_built_under_inference_mode_decodes_outside_it():
+    lm = tiny_lm()
+    with torch.inference_mode():
+        decoder = CompiledDecoder(lm, compile=False)
+    prompt = torch.tensor([[3, 4, 5]])
+    assert torch.equal(decoder.generate(prompt, max_new_tokens=5), lm.generate(prompt, max_new_tokens=5))
+
+
+def test_eos_padding_and_temperature_compile_nothing_and_many_settings_stay_under_the_limit(monkeypatch):
+    # Traced by dynamo and run eagerly (inductor's code generation would take minutes here): what is counted is
+    # the graphs dynamo makes, and a fullgraph function fails past its limit of recompilations.
+    real_compile = torch.compile
+    monkeypatch.setattr(
+        torch, "compile", lambda fn, **options: real_compile(fn, backend="eager", fullgraph=True, dynamic=False)
+    )
+    torch._dynamo.reset()
+    lm = tiny_lm()
+    decoder = CompiledDecoder(lm, batch_size=2)
+    prompt = torch.randint(1, 97, (2, 6), generator=torch.Generator().manual_seed(0))
+    counters = torch._dynamo.utils.counters["stats"]
+    decoder.generate(prompt, max_new_tokens=12)
+    graphs = counters["unique_graphs"]
+    for eos in range(10):  # a new EOS and padding each time: the same graphs, the tokens of lm.generate
+        expected = lm.generate(prompt, max_new_tokens=12, eos_id=eos, pad_id=eos + 1)
+        assert torch.equal(decoder.generate(prompt, max_new_tokens=12, eos_id=eos, pad_id=eos + 1), expected)
+        decoder.generate(prompt, max_new_tokens=12, do_sample=True, temperature=0.5 + eos, seed=eos)
+    assert counters["unique_graphs"] == graphs + 2  # sampling's prefill and step, once
+    for top_k in range(1, 10):  # a graph pair per top_k: more than torch.compile's default limit of 8
+        decoder.generate(prompt, max_new_tokens=4, do_sample=True, top_k=top_k, seed=0)
+    for length in (20, 40):  # new buckets
+        decoder.generate(torch.ones(2, length, dtype=torch.long), max_new_tokens=4)
+
+
 def gpt2_like(device="cpu"):
     cfg = TransformerConfig.from_preset(
         "gpt2-small", dropout=0.0, vocab_size=1000, d_model=128, n_heads=4, n_layers=2, d_ff=512, max_seq_len=300
@@ -113,7 +146,7 @@ def test_compiled_the_step_is_one_graph_its_tokens_agree_in_float32_and_nothing_
     decoder = CompiledDecoder(lm, max_len=300)
     prompt = torch.randint(0, 1000, (1, 16), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        explained = torch._dynamo.explain(decoder._step)(sample=False, top_k=None, eos=None, fill=0)
+        explained = torch._dynamo.explain(decoder._step)(sample=False, top_k=None)
     assert (explained.graph_count, explained.graph_break_count) == (1, 0)
     expected = lm.generate(prompt, max_new_tokens=256)  # the growing cache through the modules
     assert torch.equal(decoder.generate(prompt, max_new_tokens=256), expected)

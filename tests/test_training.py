@@ -498,3 +498,44 @@ def test_a_loss_fn_replaces_the_training_loss_and_can_build_on_the_tasks(tmp_pat
 
     plain, twice = first_loss("plain"), first_loss("twice", loss_fn=doubled)
     assert twice == pytest.approx(2 * plain, rel=1e-6) and seen == [["ids", "labels"]]
+
+
+class RecordingRanks:
+    """Two processes as `Trainer.agree` sees them: rank 0, and every all-reduce of maximums recorded."""
+
+    enabled, is_main = True, True
+
+    def __init__(self):
+        self.calls = []
+
+    def maximum(self, *values, device):
+        self.calls.append(values)
+        return list(values)
+
+
+@pytest.mark.parametrize(("step_seconds", "expected"), [(0.01, [1, 17, 33, 40]), (2.0, list(range(1, 46)))])
+def test_processes_agree_at_loss_reads_and_at_least_every_second(monkeypatch, step_seconds, expected):
+    # Fast steps: at the first step, at each loss read (16 steps after the last read) and at each log line (step
+    # 40 here), nowhere else; slow steps: every step, so that a signal acts within about a second.
+    from transformer_networks.training import trainer as trainer_module
+    from transformer_networks.training.trainer import LOSS_READ_EVERY, RunState, Trainer
+
+    clock = [100.0]
+    monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: clock[0])
+    t = Trainer.__new__(Trainer)  # only what agree reads
+    t.cfg, t.state, t.ranks, t.device = quick(log_every=40, eval_every=1000), RunState(), RecordingRanks(), "cpu"
+    t.unread, t.last_loss, t.agreed, t.agree_at = [], None, (0, clock[0]), 0
+    agreed = []
+    for step in range(1, 46):
+        clock[0] += step_seconds
+        t.state.step = step
+        t.unread.append((step, None))
+        before = len(t.ranks.calls)
+        assert t.agree(False, False) == (False, False)
+        if len(t.ranks.calls) > before:
+            agreed.append(step)
+        if len(t.unread) >= LOSS_READ_EVERY or step % 40 == 0 or t.last_loss is None:  # what after_step reads
+            t.unread, t.last_loss = [], 1.0
+    assert agreed == expected
+    # rank 0's step time goes along with the flags, so that every process counts the same steps to the next one.
+    assert t.ranks.calls[-1][2] == int(step_seconds * 1000)

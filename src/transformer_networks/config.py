@@ -47,7 +47,8 @@ POOLINGS = ("cls", "mean", "max")
 OPTIMIZERS = ("adamw", "adam", "paper")  # "paper": Adam with betas (0.9, 0.98), eps 1e-9 (Section 5.3)
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # torch.compile's modes: reduce-overhead records CUDA graphs (a GPU's launches replayed at once: what small models
-# need there), max-autotune also searches kernels; on a CPU every mode compiles as the default one does.
+# need there; the trainer takes them with grad_accum 1 in one process), max-autotune also searches kernels (and
+# records CUDA graphs); a CPU has no CUDA graphs.
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 TOKENIZERS = ("char", "word", "bpe", "unigram", "pretrained")  # pretrained: the --init model's own
 SCHEDULES = ("noam", "inverse_sqrt", "cosine", "constant")
@@ -581,7 +582,7 @@ class TrainConfig(ConfigBase):
     device: str = "auto"  # auto: cuda, then mps, then cpu
     precision: str = "auto"  # auto: bf16 on a CUDA device that supports it, else fp32
     compile: bool = False  # torch.compile the model for training
-    compile_mode: str | None = None  # torch.compile's mode (COMPILE_MODES); setting one also sets compile
+    compile_mode: str | None = None  # torch.compile's mode (COMPILE_MODES); given, the trainer compiles (compile too)
     seed: int = 0
     threads: int | None = None  # torch CPU threads (None: PyTorch's default)
 

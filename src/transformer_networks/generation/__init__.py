@@ -5,7 +5,8 @@ sampling filters, `steps` the per-family model adaptors, `search` the strategies
 language model with each new token one compiled graph (one CUDA graph on a GPU).
 
 This package knows the models only through what decoding calls on them (`steps.py`: `model.family`, `model.cfg`,
-`model(...)`, `model.init_cache`, and a seq2seq model's `encode` / `decode`), and imports nothing from
+`model(...)`, `model.init_cache`, and a seq2seq model's `encode` / `decode`; `decode_step.py` and `compiled.py`
+also call a language model's parts: its embeddings, layer stack and output layer), and imports nothing from
 `transformer_networks.models`: the models' own `generate` methods call into it.
 """
 

@@ -15,10 +15,12 @@ model's device, and traces one step as one graph:
   cache writes and the move to the next slot, all in one graph (`fullgraph=True`). On a GPU
   `mode="reduce-overhead"` records it as one CUDA graph, replayed for every token.
 - The graph's inputs are the decoder's own buffers (the cache, its key mask, the last tokens, the slot, the
-  positions), at fixed addresses, so a replay copies nothing in, and the host reads nothing per token: it asks
-  whether every row has ended every `EOS_CHECK_EVERY` tokens (every token on a CPU, where asking is free).
+  positions), at fixed addresses, so a replay copies nothing in, and the host reads nothing per token: with an EOS
+  it asks whether every row has ended every `EOS_CHECK_EVERY` tokens (every token on a CPU, where asking is free).
 - The prompt is padded on the left to a bucket (a power of two, at least `MIN_BUCKET`) and masked, so prefill
-  compiles one graph per bucket and the step one graph in all: after the warm-up nothing compiles again.
+  compiles one graph per bucket and the step one graph in all, for each way of choosing tokens (greedy; sampling
+  with a given top_k). The EOS, the padding and the temperature are buffers too: changing them compiles nothing.
+  Build one decoder per batch size and keep it: a new one compiles (and records its CUDA graphs) again.
 
 Left-padded batches are handled as `lm.generate` handles them (each row's positions count from its first real
 token). Not here: beam search, top-p, min_new_tokens, and sequences longer than `max_len` (lm.generate slides
@@ -39,13 +41,19 @@ from .logits import check_sampling, top_k_filter
 from .search import _eos_check_every
 
 MIN_BUCKET = 16  # prompts are padded to 16, 32, 64, ... tokens: one prefill graph per bucket
+# torch.compile's limit of graphs per function (8 by default, then a fullgraph function fails): the buckets times
+# the ways of choosing tokens.
+RECOMPILE_LIMIT = 64
 
 
 def prompt_bucket(length: int, room: int) -> int:
-    """The padded length of a prompt of `length` tokens: the next power of two (at least MIN_BUCKET), or `room`
-    (what the cache leaves after the new tokens) when that is smaller but still holds the prompt."""
-    bucket = max(MIN_BUCKET, 1 << (length - 1).bit_length())
-    return bucket if bucket <= room else length if length > room else room
+    """The padded length of a prompt of `length` tokens: the next power of two (at least MIN_BUCKET); where that
+    leaves no room for the new tokens (`room`: what the cache leaves them), the next multiple of MIN_BUCKET, else
+    `room` itself."""
+    for bucket in (max(MIN_BUCKET, 1 << (length - 1).bit_length()), -(-length // MIN_BUCKET) * MIN_BUCKET):
+        if bucket <= room:
+            return bucket
+    return room
 
 
 class CompiledDecoder:
@@ -75,19 +83,22 @@ class CompiledDecoder:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
         device = next(model.parameters()).device
         self.model, self.rows, self.max_len = model, batch_size, max_len
-        self.cache = model.init_cache(batch_size, max_len)  # preallocated: (N, G, max_len, D) per layer
+        with torch.inference_mode(False):  # ordinary tensors, updated in place under no_grad or inference_mode
+            self.cache = model.init_cache(batch_size, max_len)  # preallocated: (N, G, max_len, D) per layer
+            N, long = batch_size, dict(dtype=torch.long, device=device)
+            self.slots = torch.arange(max_len, **long)  # slot numbers, sliced
+            self.slot = torch.zeros(1, **long)  # the cache slot of the token fed next
+            self.position = torch.zeros(N, **long)  # each row's position of that token
+            self.last = torch.zeros(N, **long)  # each row's last token: the next step's input
+            self.tokens = torch.zeros(N, max_len, **long)  # the new tokens, at the slot each will be fed at
+            self.finished = torch.zeros(N, dtype=torch.bool, device=device)  # rows that have produced EOS
+            self.eos = torch.full((), -1, **long)  # the EOS token, -1 for none
+            self.fill = torch.zeros((), **long)  # what rows get after their EOS
+            self.temperature = torch.ones((), device=device)
         assert self.cache.key_mask is not None  # a preallocated cache keeps one, (N, max_len)
-        N, long = batch_size, dict(dtype=torch.long, device=device)
-        self.slots = torch.arange(max_len, **long)  # slot numbers, sliced
-        self.slot = torch.zeros(1, **long)  # the cache slot of the token fed next
-        self.position = torch.zeros(N, **long)  # each row's position of that token
-        self.last = torch.zeros(N, **long)  # each row's last token: the next step's input
-        self.tokens = torch.zeros(N, max_len, **long)  # the new tokens, at the slot each will be fed at
-        self.finished = torch.zeros(N, dtype=torch.bool, device=device)  # rows that have produced EOS
-        self.temperature = torch.ones((), device=device)
-        for buffer in (self.cache.key_mask, self.slot, self.position, self.last, self.tokens, self.finished):
+        state = (self.slot, self.position, self.last, self.tokens, self.finished, self.eos, self.fill)
+        for buffer in (self.cache.key_mask, *state, self.temperature):
             torch._dynamo.mark_static_address(buffer)  # the graphs update them in place (CUDA graphs: no copies)
-        torch._dynamo.mark_static_address(self.temperature)
         if mode is None and device.type == "cuda":
             mode = "reduce-overhead"
         self.prefill_fn = self._prefill
@@ -123,30 +134,29 @@ class CompiledDecoder:
         probs = scaled.softmax(dim=-1)
         return (probs / torch.empty_like(probs).exponential_(1)).argmax(dim=-1)
 
-    def _record(self, new: Tensor, slot: Tensor, eos: int | None, fill: int) -> None:
+    def _record(self, new: Tensor, slot: Tensor) -> None:
         """Keep the new tokens (N,) at `slot` (1,) and make them the next input; rows that have ended get `fill`."""
-        if eos is not None:
-            new = torch.where(self.finished, fill, new)
-            self.finished |= new == eos
+        new = torch.where(self.finished, self.fill, new)
+        self.finished |= new == self.eos  # (-1, no EOS: never)
         self.tokens.index_copy_(1, slot, new[:, None])
         self.last.copy_(new)
 
-    def _prefill(self, ids: Tensor, real: Tensor, sample: bool, top_k: int | None, eos: int | None, fill: int) -> None:
+    def _prefill(self, ids: Tensor, real: Tensor, sample: bool, top_k: int | None) -> None:
         """Run a prompt (N, Tb) padded on the left to its bucket (`real` marks its tokens) and choose the first new
         token, which is fed at slot Tb."""
         T = ids.size(1)
         positions = left_padded_positions(real)  # (N, Tb)
         logits = self._logits(ids, positions, self.slots[:T], real)
         self.finished.zero_()
-        self._record(self._choose(logits, sample, top_k), self.slots[T : T + 1], eos, fill)
+        self._record(self._choose(logits, sample, top_k), self.slots[T : T + 1])
         self.slot.fill_(T)
         self.position.copy_(positions[:, -1] + 1)
 
-    def _step(self, sample: bool, top_k: int | None, eos: int | None, fill: int) -> None:
+    def _step(self, sample: bool, top_k: int | None) -> None:
         """Feed the last tokens at the current slot, choose the next ones, move to the next slot."""
         real = torch.ones_like(self.last, dtype=torch.bool)[:, None]
         logits = self._logits(self.last[:, None], self.position[:, None], self.slot, real)
-        self._record(self._choose(logits, sample, top_k), self.slot + 1, eos, fill)
+        self._record(self._choose(logits, sample, top_k), self.slot + 1)
         self.slot.add_(1)
         self.position.add_(1)
 
@@ -196,12 +206,17 @@ class CompiledDecoder:
         real = torch.zeros(self.rows, bucket, dtype=torch.bool, device=device)
         real[:, bucket - P :] = mask
         self.temperature.fill_(temperature)
-        settings = (do_sample, top_k if do_sample else None, eos, fill)  # constants of the graphs
+        self.eos.fill_(-1 if eos is None else eos)
+        self.fill.fill_(fill)
+        settings = (do_sample, top_k if do_sample else None)  # constants of the graphs
         check_every = _eos_check_every(device)
         devices = [device] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices, enabled=seed is not None):
-            if seed is not None:
-                torch.manual_seed(seed)
+        limit = torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT)
+        with torch.random.fork_rng(devices=devices, enabled=seed is not None), limit:
+            if seed is not None:  # the generators the draws use, no others (fork_rng restores these)
+                torch.default_generator.manual_seed(seed)
+                if device.type == "cuda":
+                    torch.cuda.default_generators[device.index or torch.cuda.current_device()].manual_seed(seed)
             self.prefill_fn(ids, real, *settings)
             done = 1
             while done < max_new_tokens:

@@ -81,6 +81,8 @@ class TransformerBody(nn.Module):
         ]
         final_norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias) if cfg.norm_first else None
         self.stack = TransformerStack(layers, final_norm)
+        # Multiply-adds per token of the layers (each weight one), for `reads_real_positions`' estimate.
+        self.macs_per_token = sum(p.numel() for p in self.stack.parameters())
 
     def init_cache(
         self,
@@ -183,10 +185,8 @@ class TransformerBody(nn.Module):
         if self.training and cache is None and mask is not None and mask.shape == (B, 1, 1, T):
             # Training on a padded batch: projections and feed-forward layers skip the padding (`TransformerLayer`),
             # where reading how much there is pays (`reads_real_positions`: on a CPU; not inside torch.compile).
-            # Each of the stack's weights is one multiply-add per token (cross-attention's keys: per source token).
             keep = mask.reshape(B * T)
-            weights = self.stack.parameters()
-            if reads_real_positions(x.device, lambda: B * T * sum(p.numel() for p in weights)) and not bool(keep.all()):
+            if reads_real_positions(x.device, lambda: B * T * self.macs_per_token) and not bool(keep.all()):
                 real_tokens = keep.nonzero().squeeze(1)
         out = self.stack(
             x,

@@ -152,11 +152,15 @@ class Distributed:
     def any(self, *flags: bool, device: torch.device) -> list[bool]:
         """Each flag True on every process when it is True on any (a signal, or a stop rank 0 decided); one
         all-reduce for all of them."""
+        return [bool(x) for x in self.maximum(*map(int, flags), device=device)]
+
+    def maximum(self, *values: int, device: torch.device) -> list[int]:
+        """Each value's largest over the processes (the same list on every process); one all-reduce for all."""
         if not self.enabled:
-            return list(flags)
-        t = torch.tensor([int(f) for f in flags], device=device)
+            return list(values)
+        t = torch.tensor(values, dtype=torch.long, device=device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return [bool(x) for x in t.tolist()]
+        return [int(x) for x in t.tolist()]
 
     def barrier(self) -> None:
         if self.enabled:

@@ -79,6 +79,7 @@ RUN_FILES = (
 # LOSS_READ_EVERY - 1 steps after it happened, still naming its step and before any checkpoint holds it; with
 # `skip_nonfinite` every step's loss is read at once, since a bad batch must be skipped before its update.
 LOSS_READ_EVERY = 16
+AGREE_SECONDS = 1.0  # several processes agree on a signal or the time limit at least this often (`Trainer.agree`)
 EXAMPLES_DIR = "examples"  # in-memory examples, written into the run (training/examples.py)
 EXAMPLE_FILES = {"train.jsonl", "valid.jsonl"}
 
@@ -450,6 +451,10 @@ class Trainer:
         self.skipped: list[int] = []  # steps whose batch had a non-finite loss and was skipped
         self.unread: list[tuple[int, Tensor]] = []  # (step, its loss on the device) not read back yet
         self.last_loss: float | None = None  # the loss of the latest step read back
+        # Several processes: the step and clock of their last agreement on signals and the time limit, and the step
+        # of the next one at the latest (see agree).
+        self.agreed: tuple[int, float] = (0, time.perf_counter())
+        self.agree_at = 0
         self.snapshot: dict[str, Any] = {}  # what every process hands over before rank 0 saves (see gather)
 
     def run(self) -> TrainResult:
@@ -518,6 +523,13 @@ class Trainer:
         )
         # CUDA graphs (reduce-overhead, max-autotune) replay into the same memory: each step starts a new replay.
         self.graphs = compiled and device.type == "cuda" and cfg.compile_mode in ("reduce-overhead", "max-autotune")
+        if self.graphs and (cfg.grad_accum > 1 or ranks.enabled):
+            # A replay overwrites the gradients the last one left (accumulating them would read freed memory), and
+            # the hooks DDP and FSDP run in the backward pass are not recorded in a graph.
+            raise UserError(
+                f"compile_mode={cfg.compile_mode} records CUDA graphs, which work here with grad_accum 1 in one "
+                "process only: use compile_mode default (or max-autotune-no-cudagraphs) for this run"
+            )
         if ranks.enabled:  # the same initial weights everywhere, but each process its own dropout masks
             torch.manual_seed(cfg.seed + ranks.rank)
         self.first_epoch = task.batches(self.train_data, epoch=0)  # built once: counted here, trained on in the loop
@@ -703,6 +715,7 @@ class Trainer:
             max_seconds=cfg.max_minutes * 60 if cfg.max_minutes else None,
         )
         self.started = time.perf_counter()
+        self.agreed = state.step, self.started
         self.model.train()
         self.evaluated_at = state.step if self.start.resumed is not None else -1
         self.signals = _StopSignals()
@@ -819,23 +832,40 @@ class Trainer:
             )
         )
 
+    def agree(self, out_of_time: bool, signalled: bool) -> tuple[bool, bool]:
+        """Several processes: rank 0's clock decides for every process, and a signal to any process stops them all.
+
+        Agreeing is a read back from the device (it waits for the step's work), so the processes agree at the steps
+        that read the losses anyway (every LOSS_READ_EVERY steps, each log line and evaluation), and in between
+        after about AGREE_SECONDS of steps (rank 0's step time, agreed with the flags, sets how many): a signal
+        stops fast steps within 16 and slow ones within about a second, before torchrun's or a scheduler's grace
+        period ends. Every process decides from values they all share, so they take the collective together."""
+        cfg, state, ranks = self.cfg, self.state, self.ranks
+        reads = (
+            state.step % cfg.log_every == 0
+            or state.step % cfg.eval_every == 0
+            or len(self.unread) >= LOSS_READ_EVERY
+            or self.last_loss is None
+        )
+        if not reads and state.step < self.agree_at:
+            return False, False
+        now = time.perf_counter()
+        ms = 1000 * (now - self.agreed[1]) / max(1, state.step - self.agreed[0]) if ranks.is_main else 0
+        late, stop, step_ms = ranks.maximum(
+            int(out_of_time and ranks.is_main), int(signalled), int(ms), device=self.device
+        )
+        self.agreed = state.step, now
+        self.agree_at = state.step + max(1, min(LOSS_READ_EVERY, int(AGREE_SECONDS * 1000) // max(1, step_ms)))
+        return bool(late), bool(stop)
+
     def after_step(self, step_loss: Tensor, lr: float, tokens: int) -> bool:
         """Log the step, apply the stop rules, evaluate when due. True when the run stops here."""
         cfg, state, ranks = self.cfg, self.state, self.ranks
         self.unread.append((state.step, step_loss))
         out_of_time = cfg.max_minutes is not None and time.perf_counter() - self.started >= cfg.max_minutes * 60
         signalled = self.signals.signal is not None
-        # Several processes: rank 0's clock decides for every process, and a signal to any process stops them all.
-        # Agreeing on that is a read back from the device (it waits for the step's work), so they agree every
-        # LOSS_READ_EVERY steps and at every step that logs or evaluates anyway; a signal or the time limit then
-        # stops the run at most LOSS_READ_EVERY - 1 steps later.
         if ranks.enabled:
-            due = (
-                state.step % LOSS_READ_EVERY == 0 or state.step % cfg.eval_every == 0 or state.step % cfg.log_every == 0
-            )
-            out_of_time, signalled = (
-                ranks.any(out_of_time and ranks.is_main, signalled, device=self.device) if due else (False, False)
-            )
+            out_of_time, signalled = self.agree(out_of_time, signalled)
         if self.step_limit is not None and state.step >= self.step_limit:
             self.stop_reason = f"reached {state.step} steps"
         elif out_of_time:
