@@ -216,7 +216,8 @@ class CompiledDecoder:
             if seed is not None:  # the generators the draws use, no others (fork_rng restores these)
                 torch.default_generator.manual_seed(seed)
                 if device.type == "cuda":
-                    torch.cuda.default_generators[device.index or torch.cuda.current_device()].manual_seed(seed)
+                    index = device.index if device.index is not None else torch.cuda.current_device()
+                    torch.cuda.default_generators[index].manual_seed(seed)
             self.prefill_fn(ids, real, *settings)
             done = 1
             while done < max_new_tokens:
