@@ -81,16 +81,30 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("name", CASES)
-def test_a_padded_training_step_compiles_to_one_graph_with_the_eager_loss_and_gradients(name):
+def eager_step(name):
+    """(the model, its loss function, the loss of an eager step on a CPU, every gradient of it); the model's
+    gradients are cleared again."""
     cls, extra, loss_of = CASES[name]
     torch.manual_seed(0)
     model = cls(config(**extra)).train()
-    eager = loss_of(model)
-    eager.backward()
-    eager_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    loss = loss_of(model)
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad(set_to_none=True)
+    return model, loss_of, loss, grads
 
+
+def assert_same_step(model, loss, expected_loss, expected_grads):
+    """`loss` (after its backward) is the eager step's, and so is every gradient."""
+    torch.testing.assert_close(loss, expected_loss, rtol=1e-5, atol=1e-6)
+    for n, p in model.named_parameters():
+        if n in expected_grads:
+            torch.testing.assert_close(p.grad, expected_grads[n], rtol=1e-4, atol=1e-6, msg=n)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_a_padded_training_step_compiles_to_one_graph_with_the_eager_loss_and_gradients(name):
+    model, loss_of, eager, eager_grads = eager_step(name)
     explained = torch._dynamo.explain(loss_of)(model)
     assert explained.graph_break_count == 0, [str(b.reason) for b in explained.break_reasons]
     assert explained.graph_count == 1
@@ -98,10 +112,7 @@ def test_a_padded_training_step_compiles_to_one_graph_with_the_eager_loss_and_gr
     torch._dynamo.reset()
     compiled = torch.compile(loss_of, backend="aot_eager", fullgraph=True)(model)  # traced, run without inductor
     compiled.backward()
-    torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)
-    for n, p in model.named_parameters():
-        if n in eager_grads:
-            torch.testing.assert_close(p.grad, eager_grads[n], rtol=1e-4, atol=1e-6, msg=n)
+    assert_same_step(model, compiled, eager, eager_grads)
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -110,14 +121,7 @@ def test_on_a_gpu_at_small_shapes_an_eager_step_reads_nothing_back_and_gives_the
 ):
     # A GPU is imitated where the decision is made (`reads_real_positions` with the real threshold), so that the
     # eager path that computes the padding instead of finding it runs here; it must call nonzero nowhere.
-    cls, extra, loss_of = CASES[name]
-    torch.manual_seed(0)
-    model = cls(config(**extra)).train()
-    skipping = loss_of(model)
-    skipping.backward()
-    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-    model.zero_grad(set_to_none=True)
-
+    model, loss_of, skipping, grads = eager_step(name)
     real_rule, asked = masks.reads_real_positions, []
 
     def as_on_a_gpu(device, macs):
@@ -134,10 +138,7 @@ def test_on_a_gpu_at_small_shapes_an_eager_step_reads_nothing_back_and_gives_the
     loss = loss_of(model)
     loss.backward()
     assert asked and max(asked) < masks.DEVICE_READ_MIN_MACS and nonzero_calls == []
-    torch.testing.assert_close(loss, skipping, rtol=1e-5, atol=1e-6)
-    for n, p in model.named_parameters():
-        if n in grads:
-            torch.testing.assert_close(p.grad, grads[n], rtol=1e-4, atol=1e-6, msg=n)
+    assert_same_step(model, loss, skipping, grads)
     # The work the rule weighs: the stack's weights times the batch's positions (an encoder's: 4 x 9 tokens).
     if name in ("classifier", "qa"):
         stack = model.encoder.stack
